@@ -1,0 +1,165 @@
+"""The one error tree of Stockade.
+
+    StockadeError                      500, exit 1
+    ├── ValidationError                422, exit 2   bad input: names object, field, problem
+    ├── NotFoundError                  404, exit 3
+    ├── ConflictError                  409, exit 4   e.g. deleting a group a policy still uses
+    ├── Unauthorized                   401, exit 5
+    ├── Forbidden                      403, exit 6
+    ├── TimeoutError_                  504, exit 7   e.g. `apply --wait` ran out of time
+    ├── ControllerUnavailable          503, exit 8   the CLI or an agent cannot reach the controller
+    ├── DataplaneError                 500, exit 9   a kernel command failed (cmd, returncode, stderr)
+    └── LabError                       500, exit 10  the lab could not be built or inspected
+
+Each class knows its HTTP status and its CLI exit code, so the API's exception
+handler and the CLI map errors through one table each and never parse strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StockadeError(Exception):
+    http_status: int = 500
+    exit_code: int = 1
+    code: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem in one field of one object: `Workload shop/web-1: spec.ips[0]: not an IP address`."""
+
+    object_ref: str
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.object_ref}: " if self.object_ref else ""
+        return f"{where}{self.field}: {self.problem}" if self.field else f"{where}{self.problem}"
+
+
+class ValidationError(StockadeError):
+    http_status = 422
+    exit_code = 2
+    code = "invalid"
+
+    def __init__(self, problems: list[FieldProblem] | FieldProblem) -> None:
+        self.problems = problems if isinstance(problems, list) else [problems]
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @classmethod
+    def single(cls, object_ref: str, field_name: str, problem: str) -> "ValidationError":
+        return cls(FieldProblem(object_ref, field_name, problem))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.code,
+            "message": self.message,
+            "problems": [
+                {"object": p.object_ref, "field": p.field, "problem": p.problem}
+                for p in self.problems
+            ],
+        }
+
+
+class NotFoundError(StockadeError):
+    http_status = 404
+    exit_code = 3
+    code = "not_found"
+
+
+class ConflictError(StockadeError):
+    http_status = 409
+    exit_code = 4
+    code = "conflict"
+
+
+class Unauthorized(StockadeError):
+    http_status = 401
+    exit_code = 5
+    code = "unauthorized"
+
+
+class Forbidden(StockadeError):
+    http_status = 403
+    exit_code = 6
+    code = "forbidden"
+
+
+class TimeoutError_(StockadeError):
+    http_status = 504
+    exit_code = 7
+    code = "timeout"
+
+
+class ControllerUnavailable(StockadeError):
+    http_status = 503
+    exit_code = 8
+    code = "unavailable"
+
+
+@dataclass
+class _DataplaneDetails:
+    cmd: list[str] = field(default_factory=list)
+    returncode: int = 0
+    stderr: str = ""
+
+
+class DataplaneError(StockadeError):
+    exit_code = 9
+    code = "dataplane"
+
+    def __init__(self, cmd: list[str], returncode: int, stderr: str) -> None:
+        self.cmd = cmd
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(f"{' '.join(cmd)} exited {returncode}: {stderr.strip()}")
+
+
+class LabError(StockadeError):
+    exit_code = 10
+    code = "lab"
+
+
+ERRORS_BY_CODE: dict[str, type[StockadeError]] = {
+    cls.code: cls
+    for cls in (
+        StockadeError,
+        ValidationError,
+        NotFoundError,
+        ConflictError,
+        Unauthorized,
+        Forbidden,
+        TimeoutError_,
+        ControllerUnavailable,
+        LabError,
+    )
+}
+
+
+def error_from_response(status: int, body: dict[str, Any]) -> StockadeError:
+    """Rebuild the typed error the controller raised, on the client side."""
+    code = str(body.get("error", ""))
+    message = str(body.get("message", body))
+    if code == ValidationError.code:
+        problems = [
+            FieldProblem(p.get("object", ""), p.get("field", ""), p.get("problem", ""))
+            for p in body.get("problems", [])
+        ] or [FieldProblem("", "", message)]
+        return ValidationError(problems)
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = {401: Unauthorized, 403: Forbidden, 404: NotFoundError, 409: ConflictError,
+               422: ValidationError}.get(status, StockadeError)
+        if cls is ValidationError:
+            return ValidationError.single("", "", message)
+    return cls(message)

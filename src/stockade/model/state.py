@@ -1,0 +1,87 @@
+"""DesiredState: one immutable snapshot of everything the users asked for, at one revision.
+
+Built by the controller (from its store) and by the agent (from list + watch);
+the compiler reads only this. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from stockade.model.kinds import ObjectKey, key_of
+from stockade.model.objects import (
+    GlobalPolicy,
+    Group,
+    Namespace,
+    Policy,
+    StockadeObject,
+    Workload,
+)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    revision: int
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
+    groups: Mapping[tuple[str, str], Group] = field(default_factory=dict)
+    policies: Mapping[tuple[str, str], Policy | GlobalPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def from_objects(cls, revision: int, objects: Iterable[StockadeObject]) -> "DesiredState":
+        namespaces: dict[str, Namespace] = {}
+        workloads: dict[tuple[str, str], Workload] = {}
+        groups: dict[tuple[str, str], Group] = {}
+        policies: dict[tuple[str, str], Policy | GlobalPolicy] = {}
+        for obj in objects:
+            ns, name = obj.metadata.namespace or "", obj.metadata.name
+            if isinstance(obj, Namespace):
+                namespaces[name] = obj
+            elif isinstance(obj, Workload):
+                workloads[(ns, name)] = obj
+            elif isinstance(obj, Group):
+                groups[(ns, name)] = obj
+            elif isinstance(obj, (Policy, GlobalPolicy)):
+                policies[(ns, name)] = obj
+        return cls(revision, namespaces, workloads, groups, policies)
+
+    def objects(self) -> list[StockadeObject]:
+        out: list[StockadeObject] = [*self.namespaces.values(), *self.workloads.values(),
+                                     *self.groups.values(), *self.policies.values()]
+        return sorted(out, key=key_of)
+
+    def get(self, key: ObjectKey) -> StockadeObject | None:
+        if key.kind == "Namespace":
+            return self.namespaces.get(key.name)
+        if key.kind == "Workload":
+            return self.workloads.get((key.namespace, key.name))
+        if key.kind == "Group":
+            return self.groups.get((key.namespace, key.name))
+        if key.kind in ("Policy", "GlobalPolicy"):
+            found = self.policies.get((key.namespace, key.name))
+            return found if found is not None and found.kind == key.kind else None
+        return None
+
+    def with_changes(self, revision: int, put: Iterable[StockadeObject] = (),
+                     delete: Iterable[ObjectKey] = ()) -> "DesiredState":
+        """A new state with objects put and keys deleted (the old one is untouched)."""
+        by_key = {key_of(o): o for o in self.objects()}
+        for key in delete:
+            by_key.pop(key, None)
+        for obj in put:
+            by_key[key_of(obj)] = obj
+        return DesiredState.from_objects(revision, by_key.values())
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return {"kubernetes.io/metadata.name": namespace}
+        return ns.effective_labels()
+
+    def workload_ips(self, workload: Workload) -> list[str]:
+        """Spec addresses, or those the controller assigned (status.ips) when the spec has none."""
+        if workload.spec.ips:
+            return list(workload.spec.ips)
+        status = workload.status or {}
+        return list(status.get("ips") or [])

@@ -1,0 +1,115 @@
+"""Cross-object validation of a whole desired state (pure).
+
+Per-object shape is checked by pydantic in `model.objects`; here we check what
+needs the other objects: namespaces exist, referenced groups exist, addresses
+are in the allowed ranges and not taken twice, hosts are known.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from stockade.errors import FieldProblem
+from stockade.model.kinds import ObjectKey, key_of
+from stockade.model.objects import GlobalPolicy, Group, Policy, PolicySpec, Workload
+from stockade.model.state import DesiredState
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """What the deployment allows: where workload addresses may come from, which hosts exist."""
+
+    workload_ranges: tuple[IPNetwork, ...] = field(default_factory=lambda: (
+        ipaddress.ip_network("198.18.0.0/17"), ipaddress.ip_network("2001:db8::/33")))
+    known_hosts: frozenset[str] | None = None  # None: any host name is accepted
+
+
+def group_ref(policy_ns: str, ref: str) -> tuple[str, str]:
+    """Resolve a group reference: `name` in the policy's namespace, or `namespace/name`."""
+    if "/" in ref:
+        ns, name = ref.split("/", 1)
+        return ns, name
+    return policy_ns, ref
+
+
+def _policy_group_refs(spec: PolicySpec) -> Iterable[tuple[str, str]]:
+    if spec.appliesTo.group is not None:
+        yield "spec.appliesTo.group", spec.appliesTo.group
+    for direction, rules in (("ingress", spec.ingress), ("egress", spec.egress)):
+        for i, rule in enumerate(rules):
+            peers = rule.from_ if direction == "ingress" else rule.to
+            peer_field = "from" if direction == "ingress" else "to"
+            for j, peer in enumerate(peers or []):
+                if peer.group is not None:
+                    yield f"spec.{direction}[{i}].{peer_field}[{j}].group", peer.group
+
+
+def validate_state(state: DesiredState, settings: ValidationSettings,
+                   only: set[ObjectKey] | None = None) -> list[FieldProblem]:
+    """Problems of the objects in `only` (all when None) against the rest of `state`."""
+    problems: list[FieldProblem] = []
+
+    def wanted(key: ObjectKey) -> bool:
+        return only is None or key in only
+
+    for obj in state.objects():
+        key = key_of(obj)
+        if not wanted(key):
+            continue
+        ref = str(key)
+        ns = obj.metadata.namespace
+        if ns and ns not in state.namespaces:
+            problems.append(FieldProblem(ref, "metadata.namespace", f"namespace {ns!r} does not exist"))
+        if isinstance(obj, Workload):
+            problems += _workload_problems(obj, state, settings, ref)
+        elif isinstance(obj, (Policy, GlobalPolicy)):
+            for where, target in _policy_group_refs(obj.spec):
+                if isinstance(obj, GlobalPolicy) and "/" not in target:
+                    problems.append(FieldProblem(ref, where, f"a GlobalPolicy names groups as namespace/name, "
+                                                 f"got {target!r}"))
+                    continue
+                gkey = group_ref(ns or "", target)
+                if gkey not in state.groups:
+                    problems.append(FieldProblem(ref, where, f"group {gkey[0]}/{gkey[1]} does not exist"))
+        elif isinstance(obj, Group):
+            for i, cidr in enumerate(obj.spec.except_):
+                net = ipaddress.ip_network(cidr)
+                if not any(net.version == ipaddress.ip_network(c).version
+                           and net.subnet_of(ipaddress.ip_network(c))  # type: ignore[arg-type]
+                           for c in obj.spec.cidrs):
+                    problems.append(FieldProblem(ref, f"spec.except[{i}]", f"{cidr} is not inside any of spec.cidrs"))
+    return problems
+
+
+def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSettings,
+                       ref: str) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    if settings.known_hosts is not None and wl.spec.host not in settings.known_hosts:
+        known = ", ".join(sorted(settings.known_hosts)) or "none"
+        problems.append(FieldProblem(ref, "spec.host", f"unknown host {wl.spec.host!r} (known hosts: {known})"))
+    mine = (wl.metadata.namespace or "", wl.metadata.name)
+    for i, ip in enumerate(state.workload_ips(wl)):
+        addr = ipaddress.ip_address(ip)
+        if not any(addr in net for net in settings.workload_ranges):
+            ranges = ", ".join(str(n) for n in settings.workload_ranges)
+            problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is outside the allowed workload ranges ({ranges})"))
+        for other_key, other in state.workloads.items():
+            if other_key != mine and ip in state.workload_ips(other):
+                problems.append(FieldProblem(ref, f"spec.ips[{i}]",
+                                             f"{ip} is already used by Workload {other_key[0]}/{other_key[1]}"))
+    return problems
+
+
+def referrers_of_group(state: DesiredState, group: tuple[str, str]) -> list[str]:
+    """Policies that name this group: a group in use cannot be deleted."""
+    out = []
+    for (ns, name), pol in sorted(state.policies.items()):
+        for _, target in _policy_group_refs(pol.spec):
+            if group_ref(ns, target) == group:
+                out.append(f"{pol.kind} {ns + '/' if ns else ''}{name}")
+                break
+    return out
