@@ -9,7 +9,8 @@
     ├── TimeoutError_                  504, exit 7   e.g. `apply --wait` ran out of time
     ├── ControllerUnavailable          503, exit 8   the CLI or an agent cannot reach the controller
     ├── DataplaneError                 500, exit 9   a kernel command failed (cmd, returncode, stderr)
-    └── LabError                       500, exit 10  the lab could not be built or inspected
+    ├── LabError                       500, exit 10  the lab could not be built or inspected
+    └── Gone                           410, exit 11  a watch resumed from a revision the event log no longer holds: relist
 
 Each class knows its HTTP status and its CLI exit code, so the API's exception
 handler and the CLI map errors through one table each and never parse strings.
@@ -130,6 +131,14 @@ class LabError(StockadeError):
     code = "lab"
 
 
+class Gone(StockadeError):
+    """The watch asked for events the bounded event log no longer holds; the client must relist."""
+
+    http_status = 410
+    exit_code = 11
+    code = "gone"
+
+
 ERRORS_BY_CODE: dict[str, type[StockadeError]] = {
     cls.code: cls
     for cls in (
@@ -142,6 +151,7 @@ ERRORS_BY_CODE: dict[str, type[StockadeError]] = {
         TimeoutError_,
         ControllerUnavailable,
         LabError,
+        Gone,
     )
 }
 
@@ -159,7 +169,7 @@ def error_from_response(status: int, body: dict[str, Any]) -> StockadeError:
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         cls = {401: Unauthorized, 403: Forbidden, 404: NotFoundError, 409: ConflictError,
-               422: ValidationError}.get(status, StockadeError)
+               410: Gone, 422: ValidationError, 503: ControllerUnavailable}.get(status, StockadeError)
         if cls is ValidationError:
             return ValidationError.single("", "", message)
     return cls(message)

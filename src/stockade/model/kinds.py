@@ -129,3 +129,15 @@ def parse_object(raw: Any, index: int | None = None, default_namespace: str | No
 def to_document(obj: StockadeObject) -> dict[str, Any]:
     """The object as users write it: aliases (`from`, `except`), no empty defaults noise."""
     return obj.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_stored(document: Mapping[str, Any]) -> StockadeObject:
+    """Rebuild an object that Stockade itself stored or served, keeping its `status`.
+
+    Only for documents that already passed `parse_object` (store rows, the
+    controller's snapshot as seen by an agent); user input goes through `parse_object`.
+    """
+    kind = KIND_BY_NAME.get(str(document.get("kind")))
+    if kind is None:
+        raise ValidationError.single(_describe_raw(document, None), "kind", "unknown kind in stored document")
+    return kind.model.model_validate(document)

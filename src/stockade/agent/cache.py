@@ -1,0 +1,44 @@
+"""The agent's copy of the desired state, kept by list + watch.
+
+`synced` is False until the first full list has been loaded: the agent must
+never program the kernel from a partial view.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from stockade.model.kinds import ObjectKey, key_of, parse_stored
+from stockade.model.objects import StockadeObject
+from stockade.model.state import DesiredState
+
+
+class StateCache:
+    def __init__(self) -> None:
+        self.revision = 0
+        self.synced = False
+        self._objects: dict[ObjectKey, StockadeObject] = {}
+        self._state: DesiredState | None = None
+
+    def replace(self, revision: int, documents: list[Mapping[str, Any]]) -> None:
+        """Load a full listing (first sync, or after the watch fell too far behind)."""
+        objects = [parse_stored(d) for d in documents]
+        self._objects = {key_of(o): o for o in objects}
+        self.revision = revision
+        self.synced = True
+        self._state = None
+
+    def apply_events(self, revision: int, events: list[Mapping[str, Any]]) -> None:
+        for ev in events:
+            key = ObjectKey(str(ev["kind"]), str(ev.get("namespace") or ""), str(ev["name"]))
+            if ev["type"] == "DELETE":
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = parse_stored(ev["object"])
+        self.revision = max(self.revision, revision)
+        self._state = None
+
+    def state(self) -> DesiredState:
+        if self._state is None or self._state.revision != self.revision:
+            self._state = DesiredState.from_objects(self.revision, self._objects.values())
+        return self._state

@@ -1,0 +1,188 @@
+"""The agent: one asyncio loop, level-triggered.
+
+Watch events, the resync timer and the drift check only set `dirty`; the
+reconcile task takes the latest desired state and makes the host equal to it
+(firewall first, then — in the lab — the workloads' interfaces, so a new
+workload never exists without its policy). Blocking work (HTTP, nft,
+netlink) runs in threads, off the loop.
+
+Invariants: nothing is programmed before the first full sync; when the
+controller is unreachable the last program stays in force (we never flush).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from stockade.agent.cache import StateCache
+from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.errors import StockadeError
+from stockade.model.state import DesiredState
+
+log = logging.getLogger(__name__)
+
+
+class ControllerApi(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+    def watch(self, since: int, timeout: float) -> dict[str, Any]: ...
+    def report_status(self, host: str, report: dict[str, Any]) -> Any: ...
+
+
+class EndpointDriver(Protocol):
+    """Realises local workloads' interfaces (the lab's plumbing); returns their status by `ns/name`."""
+
+    def reconcile(self, state: DesiredState) -> dict[str, dict[str, Any]]: ...
+
+
+@dataclass
+class AgentConfig:
+    host: str
+    watch_timeout: float = 20.0
+    resync_interval: float = 30.0
+    drift_interval: float = 1.0
+    heartbeat_interval: float = 5.0
+    retry_interval: float = 1.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class AgentStatus:
+    revision: int = 0
+    program_hash: str | None = None
+    applied_at: str | None = None
+    in_sync: bool = False
+    error: str | None = None
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    controller_reachable: bool = False
+
+    def report(self) -> dict[str, Any]:
+        return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
+                "inSync": self.in_sync, "error": self.error, "endpoints": self.endpoints}
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, client: ControllerApi, reconciler: Reconciler,
+                 endpoints: EndpointDriver | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.config = config
+        self.client = client
+        self.reconciler = reconciler
+        self.endpoints = endpoints
+        self.on_outcome = on_outcome
+        self.cache = StateCache()
+        self.status = AgentStatus()
+        self.dirty = asyncio.Event()
+        self.reported = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(coro) for coro in (
+            self._watch_loop(stop), self._reconcile_loop(stop), self._timer(stop, self.config.resync_interval),
+            self._drift_loop(stop), self._heartbeat_loop(stop))]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ inputs
+
+    async def _watch_loop(self, stop: asyncio.Event) -> None:
+        since: int | None = None
+        while not stop.is_set():
+            try:
+                if since is None:
+                    snap = await asyncio.to_thread(self.client.snapshot)
+                    self.cache.replace(int(snap["revision"]), snap["objects"])
+                    since = self.cache.revision
+                    log.info("full sync at revision %d (%d objects)", since, len(snap["objects"]))
+                    self.dirty.set()
+                result = await asyncio.to_thread(self.client.watch, since, self.config.watch_timeout)
+                self.status.controller_reachable = True
+                if result.get("events"):
+                    self.cache.apply_events(int(result["revision"]), result["events"])
+                    self.dirty.set()
+                since = max(since, int(result["revision"]))
+            except StockadeError as e:
+                self.status.controller_reachable = False
+                if getattr(e, "http_status", None) == 410 or "410" in e.message or "gone" in e.code:
+                    log.info("watch fell behind the controller's log: listing again")
+                    since = None
+                    continue
+                log.warning("controller: %s; keeping the last program", e.message)
+                await asyncio.sleep(self.config.retry_interval)
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything the network throws
+                self.status.controller_reachable = False
+                log.warning("watch failed: %r; keeping the last program", e)
+                await asyncio.sleep(self.config.retry_interval)
+
+    async def _timer(self, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            self.dirty.set()
+
+    async def _drift_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.config.drift_interval)
+            if self.reconciler.applied is None:
+                continue
+            try:
+                in_sync = await asyncio.to_thread(self.reconciler.in_sync)
+            except StockadeError as e:
+                log.warning("drift check failed: %s", e.message)
+                in_sync = False
+            if not in_sync:
+                self.status.in_sync = False
+                self.dirty.set()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.config.heartbeat_interval)
+            await self._report()
+
+    # -------------------------------------------------------- the loop
+
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.dirty.wait()
+            self.dirty.clear()
+            if not self.cache.synced:
+                continue  # never program a partial view
+            state = self.cache.state()
+            try:
+                outcome = await asyncio.to_thread(self.reconciler.reconcile, state)
+                if outcome.kind != "none" or outcome.drift_repaired:
+                    log.info("revision %d: %s transaction, %d objects, %.1f ms%s", outcome.revision,
+                             outcome.kind, outcome.objects_sent, outcome.seconds * 1000,
+                             " (drift repaired)" if outcome.drift_repaired else "")
+                if self.endpoints is not None:
+                    self.status.endpoints = await asyncio.to_thread(self.endpoints.reconcile, state)
+                self.status.revision = outcome.revision
+                self.status.program_hash = outcome.program_hash
+                if outcome.kind != "none" or self.status.applied_at is None:
+                    self.status.applied_at = _now()
+                self.status.in_sync = True
+                self.status.error = None
+                if self.on_outcome:
+                    self.on_outcome(outcome)
+            except Exception as e:  # noqa: BLE001 - report, keep the old program, retry
+                msg = e.message if isinstance(e, StockadeError) else repr(e)
+                log.error("reconcile of revision %d failed: %s", state.revision, msg)
+                self.status.error = msg
+                self.status.in_sync = False
+                asyncio.get_running_loop().call_later(self.config.retry_interval, self.dirty.set)
+            await self._report()
+
+    async def _report(self) -> None:
+        try:
+            await asyncio.to_thread(self.client.report_status, self.config.host, self.status.report())
+            self.reported.set()
+        except Exception as e:  # noqa: BLE001 - the controller may be down; we report again later
+            log.debug("status report failed: %r", e)

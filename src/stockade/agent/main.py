@@ -1,0 +1,82 @@
+"""Build and run one agent process: `stockade agent run --host hv1 --controller URL ...`.
+
+`build_agent` is where the whole agent graph is wired, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
+from stockade.agent.reconciler import Reconciler
+from stockade.dataplane.nft_driver import NftDriver
+from stockade.model.state import DesiredState
+
+agent_app = typer.Typer(help="Run the per-host agent.", no_args_is_help=True)
+
+
+@dataclass
+class AgentSettings:
+    host: str
+    controller: str
+    token: str
+    table: str = "stockade"
+    lab_prefix: str | None = None
+
+
+class LabEndpoints:
+    """The lab's stand-in for a hypervisor or CNI: realises local workloads as namespaces + veths."""
+
+    def __init__(self, prefix: str, host: str) -> None:
+        self.prefix = prefix
+        self.host = host
+
+    def reconcile(self, state: DesiredState) -> dict[str, dict[str, Any]]:
+        from stockade.lab.endpoints import plan_endpoints, reconcile_endpoints
+
+        plan = plan_endpoints(state, self.host, self.prefix)
+        statuses = reconcile_endpoints(plan, self.prefix, self.host)
+        return {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in statuses.items()}
+
+
+def build_agent(settings: AgentSettings) -> Agent:
+    from stockade.client import ControllerClient
+
+    client = ControllerClient(settings.controller, settings.token, timeout=60.0)
+    driver = NftDriver(table=settings.table)
+    endpoints: EndpointDriver | None = None
+    if settings.lab_prefix:
+        endpoints = LabEndpoints(settings.lab_prefix, settings.host)
+    return Agent(AgentConfig(host=settings.host), client, Reconciler(driver, settings.host), endpoints)
+
+
+@agent_app.command("run")
+def run(
+    host: str = typer.Option(..., help="This host's name, as workloads' spec.host gives it."),
+    controller: str = typer.Option(..., help="Controller URL: http(s)://HOST:PORT or unix:///PATH"),
+    token_file: Path = typer.Option(..., help="File holding this agent's API token."),
+    table: str = typer.Option("stockade", help="The nftables table this agent owns."),
+    lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
+    state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
+    token = token_file.read_text().strip()
+    agent = build_agent(AgentSettings(host, controller, token, table, lab_prefix))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())

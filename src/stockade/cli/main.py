@@ -1,0 +1,240 @@
+"""The `stockade` command: typer commands that call the controller and print. No business logic.
+
+Every error is a `StockadeError`; it is printed once, in red, and the process
+exits with the error's own exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+from stockade.cli import render
+from stockade.cli.config import load_config
+from stockade.cli.documents import read_documents
+from stockade.errors import StockadeError, TimeoutError_, ValidationError
+from stockade.model.kinds import resolve_kind
+
+app = typer.Typer(help="Stockade: a distributed, stateful firewall; policy as code, enforced at every workload's NIC.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+ControllerOpt = typer.Option(None, "--controller", envvar="STOCKADE_CONTROLLER", help="Controller URL.")
+TokenOpt = typer.Option(None, "--token", envvar="STOCKADE_TOKEN", help="API token (overrides the config file).")
+OutputOpt = typer.Option("table", "--output", "-o", help="table, json or yaml")
+
+
+def _client(controller: str | None, token: str | None) -> Any:
+    from stockade.client import ControllerClient
+
+    cfg = load_config(controller, token)
+    return ControllerClient(cfg.controller, cfg.token)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except StockadeError as e:
+        err.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+        if isinstance(e, ValidationError) and len(e.problems) > 1:
+            for p in e.problems:
+                err.print(f"  - {p}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _check_output(output: str) -> None:
+    if output not in ("table", "json", "yaml"):
+        raise ValidationError.single("", "--output", f"{output!r} is not one of table, json, yaml")
+
+
+def _dump(data: Any, output: str) -> None:
+    if output == "json":
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+# ------------------------------------------------------------------ apply
+
+def wait_for_revision(client: Any, revision: int, timeout: float) -> dict[str, Any]:
+    """Block until every reporting agent enforces `revision` in sync; TimeoutError_ names the laggards."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.status()
+        agents = [a for a in status.get("agents", []) if a.get("reporting", True)]
+        behind = [a for a in agents if (a.get("revision") or 0) < revision or not a.get("inSync")]
+        if agents and not behind:
+            return status
+        if time.monotonic() > deadline:
+            if not agents:
+                raise TimeoutError_(f"revision {revision} is stored, but no agent is reporting")
+            names = ", ".join(f"{a['host']} (at revision {a.get('revision')}"
+                              f"{', error: ' + a['error'] if a.get('error') else ''})" for a in behind)
+            raise TimeoutError_(f"revision {revision} is stored, but after {timeout:.0f}s these agents "
+                                f"do not enforce it yet: {names}")
+        time.sleep(0.05)
+
+
+@app.command()
+def apply(
+    filename: str = typer.Option(..., "--filename", "-f", help="YAML/JSON file, directory, or - for stdin."),
+    wait: bool = typer.Option(False, "--wait", help="Return once every agent enforces the new revision."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds --wait waits."),
+    message: str = typer.Option("", "--message", "-m", help="Why: recorded with the revision."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace for objects without one."),
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """Create or update the objects in a file, all or nothing, as one revision."""
+    def go() -> None:
+        docs = read_documents(filename)
+        if not docs:
+            raise ValidationError.single(filename, "", "contains no objects")
+        client = _client(controller, token)
+        result = client.apply(docs, message=message or f"apply -f {filename}", namespace=namespace)
+        for r in result["results"]:
+            out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} "
+                      f"{r['action']}", highlight=False)
+        out.print(f"revision {result['revision']}", style="dim")
+        if wait:
+            started = time.monotonic()
+            wait_for_revision(client, int(result["revision"]), timeout)
+            out.print(f"revision {result['revision']} enforced by every agent "
+                      f"({(time.monotonic() - started) * 1000:.0f} ms)", style="green")
+    _run(go)
+
+
+# ----------------------------------------------------------------- delete
+
+@app.command()
+def delete(
+    kind: Optional[str] = typer.Argument(None, help="Kind, as kubectl takes it (workload, policies, ...)."),
+    name: Optional[str] = typer.Argument(None),
+    filename: Optional[str] = typer.Option(None, "--filename", "-f"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n"),
+    wait: bool = typer.Option(False, "--wait"),
+    timeout: float = typer.Option(30.0, "--timeout"),
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """Remove objects named in a file, or one object by kind and name."""
+    def go() -> None:
+        refs: list[dict[str, str]] = []
+        if filename:
+            for i, d in enumerate(read_documents(filename)):
+                meta = d.get("metadata") or {}
+                k = resolve_kind(str(d.get("kind", "")))
+                refs.append({"kind": k.name, "namespace": (meta.get("namespace") or namespace or "") if k.namespaced else "",
+                             "name": str(meta.get("name", ""))})
+        elif kind and name:
+            k = resolve_kind(kind)
+            if k.namespaced and not namespace:
+                raise ValidationError.single(f"{k.name} {name}", "--namespace", f"a {k.name} needs -n NAMESPACE")
+            refs.append({"kind": k.name, "namespace": (namespace or "") if k.namespaced else "", "name": name})
+        else:
+            raise ValidationError.single("", "arguments", "give -f FILE, or KIND NAME")
+        client = _client(controller, token)
+        result = client.delete(refs, message=f"delete {filename or kind + '/' + str(name)}")
+        for r in result["results"]:
+            out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} deleted",
+                      highlight=False)
+        if wait:
+            wait_for_revision(client, int(result["revision"]), timeout)
+    _run(go)
+
+
+# -------------------------------------------------------------------- get
+
+@app.command()
+def get(
+    kind: str = typer.Argument(..., help="Kind, as kubectl takes it (workload, workloads, wl, policy, ...)."),
+    name: Optional[str] = typer.Argument(None),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n"),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
+    output: str = OutputOpt,
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """List objects, or show one."""
+    def go() -> None:
+        _check_output(output)
+        k = resolve_kind(kind)
+        ns = None if (all_namespaces or not k.namespaced) else namespace
+        result = _client(controller, token).list(k.name, namespace=ns, name=name)
+        items = result["items"]
+        if output == "table":
+            render.objects_table(out, k.name, items)
+        elif name and len(items) == 1:
+            _dump(items[0], output)
+        else:
+            _dump({"apiVersion": "v1", "kind": "List", "items": items} if output == "yaml" else {"items": items}, output)
+    _run(go)
+
+
+# ----------------------------------------------------------------- status
+
+@app.command()
+def status(
+    output: str = OutputOpt,
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """The controller's revision and, per agent, what it enforces and whether the kernel matches."""
+    def go() -> None:
+        _check_output(output)
+        data = _client(controller, token).status()
+        if output == "table":
+            render.status_table(out, data)
+        else:
+            _dump(data, output)
+    _run(go)
+
+
+# ------------------------------------------------------------------ probe
+
+@app.command()
+def probe(
+    src: str = typer.Option(..., "--from", help="Source workload: NAME or NAMESPACE/NAME."),
+    dst: str = typer.Option(..., "--to", help="Destination workload: NAME or NAMESPACE/NAME."),
+    port: int = typer.Option(0, "--port", help="Destination port (tcp, udp)."),
+    protocol: str = typer.Option("tcp", "--protocol", help="tcp, udp or icmp"),
+    family: int = typer.Option(4, "--family", help="4 or 6"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n"),
+    timeout: float = typer.Option(1.0, "--timeout"),
+    output: str = OutputOpt,
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """Send real packets from one lab workload to another and report the verdict seen."""
+    def go() -> None:
+        from stockade.cli.probing import run_probe
+
+        _check_output(output)
+        result = run_probe(_client(controller, token), src, dst, port, protocol, family, namespace, timeout)
+        if output == "table":
+            render.probe_line(out, result)
+        else:
+            _dump(result, output)
+    _run(go)
+
+
+def _mount() -> None:
+    from stockade.agent.main import agent_app
+    from stockade.controller.cli import controller_app
+    from stockade.lab.cli import lab_app
+
+    app.add_typer(lab_app, name="lab", help="Build, inspect and tear down the one-machine lab.")
+    app.add_typer(controller_app, name="controller", help="Run the controller.")
+    app.add_typer(agent_app, name="agent", help="Run a host agent.")
+
+
+_mount()

@@ -1,0 +1,387 @@
+"""Compile the desired state into one host's Ruleset. Pure: same input, same bytes out.
+
+Layout of the program (one `inet` table, owned by Stockade alone):
+
+    chain egress   hook forward prio -10   ct established,related accept; ct invalid drop;
+                                           iifname vmap @egress_dispatch
+    chain ingress  hook forward prio 0     ct established,related accept; ct invalid drop;
+                                           oifname vmap @ingress_dispatch
+    chain input    hook input   prio 0     iifname @workload_ifaces jump from_workloads
+
+    wl_<name>_<h>_eg / _in   one per local workload and direction:
+                             anti-spoofing (egress), then per tier: clear the
+                             pass mark, jump each policy chain of that tier in
+                             order; then the namespace's default action
+    pol_<name>_<h>_eg / _in  one per policy and direction, shared by every local
+                             workload it applies to: `return` at once if an
+                             earlier policy of the tier passed; then its rules
+
+Egress and ingress are separate base chains on the forward hook, so `accept`
+in egress ends only the egress decision and the destination's ingress policy
+still runs, also when both workloads share this host. Peers live in named sets
+(interval sets of addresses), so a membership change is an element update.
+Each policy rule becomes one or more kernel rules (peers × ports × family),
+all carrying the rule's id in their comment and a counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from stockade.compile.addresses import family_of, interval_elements
+from stockade.compile.selection import Selection, WorkloadKey, selector_key
+from stockade.model.naming import object_name, workload_interface
+from stockade.model.objects import DEFAULT_TIERS, GlobalPolicy, Peer, Policy, PortSpec, Rule
+from stockade.model.state import DesiredState
+from stockade.model.validation import group_ref
+from stockade.nft.ir import (
+    ICMP_CODE,
+    ICMP_TYPE,
+    ICMPV6_CODE,
+    ICMPV6_TYPE,
+    IP6_DADDR,
+    IP6_SADDR,
+    IP_DADDR,
+    IP_SADDR,
+    META_IIFNAME,
+    META_L4PROTO,
+    META_NFPROTO,
+    META_OIFNAME,
+    TH_DPORT,
+    Accept,
+    BaseHook,
+    Chain,
+    Cmp,
+    Continue,
+    CtState,
+    Dispatch,
+    Drop,
+    FieldRef,
+    InAnon,
+    InRange,
+    InSet,
+    Jump,
+    Log,
+    MarkHas,
+    MarkSet,
+    Match,
+    NamedSet,
+    Reject,
+    Return,
+)
+from stockade.nft.ir import Rule as NftRule
+from stockade.nft.ir import Ruleset, Verdict, VerdictMap
+
+Direction = Literal["ingress", "egress"]
+AnyPolicy = Policy | GlobalPolicy
+
+TABLE = "stockade"
+# Packet-mark bit meaning "a policy of the current tier said pass". Cleared
+# before every tier; documented in docs/architecture.md.
+PASS_BIT = 0x10000000
+PRIORITY_EGRESS = -10
+PRIORITY_INGRESS = 0
+ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation/advert, redirect
+L4_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp", "ICMPv6": "ipv6-icmp"}
+DIR_SUFFIX = {"ingress": "in", "egress": "eg"}
+
+Alternative = tuple[int | None, tuple[Match, ...]]  # (address family or None for both, matches)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    table: str = TABLE
+    log_group: int | None = None  # NFLOG group for log and audit rules; None: kernel log
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+
+
+def rule_id(rule: Rule, direction: Direction, index: int) -> str:
+    """The rule's stable id: given, or derived from its direction and position."""
+    return rule.id or f"{direction}-{index}"
+
+
+def rule_ref(policy: AnyPolicy, direction: Direction, index: int, rule: Rule) -> str:
+    """The id every counter, log and trace names: `ns/policy/rule` (`policy/rule` if global)."""
+    ns = policy.metadata.namespace
+    owner = f"{ns}/{policy.metadata.name}" if ns else policy.metadata.name
+    return f"{owner}/{rule_id(rule, direction, index)}"
+
+
+def policy_rules(policy: AnyPolicy, direction: Direction) -> list[Rule]:
+    return list(policy.spec.ingress if direction == "ingress" else policy.spec.egress)
+
+
+def ordered_policies(state: DesiredState, tiers: tuple[str, ...]) -> list[AnyPolicy]:
+    """Evaluation order: tier, then order, then name (namespace and kind break ties)."""
+    rank = {t: i for i, t in enumerate(tiers)}
+    return sorted(state.policies.values(), key=lambda p: (
+        rank.get(p.spec.tier, len(tiers)), p.spec.order, p.metadata.name,
+        p.metadata.namespace or "", p.kind))
+
+
+def _addr_fields(direction: Direction) -> dict[int, FieldRef]:
+    """The peer's address: the source of ingress traffic, the destination of egress."""
+    return {4: IP_SADDR, 6: IP6_SADDR} if direction == "ingress" else {4: IP_DADDR, 6: IP6_DADDR}
+
+
+@dataclass
+class _Builder:
+    state: DesiredState
+    host: str
+    options: CompileOptions
+    sel: Selection = field(init=False)
+    sets: dict[str, NamedSet] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    applied_cache: dict[tuple[str, str, str], tuple[WorkloadKey, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sel = Selection(self.state)
+
+    # ------------------------------------------------------------ sets
+
+    def _add_set(self, name: str, type_: tuple[str, ...], elements: tuple, interval: bool,
+                 comment: str) -> str:
+        if name not in self.sets:
+            self.sets[name] = NamedSet(name, type_, tuple(sorted(elements, key=str)), interval, comment[:128])
+        return name
+
+    def _address_sets(self, prefix: str, identity: str, hint: str, ips: list[str], cidrs: list[str],
+                      excepts: list[str], families: tuple[int, ...], comment: str) -> list[tuple[int, str]]:
+        out = []
+        for fam in families:
+            name = object_name(prefix, identity, hint) + f"_{fam}"
+            elements = interval_elements(ips, cidrs, excepts, fam)
+            out.append((fam, self._add_set(name, ("ipv4_addr" if fam == 4 else "ipv6_addr",),
+                                           elements, True, comment)))
+        return out
+
+    def group_sets(self, gkey: tuple[str, str]) -> list[tuple[int, str]]:
+        group = self.state.groups.get(gkey)
+        members = self.sel.group_workloads(gkey)
+        cidrs = list(group.spec.cidrs) if group else []
+        excepts = list(group.spec.except_) if group else []
+        return self._address_sets("grp", f"group:{gkey[0]}/{gkey[1]}", gkey[1], self.sel.ips(members),
+                                  cidrs, excepts, (4, 6), f"group {gkey[0]}/{gkey[1]}")
+
+    def peer_sets(self, policy_ns: str | None, peer: Peer) -> list[tuple[int, str]]:
+        if peer.group is not None:
+            return self.group_sets(group_ref(policy_ns or "", peer.group))
+        if peer.cidr is not None:
+            fam = family_of(peer.cidr.split("/")[0])
+            identity = f"cidr:{peer.cidr}-{','.join(peer.except_)}"
+            return self._address_sets("net", identity, "", [], [peer.cidr], list(peer.except_), (fam,),
+                                      f"cidr {peer.cidr}" + (f" except {','.join(peer.except_)}" if peer.except_ else ""))
+        scope = self.sel.scope(policy_ns, peer.selector, peer.namespaceSelector)
+        members = self.sel.members(scope)
+        text = f"selector {selector_key(peer.selector)} ns {policy_ns or '*'} nsSelector {selector_key(peer.namespaceSelector)}"
+        return self._address_sets("sel", "sel:" + scope.identity, "", self.sel.ips(members), [], [], (4, 6), text)
+
+    # ------------------------------------------------------- applied-to
+
+    def applied(self, policy: AnyPolicy) -> tuple[WorkloadKey, ...]:
+        key = (policy.kind, policy.metadata.namespace or "", policy.metadata.name)
+        if key not in self.applied_cache:
+            self.applied_cache[key] = self.sel.applied(policy)
+        return self.applied_cache[key]
+
+    # ----------------------------------------------------------- rules
+
+    def peer_alternatives(self, policy: AnyPolicy, direction: Direction, rule: Rule) -> list[Alternative]:
+        peers = rule.from_ if direction == "ingress" else rule.to
+        if not peers:
+            return [(None, ())]
+        fields = _addr_fields(direction)
+        alts: list[Alternative] = []
+        for peer in peers:
+            for fam, set_name in self.peer_sets(policy.metadata.namespace, peer):
+                alt = (fam, (InSet((fields[fam],), set_name),))
+                if alt not in alts:
+                    alts.append(alt)
+        return alts
+
+    def named_port_candidates(self, policy: AnyPolicy, direction: Direction, rule: Rule) -> tuple[WorkloadKey, ...]:
+        """Whose `ports` resolve a name: the destination workload, as in Kubernetes."""
+        if direction == "ingress":
+            return tuple(k for k in self.applied(policy) if self.state.workloads[k].spec.host == self.host)
+        if not rule.to:
+            return self.sel.all_workloads()
+        found: set[WorkloadKey] = set()
+        for peer in rule.to:
+            found.update(self.sel.peer_workloads(policy.metadata.namespace, peer))
+        return tuple(sorted(found))
+
+    def port_alternatives(self, policy: AnyPolicy, direction: Direction, index: int,
+                          rule: Rule) -> list[Alternative]:
+        if not rule.ports:
+            return [(None, ())]
+        alts: list[Alternative] = []
+        for p_index, port in enumerate(rule.ports):
+            alts.extend(self._port_alternative(policy, direction, index, rule, p_index, port))
+        return alts
+
+    def _port_alternative(self, policy: AnyPolicy, direction: Direction, index: int, rule: Rule,
+                          p_index: int, port: PortSpec) -> list[Alternative]:
+        l4 = L4_NAMES[port.protocol]
+        if port.protocol in ("ICMP", "ICMPv6"):
+            fam = 4 if port.protocol == "ICMP" else 6
+            type_f, code_f = (ICMP_TYPE, ICMP_CODE) if fam == 4 else (ICMPV6_TYPE, ICMPV6_CODE)
+            matches: list[Match] = [Cmp(META_L4PROTO, l4)]
+            if port.type is not None:
+                matches.append(Cmp(type_f, port.type))
+            if port.code is not None:
+                matches.append(Cmp(code_f, port.code))
+            return [(fam, tuple(matches))]
+        if isinstance(port.port, str):
+            return self._named_port(policy, direction, index, rule, p_index, port)
+        if port.port is None:
+            return [(None, (Cmp(META_L4PROTO, l4),))]
+        if port.endPort is not None and port.endPort != port.port:
+            return [(None, (Cmp(META_L4PROTO, l4), InRange(TH_DPORT, port.port, port.endPort)))]
+        return [(None, (Cmp(META_L4PROTO, l4), Cmp(TH_DPORT, port.port)))]
+
+    def _named_port(self, policy: AnyPolicy, direction: Direction, index: int, rule: Rule,
+                    p_index: int, port: PortSpec) -> list[Alternative]:
+        l4 = L4_NAMES[port.protocol]
+        elements: dict[int, list[tuple[str, str, int]]] = {4: [], 6: []}
+        for key in self.named_port_candidates(policy, direction, rule):
+            wl = self.state.workloads[key]
+            for wp in wl.spec.ports:
+                if wp.name == port.port and wp.protocol == port.protocol:
+                    for ip in self.state.workload_ips(wl):
+                        elements[family_of(ip)].append((ip, l4, wp.port))
+        ref = rule_ref(policy, direction, index, rule)
+        daddr = {4: IP_DADDR, 6: IP6_DADDR}
+        alts: list[Alternative] = []
+        for fam in (4, 6):
+            name = object_name("np", f"{ref}#{p_index}:{self.host}", str(port.port)) + f"_{fam}"
+            addr_type = "ipv4_addr" if fam == 4 else "ipv6_addr"
+            self._add_set(name, (addr_type, "inet_proto", "inet_service"), tuple(elements[fam]), False,
+                          f"named port {port.port}/{port.protocol} of {ref}")
+            alts.append((fam, (InSet((daddr[fam], META_L4PROTO, TH_DPORT), name),)))
+        return alts
+
+    def verdict_rules(self, policy: AnyPolicy, rule: Rule, ref: str, matches: tuple[Match, ...]) -> list[NftRule]:
+        action = rule.action
+        if policy.spec.mode == "audit":
+            return [NftRule(matches, Continue(), ref, True, self._log(f"would-{action}", ref))]
+        if action == "allow":
+            return [NftRule(matches, Accept(), ref, True)]
+        if action == "deny":
+            return [NftRule(matches, Drop(), ref, True)]
+        if action == "log":
+            return [NftRule(matches, Continue(), ref, True, self._log("log", ref))]
+        if action == "pass":
+            return [NftRule(matches, Return(), ref, True, mark=MarkSet(PASS_BIT))]
+        # reject: a TCP reset for TCP, an ICMP(v6) port unreachable for the rest.
+        l4 = next((m.value for m in matches if isinstance(m, Cmp) and m.field == META_L4PROTO), None)
+        if l4 == "tcp":
+            return [NftRule(matches, Reject("tcp-reset"), ref, True)]
+        if l4 is not None:
+            return [NftRule(matches, Reject("icmpx"), ref, True)]
+        return [NftRule(matches + (Cmp(META_L4PROTO, "tcp"),), Reject("tcp-reset"), ref, True),
+                NftRule(matches, Reject("icmpx"), ref, True)]
+
+    def _log(self, verdict: str, ref: str) -> Log:
+        return Log(f"stk {verdict} {ref} "[:127], self.options.log_group)
+
+    def policy_chain(self, policy: AnyPolicy, direction: Direction) -> str:
+        ns = policy.metadata.namespace or ""
+        name = object_name("pol", f"{policy.kind}:{ns}/{policy.metadata.name}", policy.metadata.name) \
+            + "_" + DIR_SUFFIX[direction]
+        if name in self.chains:
+            return name
+        rules: list[NftRule] = [NftRule((MarkHas(PASS_BIT),), Return(), "tier-passed")]
+        for index, rule in enumerate(policy_rules(policy, direction)):
+            ref = rule_ref(policy, direction, index, rule)
+            for pf, pm in self.peer_alternatives(policy, direction, rule):
+                for qf, qm in self.port_alternatives(policy, direction, index, rule):
+                    if pf is not None and qf is not None and pf != qf:
+                        continue
+                    rules.extend(self.verdict_rules(policy, rule, ref, pm + qm))
+        owner = f"{ns}/{policy.metadata.name}" if ns else policy.metadata.name
+        self.chains[name] = Chain(name, tuple(rules), comment=f"{policy.kind} {owner} {direction}")
+        return name
+
+    # -------------------------------------------------------- workloads
+
+    def workload_chain(self, key: WorkloadKey, direction: Direction, policies: list[AnyPolicy]) -> str:
+        wl = self.state.workloads[key]
+        name = object_name("wl", f"{key[0]}/{key[1]}", key[1]) + "_" + DIR_SUFFIX[direction]
+        rules: list[NftRule] = []
+        if direction == "egress":
+            rules.extend(self.antispoof(key))
+        selected = [p for p in policies if policy_rules(p, direction)]
+        for tier in self.options.tiers:
+            in_tier = [p for p in selected if p.spec.tier == tier]
+            if not in_tier:
+                continue
+            rules.append(NftRule((), Continue(), f"tier {tier}", mark=MarkSet(PASS_BIT, clear=True)))
+            for p in in_tier:
+                rules.append(NftRule((), Jump(self.policy_chain(p, direction))))
+        rules.append(NftRule((), Continue(), None, mark=MarkSet(PASS_BIT, clear=True)))
+        ns = self.state.namespaces.get(key[0])
+        default = ns.spec.defaultAction if ns is not None else "deny"
+        if default == "allowUntilSelected" and not selected:
+            rules.append(NftRule((), Accept(), f"{key[0]}/default-allow/{direction}", True))
+        else:
+            rules.append(NftRule((), Drop(), f"{key[0]}/default-deny/{direction}", True))
+        self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
+        return name
+
+    def antispoof(self, key: WorkloadKey) -> list[NftRule]:
+        """A workload may only send from its own addresses (one per family)."""
+        ips = self.state.workload_ips(self.state.workloads[key])
+        out: list[NftRule] = []
+        for fam, saddr, nfproto in ((4, IP_SADDR, "ipv4"), (6, IP6_SADDR, "ipv6")):
+            own = [ip for ip in ips if family_of(ip) == fam]
+            if own:
+                out.append(NftRule((Cmp(saddr, own[0], negate=True),), Drop(), "antispoof", True))
+            else:
+                out.append(NftRule((Cmp(META_NFPROTO, nfproto),), Drop(), "antispoof", True))
+        return out
+
+
+def _base_chains(options: CompileOptions) -> list[Chain]:
+    stateful = (
+        NftRule((CtState(("established", "related")),), Accept()),
+        NftRule((CtState(("invalid",)),), Drop(), "invalid", True),
+    )
+    return [
+        Chain("egress", stateful + (NftRule((), Dispatch(META_IIFNAME, "egress_dispatch")),),
+              BaseHook("forward", PRIORITY_EGRESS), "egress policy of the source workload"),
+        Chain("ingress", stateful + (NftRule((), Dispatch(META_OIFNAME, "ingress_dispatch")),),
+              BaseHook("forward", PRIORITY_INGRESS), "ingress policy of the destination workload"),
+        Chain("input", (NftRule((InSet((META_IIFNAME,), "workload_ifaces"),), Jump("from_workloads")),),
+              BaseHook("input", 0), "traffic from workloads to this host"),
+        Chain("from_workloads", (
+            NftRule((CtState(("established", "related")),), Accept()),
+            NftRule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, ND_TYPES)), Accept(), "neighbour-discovery"),
+            NftRule((), Drop(), "workload-to-host", True),
+        )),
+    ]
+
+
+def compile_host(state: DesiredState, host: str, options: CompileOptions = CompileOptions()) -> Ruleset:
+    """The program that `host` must run for `state`."""
+    b = _Builder(state, host, options)
+    policies = ordered_policies(state, options.tiers)
+    local = sorted(k for k, wl in state.workloads.items() if wl.spec.host == host)
+    egress_map: list[tuple[str, Verdict]] = []
+    ingress_map: list[tuple[str, Verdict]] = []
+    ifaces: list[str] = []
+    for key in local:
+        applicable = [p for p in policies if key in b.applied(p)]
+        iface = workload_interface(state.workloads[key])
+        ifaces.append(iface)
+        egress_map.append((iface, Jump(b.workload_chain(key, "egress", applicable))))
+        ingress_map.append((iface, Jump(b.workload_chain(key, "ingress", applicable))))
+    chains = _base_chains(options) + sorted(b.chains.values(), key=lambda c: c.name)
+    sets = sorted(b.sets.values(), key=lambda s: s.name)
+    sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False, "local workload interfaces"))
+    maps = (
+        VerdictMap("egress_dispatch", "ifname", tuple(sorted(egress_map, key=lambda e: e[0]))),
+        VerdictMap("ingress_dispatch", "ifname", tuple(sorted(ingress_map, key=lambda e: e[0]))),
+    )
+    return Ruleset(options.table, "inet", tuple(sorted(sets, key=lambda s: s.name)), maps, tuple(chains),
+                   state.revision)

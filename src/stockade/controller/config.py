@@ -1,0 +1,49 @@
+"""The controller's configuration: one frozen value, built by the CLI or a test.
+
+Invariant (checked on construction): both IPAM pools lie inside the allowed
+workload ranges, so an address the controller assigns always passes the same
+validation as one a user writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stockade.model.validation import ValidationSettings
+
+DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
+DEFAULT_IPV6_POOL = ipaddress.IPv6Network("2001:db8:64::/64")
+DEFAULT_STALE_AFTER = 15.0
+DEFAULT_EVENT_RETENTION = 10_000
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Where the store lives, who may talk to it, and the rules for what it accepts.
+
+    `tokens_file` is the JSON file of hashed bearer tokens (see `controller.auth`);
+    the HTTP API refuses every authenticated route when it is None.
+    `agent_stale_after` is how many seconds after its last report an agent still
+    counts as reporting. `event_retention` bounds the watch event log.
+    """
+
+    db_path: Path
+    tokens_file: Path | None = None
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    ipv4_pool: ipaddress.IPv4Network = DEFAULT_IPV4_POOL
+    ipv6_pool: ipaddress.IPv6Network = DEFAULT_IPV6_POOL
+    agent_stale_after: float = DEFAULT_STALE_AFTER
+    event_retention: int = DEFAULT_EVENT_RETENTION
+
+    def __post_init__(self) -> None:
+        for pool in (self.ipv4_pool, self.ipv6_pool):
+            if not any(pool.version == r.version and pool.subnet_of(r)  # type: ignore[arg-type]
+                       for r in self.validation.workload_ranges):
+                ranges = ", ".join(str(r) for r in self.validation.workload_ranges)
+                raise ValueError(f"IPAM pool {pool} is not inside the allowed workload ranges ({ranges})")
+        if self.agent_stale_after <= 0:
+            raise ValueError("agent_stale_after must be positive")
+        if self.event_retention < 1:
+            raise ValueError("event_retention must be at least 1")

@@ -1,0 +1,131 @@
+"""Typed values the controller's use cases take and return, with their JSON wire form.
+
+Pure data. `to_dict` gives exactly the JSON the REST API sends (camelCase,
+`namespace: null` for cluster-scoped objects), so the API layer never invents
+keys of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from stockade.controller.store import Event
+from stockade.model.kinds import ObjectKey
+
+Action = Literal["created", "configured", "unchanged", "deleted"]
+
+
+def _ns(namespace: str) -> str | None:
+    return namespace or None
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    key: ObjectKey
+    action: Action
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.key.kind, "namespace": _ns(self.key.namespace), "name": self.key.name,
+                "action": self.action}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What an apply or delete did: the revision now current, and one result per object asked for.
+
+    When nothing changed, `revision` is the existing revision and no new one was made.
+    """
+
+    revision: int
+    results: tuple[ObjectResult, ...]
+
+    @property
+    def changed(self) -> bool:
+        return any(r.action != "unchanged" for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "results": [r.to_dict() for r in self.results]}
+
+
+ApplyResult = WriteResult
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    return {"revision": event.revision, "type": event.type, "kind": event.key.kind,
+            "namespace": _ns(event.key.namespace), "name": event.key.name, "object": event.document}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a workload's network stack lives on its host, as the agent found it."""
+
+    netns: str | None = None
+    interface: str | None = None
+    mac: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("netns", self.netns), ("interface", self.interface), ("mac", self.mac))
+                if v is not None}
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """An agent's account of itself: the revision it enforces, the program's hash, its endpoints.
+
+    `endpoints` is keyed by `namespace/name` of the workload.
+    """
+
+    revision: int
+    program_hash: str | None = None
+    applied_at: str | None = None
+    in_sync: bool = False
+    error: str | None = None
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
+                "inSync": self.in_sync, "error": self.error,
+                "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())}}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "AgentReport":
+        """From the stored form (which `to_dict` wrote)."""
+        return cls(revision=int(raw.get("revision", 0)), program_hash=raw.get("programHash"),
+                   applied_at=raw.get("appliedAt"), in_sync=bool(raw.get("inSync", False)),
+                   error=raw.get("error"),
+                   endpoints={k: Endpoint(**v) for k, v in (raw.get("endpoints") or {}).items()})
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    host: str
+    report: AgentReport
+    last_seen: str
+    reporting: bool  # a report arrived within the staleness window
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "revision": self.report.revision, "programHash": self.report.program_hash,
+                "appliedAt": self.report.applied_at, "inSync": self.report.in_sync, "error": self.report.error,
+                "lastSeen": self.last_seen, "reporting": self.reporting}
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    """The controller's revision and every agent that ever reported.
+
+    `enforced_revision` is the lowest revision over the agents that are
+    reporting (None when none is): every such agent enforces at least that.
+    """
+
+    revision: int
+    agents: tuple[AgentStatus, ...]
+
+    @property
+    def enforced_revision(self) -> int | None:
+        live = [a.report.revision for a in self.agents if a.reporting]
+        return min(live) if live else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "enforcedRevision": self.enforced_revision,
+                "agents": [a.to_dict() for a in self.agents]}

@@ -1,0 +1,276 @@
+"""The controller's use cases: apply, delete, list, snapshot, watch, agent reports. No HTTP here.
+
+Invariants:
+- All or nothing: a request with any problem stores nothing; a request that
+  changes something makes exactly one revision; one that changes nothing makes none.
+- Every stored object passed `parse_object` and `validate_state` against the
+  state it was stored in; IPAM addresses live in `status.ips` (see `ipam`).
+- Writes are serialized by one lock, so the state a write validates against is
+  the state it commits on top of. One controller process per database file.
+- Runtime facts from agents (netns, interface, MAC) are merged into Workload
+  `status` when read (`list_objects`, `snapshot`); they are not desired state,
+  make no revision and are not in watch events.
+
+Sync methods block on SQLite; call them off the event loop. `watch` is async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+from stockade.controller.config import ControllerConfig
+from stockade.controller.ipam import Pools, assign_addresses
+from stockade.controller.notify import RevisionNotifier
+from stockade.controller.records import (
+    AgentReport,
+    AgentStatus,
+    ControllerStatus,
+    ObjectResult,
+    WriteResult,
+)
+from stockade.controller.store import Change, Event, Revision, Store
+from stockade.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
+from stockade.model.kinds import KIND_ORDER, ObjectKey, key_of, parse_object, parse_stored, resolve_kind, to_document
+from stockade.model.objects import StockadeObject
+from stockade.model.state import DesiredState
+from stockade.model.validation import referrers_of_group, validate_state
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def object_key(kind: str, namespace: str | None, name: str) -> ObjectKey:
+    """The key of an object named as a user would (`workloads`, `shop`, `web-1`).
+
+    Cluster-scoped kinds ignore the namespace; namespaced ones require it.
+    """
+    k = resolve_kind(kind)
+    if not k.namespaced:
+        return ObjectKey(k.name, "", name)
+    if not namespace:
+        raise ValidationError.single(f"{k.name} {name}", "namespace", f"is required for a {k.name}")
+    return ObjectKey(k.name, namespace, name)
+
+
+class ControllerService:
+    def __init__(self, config: ControllerConfig, store: Store | None = None, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.store = store if store is not None else Store(config.db_path, config.event_retention)
+        self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
+        self._clock = clock
+        self._write_lock = threading.Lock()
+        self._state: DesiredState | None = None
+        self._notifier = RevisionNotifier(self.store.revision())
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ state
+
+    def revision(self) -> int:
+        return self.store.revision()
+
+    def _current_state(self) -> DesiredState:
+        """The stored state, cached between writes (only this service writes the file)."""
+        rev = self.store.revision()
+        if self._state is None or self._state.revision != rev:
+            rev, docs = self.store.objects()
+            self._state = DesiredState.from_objects(rev, (parse_stored(d) for d in docs))
+        return self._state
+
+    def desired_state(self) -> DesiredState:
+        """The stored desired state as typed objects (with `status.ips`, without agent facts)."""
+        with self._write_lock:
+            return self._current_state()
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, documents: Sequence[Any], author: str, message: str,
+              default_namespace: str | None = None) -> WriteResult:
+        """Create or update every object in `documents`, all or nothing, as one revision."""
+        if not documents:
+            raise ValidationError.single("", "documents", "nothing to apply: no documents given")
+        objects: list[StockadeObject] = []
+        problems: list[FieldProblem] = []
+        first_seen: dict[ObjectKey, int] = {}
+        for i, raw in enumerate(documents):
+            try:
+                obj = parse_object(raw, i, default_namespace)
+            except ValidationError as e:
+                problems += e.problems
+                continue
+            key = key_of(obj)
+            if key in first_seen:
+                problems.append(FieldProblem(f"{key} (document {i + 1})", "metadata.name",
+                                             f"appears twice in this request (also document {first_seen[key] + 1})"))
+                continue
+            first_seen[key] = i
+            objects.append(obj)
+        if problems:
+            raise ValidationError(problems)
+
+        with self._write_lock:
+            current = self._current_state()
+            objects = assign_addresses(current, objects, self.pools)
+            results: list[ObjectResult] = []
+            changes: list[Change] = []
+            changed: list[StockadeObject] = []
+            for obj in objects:
+                key = key_of(obj)
+                doc = to_document(obj)
+                old = current.get(key)
+                if old is None:
+                    action = "created"
+                elif to_document(old) == doc:
+                    action = "unchanged"
+                else:
+                    action = "configured"
+                results.append(ObjectResult(key, action))  # type: ignore[arg-type]
+                if action != "unchanged":
+                    changes.append(Change(key, doc))
+                    changed.append(obj)
+            if not changes:
+                return WriteResult(current.revision, tuple(results))
+            after = current.with_changes(current.revision + 1, put=changed)
+            problems = validate_state(after, self.config.validation, only={c.key for c in changes})
+            if problems:
+                raise ValidationError(problems)
+            revision = self.store.commit(self._ordered(changes), author, message, self._clock())
+            self._state = after if revision.number == after.revision else None
+        self._notifier.publish(revision.number)
+        return WriteResult(revision.number, tuple(results))
+
+    @staticmethod
+    def _ordered(changes: Iterable[Change], reverse: bool = False) -> list[Change]:
+        # Events in dependency order (namespaces, workloads, groups, policies; deletes
+        # the other way), so a watcher applying them one by one never sees a dangling reference.
+        return sorted(changes, key=lambda c: KIND_ORDER.get(c.key.kind, 99), reverse=reverse)
+
+    # ----------------------------------------------------------------- delete
+
+    def delete(self, keys: Iterable[ObjectKey], author: str, message: str) -> WriteResult:
+        """Delete every object in `keys`, all or nothing, as one revision.
+
+        NotFoundError when one is missing; ConflictError when a group would still
+        be used by a policy, or a namespace would still hold objects.
+        """
+        wanted = list(dict.fromkeys(keys))  # drop repeats, keep order
+        if not wanted:
+            raise ValidationError.single("", "objects", "nothing to delete: no objects given")
+        with self._write_lock:
+            current = self._current_state()
+            missing = [k for k in wanted if current.get(k) is None]
+            if missing:
+                raise NotFoundError("; ".join(f"{k} not found" for k in missing))
+            after = current.with_changes(current.revision + 1, delete=wanted)
+            conflicts: list[str] = []
+            for k in wanted:
+                if k.kind == "Group":
+                    users = referrers_of_group(after, (k.namespace, k.name))
+                    if users:
+                        conflicts.append(f"{k} is still used by {', '.join(users)}; "
+                                         "change or delete those first")
+                elif k.kind == "Namespace":
+                    held = [str(key_of(o)) for o in after.objects() if o.metadata.namespace == k.name]
+                    if held:
+                        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+                        conflicts.append(f"{k} still holds {len(held)} object(s): {shown}; delete them first")
+            if conflicts:
+                raise ConflictError("; ".join(conflicts))
+            revision = self.store.commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
+                                         author, message, self._clock())
+            self._state = after if revision.number == after.revision else None
+        self._notifier.publish(revision.number)
+        return WriteResult(revision.number, tuple(ObjectResult(k, "deleted") for k in wanted))
+
+    # ------------------------------------------------------------------ reads
+
+    def list_objects(self, kind: str, namespace: str | None = None,
+                     name: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(revision, documents) of one kind; namespace None means all namespaces.
+
+        NotFoundError when a name is given and no such object exists.
+        """
+        k = resolve_kind(kind)
+        ns_filter = (namespace or None) if k.namespaced else ""
+        revision, docs = self.store.objects(k.name, ns_filter, name)
+        if name is not None and not docs:
+            where = f"{namespace}/" if k.namespaced and namespace else ""
+            raise NotFoundError(f"{k.name} {where}{name} not found")
+        return revision, self._with_runtime_status(docs)
+
+    def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
+        """(revision, every document) read in one transaction, in dependency order."""
+        revision, docs = self.store.objects()
+        docs.sort(key=lambda d: KIND_ORDER.get(d.get("kind", ""), 99))  # stable: keeps ns/name order
+        return revision, self._with_runtime_status(docs)
+
+    def revisions(self, limit: int | None = None) -> list[Revision]:
+        return self.store.revisions(limit)
+
+    def _with_runtime_status(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Workload documents with `status.{ips,host}` and the agent's endpoint facts merged in."""
+        if not any(d.get("kind") == "Workload" for d in docs):
+            return docs
+        endpoints = {a.host: AgentReport.from_dict(a.report).endpoints for a in self.store.agents()}
+        for doc in docs:
+            if doc.get("kind") != "Workload":
+                continue
+            meta, spec = doc["metadata"], doc["spec"]
+            status = dict(doc.get("status") or {})
+            status["ips"] = list(spec.get("ips") or status.get("ips") or [])
+            status["host"] = spec["host"]
+            found = endpoints.get(spec["host"], {}).get(f"{meta.get('namespace', '')}/{meta['name']}")
+            if found is not None:
+                status.update(found.to_dict())
+            doc["status"] = status
+        return docs
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, since: int, timeout: float) -> tuple[int, list[Event]]:
+        """Events of revisions after `since`: at once if there are some, else when the next
+        commit happens, else ([], current revision) after `timeout` seconds.
+
+        Raises Gone when `since` is older than the kept event log or newer than the store.
+        """
+        if since < 0:
+            raise ValidationError.single("", "since", "must be 0 or more")
+        revision, events = await asyncio.to_thread(self.store.events_since, since)
+        if events or timeout <= 0:
+            return revision, events
+        await self._notifier.wait_beyond(since, timeout)
+        return await asyncio.to_thread(self.store.events_since, since)
+
+    # ----------------------------------------------------------------- agents
+
+    def report_agent(self, host: str, report: AgentReport) -> None:
+        """Record an agent's report (runtime state: no revision)."""
+        known = self.config.validation.known_hosts
+        if known is not None and host not in known:
+            raise ValidationError.single(f"agent {host}", "host",
+                                         f"unknown host (known hosts: {', '.join(sorted(known)) or 'none'})")
+        self.store.put_agent(host, report.to_dict(), self._clock())
+
+    def status(self) -> ControllerStatus:
+        now = self._clock()
+        agents = []
+        for record in self.store.agents():
+            age = (now - record.last_seen).total_seconds()
+            agents.append(AgentStatus(
+                host=record.host,
+                report=AgentReport.from_dict(record.report),
+                last_seen=record.last_seen.isoformat(timespec="milliseconds"),
+                reporting=age <= self.config.agent_stale_after,
+            ))
+        return ControllerStatus(self.store.revision(), tuple(agents))
+
+    # `list` reads naturally at call sites (service.list("workloads")); defined last so
+    # it does not shadow the builtin inside this class body.
+    list = list_objects

@@ -1,0 +1,303 @@
+"""The controller's SQLite store: objects, numbered revisions, a bounded event log, agent reports.
+
+Invariants:
+- Every write of desired state is ONE transaction that creates ONE revision
+  (number, author, message, UTC time) with at least one event; revision numbers
+  are consecutive from 1. Revision 0 is the empty store.
+- The objects table always equals the replay of every revision's events.
+- The event log keeps whole revisions only: events of revisions <= `compacted`
+  are gone, every later one is complete. A reader asking for events after a
+  revision older than `compacted` gets `Gone` and must relist.
+- Documents are stored as given (already validated by the service); the store
+  knows nothing of their meaning beyond kind, namespace and name.
+
+Every thread gets its own connection (sqlite3 connections are not for sharing
+across threads); WAL lets readers see a consistent snapshot while one writer
+commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+from stockade.errors import Gone
+from stockade.model.kinds import ObjectKey
+
+EventType = Literal["PUT", "DELETE"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revisions (
+    rev     INTEGER PRIMARY KEY,
+    author  TEXT NOT NULL,
+    message TEXT NOT NULL,
+    time    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+    kind      TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    document  TEXT NOT NULL,
+    rev       INTEGER NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    rev       INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    type      TEXT NOT NULL CHECK (type IN ('PUT', 'DELETE')),
+    kind      TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    document  TEXT,
+    PRIMARY KEY (rev, seq)
+);
+CREATE TABLE IF NOT EXISTS agents (
+    host      TEXT PRIMARY KEY,
+    report    TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    author: str
+    message: str
+    time: str  # UTC, ISO 8601
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object put (document given) or deleted (document None) in a revision."""
+
+    key: ObjectKey
+    document: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    revision: int
+    seq: int
+    type: EventType
+    key: ObjectKey
+    document: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    host: str
+    report: dict[str, Any]
+    last_seen: datetime
+
+
+class Store:
+    """SQLite store; safe to call from any thread. Writers are serialized by SQLite itself."""
+
+    def __init__(self, path: Path | str, event_retention: int = 10_000) -> None:
+        if event_retention < 1:
+            raise ValueError("event_retention must be at least 1")
+        self.path = Path(path)
+        self.event_retention = event_retention
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        # WAL is a property of the database file: set once, every connection uses it.
+        conn.execute("PRAGMA journal_mode=WAL")
+        with self._write() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _SCHEMA_VERSION):
+                raise RuntimeError(f"{self.path}: schema version {version} is not supported")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # check_same_thread=False only so that close() may run from any thread;
+            # each connection is still used by the one thread that opened it.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            conn.execute("PRAGMA synchronous=FULL")  # a committed revision survives a power cut
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        # IMMEDIATE takes the write lock up front, so the revision number we read is ours.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        # One read transaction: every SELECT inside sees the same revision.
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # ---------------------------------------------------------------- reading
+
+    @staticmethod
+    def _revision(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COALESCE(MAX(rev), 0) FROM revisions").fetchone()[0])
+
+    @staticmethod
+    def _compacted(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'compacted'").fetchone()
+        return int(row[0]) if row else 0
+
+    def revision(self) -> int:
+        """The latest revision number; 0 for the empty store."""
+        with self._read() as conn:
+            return self._revision(conn)
+
+    def objects(self, kind: str | None = None, namespace: str | None = None,
+                name: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(revision, documents) matching the filters, read in one snapshot, by kind, namespace, name."""
+        where, args = [], []
+        for column, value in (("kind", kind), ("namespace", namespace), ("name", name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT document FROM objects"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY kind, namespace, name"
+        with self._read() as conn:
+            rev = self._revision(conn)
+            docs = [json.loads(row[0]) for row in conn.execute(sql, args)]
+        return rev, docs
+
+    def events_since(self, since: int) -> tuple[int, list[Event]]:
+        """(revision, events of revisions after `since`), or Gone when they are no longer all kept."""
+        with self._read() as conn:
+            rev = self._revision(conn)
+            compacted = self._compacted(conn)
+            if since < compacted:
+                raise Gone(f"revision {since} is older than the oldest kept event (revisions after "
+                           f"{compacted} are kept); list again")
+            if since > rev:
+                raise Gone(f"revision {since} is newer than the store's revision {rev}; list again")
+            rows = conn.execute(
+                "SELECT rev, seq, type, kind, namespace, name, document FROM events "
+                "WHERE rev > ? ORDER BY rev, seq", (since,)).fetchall()
+        events = [Event(r[0], r[1], r[2], ObjectKey(r[3], r[4], r[5]),
+                        json.loads(r[6]) if r[6] is not None else None) for r in rows]
+        return rev, events
+
+    def compacted(self) -> int:
+        """Events of revisions up to this one have been dropped from the log."""
+        with self._read() as conn:
+            return self._compacted(conn)
+
+    def revisions(self, limit: int | None = None) -> list[Revision]:
+        """Newest first."""
+        sql = "SELECT rev, author, message, time FROM revisions ORDER BY rev DESC"
+        args: tuple[int, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (limit,)
+        with self._read() as conn:
+            return [Revision(*row) for row in conn.execute(sql, args)]
+
+    # ---------------------------------------------------------------- writing
+
+    def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime) -> Revision:
+        """Apply `changes` as one new revision, atomically; return it."""
+        if not changes:
+            raise ValueError("a revision needs at least one change")
+        when = time.isoformat(timespec="milliseconds")
+        with self._write() as conn:
+            rev = self._revision(conn) + 1
+            conn.execute("INSERT INTO revisions (rev, author, message, time) VALUES (?, ?, ?, ?)",
+                         (rev, author, message, when))
+            for seq, change in enumerate(changes):
+                k = change.key
+                if change.document is None:
+                    conn.execute("DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                                 (k.kind, k.namespace, k.name))
+                    doc_json = None
+                else:
+                    doc_json = json.dumps(change.document, sort_keys=True, separators=(",", ":"))
+                    conn.execute(
+                        "INSERT INTO objects (kind, namespace, name, document, rev) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (kind, namespace, name) DO UPDATE SET document = excluded.document, "
+                        "rev = excluded.rev", (k.kind, k.namespace, k.name, doc_json, rev))
+                conn.execute(
+                    "INSERT INTO events (rev, seq, type, kind, namespace, name, document) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rev, seq, "PUT" if doc_json is not None else "DELETE", k.kind, k.namespace, k.name,
+                     doc_json))
+            self._compact(conn)
+        return Revision(rev, author, message, when)
+
+    def _compact(self, conn: sqlite3.Connection) -> None:
+        """Drop the oldest whole revisions from the event log until it fits the retention.
+
+        The newest revision is always kept, even when it alone is larger.
+        """
+        total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        if total <= self.event_retention:
+            return
+        kept = 0
+        cut: int | None = None
+        for i, (rev, count) in enumerate(conn.execute(
+                "SELECT rev, COUNT(*) FROM events GROUP BY rev ORDER BY rev DESC").fetchall()):
+            if i > 0 and kept + count > self.event_retention:
+                cut = rev
+                break
+            kept += count
+        if cut is None:
+            return
+        conn.execute("DELETE FROM events WHERE rev <= ?", (cut,))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('compacted', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(cut),))
+
+    # ----------------------------------------------------------------- agents
+
+    def put_agent(self, host: str, report: dict[str, Any], seen: datetime) -> None:
+        """Record an agent's latest report; this is runtime state, not a revision."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",
+                (host, json.dumps(report, sort_keys=True), seen.isoformat(timespec="milliseconds")))
+
+    def agents(self) -> list[AgentRecord]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
+        return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
