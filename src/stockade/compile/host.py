@@ -254,7 +254,9 @@ class _Builder:
         daddr = {4: IP_DADDR, 6: IP6_DADDR}
         alts: list[Alternative] = []
         for fam in (4, 6):
-            name = object_name("np", f"{ref}#{p_index}:{self.host}", str(port.port)) + f"_{fam}"
+            # The direction is part of the identity: an ingress and an egress rule may share an
+            # id (ids are unique per direction), yet resolve the name on different workloads.
+            name = object_name("np", f"{ref}:{direction}#{p_index}:{self.host}", str(port.port)) + f"_{fam}"
             addr_type = "ipv4_addr" if fam == 4 else "ipv6_addr"
             self._add_set(name, (addr_type, "inet_proto", "inet_service"), tuple(elements[fam]), False,
                           f"named port {port.port}/{port.protocol} of {ref}")
@@ -322,7 +324,10 @@ class _Builder:
         rules.append(NftRule((), Continue(), None, mark=MarkSet(PASS_BIT, clear=True)))
         ns = self.state.namespaces.get(key[0])
         default = ns.spec.defaultAction if ns is not None else "deny"
-        if default == "allowUntilSelected" and not selected:
+        # Only enforcing policies isolate a workload: an audit-mode policy must not change
+        # the verdict, so it cannot close an allowUntilSelected namespace either.
+        enforcing = [p for p in selected if p.spec.mode == "enforce"]
+        if default == "allowUntilSelected" and not enforcing:
             rules.append(NftRule((), Accept(), f"{key[0]}/default-allow/{direction}", True))
         else:
             rules.append(NftRule((), Drop(), f"{key[0]}/default-deny/{direction}", True))

@@ -35,9 +35,9 @@ TOKEN_PREFIX = "stk_"
 
 
 class Permission(Enum):
-    READ = "read"      # objects, snapshot, watch, status, revisions
-    WRITE = "write"    # apply, delete
-    REPORT = "report"  # PUT an agent's status
+    READ = "read desired state and status"          # objects, snapshot, watch, status, revisions
+    WRITE = "change objects (apply, delete)"
+    REPORT = "report an agent's status"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {

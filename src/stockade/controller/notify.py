@@ -25,6 +25,7 @@ class RevisionNotifier:
         self._conditions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Condition] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs until the notify tasks finish
+        self._released = False
 
     @property
     def revision(self) -> int:
@@ -34,6 +35,16 @@ class RevisionNotifier:
         """Record that `revision` is committed and wake every watcher. Thread-safe."""
         with self._lock:
             self._revision = max(self._revision, revision)
+        self._wake_all()
+
+    def release(self) -> None:
+        """Shutting down: every current and future wait returns at once (with no news), so
+        long-polls answer instead of being cut off when the server stops."""
+        self._released = True
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._lock:
             targets = list(self._conditions.items())
         for loop, condition in targets:
             if loop.is_closed():
@@ -62,12 +73,12 @@ class RevisionNotifier:
             return condition
 
     async def wait_beyond(self, since: int, timeout: float) -> bool:
-        """Return True as soon as the revision is above `since`, False after `timeout` seconds."""
+        """True as soon as the revision is above `since`; False after `timeout` seconds or on release."""
         condition = self._condition()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         async with condition:
-            while self._revision <= since:
+            while self._revision <= since and not self._released:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False

@@ -25,6 +25,7 @@ from stockade.controller.config import ControllerConfig
 from stockade.controller.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
+    Action,
     AgentReport,
     AgentStatus,
     ControllerStatus,
@@ -68,7 +69,12 @@ class ControllerService:
         self._state: DesiredState | None = None
         self._notifier = RevisionNotifier(self.store.revision())
 
+    def release_watchers(self) -> None:
+        """Make pending and future long-polls return now (server shutdown)."""
+        self._notifier.release()
+
     def close(self) -> None:
+        self._notifier.release()
         self.store.close()
 
     # ------------------------------------------------------------------ state
@@ -125,13 +131,14 @@ class ControllerService:
                 key = key_of(obj)
                 doc = to_document(obj)
                 old = current.get(key)
+                action: Action
                 if old is None:
                     action = "created"
                 elif to_document(old) == doc:
                     action = "unchanged"
                 else:
                     action = "configured"
-                results.append(ObjectResult(key, action))  # type: ignore[arg-type]
+                results.append(ObjectResult(key, action))
                 if action != "unchanged":
                     changes.append(Change(key, doc))
                     changed.append(obj)

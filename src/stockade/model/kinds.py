@@ -110,6 +110,9 @@ def parse_object(raw: Any, index: int | None = None, default_namespace: str | No
         if not default_namespace:
             raise ValidationError.single(ref, "metadata.namespace", f"is required for a {kind.name}")
         data["metadata"] = {**meta, "namespace": default_namespace}
+    if not kind.namespaced and isinstance(meta, Mapping) and meta.get("namespace"):
+        # Checked here, not only in the model, so that the problem names its field.
+        raise ValidationError.single(ref, "metadata.namespace", f"a {kind.name} is not namespaced")
     # Status is written by Stockade, never taken from input (kubectl does the same).
     data.pop("status", None)
     try:

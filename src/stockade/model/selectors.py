@@ -30,8 +30,9 @@ def label_key_problem(key: str) -> str | None:
     """Why `key` is not a valid label key, or None when it is."""
     if not isinstance(key, str) or not key:
         return "label key must be a non-empty string"
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    prefix, slash, name = key.rpartition("/")
+    # `/name` (an empty prefix) is invalid in Kubernetes: a slash needs a prefix before it.
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         return f"label key {key!r}: prefix must be a DNS subdomain"
     if not _NAME.match(name):
         return (f"label key {key!r}: name must be 1-63 characters of letters, digits, "

@@ -1,0 +1,40 @@
+# Stockade: `make demo` and `make test` do all set-up on a fresh machine (as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := nftables iproute2 conntrack iputils-ping util-linux procps python3-venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-kernel bench clean lab-down
+
+install: $(STAMP)
+	@ln -sf $(CURDIR)/$(VENV)/bin/stockade /usr/local/bin/stockade
+	@echo "stockade installed: $$(command -v stockade)"
+
+$(STAMP): pyproject.toml requirements.lock
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: install
+	stockade lab up --hosts 2
+	stockade apply -f examples/three-tier/ --wait
+	$(PY) examples/three-tier/demo.py
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(PY) -m pytest -q -m "not kernel"
+
+bench: install
+	$(PY) -m bench
+
+lab-down:
+	-stockade lab down
+
+clean: lab-down
+	rm -rf $(VENV) build src/*.egg-info

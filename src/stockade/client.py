@@ -1,0 +1,280 @@
+"""Client of the controller's REST API, over TCP (`http://host:port`) or a unix socket (`unix:///path`).
+
+Used by the CLI and by agents. Invariants:
+- A non-2xx answer is raised as the typed error the controller raised
+  (`errors.error_from_response`); a failure to connect, or a transport error,
+  as `ControllerUnavailable` naming the URL. Nothing else escapes.
+- The token goes only into the Authorization header; it is never part of an
+  error message.
+
+`ControllerClient` is synchronous (the CLI; an agent may call it from a
+thread); `AsyncControllerClient` has the same methods as coroutines. Both
+describe each call once, in `_Call`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from stockade.errors import ControllerUnavailable, StockadeError, ValidationError, error_from_response
+from stockade.model.kinds import ObjectKey, parse_stored
+from stockade.model.state import DesiredState
+
+API = "/api/v1"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_WATCH_TIMEOUT = 30.0
+
+ObjectRefLike = ObjectKey | Mapping[str, Any] | Sequence[str]
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    extra_timeout: float = 0.0  # a long-poll holds the response this much longer than usual
+
+
+def _object_ref(ref: ObjectRefLike) -> dict[str, Any]:
+    if isinstance(ref, ObjectKey):
+        return {"kind": ref.kind, "namespace": ref.namespace or None, "name": ref.name}
+    if isinstance(ref, Mapping):
+        return {"kind": ref["kind"], "namespace": ref.get("namespace"), "name": ref["name"]}
+    kind, namespace, name = ref
+    return {"kind": kind, "namespace": namespace or None, "name": name}
+
+
+class _Calls:
+    """Every API call, described once."""
+
+    @staticmethod
+    def healthz() -> _Call:
+        return _Call("GET", "/healthz")
+
+    @staticmethod
+    def apply(documents: Sequence[Any], message: str, namespace: str | None) -> _Call:
+        return _Call("POST", f"{API}/apply",
+                     json={"documents": list(documents), "message": message, "namespace": namespace})
+
+    @staticmethod
+    def delete(objects: Iterable[ObjectRefLike], message: str) -> _Call:
+        return _Call("POST", f"{API}/delete",
+                     json={"objects": [_object_ref(o) for o in objects], "message": message})
+
+    @staticmethod
+    def list(kind: str, namespace: str | None, name: str | None) -> _Call:
+        params = {k: v for k, v in (("namespace", namespace), ("name", name)) if v is not None}
+        return _Call("GET", f"{API}/objects/{quote(kind, safe='')}", params=params)
+
+    @staticmethod
+    def snapshot() -> _Call:
+        return _Call("GET", f"{API}/snapshot")
+
+    @staticmethod
+    def watch(since: int, timeout: float) -> _Call:
+        return _Call("GET", f"{API}/watch", params={"since": since, "timeout": timeout}, extra_timeout=timeout)
+
+    @staticmethod
+    def report_status(host: str, report: Mapping[str, Any] | None, revision: int | None,
+                      program_hash: str | None, applied_at: str | None, in_sync: bool, error: str | None,
+                      endpoints: Mapping[str, Mapping[str, Any]] | None) -> _Call:
+        if report is not None:
+            body = dict(report)  # already in wire form: {revision, programHash, ..., endpoints}
+        elif revision is None:
+            raise ValidationError.single(f"agent {host}", "revision", "a status report needs the revision")
+        else:
+            body = {"revision": revision, "programHash": program_hash, "appliedAt": applied_at,
+                    "inSync": in_sync, "error": error,
+                    "endpoints": {k: dict(v) for k, v in (endpoints or {}).items()}}
+        return _Call("PUT", f"{API}/agents/{quote(host, safe='')}/status", json=body)
+
+    @staticmethod
+    def status() -> _Call:
+        return _Call("GET", f"{API}/status")
+
+    @staticmethod
+    def revisions(limit: int | None) -> _Call:
+        return _Call("GET", f"{API}/revisions", params={"limit": limit} if limit is not None else {})
+
+
+def state_from_snapshot(snapshot: Mapping[str, Any]) -> DesiredState:
+    """A snapshot answer as a DesiredState, keeping each object's `status` (addresses, netns)."""
+    return DesiredState.from_objects(int(snapshot["revision"]), (parse_stored(d) for d in snapshot["objects"]))
+
+
+class _Base:
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url = url
+        self.timeout = timeout
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValidationError.single("", "url", f"{url!r}: a unix URL is unix:///path/to/socket")
+            self._uds: str | None = parts.path
+            self._base_url = "http://stockade"  # the host part is unused on a unix socket
+        elif parts.scheme in ("http", "https") and parts.netloc:
+            self._uds = None
+            self._base_url = url.rstrip("/")
+        else:
+            raise ValidationError.single("", "url", f"{url!r}: expected http://HOST:PORT or unix:///PATH")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _timeout(self, call: _Call) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, read=self.timeout + call.extra_timeout)
+
+    def _unavailable(self, exc: httpx.TransportError) -> ControllerUnavailable:
+        return ControllerUnavailable(f"cannot reach the controller at {self.url}: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _result(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            if not isinstance(body, dict):
+                raise StockadeError(f"the controller answered {response.status_code} without a JSON object")
+            return body
+        if not isinstance(body, dict):
+            body = {"message": response.text[:500] or response.reason_phrase}
+        raise error_from_response(response.status_code, body)
+
+
+class ControllerClient(_Base):
+    """Synchronous client. Use as a context manager, or call close()."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(url, token, timeout)
+        transport = httpx.HTTPTransport(uds=self._uds) if self._uds else None
+        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ControllerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, call: _Call) -> dict[str, Any]:
+        try:
+            response = self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                          timeout=self._timeout(call))
+        except httpx.TransportError as e:
+            raise self._unavailable(e) from None
+        return self._result(response)
+
+    def healthz(self) -> dict[str, Any]:
+        """{"ok": true, "revision": N}; needs no token."""
+        return self._run(_Calls.healthz())
+
+    def apply(self, documents: Sequence[Any], message: str = "", namespace: str | None = None) -> dict[str, Any]:
+        """{"revision", "results": [{kind, namespace, name, action}]}; ValidationError lists every problem."""
+        return self._run(_Calls.apply(documents, message, namespace))
+
+    def delete(self, objects: Iterable[ObjectRefLike], message: str = "") -> dict[str, Any]:
+        """Objects as ObjectKey, {kind, namespace, name} or (kind, namespace, name)."""
+        return self._run(_Calls.delete(objects, message))
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"revision": N, "objects": [...]}."""
+        return self._run(_Calls.snapshot())
+
+    def snapshot_state(self) -> DesiredState:
+        return state_from_snapshot(self.snapshot())
+
+    def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT) -> dict[str, Any]:
+        """{"revision", "events"} after `since`, long-polling up to `timeout` s; Gone: relist."""
+        return self._run(_Calls.watch(since, timeout))
+
+    def report_status(self, host: str, report: Mapping[str, Any] | None = None, *, revision: int | None = None,
+                      program_hash: str | None = None, applied_at: str | None = None, in_sync: bool = False,
+                      error: str | None = None, endpoints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Tell the controller what `host` enforces: either `report` in wire form
+        ({revision, programHash, appliedAt, inSync, error, endpoints}) or the keyword fields;
+        endpoints: {"ns/name": {netns, interface, mac}}."""
+        self._run(_Calls.report_status(host, report, revision, program_hash, applied_at, in_sync, error,
+                                       endpoints))
+
+    def status(self) -> dict[str, Any]:
+        """{"revision", "enforcedRevision", "agents": [...]}."""
+        return self._run(_Calls.status())
+
+    def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Revision history, newest first: [{revision, author, message, time}]."""
+        revisions: list[dict[str, Any]] = self._run(_Calls.revisions(limit))["revisions"]
+        return revisions
+
+    # Last in the class body, so that `list[...]` in the annotations above is still the builtin.
+    def list(self, kind: str, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """{"items": [...], "revision": N}; NotFoundError when `name` is given and missing."""
+        return self._run(_Calls.list(kind, namespace, name))
+
+
+class AsyncControllerClient(_Base):
+    """The same API as coroutines, for code on an event loop (the agent)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(url, token, timeout)
+        transport = httpx.AsyncHTTPTransport(uds=self._uds) if self._uds else None
+        self._http = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncControllerClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, call: _Call) -> dict[str, Any]:
+        try:
+            response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                                timeout=self._timeout(call))
+        except httpx.TransportError as e:
+            raise self._unavailable(e) from None
+        return self._result(response)
+
+    async def healthz(self) -> dict[str, Any]:
+        return await self._run(_Calls.healthz())
+
+    async def apply(self, documents: Sequence[Any], message: str = "",
+                    namespace: str | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.apply(documents, message, namespace))
+
+    async def delete(self, objects: Iterable[ObjectRefLike], message: str = "") -> dict[str, Any]:
+        return await self._run(_Calls.delete(objects, message))
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self._run(_Calls.snapshot())
+
+    async def snapshot_state(self) -> DesiredState:
+        return state_from_snapshot(await self.snapshot())
+
+    async def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT) -> dict[str, Any]:
+        return await self._run(_Calls.watch(since, timeout))
+
+    async def report_status(self, host: str, report: Mapping[str, Any] | None = None, *,
+                            revision: int | None = None, program_hash: str | None = None,
+                            applied_at: str | None = None, in_sync: bool = False, error: str | None = None,
+                            endpoints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        await self._run(_Calls.report_status(host, report, revision, program_hash, applied_at, in_sync, error,
+                                             endpoints))
+
+    async def status(self) -> dict[str, Any]:
+        return await self._run(_Calls.status())
+
+    async def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        revisions: list[dict[str, Any]] = (await self._run(_Calls.revisions(limit)))["revisions"]
+        return revisions
+
+    # Last in the class body, so that `list[...]` in the annotations above is still the builtin.
+    async def list(self, kind: str, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.list(kind, namespace, name))

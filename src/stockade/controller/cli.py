@@ -1,0 +1,39 @@
+"""`stockade controller ...`: a typer sub-app the main CLI mounts. Parsing only; `main.run_controller` does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from stockade.controller.main import DEFAULT_PORT, run_controller
+
+controller_app = typer.Typer(help="Run the policy controller.", no_args_is_help=True)
+
+
+@controller_app.callback()
+def _group() -> None:
+    """Run the policy controller."""
+    # A callback keeps `serve` a subcommand even while it is the only one.
+
+
+@controller_app.command()
+def serve(
+    db: Annotated[Path, typer.Option(help="SQLite database file (created if absent)")],
+    tokens: Annotated[Path, typer.Option(help="JSON file of hashed API tokens")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT for the HTTP API")] = f"127.0.0.1:{DEFAULT_PORT}",
+    socket: Annotated[Optional[Path], typer.Option(help="also serve on this unix socket (for agents)")] = None,
+    known_hosts: Annotated[Optional[str], typer.Option(
+        help="comma-separated host names a Workload may run on (default: any)")] = None,
+    ipv4_pool: Annotated[Optional[str], typer.Option(help="IPv4 pool for workloads without addresses")] = None,
+    ipv6_pool: Annotated[Optional[str], typer.Option(help="IPv6 pool for workloads without addresses")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(
+        help="seconds after its last report an agent stops counting as reporting")] = None,
+) -> None:
+    """Serve the REST API on HOST:PORT and, with --socket, on a unix socket too."""
+    try:
+        run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after)
+    except (ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None

@@ -1,0 +1,228 @@
+"""Run the controller: one uvicorn server, one app, listening on TCP and on a unix socket at once.
+
+Agents in other network namespaces cannot reach the host's 127.0.0.1, but they
+share the filesystem: they talk over the unix socket; the CLI uses TCP. Both
+sockets are bound here, before the server starts, so a port or path that is
+taken fails loudly at once, and port 0 works (tests read the bound port).
+
+Invariants: the unix socket file is created by us and removed when we stop;
+an existing socket file is replaced only when nothing answers on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from stockade.controller.api import build_app
+from stockade.controller.config import ControllerConfig
+from stockade.model.validation import ValidationSettings
+
+DEFAULT_PORT = 7470
+UNIX_SOCKET_MODE = 0o660  # owner and group: the lab's agents run as the same (root) user
+GRACEFUL_SHUTDOWN_SECONDS = 2  # long-polling watches would otherwise hold shutdown for their timeout
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`127.0.0.1:7470`, `[::1]:7470`, `:7470` (all IPv4 interfaces: 0.0.0.0) → (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a host name: resolved by bind() below
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def bind_unix(path: Path) -> socket.socket:
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: left by a controller that did not stop cleanly
+        else:
+            raise OSError(errno.EADDRINUSE, f"another process is listening on {path}")
+        finally:
+            probe.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, UNIX_SOCKET_MODE)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_socket_file(path: Path | None) -> None:
+    if path is not None:
+        try:
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app that shutdown begins before it waits for requests
+    to finish: long-polling watches then answer at once instead of being cancelled."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        await super().shutdown(sockets)
+
+
+def build_server(app: FastAPI, listen_host: str, listen_port: int, unix_socket: Path | None,
+                 *, log_level: str = "info", log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG,
+                 ) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """A uvicorn server for `app` (from `build_app`) and its bound sockets (TCP first, then the
+    unix socket if any)."""
+    sockets = [bind_tcp(listen_host, listen_port)]
+    if unix_socket is not None:
+        try:
+            sockets.append(bind_unix(unix_socket))
+        except OSError:
+            sockets[0].close()
+            raise
+    config = uvicorn.Config(app, log_level=log_level, log_config=log_config, access_log=False,
+                            server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    service = getattr(app.state, "service", None)
+    return _Server(config, service.release_watchers if service is not None else None), sockets
+
+
+def serve(config: ControllerConfig, listen_host: str = "127.0.0.1", listen_port: int = DEFAULT_PORT,
+          unix_socket: Path | str | None = None) -> None:
+    """Serve the controller until SIGINT or SIGTERM (blocking)."""
+    uds = Path(unix_socket) if unix_socket is not None else None
+    server, sockets = build_server(build_app(config), listen_host, listen_port, uds)
+    previous = _exit_on_stop_signals()
+    try:
+        server.run(sockets=sockets)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sock in sockets:
+            sock.close()
+        _remove_socket_file(uds)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _exit_on_stop_signals() -> dict[int, Any]:
+    """After its graceful shutdown uvicorn re-raises the signal it caught, which by default
+    kills the process before our cleanup runs. With this handler in place (uvicorn restores
+    it before re-raising), the re-raised signal becomes a normal exit: socket file removed, status 0."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+@dataclass
+class RunningController:
+    """A controller serving from a background thread (tests, embedding); `stop()` ends it."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    sockets: list[socket.socket]
+    url: str
+    unix_socket: Path | None
+
+    @property
+    def unix_url(self) -> str | None:
+        return f"unix://{self.unix_socket}" if self.unix_socket is not None else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        for sock in self.sockets:
+            sock.close()
+        _remove_socket_file(self.unix_socket)
+
+
+def start_in_thread(config: ControllerConfig, listen_host: str = "127.0.0.1", listen_port: int = 0,
+                    unix_socket: Path | str | None = None, *, app: FastAPI | None = None,
+                    startup_timeout: float = 10.0) -> RunningController:
+    """Start the controller in a daemon thread and return once it accepts connections."""
+    uds = Path(unix_socket) if unix_socket is not None else None
+    app = app if app is not None else build_app(config)
+    # No log_config: a server in a thread must not reconfigure the host process's logging.
+    server, sockets = build_server(app, listen_host, listen_port, uds, log_level="warning", log_config=None)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="stockade-controller",
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(1.0)
+            for sock in sockets:
+                sock.close()
+            _remove_socket_file(uds)
+            raise RuntimeError("the controller did not start")
+        time.sleep(0.01)
+    host, port = sockets[0].getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return RunningController(server, thread, sockets, f"http://{shown}:{port}", uds)
+
+
+def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
+                   tokens: Path | str | None = None, known_hosts: str | list[str] | None = None,
+                   ipv4_pool: str | None = None, ipv6_pool: str | None = None,
+                   stale_after: float | None = None) -> None:
+    """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
+    --known-hosts hv1,hv2` does: build the config from plain values and serve (blocking)."""
+    host, port = parse_listen(listen)
+    if isinstance(known_hosts, str):
+        known_hosts = [h.strip() for h in known_hosts.split(",") if h.strip()]
+    settings = ValidationSettings(known_hosts=frozenset(known_hosts) if known_hosts else None)
+    extra: dict[str, Any] = {}
+    if ipv4_pool:
+        extra["ipv4_pool"] = ipaddress.IPv4Network(ipv4_pool)
+    if ipv6_pool:
+        extra["ipv6_pool"] = ipaddress.IPv6Network(ipv6_pool)
+    if stale_after is not None:
+        extra["agent_stale_after"] = stale_after
+    config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
+                              validation=settings, **extra)
+    serve(config, host, port, socket_path)

@@ -1,0 +1,89 @@
+"""The controller's Prometheus metrics, in a registry of its own (one per app, so tests and
+several apps in one process never share or clash).
+
+- `stockade_controller_revision`: the store's revision.
+- `stockade_agent_enforced_revision{host}`: the revision each agent last reported enforcing.
+- `stockade_agent_reporting{host}`: 1 when that agent reported within the staleness window.
+- `stockade_api_requests_total{route,status}`: requests by route template (never the raw
+  path, so object names cannot blow up the label set) and HTTP status.
+
+State gauges are read from the service at scrape time, so they are right after a restart too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Iterator, MutableMapping
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stockade.controller.service import ControllerService
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _StateCollector(Collector):
+    def __init__(self, service: ControllerService) -> None:
+        self._service = service
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("stockade_controller_revision", "Latest revision of the desired state")
+        yield GaugeMetricFamily("stockade_agent_enforced_revision", "Revision the agent enforces", labels=["host"])
+        yield GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently", labels=["host"])
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._service.status()
+        yield GaugeMetricFamily("stockade_controller_revision", "Latest revision of the desired state",
+                                value=status.revision)
+        enforced = GaugeMetricFamily("stockade_agent_enforced_revision", "Revision the agent enforces",
+                                     labels=["host"])
+        reporting = GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently",
+                                      labels=["host"])
+        for agent in status.agents:
+            enforced.add_metric([agent.host], agent.report.revision)
+            reporting.add_metric([agent.host], 1.0 if agent.reporting else 0.0)
+        yield enforced
+        yield reporting
+
+
+class ControllerMetrics:
+    def __init__(self, service: ControllerService) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stockade_api_requests_total", "API requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.registry.register(_StateCollector(service))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestCounter:
+    """ASGI middleware counting every HTTP request by route template and final status."""
+
+    def __init__(self, app: ASGIApp, metrics: ControllerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before responding
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # The router records the matched route in the (shared) scope.
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            self.metrics.requests.labels(route=route, status=str(status)).inc()

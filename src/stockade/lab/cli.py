@@ -1,0 +1,83 @@
+"""`stockade lab up|down|status`: a typer sub-app the main CLI mounts. Parsing and printing only.
+
+Settings come from the environment (see `supervisor.LabSettings.from_env`):
+STOCKADE_STATE_DIR, STOCKADE_LAB_PREFIX, STOCKADE_CONFIG. Errors print once
+and exit with the error's own exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stockade.errors import StockadeError
+from stockade.lab import supervisor
+
+lab_app = typer.Typer(help="Build, inspect and tear down the one-machine lab.", no_args_is_help=True)
+_out = Console()
+_err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except StockadeError as e:
+        _err.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _render(st: supervisor.LabStatus) -> None:
+    _out.print(f"lab [bold]{st.prefix}[/bold]  state {st.state_dir}  controller "
+               f"{st.controller_url or '-'}  logs {st.state_dir}/logs", highlight=False)
+    table = Table("process", "pid", "alive")
+    for p in st.processes:
+        table.add_row(p.name, str(p.pid or "-"), "yes" if p.alive else "[red]no[/red]")
+    if st.processes:
+        _out.print(table)
+    hosts = Table("host", "netns", "uplink", "node addresses", "workloads", "agent", "reporting")
+    for h in st.hosts:
+        reporting = "-" if st.reporting is None else ("yes" if h["name"] in st.reporting else "[red]no[/red]")
+        hosts.add_row(h["name"], h["netns"] or "[red]missing[/red]", "up" if h["uplink_up"] else "[red]down[/red]",
+                      " ".join(h["node_addresses"]), str(h["workloads"]),
+                      "alive" if h["agent_alive"] else "[red]stopped[/red]", reporting)
+    if st.hosts:
+        _out.print(hosts)
+    else:
+        _out.print("no lab hypervisors: run `stockade lab up`")
+
+
+@lab_app.command()
+def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=250,
+                                          help="Number of hypervisors (default 2; never fewer than exist).")) -> None:
+    """Build the lab and start its controller and agents; idempotent. Configures the CLI."""
+    st = _run(lambda: supervisor.up(supervisor.LabSettings.from_env(), hosts))
+    _render(st)
+    _out.print(f"ready: the CLI now talks to {st.controller_url}", highlight=False)
+
+
+@lab_app.command()
+def down() -> None:
+    """Stop the lab's processes and remove its namespaces, state and CLI config."""
+    removed = _run(lambda: supervisor.down(supervisor.LabSettings.from_env()))
+    _out.print(f"lab down: removed {len(removed)} item(s)", highlight=False)
+    for item in removed:
+        _out.print(f"  {item}", highlight=False)
+
+
+@lab_app.command()
+def status(output: str = typer.Option("table", "--output", "-o", help="table or json")) -> None:
+    """Show the lab's hypervisors, processes and controller address."""
+    if output not in ("table", "json"):
+        _err.print(f"[red]error:[/red] --output: {output!r} is not one of table, json")
+        raise typer.Exit(2)
+    st = _run(lambda: supervisor.status(supervisor.LabSettings.from_env()))
+    if output == "json":
+        sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
+    else:
+        _render(st)

@@ -1,0 +1,494 @@
+"""The lab's processes: build the topology, start a controller and one agent per hypervisor, stop all.
+
+    up(settings, hosts)   topology + tokens + controller + agents + CLI config; idempotent
+    down(settings)        stop processes, tear the topology down, remove state and CLI config
+    status(settings)      what runs and what exists, changes nothing
+
+State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
+
+    lab.json              prefix, hosts, port, known hosts: marks the directory as the lab's
+    tokens.json           hashed tokens (controller.auth); plaintexts, 0600: admin.token (the CLI's),
+                          agent-hvN.token (one per agent: an agent token may report for its own host only)
+    controller.db, controller.sock
+    run/<name>.pid        one per process: "controller", "agent-hv1", ...
+    logs/<name>.log       stdout and stderr of each process
+
+Invariants:
+- `up` keeps what runs and restarts what died; the port, the tokens and the
+  controller's database survive repeated `up`s. A process counts as running
+  only when its pid is alive and its command line names this state directory
+  (a recycled pid is not mistaken for ours).
+- Processes run in their own session (they outlive the `lab up` command) and
+  are only ever signalled by the pid recorded in their pid file (or, in
+  `down`, when they run inside one of the lab's own netns).
+- `down` deletes the state directory only if it holds `lab.json`; otherwise
+  only the files named above, so a mistyped STOCKADE_STATE_DIR cannot wipe
+  anything else. It deletes the CLI config only if it still points at this lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stockade.cli.config import config_path
+from stockade.errors import LabError
+from stockade.lab import naming, topology
+
+DEFAULT_STATE_DIR = Path("/var/lib/stockade/lab")
+DEFAULT_HOSTS = 2
+HEALTH_TIMEOUT = 20.0
+AGENTS_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    prefix: str
+    state_dir: Path
+    config_path: Path
+
+    @classmethod
+    def from_env(cls) -> "LabSettings":
+        state = os.environ.get("STOCKADE_STATE_DIR") or str(DEFAULT_STATE_DIR)
+        prefix = os.environ.get("STOCKADE_LAB_PREFIX") or naming.DEFAULT_PREFIX
+        # The CLI's own lookup ($STOCKADE_CONFIG or ~/.config/stockade/config.json): one definition.
+        return cls(naming.check_prefix(prefix), Path(state).absolute(), config_path().absolute())
+
+    # -- files
+    @property
+    def lab_file(self) -> Path:
+        return self.state_dir / "lab.json"
+
+    @property
+    def db(self) -> Path:
+        return self.state_dir / "controller.db"
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir / "controller.sock"
+
+    @property
+    def tokens(self) -> Path:
+        return self.state_dir / "tokens.json"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.state_dir / "admin.token"
+
+    def agent_token(self, host: str) -> Path:
+        return self.state_dir / f"agent-{host}.token"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+
+@dataclass(frozen=True)
+class LabRecord:
+    """lab.json: what `up` decided, so the next `up`, `status` and `down` agree with it."""
+
+    prefix: str
+    hosts: int
+    port: int
+    config_written: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host_names(self) -> list[str]:
+        return [naming.host_name(i) for i in range(1, self.hosts + 1)]
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int | None
+    alive: bool
+    log: str
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    prefix: str
+    state_dir: str
+    controller_url: str | None
+    processes: list[ProcessStatus]
+    hosts: list[dict[str, Any]]       # per hypervisor: name, netns, uplink_up, workloads, agent
+    reporting: list[str] | None       # hosts the controller has reports from; None: not reachable
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------ command lines
+
+def controller_argv(settings: LabSettings, port: int, hosts: list[str]) -> list[str]:
+    return [sys.executable, "-m", "stockade", "controller", "serve",
+            "--db", str(settings.db), "--listen", f"127.0.0.1:{port}", "--socket", str(settings.socket),
+            "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts)]
+
+
+def agent_argv(settings: LabSettings, host: str) -> list[str]:
+    # nsenter --net only: the agent's own netns is the hypervisor's, while it still
+    # shares the mount namespace, so it sees /run/netns and can make workload netns.
+    hv = naming.host_netns(settings.prefix, host)
+    return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade", "agent", "run",
+            "--host", host, "--controller", f"unix://{settings.socket}",
+            "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
+            "--state-dir", str(settings.state_dir)]
+
+
+def _agent_name(host: str) -> str:
+    return f"agent-{host}"
+
+
+# ---------------------------------------------------------------- processes
+
+def _read_pid(settings: LabSettings, name: str) -> int | None:
+    try:
+        return int(settings.pid_file(name).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_ours(pid: int, settings: LabSettings, marker: list[str]) -> bool:
+    """Alive, not a zombie, and its command line holds our state dir and `marker` in order."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    args = [a.decode(errors="replace") for a in cmdline]
+    if not any(str(settings.state_dir) in a for a in args):
+        return False
+    joined = "\0".join(args)
+    return "\0".join(marker) in joined
+
+
+def _marker(name: str) -> list[str]:
+    if name == "controller":
+        return ["controller", "serve"]
+    return ["agent", "run", "--host", name.removeprefix("agent-")]
+
+
+def _process_status(settings: LabSettings, name: str) -> ProcessStatus:
+    pid = _read_pid(settings, name)
+    alive = pid is not None and _is_ours(pid, settings, _marker(name))
+    return ProcessStatus(name, pid, alive, str(settings.log_file(name)))
+
+
+def _start(settings: LabSettings, name: str, argv: list[str]) -> int:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(settings.log_file(name), "ab") as log:
+        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+        log.flush()
+        try:
+            # Own session: the process outlives `lab up`, and a Ctrl-C there does not reach it.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True, close_fds=True)
+        except OSError as e:
+            raise LabError(f"cannot start {name} ({argv[0]}): {e}") from e
+    settings.pid_file(name).write_text(f"{proc.pid}\n")
+    # Until the child has exec'd, its /proc cmdline is ours and it would not look like
+    # itself to `_is_ours`; wait for the exec so an immediate liveness check is right.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _is_ours(proc.pid, settings, _marker(name)):
+            break
+        time.sleep(0.01)
+    return proc.pid
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (a test calling `up` in-process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _stop(settings: LabSettings, names: list[str]) -> list[str]:
+    """TERM all of `names` at once, KILL what is left after STOP_TIMEOUT; the names that were running.
+
+    Together rather than one by one, so stopping N slow processes costs one
+    timeout, not N.
+    """
+    running: dict[str, int] = {}
+    for name in names:
+        status = _process_status(settings, name)
+        settings.pid_file(name).unlink(missing_ok=True)
+        if status.alive and status.pid is not None:
+            running[name] = status.pid
+    left = dict(running)
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
+        for pid in left.values():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            for name, pid in list(left.items()):
+                _reap(pid)
+                if not _is_ours(pid, settings, _marker(name)):
+                    del left[name]
+            time.sleep(0.05)
+        if not left:
+            break
+    return list(running)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+# --------------------------------------------------------------------- state
+
+def _read_record(settings: LabSettings) -> LabRecord | None:
+    try:
+        raw = json.loads(settings.lab_file.read_text())
+        return LabRecord(raw["prefix"], int(raw["hosts"]), int(raw["port"]), bool(raw.get("config_written")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise LabError(f"{settings.lab_file} is damaged ({e}); run `stockade lab down` and `lab up` again") from e
+
+
+def _write_record(settings: LabSettings, record: LabRecord) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    _write_private(settings.lab_file, json.dumps(asdict(record), indent=2) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # also when the file existed with wider rights
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_tokens(settings: LabSettings, hosts: list[str]) -> list[str]:
+    """Make the tokens whose plaintext file is missing; the hosts whose agent token is new.
+
+    Only hashes are in tokens.json, so a lost plaintext cannot be recovered: its
+    entry is replaced by a new token. The controller re-reads the file by
+    itself; an agent whose token changed must be restarted.
+    """
+    from stockade.controller.auth import add_token, create_token_file, read_token_file, write_token_file
+
+    if not settings.tokens.exists() or not settings.admin_token.exists():
+        entries = [{"name": "lab-admin", "role": "admin"}]
+        entries += [{"name": _agent_name(h), "role": "agent", "host": h} for h in hosts]
+        plain = create_token_file(settings.tokens, entries)
+        _write_private(settings.admin_token, plain["lab-admin"] + "\n")
+        for h in hosts:
+            _write_private(settings.agent_token(h), plain[_agent_name(h)] + "\n")
+        return list(hosts)
+    renewed = []
+    for h in hosts:
+        if settings.agent_token(h).exists():
+            continue
+        kept = [e for e in read_token_file(settings.tokens) if e.name != _agent_name(h)]
+        write_token_file(settings.tokens, kept)
+        _write_private(settings.agent_token(h), add_token(settings.tokens, _agent_name(h), "agent", h) + "\n")
+        renewed.append(h)
+    return renewed
+
+
+def _write_cli_config(settings: LabSettings, url: str, token: str) -> None:
+    _write_private(settings.config_path, json.dumps({"controller": url, "token": token}) + "\n")
+
+
+def _cli_config_is_ours(settings: LabSettings, url: str) -> bool:
+    try:
+        return json.loads(settings.config_path.read_text()).get("controller") == url
+    except (FileNotFoundError, ValueError, AttributeError):
+        return False
+
+
+# ------------------------------------------------------------------ up/down
+
+def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
+    """Bring the lab up (or complete it); returns its status once every agent has reported."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
+    record = _read_record(settings)
+    if record is not None and record.prefix != settings.prefix:
+        raise LabError(f"{settings.state_dir} belongs to the lab with prefix {record.prefix!r}, not "
+                       f"{settings.prefix!r}: set STOCKADE_LAB_PREFIX={record.prefix} or another STOCKADE_STATE_DIR")
+    # Additive: asking for fewer hosts than exist keeps the others.
+    wanted = max(hosts or 0, record.hosts if record else 0) or DEFAULT_HOSTS
+    topology.build(settings.prefix, wanted)
+
+    port = record.port if record else _free_port()
+    # --known-hosts is fixed at start: more hypervisors need a controller restart.
+    restart_controller = record is None or record.hosts != wanted
+    record = LabRecord(settings.prefix, wanted, port, config_written=True)
+    _write_record(settings, record)
+    renewed = _ensure_tokens(settings, record.host_names)
+
+    if restart_controller:
+        _stop(settings, ["controller"])
+    # An agent whose token was renewed runs with one that no longer exists.
+    _stop(settings, [_agent_name(h) for h in renewed])
+    if not _process_status(settings, "controller").alive:
+        settings.socket.unlink(missing_ok=True)
+        _start(settings, "controller", controller_argv(settings, port, record.host_names))
+    _wait_healthy(settings, record)
+    for host in record.host_names:
+        name = _agent_name(host)
+        if not _process_status(settings, name).alive:
+            _start(settings, name, agent_argv(settings, host))
+
+    admin = settings.admin_token.read_text().strip()
+    _write_cli_config(settings, record.url, admin)
+    _wait_agents(settings, record, admin)
+    return status(settings)
+
+
+def _wait_healthy(settings: LabSettings, record: LabRecord) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    log = settings.log_file("controller")
+    while time.monotonic() < deadline:
+        if not _process_status(settings, "controller").alive:
+            raise LabError(f"the controller exited; read {log}:\n{_log_tail(log)}")
+        try:
+            if httpx.get(f"{record.url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise LabError(f"the controller did not answer {record.url}/healthz within {HEALTH_TIMEOUT:.0f} s; "
+                   f"read {log}:\n{_log_tail(log)}")
+
+
+def _reporting_hosts(url: str, token: str, timeout: float = 2.0) -> list[str] | None:
+    """Hosts the controller has a report from; None when it cannot be asked."""
+    try:
+        resp = httpx.get(f"{url}/api/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    agents = resp.json().get("agents") or []
+    return sorted(str(a.get("host")) for a in agents if isinstance(a, dict) and a.get("host"))
+
+
+def _wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
+    deadline = time.monotonic() + AGENTS_TIMEOUT
+    missing = record.host_names
+    while time.monotonic() < deadline:
+        for host in missing:
+            name = _agent_name(host)
+            if not _process_status(settings, name).alive:
+                log = settings.log_file(name)
+                raise LabError(f"the agent of {host} exited; read {log}:\n{_log_tail(log)}")
+        seen = _reporting_hosts(record.url, token) or []
+        missing = [h for h in record.host_names if h not in seen]
+        if not missing:
+            return
+        time.sleep(0.2)
+    logs = ", ".join(str(settings.log_file(_agent_name(h))) for h in missing)
+    raise LabError(f"no report from the agent of {', '.join(missing)} within {AGENTS_TIMEOUT:.0f} s; "
+                   f"read {logs}")
+
+
+def down(settings: LabSettings) -> list[str]:
+    """Stop everything and remove every trace of the lab; what was removed (for the user)."""
+    removed: list[str] = []
+    record = _read_record(settings)
+    names = [p.stem for p in settings.run_dir.glob("*.pid")] if settings.run_dir.exists() else []
+    # Agents first: a stopping agent must not find its controller gone and log noise for nothing.
+    agents = sorted(n for n in names if n != "controller")
+    removed += [f"process {n}" for n in _stop(settings, agents)]
+    removed += [f"process {n}" for n in _stop(settings, [n for n in names if n == "controller"])]
+    removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
+    if record is not None and record.config_written and _cli_config_is_ours(settings, record.url):
+        settings.config_path.unlink(missing_ok=True)
+        removed.append(f"CLI config {settings.config_path}")
+    if settings.lab_file.exists():
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        removed.append(f"state {settings.state_dir}")
+    elif settings.state_dir.exists():
+        _remove_known_files(settings)
+    return removed
+
+
+def _remove_known_files(settings: LabSettings) -> None:
+    for path in (settings.tokens, settings.admin_token, settings.socket, settings.lab_file,
+                 settings.db, Path(f"{settings.db}-wal"), Path(f"{settings.db}-shm"),
+                 *settings.state_dir.glob("agent-hv*.token")):
+        path.unlink(missing_ok=True)
+    for directory in (settings.run_dir, settings.log_dir):
+        shutil.rmtree(directory, ignore_errors=True)
+    try:
+        settings.state_dir.rmdir()
+    except OSError:
+        pass  # not empty: someone else's files, leave them
+
+
+# -------------------------------------------------------------------- status
+
+def status(settings: LabSettings) -> LabStatus:
+    record = _read_record(settings)
+    inventory = topology.inspect(settings.prefix)
+    host_names = sorted(set(inventory.host_names) | set(record.host_names if record else []),
+                        key=naming.host_index)
+    processes = [_process_status(settings, "controller")] if record else []
+    processes += [_process_status(settings, _agent_name(h)) for h in host_names if record]
+    alive = {p.name: p.alive for p in processes}
+    by_host = {h.name: h for h in inventory.hosts}
+    hosts = []
+    for name in host_names:
+        inv = by_host.get(name)
+        hosts.append({
+            "name": name,
+            "netns": naming.host_netns(settings.prefix, name) if inv else None,
+            "uplink_up": bool(inv and inv.uplink_up),
+            "node_addresses": list(inv.node_addresses) if inv else [],
+            "workloads": len(inv.workloads) if inv else 0,
+            "agent_alive": alive.get(_agent_name(name), False),
+        })
+    reporting = None
+    if record and settings.admin_token.exists() and alive.get("controller"):
+        reporting = _reporting_hosts(record.url, settings.admin_token.read_text().strip(), timeout=1.0)
+    return LabStatus(settings.prefix, str(settings.state_dir), record.url if record else None,
+                     processes, hosts, reporting)

@@ -1,0 +1,562 @@
+"""compile_host → render: golden programs, and the semantics that must hold whatever the bytes.
+
+Golden files: tests/golden/<case>.yaml (multi-document input, compiled for host hv1) and
+tests/golden/<case>.json (the `full_replace` program, pretty and sorted). A missing or
+different golden file fails; `UPDATE_GOLDEN=1` rewrites them (review the diff!).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stockade.compile.addresses import interval_elements
+from stockade.compile.host import PASS_BIT, compile_host
+from stockade.model.kinds import parse_object
+from stockade.model.objects import StockadeObject
+from stockade.model.state import DesiredState
+from stockade.nft import render
+from stockade.nft.ir import (
+    IP6_SADDR,
+    IP_DADDR,
+    IP_SADDR,
+    META_L4PROTO,
+    Accept,
+    Chain,
+    Cmp,
+    Continue,
+    Drop,
+    InSet,
+    Jump,
+    MarkHas,
+    MarkSet,
+    Reject,
+    Return,
+    Ruleset,
+)
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+CASES = ["shop", "default_deny", "allow_until_selected", "tiers", "single_family"]
+HOST = "hv1"
+
+
+def load_objects(case: str) -> list[StockadeObject]:
+    docs = [d for d in yaml.safe_load_all((GOLDEN / f"{case}.yaml").read_text()) if d]
+    return [parse_object(d, i) for i, d in enumerate(docs)]
+
+
+def load_state(case: str, revision: int = 1) -> DesiredState:
+    return DesiredState.from_objects(revision, load_objects(case))
+
+
+def program_text(state: DesiredState, host: str = HOST) -> str:
+    return json.dumps(render.full_replace(compile_host(state, host)), indent=2, sort_keys=True) + "\n"
+
+
+# ------------------------------------------------------------------ golden
+
+@pytest.mark.parametrize("case", CASES)
+def test_compiled_program_matches_golden_file(case):
+    actual = program_text(load_state(case))
+    golden = GOLDEN / f"{case}.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(actual)
+    assert golden.exists(), f"{golden} is missing; run with UPDATE_GOLDEN=1 to create it, then review it"
+    expected = golden.read_text()
+    assert actual == expected, f"program for {case} differs from {golden.name}; if intended, UPDATE_GOLDEN=1"
+
+
+def test_every_golden_input_has_a_case():
+    assert sorted(p.stem for p in GOLDEN.glob("*.yaml")) == sorted(CASES)
+
+
+# ------------------------------------------------------------------ helpers
+
+def policy_chain(rs: Ruleset, owner: str, direction: str, kind: str = "Policy") -> Chain:
+    """The chain of policy `owner` (`ns/name`, or `name` for a GlobalPolicy) in `direction`."""
+    found = [c for c in rs.chains if c.comment == f"{kind} {owner} {direction}"]
+    assert len(found) == 1, f"no single chain for {kind} {owner} {direction}"
+    assert found[0].name.startswith("pol_")
+    return found[0]
+
+
+def workload_chain(rs: Ruleset, ref: str, direction: str) -> Chain:
+    found = [c for c in rs.chains if c.comment == f"Workload {ref} {direction}"]
+    assert len(found) == 1, f"no single chain for workload {ref} {direction}"
+    return found[0]
+
+
+def policy_rules(chain: Chain):
+    """The rules made from policy rules (after the tier-passed guard)."""
+    assert chain.rules[0].matches == (MarkHas(PASS_BIT),) and chain.rules[0].verdict == Return()
+    return chain.rules[1:]
+
+
+def relabel(state: DesiredState, ns: str, name: str, labels: dict[str, str], revision: int = 2) -> DesiredState:
+    wl = state.workloads[(ns, name)]
+    changed = wl.model_copy(update={"metadata": wl.metadata.model_copy(update={"labels": labels})})
+    return state.with_changes(revision, put=[changed])
+
+
+def obj(doc: str) -> StockadeObject:
+    return parse_object(yaml.safe_load(doc))
+
+
+def l4(rule) -> str | None:
+    return next((m.value for m in rule.matches if isinstance(m, Cmp) and m.field == META_L4PROTO), None)
+
+
+def peer_sets(rule) -> list[InSet]:
+    return [m for m in rule.matches if isinstance(m, InSet)]
+
+
+# ------------------------------------------------------------------ determinism
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_input_compiles_to_identical_bytes(case):
+    assert program_text(load_state(case)) == program_text(load_state(case))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_input_order_does_not_change_the_program(case):
+    objects = load_objects(case)
+    expected = program_text(DesiredState.from_objects(1, objects))
+    rng = random.Random(1234)
+    for _ in range(5):
+        shuffled = objects[:]
+        rng.shuffle(shuffled)
+        assert program_text(DesiredState.from_objects(1, shuffled)) == expected
+
+
+def test_revision_is_not_part_of_the_program():
+    assert program_text(load_state("shop", 1)) == program_text(load_state("shop", 99))
+
+
+# ------------------------------------------------------------------ locality
+
+def test_only_policies_of_local_workloads_are_compiled():
+    state = load_state("shop")
+    rs = compile_host(state, HOST)
+    owners = {c.comment for c in rs.chains if c.name.startswith("pol_")}
+    # shop/app applies only to app-1 and ops/bastion only to bastion, both on hv2.
+    assert not any(o.startswith("Policy shop/app ") for o in owners)
+    assert not any(o.startswith("Policy ops/bastion ") for o in owners)
+    assert "Policy shop/web ingress" in owners and "Policy shop/db ingress" in owners
+    # ...and on hv2 they are there.
+    on_hv2 = {c.comment for c in compile_host(state, "hv2").chains}
+    assert {"Policy shop/app ingress", "Policy shop/app egress", "Policy ops/bastion egress"} <= on_hv2
+
+
+def test_policy_applying_only_to_remote_workloads_makes_no_chain():
+    rs = compile_host(load_state("tiers"), HOST)
+    assert not [c for c in rs.chains if c.comment and "remote-only" in c.comment]
+    assert not any(c.name.startswith("pol_remote") for c in rs.chains)
+
+
+def test_only_local_workloads_get_chains_and_dispatch_entries():
+    state = load_state("shop")
+    rs = compile_host(state, HOST)
+    wl_chains = {c.comment.rsplit(" ", 1)[0] for c in rs.chains if c.name.startswith("wl_")}
+    assert wl_chains == {"Workload shop/lb-1", "Workload shop/web-1", "Workload shop/db-1", "Workload ops/dns-1"}
+    assert len(rs.vmap("egress_dispatch").elements) == 4
+    assert "veth-db1" in rs.set("workload_ifaces").elements  # the interface given in the spec
+
+
+def test_direction_without_rules_jumps_to_no_policy_chain():
+    rs = compile_host(load_state("shop"), HOST)
+    # shop/db has only ingress rules: db-1's egress chain jumps to shop-common egress only.
+    jumps = [r.verdict.target for r in workload_chain(rs, "shop/db-1", "egress").rules if isinstance(r.verdict, Jump)]
+    assert jumps == [policy_chain(rs, "shop/shop-common", "egress").name]
+
+
+# ------------------------------------------------------------------ rule ids
+
+def test_every_policy_rule_carries_its_rule_ref_and_a_counter():
+    state = load_state("shop")
+    program = render.full_replace(compile_host(state, HOST))
+    by_chain: dict[str, list[dict]] = {}
+    for cmd in program["nftables"]:
+        rule = cmd.get("add", {}).get("rule")
+        if rule and rule["chain"].startswith("pol_"):
+            by_chain.setdefault(rule["chain"], []).append(rule)
+    assert by_chain
+    comments = set()
+    for chain, rules in by_chain.items():
+        assert rules[0]["comment"] == "tier-passed"
+        for rule in rules[1:]:
+            assert rule.get("comment"), f"a rule of {chain} has no rule id"
+            assert any("counter" in e for e in rule["expr"]), f"rule {rule['comment']} has no counter"
+            comments.add(rule["comment"])
+    assert comments == {
+        "shop/lb/web-from-clients", "shop/lb/to-web", "shop/web/http-from-lb", "shop/web/to-app",
+        "shop/db/sql-from-app", "shop/db/backup-net", "shop/shop-common/ssh-from-bastion", "shop/shop-common/dns",
+        "ops/dns/from-retail",
+    }
+
+
+def test_rule_without_id_gets_derived_ref():
+    rs = compile_host(load_state("allow_until_selected"), HOST)
+    (ingress_rule,) = policy_rules(policy_chain(rs, "kube/api-ingress", "ingress"))[:1]
+    assert ingress_rule.comment == "kube/api-ingress/ingress-0"
+    rs = compile_host(load_state("tiers"), HOST)
+    assert {r.comment for r in policy_rules(policy_chain(rs, "team/fallback", "egress"))} == {"team/fallback/egress-0"}
+    assert {r.comment for r in policy_rules(policy_chain(rs, "team/fallback", "ingress"))} == {"team/fallback/ingress-0"}
+
+
+def test_global_policy_rule_ref_has_no_namespace():
+    rs = compile_host(load_state("tiers"), HOST)
+    chain = policy_chain(rs, "platform-guard", "ingress", kind="GlobalPolicy")
+    assert [r.comment for r in policy_rules(chain)] == [
+        "platform-guard/log-all", "platform-guard/block-telnet", "platform-guard/block-bad-net",
+        "platform-guard/tenants-decide"]
+
+
+def test_rule_order_is_preserved():
+    rs = compile_host(load_state("shop"), HOST)
+    refs = [r.comment for r in policy_rules(policy_chain(rs, "shop/db", "ingress"))]
+    first = [i for i, c in enumerate(refs) if c == "shop/db/sql-from-app"]
+    second = [i for i, c in enumerate(refs) if c == "shop/db/backup-net"]
+    assert len(first) == 2 and len(second) == 2  # (v4, v6) peers; (tcp 5432, udp 7000-7010) ports
+    assert max(first) < min(second)
+
+
+# ------------------------------------------------------------------ tiers and actions
+
+def test_policies_run_by_tier_then_order_then_name():
+    rs = compile_host(load_state("tiers"), HOST)
+    chain = workload_chain(rs, "team/svc-1", "ingress")
+    names = {c.name: c.comment for c in rs.chains}
+    steps = []
+    for r in chain.rules:
+        if isinstance(r.verdict, Jump):
+            steps.append(names[r.verdict.target])
+        elif r.mark == MarkSet(PASS_BIT, clear=True):
+            steps.append(r.comment or "end")
+    assert steps == [
+        "tier platform", "GlobalPolicy platform-guard ingress",
+        "tier application", "Policy team/early ingress", "Policy team/alpha ingress", "Policy team/zeta ingress",
+        "Policy team/trial ingress",
+        "tier baseline", "Policy team/fallback ingress",
+        "end",
+    ]
+    assert chain.rules[-1].verdict == Drop() and chain.rules[-1].comment == "team/default-deny/ingress"
+
+
+def test_pass_sets_the_tier_mark_and_returns():
+    rs = compile_host(load_state("tiers"), HOST)
+    (passed,) = [r for r in policy_rules(policy_chain(rs, "platform-guard", "ingress", "GlobalPolicy"))
+                 if r.comment == "platform-guard/tenants-decide"]
+    assert passed.verdict == Return() and passed.mark == MarkSet(PASS_BIT)
+
+
+def test_actions_map_to_verdicts():
+    rs = compile_host(load_state("tiers"), HOST)
+    guard = {r.comment: r for r in policy_rules(policy_chain(rs, "platform-guard", "ingress", "GlobalPolicy"))}
+    assert guard["platform-guard/log-all"].verdict == Continue()
+    assert guard["platform-guard/log-all"].log.prefix.startswith("stk log platform-guard/log-all")
+    assert guard["platform-guard/block-telnet"].verdict == Reject("tcp-reset")
+    assert guard["platform-guard/block-bad-net"].verdict == Drop()
+    egress = policy_rules(policy_chain(rs, "platform-guard", "egress", "GlobalPolicy"))
+    smtp = {l4(r): r.verdict for r in egress if r.comment == "platform-guard/no-smtp"}
+    assert smtp == {"tcp": Reject("tcp-reset"), "udp": Reject("icmpx")}
+    zeta = policy_rules(policy_chain(rs, "team/zeta", "ingress"))
+    assert {r.verdict for r in zeta} == {Accept()}
+
+
+def test_reject_without_protocol_resets_tcp_and_rejects_the_rest():
+    rs = compile_host(load_state("tiers"), HOST)
+    rules = policy_rules(policy_chain(rs, "team/early", "ingress"))
+    assert [(l4(r), r.verdict) for r in rules] == [("tcp", Reject("tcp-reset")), (None, Reject("icmpx"))]
+
+
+def test_audit_mode_logs_would_verdict_and_does_not_decide():
+    rs = compile_host(load_state("tiers"), HOST)
+    (rule,) = policy_rules(policy_chain(rs, "team/trial", "ingress"))
+    assert rule.verdict == Continue()
+    assert rule.log is not None and rule.log.prefix.startswith("stk would-deny team/trial/would-deny-ssh")
+
+
+# ------------------------------------------------------------------ default action
+
+def _last(chain: Chain):
+    return chain.rules[-1].verdict, chain.rules[-1].comment
+
+
+def test_native_namespace_without_policy_denies_both_directions():
+    rs = compile_host(load_state("default_deny"), HOST)
+    for wl in ("vm-1", "vm-2"):
+        assert _last(workload_chain(rs, f"quiet/{wl}", "ingress")) == (Drop(), "quiet/default-deny/ingress")
+        assert _last(workload_chain(rs, f"quiet/{wl}", "egress")) == (Drop(), "quiet/default-deny/egress")
+    assert not [c for c in rs.chains if c.name.startswith("pol_")]
+
+
+def test_allow_until_selected_isolates_only_the_selected_direction():
+    rs = compile_host(load_state("allow_until_selected"), HOST)
+    assert _last(workload_chain(rs, "kube/isolated", "ingress")) == (Drop(), "kube/default-deny/ingress")
+    assert _last(workload_chain(rs, "kube/isolated", "egress")) == (Accept(), "kube/default-allow/egress")
+    assert _last(workload_chain(rs, "kube/open", "ingress")) == (Accept(), "kube/default-allow/ingress")
+    assert _last(workload_chain(rs, "kube/open", "egress")) == (Accept(), "kube/default-allow/egress")
+
+
+def test_audit_policy_does_not_close_allow_until_selected():
+    rs = compile_host(load_state("allow_until_selected"), HOST)
+    chain = workload_chain(rs, "kube/audited", "egress")
+    assert _last(chain) == (Accept(), "kube/default-allow/egress")
+    # ...but its rules are still evaluated (and log).
+    assert any(isinstance(r.verdict, Jump) for r in chain.rules)
+
+
+def test_antispoofing_drops_foreign_source_and_missing_family():
+    rs = compile_host(load_state("single_family"), HOST)
+    v4 = workload_chain(rs, "lab/v4-only", "egress").rules[:2]
+    v6 = workload_chain(rs, "lab/v6-only", "egress").rules[:2]
+    assert [(r.matches, r.verdict) for r in v4] == [
+        ((Cmp(IP_SADDR, "198.18.60.4", negate=True),), Drop()), ((Cmp(("meta", "nfproto"), "ipv6"),), Drop())]
+    assert [(r.matches, r.verdict) for r in v6] == [
+        ((Cmp(("meta", "nfproto"), "ipv4"),), Drop()), ((Cmp(IP6_SADDR, "2001:db8:60::6", negate=True),), Drop())]
+
+
+# ------------------------------------------------------------------ membership is data
+
+def _element_commands_only(delta: dict) -> None:
+    assert delta["nftables"], "the delta is empty"
+    for cmd in delta["nftables"]:
+        ((op, body),) = cmd.items()
+        assert op in ("add", "delete") and set(body) == {"element"}, cmd
+
+
+def test_label_change_of_a_peer_changes_only_set_elements():
+    old_state = load_state("shop")
+    new_state = relabel(old_state, "shop", "web-2", {"tier": "canary", "env": "prod"})  # web-2 is on hv2
+    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
+    assert old != new
+    assert old.structure() == new.structure()
+    delta = render.set_delta(old, new)
+    assert delta is not None
+    _element_commands_only(delta)
+    deleted = {(c["delete"]["element"]["name"], json.dumps(e)) for c in delta["nftables"] if "delete" in c
+               for e in c["delete"]["element"]["elem"]}
+    web4 = next(s.name for s in new.sets if s.name.startswith("grp_web_") and s.name.endswith("_4"))
+    assert (web4, json.dumps("198.18.10.12")) in deleted
+    assert not any("add" in c for c in delta["nftables"])
+
+
+def test_new_peer_member_is_an_element_addition():
+    old_state = load_state("shop")
+    new_state = relabel(old_state, "shop", "app-1", {"tier": "lb"})  # app-1 (hv2) joins lb, leaves app
+    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
+    delta = render.set_delta(old, new)
+    assert delta is not None
+    _element_commands_only(delta)
+    lb4 = next(s.name for s in new.sets if s.name.startswith("grp_lb_") and s.name.endswith("_4"))
+    added = [c["add"]["element"] for c in delta["nftables"] if "add" in c]
+    assert any(a["name"] == lb4 and "198.18.10.21" in a["elem"] for a in added)
+
+
+def test_change_of_local_workload_policies_changes_structure():
+    old_state = load_state("shop")
+    new_state = relabel(old_state, "shop", "web-1", {"tier": "app", "env": "prod"})  # local: now shop/app applies
+    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
+    assert old.structure() != new.structure()
+    assert render.set_delta(old, new) is None
+    assert "Policy shop/app ingress" in {c.comment for c in new.chains}
+
+
+def test_identical_rulesets_give_an_empty_delta():
+    rs = compile_host(load_state("shop"), HOST)
+    assert render.set_delta(rs, rs) == {"nftables": []}
+
+
+# ------------------------------------------------------------------ named ports
+
+def _np_elements(rs: Ruleset, rule_ref: str, family: int) -> set:
+    sets = [s for s in rs.sets if s.name.startswith("np_") and s.name.endswith(f"_{family}")
+            and s.comment and s.comment.endswith(f" of {rule_ref}")]
+    return {e for s in sets for e in s.elements}
+
+
+def test_named_port_resolves_per_destination_workload():
+    rs = compile_host(load_state("shop"), HOST)
+    # Egress of lb-1 to group web: each web workload's own `http` port.
+    assert _np_elements(rs, "shop/lb/to-web", 4) == {("198.18.10.11", "tcp", 8080), ("198.18.10.12", "tcp", 8081)}
+    assert _np_elements(rs, "shop/lb/to-web", 6) == {("2001:db8:10::11", "tcp", 8080),
+                                                     ("2001:db8:10::12", "tcp", 8081)}
+    # Ingress of web: resolved on the local destination only (web-1; web-2 lives on hv2).
+    assert _np_elements(rs, "shop/web/http-from-lb", 4) == {("198.18.10.11", "tcp", 8080)}
+    rule = next(r for r in policy_rules(policy_chain(rs, "shop/web", "ingress")) if IP_SADDR in
+                [f for m in peer_sets(r) for f in m.fields])
+    np_match = [m for m in peer_sets(rule) if m.set_name.startswith("np_")]
+    assert np_match and np_match[0].fields == (IP_DADDR, META_L4PROTO, ("th", "dport"))
+
+
+def test_named_port_protocol_must_match():
+    state = load_state("single_family")
+    rs = compile_host(state, HOST)
+    assert _np_elements(rs, "lab/mesh/dns", 4) == {("198.18.60.4", "udp", 53)}
+    assert _np_elements(rs, "lab/mesh/dns", 6) == {("2001:db8:60::6", "udp", 5353)}
+    tcp = load_state("single_family").with_changes(2, put=[obj("""
+        apiVersion: stockade.io/v1
+        kind: Policy
+        metadata: {name: mesh, namespace: lab}
+        spec:
+          appliesTo: {group: all}
+          ingress: [{id: dns, action: allow, ports: [{protocol: TCP, port: dns}]}]
+    """)])
+    rs = compile_host(tcp, HOST)
+    assert _np_elements(rs, "lab/mesh/dns", 4) == set() and _np_elements(rs, "lab/mesh/dns", 6) == set()
+
+
+NAMED_BOTH_WAYS = """
+apiVersion: stockade.io/v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: local, namespace: a, labels: {app: x}}
+spec: {host: hv1, ips: [198.18.0.1], ports: [{name: web, port: 80}]}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: remote, namespace: a, labels: {app: y}}
+spec: {host: hv2, ips: [198.18.0.2], ports: [{name: web, port: 8080}]}
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: p, namespace: a}
+spec:
+  appliesTo: {selector: {matchLabels: {app: x}}}
+  ingress: [{id: web, action: allow, ports: [{port: web}]}]
+  egress: [{id: web, action: allow, to: [{selector: {matchLabels: {app: y}}}], ports: [{port: web}]}]
+"""
+
+
+def test_named_port_of_ingress_and_egress_rules_with_same_id_resolve_separately():
+    state = DesiredState.from_objects(1, [parse_object(d) for d in yaml.safe_load_all(NAMED_BOTH_WAYS)])
+    rs = compile_host(state, HOST)
+
+    def np_set_of(direction: str):
+        """Elements of the IPv4 named-port set the rule of `direction` matches against."""
+        rules = policy_rules(policy_chain(rs, "a/p", direction))
+        names = [m.set_name for r in rules for m in peer_sets(r) if m.fields == (IP_DADDR, META_L4PROTO, ("th", "dport"))]
+        assert len(names) == 1
+        return rs.set(names[0]).elements
+
+    assert np_set_of("ingress") == (("198.18.0.1", "tcp", 80),)     # the local destination
+    assert np_set_of("egress") == (("198.18.0.2", "tcp", 8080),)    # the remote destination
+
+
+# ------------------------------------------------------------------ families
+
+def test_icmp_rules_pair_only_with_ipv4_peers_and_icmpv6_with_ipv6():
+    for case, ref in (("shop", "shop/shop-common/ssh-from-bastion"), ("single_family", "lab/mesh/ping"),
+                      ("single_family", "lab/mesh/v6-net-ping")):
+        rs = compile_host(load_state(case), HOST)
+        rules = [r for c in rs.chains if c.name.startswith("pol_") for r in c.rules if r.comment == ref]
+        assert rules
+        for r in rules:
+            fields = {f for m in peer_sets(r) for f in m.fields}
+            if l4(r) == "icmp":
+                assert fields == {IP_SADDR} and all(m.set_name.endswith("_4") for m in peer_sets(r))
+            elif l4(r) == "ipv6-icmp":
+                assert fields == {IP6_SADDR} and all(m.set_name.endswith("_6") for m in peer_sets(r))
+    rs = compile_host(load_state("single_family"), HOST)
+    v6_net = [r for c in rs.chains for r in c.rules if r.comment == "lab/mesh/v6-net-ping"]
+    assert [l4(r) for r in v6_net] == ["ipv6-icmp"], "an ICMP (v4) rule for an IPv6-only peer can never match"
+
+
+def test_icmp_without_peers_matches_its_own_family_only():
+    rs = compile_host(load_state("tiers"), HOST)
+    rules = policy_rules(policy_chain(rs, "team/fallback", "ingress"))
+    assert [(l4(r), [m.value for m in r.matches if isinstance(m, Cmp) and m.field != META_L4PROTO])
+            for r in rules] == [("icmp", [8, 0]), ("ipv6-icmp", [128])]
+
+
+def test_single_family_workloads_fill_only_their_family_sets():
+    rs = compile_host(load_state("single_family"), HOST)
+    grp4 = next(s for s in rs.sets if s.name.startswith("grp_all_") and s.name.endswith("_4"))
+    grp6 = next(s for s in rs.sets if s.name.startswith("grp_all_") and s.name.endswith("_6"))
+    assert grp4.elements == ("198.18.60.4/32",)
+    assert grp6.elements == ("2001:db8:60::6/128",)
+
+
+def test_port_range_and_single_port_matches():
+    rs = compile_host(load_state("shop"), HOST)
+    rules = policy_rules(policy_chain(rs, "shop/db", "ingress"))
+    backup = [r for r in rules if r.comment == "shop/db/backup-net"]
+    ranges = [m for r in backup for m in r.matches if type(m).__name__ == "InRange"]
+    assert [(m.low, m.high) for m in ranges] == [(7000, 7010)]
+    assert any(Cmp(("th", "dport"), 5432) in r.matches for r in backup)
+
+
+# ------------------------------------------------------------------ cidr arithmetic
+
+def _addresses(nets) -> set:
+    return {a for n in nets for a in ipaddress.ip_network(n)}
+
+
+def test_cidr_except_is_subtracted():
+    assert interval_elements([], ["198.19.0.0/16"], ["198.19.5.0/24"], 4) == tuple(sorted((
+        "198.19.0.0/22", "198.19.4.0/24", "198.19.6.0/23", "198.19.8.0/21", "198.19.16.0/20",
+        "198.19.32.0/19", "198.19.64.0/18", "198.19.128.0/17"), key=lambda n: ipaddress.ip_network(n)))
+
+
+def test_cidr_with_multiple_excepts_covers_exactly_the_rest():
+    cidr, excepts = "10.1.0.0/24", ["10.1.0.0/26", "10.1.0.128/28", "10.1.0.200/30", "10.1.0.255/32"]
+    got = interval_elements([], [cidr], excepts, 4)
+    assert _addresses(got) == _addresses([cidr]) - _addresses(excepts)
+    nets = [ipaddress.ip_network(n) for n in got]
+    assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:]), "interval sets refuse overlaps"
+
+
+def test_nested_excepts_and_except_equal_to_cidr():
+    got = interval_elements([], ["10.2.0.0/24"], ["10.2.0.0/25", "10.2.0.0/26"], 4)
+    assert got == ("10.2.0.128/25",)
+    assert interval_elements([], ["10.3.0.0/24"], ["10.3.0.0/24"], 4) == ()
+    assert interval_elements([], ["10.3.0.0/24"], ["10.0.0.0/8"], 4) == ()
+
+
+def test_ipv6_cidr_except():
+    got = interval_elements([], ["2001:db8:ff::/120"], ["2001:db8:ff::80/121", "2001:db8:ff::10/124"], 6)
+    assert _addresses(got) == _addresses(["2001:db8:ff::/120"]) - _addresses(["2001:db8:ff::80/121",
+                                                                             "2001:db8:ff::10/124"])
+    big = interval_elements([], ["2001:db8:ff::/48"], ["2001:db8:ff:1::/64"], 6)
+    total = sum(ipaddress.ip_network(n).num_addresses for n in big)
+    assert total == 2 ** 80 - 2 ** 64
+    assert not any(ipaddress.ip_network(n).overlaps(ipaddress.ip_network("2001:db8:ff:1::/64")) for n in big)
+    assert all(ipaddress.ip_network(n).subnet_of(ipaddress.ip_network("2001:db8:ff::/48")) for n in big)
+
+
+def test_interval_elements_split_by_family_and_collapse():
+    mixed = ["198.18.0.1", "198.18.0.0", "2001:db8::1", "198.19.1.7"]
+    assert interval_elements(mixed, ["2001:db8:1::/64", "198.20.0.0/24"], ["198.20.0.0/25", "2001:db8:1::/65"], 4) \
+        == ("198.18.0.0/31", "198.19.1.7/32", "198.20.0.128/25")
+    assert interval_elements(mixed, ["2001:db8:1::/64"], ["2001:db8:1::/65"], 6) == (
+        "2001:db8::1/128", "2001:db8:1:0:8000::/65")
+    # An address inside a cidr is absorbed; addresses are a union, not subject to excepts.
+    assert interval_elements(["10.0.0.5", "10.0.0.130"], ["10.0.0.0/25"], ["10.0.0.128/25"], 4) == (
+        "10.0.0.0/25", "10.0.0.130/32")
+
+
+def test_interval_elements_are_order_independent():
+    a = interval_elements(["10.0.0.9", "10.0.0.1"], ["10.1.0.0/16", "10.2.0.0/16"], ["10.1.5.0/24", "10.2.9.0/24"])
+    b = interval_elements(["10.0.0.1", "10.0.0.9"], ["10.2.0.0/16", "10.1.0.0/16"], ["10.2.9.0/24", "10.1.5.0/24"])
+    assert a == b
+
+
+def test_group_cidr_except_in_compiled_set():
+    rs = compile_host(load_state("shop"), HOST)
+    clients4 = next(s for s in rs.sets if s.name.startswith("grp_clients_") and s.name.endswith("_4"))
+    assert clients4.interval
+    assert _addresses(clients4.elements) == _addresses(["198.19.0.0/16"]) - _addresses(["198.19.66.0/24"])
+    rule_sets = {m.set_name for r in policy_rules(policy_chain(rs, "shop/db", "ingress"))
+                 if r.comment == "shop/db/backup-net" for m in peer_sets(r)}
+    (net,) = rule_sets
+    assert _addresses(rs.set(net).elements) == _addresses(["198.19.0.0/16"]) - _addresses(
+        ["198.19.5.0/24", "198.19.200.0/21"])

@@ -1,0 +1,70 @@
+"""The client's own behaviour: URLs, unreachable controllers, the async variant."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from stockade.client import AsyncControllerClient, ControllerClient
+from stockade.controller.main import RunningController, bind_tcp
+from stockade.errors import ControllerUnavailable, Forbidden, ValidationError
+from tests.controller.controller_docs import shop
+
+
+def free_port_with_nothing_listening() -> int:
+    sock = bind_tcp("127.0.0.1", 0)  # bound, never listening: connections are refused
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_unreachable_controller_is_controller_unavailable_naming_the_url(short_dir: Path) -> None:
+    url = f"http://127.0.0.1:{free_port_with_nothing_listening()}"
+    with ControllerClient(url, "secret-token", timeout=2) as client:
+        with pytest.raises(ControllerUnavailable) as caught:
+            client.healthz()
+    assert url in caught.value.message and "secret-token" not in caught.value.message
+    with ControllerClient(f"unix://{short_dir}/missing.sock", timeout=2) as client:
+        with pytest.raises(ControllerUnavailable) as caught:
+            client.status()
+    assert "missing.sock" in caught.value.message
+
+
+def test_bad_urls_are_refused() -> None:
+    for url in ("ftp://x", "localhost:7470", "unix://"):
+        with pytest.raises(ValidationError):
+            ControllerClient(url)
+
+
+def test_async_client_speaks_the_same_api(controller: RunningController, tokens: dict[str, str]) -> None:
+    async def main() -> None:
+        assert controller.unix_url is not None
+        async with AsyncControllerClient(controller.url, tokens["alice"]) as admin, \
+                AsyncControllerClient(controller.unix_url, tokens["agent-hv1"]) as agent:
+            waiting = asyncio.create_task(agent.watch(since=0, timeout=10))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            assert (await admin.apply(shop(), "async"))["revision"] == 1
+            answer = await asyncio.wait_for(waiting, 5)
+            assert len(answer["events"]) == 5
+            await agent.report_status("hv1", revision=1, in_sync=True)
+            with pytest.raises(Forbidden):
+                await agent.delete([("workload", "shop", "web-1")])
+            assert (await admin.status())["enforcedRevision"] == 1
+            assert (await agent.snapshot_state()).revision == 1
+
+    asyncio.run(main())
+
+
+def test_status_report_in_wire_form_is_accepted(admin: ControllerClient, agent: ControllerClient) -> None:
+    admin.apply(shop(), "")
+    agent.report_status("hv1", {"revision": 1, "programHash": "h", "appliedAt": None, "inSync": True,
+                                "error": None, "endpoints": {"shop/web-1": {"netns": "n1", "interface": "i1",
+                                                                            "extra": "ignored"}}})
+    [hv1] = admin.status()["agents"]
+    assert (hv1["revision"], hv1["programHash"], hv1["inSync"]) == (1, "h", True)
+    assert admin.list("workload", "shop", "web-1")["items"][0]["status"]["netns"] == "n1"
+    with pytest.raises(ValidationError):
+        agent.report_status("hv1")  # neither a report nor a revision

@@ -1,0 +1,61 @@
+"""`stockade controller serve` as a real process: TCP and unix socket up, socket file gone after SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stockade.client import ControllerClient
+from stockade.controller.auth import create_token_file
+from stockade.controller.main import bind_tcp, parse_listen
+from stockade.errors import ControllerUnavailable, ValidationError
+from tests.controller.controller_docs import namespace, workload
+
+LAUNCH = "from stockade.controller.cli import controller_app; controller_app()"
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:7470") == ("127.0.0.1", 7470)
+    assert parse_listen("[::1]:80") == ("::1", 80)
+    assert parse_listen(":9") == ("0.0.0.0", 9)
+    for bad in ("127.0.0.1", "host:port", "1.2.3.4:70000"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_serve_command_runs_the_controller_on_tcp_and_unix_socket(tmp_path: Path, short_dir: Path) -> None:
+    tokens = create_token_file(tmp_path / "tokens.json", [{"name": "alice", "role": "admin"}])
+    probe = bind_tcp("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+    sock = short_dir / "ctl.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "serve", "--db", str(tmp_path / "db.sqlite"),
+         "--listen", f"127.0.0.1:{port}", "--socket", str(sock), "--tokens", str(tmp_path / "tokens.json"),
+         "--known-hosts", "hv1,hv2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with ControllerClient(f"http://127.0.0.1:{port}", tokens["alice"], timeout=2) as tcp, \
+                ControllerClient(f"unix://{sock}", tokens["alice"], timeout=2) as unix:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    tcp.healthz()
+                    break
+                except ControllerUnavailable:
+                    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                    assert time.monotonic() < deadline, "controller did not come up"
+                    time.sleep(0.05)
+            assert unix.apply([namespace("shop"), workload("w", host="hv2")], "cli")["revision"] == 1
+            with pytest.raises(ValidationError):  # --known-hosts reached the validation settings
+                tcp.apply([workload("x", host="hv3")], "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert proc.returncode == 0
+    assert not sock.exists()

@@ -1,0 +1,166 @@
+"""Workload endpoints in the real kernel: created from a DesiredState, reachable, repaired, removed.
+
+No firewall is installed here, so every probe between existing workloads must
+be allowed; the sockets in the workloads' netns decide, not the code under test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from stockade.lab import endpoints, naming, netns, topology
+from stockade.lab.probe import probe
+from stockade.model.kinds import ObjectKey
+from tests.lab.conftest import Lab, make_lab
+from tests.lab.helpers import DB1, WEB1, kernel, sh, state, workload
+
+pytestmark = kernel
+
+PLACES = {"same-host": ("web-1", "hv1", "web-2", "hv1"), "cross-host": ("web-1", "hv1", "db-1", "hv2")}
+IPS = {"web-2": ("198.18.10.12", "2001:db8:10::12"), "db-1": ("198.18.10.21", "2001:db8:10::21")}
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "icmp"])
+@pytest.mark.parametrize("place", list(PLACES))
+def test_probe_between_workloads_is_allowed_without_a_firewall(shared_lab: Lab, place: str, protocol: str,
+                                                              family: int) -> None:
+    src, src_host, dst, dst_host = PLACES[place]
+    ip = IPS[dst][0 if family == 4 else 1]
+    result = probe(shared_lab.netns(src, src_host), shared_lab.netns(dst, dst_host), ip, protocol, 8080)
+    assert result.verdict == "allowed", result
+
+
+def test_reconcile_reports_each_endpoint_with_the_mac_its_nic_really_has(shared_lab: Lab) -> None:
+    plan = endpoints.plan_endpoints(shared_lab.state, "hv1", shared_lab.prefix)
+    statuses = endpoints.reconcile_endpoints(plan, shared_lab.prefix, "hv1")
+    assert sorted(statuses) == ["shop/web-1", "shop/web-2"]
+    web2 = statuses["shop/web-2"]
+    assert web2.netns == shared_lab.netns("web-2", "hv1")
+    assert web2.mac == "02:00:00:00:10:12"   # from the spec
+    for st in statuses.values():
+        assert f"link/ether {st.mac}" in sh(st.netns, "ip", "link", "show", "dev", naming.WORKLOAD_IFACE)
+        assert "UP" in sh(shared_lab.hv("hv1"), "ip", "link", "show", "dev", st.interface)
+
+
+def test_workload_netns_has_its_addresses_and_routes_to_the_gateway(shared_lab: Lab) -> None:
+    ns = shared_lab.netns("web-1", "hv1")
+    addrs = sh(ns, "ip", "-o", "addr", "show", "dev", "eth0")
+    assert "inet 198.18.10.11/32" in addrs and "inet6 2001:db8:10::11/128" in addrs
+    assert "default via 198.18.255.1 dev eth0" in sh(ns, "ip", "-4", "route")
+    assert "default via fe80::1 dev eth0" in sh(ns, "ip", "-6", "route")
+    routes = sh(shared_lab.hv("hv1"), "ip", "route", "show", "proto", str(naming.ROUTE_PROTO))
+    assert "198.18.10.21 via 198.18.254.2 dev fab0" in routes
+    assert "198.18.10.11 dev stk" in routes
+
+
+@pytest.fixture
+def monitor(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], callable]]:
+    """`ip monitor` of link, address and route events in a netns; yields (lines, start(netns))."""
+    lines: list[str] = []
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(ns: str) -> None:
+        proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "ip", "monitor", "link", "address", "route"],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        time.sleep(0.3)  # let it subscribe before anything happens
+
+    yield lines, start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_second_reconcile_with_no_change_sends_no_mutating_request(lab: Lab, monitor) -> None:
+    lines, start = monitor
+    plan = endpoints.plan_endpoints(lab.state, "hv1", lab.prefix)
+    start(lab.hv("hv1"))
+    report = endpoints.reconcile(plan, lab.prefix, "hv1")
+    time.sleep(0.3)
+    assert report.changes == ()
+    assert report.errors == {}
+    assert sorted(report.endpoints) == ["shop/web-1", "shop/web-2"]
+    assert lines == []          # the kernel saw no change either
+    # Control: the monitor does see a change the reconcile makes.
+    lab.apply(lab.state.with_changes(2, delete=[ObjectKey("Workload", "shop", "web-2")]))
+    deadline = time.monotonic() + 2
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines
+
+
+def test_no_change_reconcile_is_cheap(lab: Lab) -> None:
+    plan = endpoints.plan_endpoints(lab.state, "hv1", lab.prefix)
+    start = time.perf_counter()
+    for _ in range(10):
+        assert endpoints.reconcile(plan, lab.prefix, "hv1").changes == ()
+    assert (time.perf_counter() - start) / 10 < 0.1
+
+
+def test_removing_a_workload_removes_its_netns_veth_and_routes_everywhere(lab: Lab) -> None:
+    web2 = endpoints.plan_endpoints(lab.state, "hv1", lab.prefix).local[1]
+    assert web2.key == "shop/web-2"
+    reports = lab.apply(lab.state.with_changes(2, delete=[ObjectKey("Workload", "shop", "web-2")]))
+    assert any("remove netns" in c for c in reports["hv1"].changes)
+    assert not netns.exists(web2.netns)
+    assert web2.interface not in sh(lab.hv("hv1"), "ip", "link")
+    assert "198.18.10.12" not in sh(lab.hv("hv1"), "ip", "route")
+    assert "2001:db8:10::12" not in sh(lab.hv("hv1"), "ip", "-6", "route")
+    assert "198.18.10.12" not in sh(lab.hv("hv2"), "ip", "route")
+    assert "2001:db8:10::12" not in sh(lab.hv("hv2"), "ip", "-6", "route")
+    assert [h.workloads for h in topology.inspect(lab.prefix).hosts] == [
+        (lab.netns("web-1", "hv1"),), (lab.netns("db-1", "hv2"),)]
+    # What remains still works.
+    assert probe(lab.netns("db-1", "hv2"), lab.netns("web-1", "hv1"), "198.18.10.11", "tcp", 8080).verdict == "allowed"
+
+
+def test_changed_addresses_are_applied_in_the_workload_and_on_both_hosts(lab: Lab) -> None:
+    moved = workload("web-1", "hv1", ["198.18.10.111", "2001:db8:10::111"])
+    reports = lab.apply(lab.state.with_changes(2, put=[state(2, moved).workloads[("shop", "web-1")]]))
+    assert reports["hv1"].changes and reports["hv2"].changes
+    addrs = sh(lab.netns("web-1", "hv1"), "ip", "-o", "addr", "show", "dev", "eth0")
+    assert "198.18.10.111/32" in addrs and "2001:db8:10::111/128" in addrs
+    assert "198.18.10.11/" not in addrs and "2001:db8:10::11/" not in addrs
+    db1 = lab.netns("db-1", "hv2")
+    for ip in ("198.18.10.111", "2001:db8:10::111"):
+        assert probe(db1, lab.netns("web-1", "hv1"), ip, "tcp", 8080).verdict == "allowed"
+    assert probe(db1, None, "198.18.10.11", "icmp", None).verdict == "unreachable"
+
+
+def test_a_veth_or_route_deleted_by_hand_is_put_back(lab: Lab) -> None:
+    web1 = endpoints.plan_endpoints(lab.state, "hv1", lab.prefix).local[0]
+    sh(lab.hv("hv1"), "ip", "link", "del", web1.interface)
+    sh(lab.hv("hv1"), "ip", "route", "del", "198.18.10.21/32")
+    report = lab.apply(lab.state)["hv1"]
+    assert any(f"create veth {web1.interface}" in c for c in report.changes)
+    assert any("add route 198.18.10.21/32" in c for c in report.changes)
+    assert probe(web1.netns, lab.netns("db-1", "hv2"), "198.18.10.21", "udp", 5353).verdict == "allowed"
+    assert lab.apply(lab.state)["hv1"].changes == ()
+
+
+def test_a_route_the_lab_does_not_own_is_left_alone(lab: Lab) -> None:
+    hv1 = lab.hv("hv1")
+    sh(hv1, "ip", "route", "add", "198.18.99.0/24", "via", "198.18.254.2")       # someone else's
+    assert lab.apply(lab.state)["hv1"].changes == ()
+    assert "198.18.99.0/24 via 198.18.254.2" in sh(hv1, "ip", "route")
+
+
+def test_only_the_hypervisor_of_a_workload_creates_its_netns(prefix: str) -> None:
+    lab = make_lab(prefix, desired=state(1, WEB1, DB1))
+    assert [h.workloads for h in topology.inspect(prefix).hosts] == [
+        (lab.netns("web-1", "hv1"),), (lab.netns("db-1", "hv2"),)]
+
+
+def test_reconcile_on_a_missing_hypervisor_is_a_clear_error(prefix: str) -> None:
+    from stockade.errors import LabError
+
+    plan = endpoints.plan_endpoints(state(1, WEB1), "hv1", prefix)
+    with pytest.raises(LabError, match="does not exist"):
+        endpoints.reconcile(plan, prefix, "hv1")
