@@ -1,0 +1,220 @@
+"""Evaluate a Ruleset for one packet, the way the kernel's nftables does. Pure.
+
+This is how `trace` explains a verdict: it runs the very Ruleset that was
+rendered for the kernel, so the explanation and the enforcement cannot drift
+apart. Semantics follow nftables: base chains of a hook run by priority;
+`accept` ends only the current base chain, `drop`/`reject` end the packet;
+`jump` pushes, `goto` replaces, `return` pops; a rule with a payload match of
+another family (e.g. `ip saddr` on an IPv6 packet) does not match, negated or not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from stockade.nft.ir import (
+    Accept,
+    Chain,
+    Cmp,
+    Continue,
+    CtState,
+    Dispatch,
+    Drop,
+    FieldRef,
+    Goto,
+    InAnon,
+    InRange,
+    InSet,
+    Jump,
+    MarkHas,
+    Match,
+    NamedSet,
+    Reject,
+    Return,
+    Rule,
+    Ruleset,
+    Value,
+    Verdict,
+)
+
+L4_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "ipv6-icmp": 58}
+PORTED = ("tcp", "udp", "sctp")
+
+
+@dataclass(frozen=True)
+class Packet:
+    family: Literal[4, 6]
+    saddr: str
+    daddr: str
+    l4proto: str                     # tcp, udp, sctp, icmp, ipv6-icmp
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    iifname: str = ""
+    oifname: str = ""
+    ct_state: str = "new"
+    mark: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule that matched on the way: its chain, its comment (rule id) and what it did."""
+
+    chain: str
+    comment: str | None
+    action: str
+
+
+@dataclass
+class Outcome:
+    verdict: Literal["accept", "drop", "reject"]
+    steps: list[Step] = field(default_factory=list)
+
+
+class _Missing(Exception):
+    """The packet lacks the field (wrong family or protocol): the match fails either way."""
+
+
+def _field_value(p: Packet, f: FieldRef) -> Value:
+    source, key = f
+    if source == "meta":
+        if key == "iifname":
+            return p.iifname
+        if key == "oifname":
+            return p.oifname
+        if key == "l4proto":
+            return p.l4proto
+        if key == "nfproto":
+            return "ipv4" if p.family == 4 else "ipv6"
+    if source == "ip" and p.family == 4 or source == "ip6" and p.family == 6:
+        return p.saddr if key == "saddr" else p.daddr
+    if source == "th" and p.l4proto in PORTED and p.dport is not None and key == "dport":
+        return p.dport
+    if source == "icmp" and p.l4proto == "icmp" or source == "icmpv6" and p.l4proto == "ipv6-icmp":
+        value = p.icmp_type if key == "type" else p.icmp_code
+        if value is not None:
+            return value
+    raise _Missing(f)
+
+
+def _same(a: Value, b: Value) -> bool:
+    """Equality as the kernel sees it: addresses by value, protocols by name or number."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, int):
+        return L4_NUMBERS.get(a) == b
+    if isinstance(a, int) and isinstance(b, str):
+        return L4_NUMBERS.get(b) == a
+    if isinstance(a, str) and isinstance(b, str):
+        try:
+            return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+        except ValueError:
+            return False
+    return False
+
+
+def _element_has(element: object, value: tuple[Value, ...], interval: bool) -> bool:
+    if isinstance(element, tuple):
+        return len(element) == len(value) and all(_same(e, v) for e, v in zip(element, value))
+    if interval and len(value) == 1:
+        try:
+            return ipaddress.ip_address(value[0]) in ipaddress.ip_network(str(element))  # type: ignore[arg-type]
+        except ValueError:
+            return False
+    return len(value) == 1 and _same(element, value[0])  # type: ignore[arg-type]
+
+
+def _set_has(s: NamedSet, value: tuple[Value, ...]) -> bool:
+    return any(_element_has(e, value, s.interval) for e in s.elements)
+
+
+class Interpreter:
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.rs = ruleset
+        self.chains = {c.name: c for c in ruleset.chains}
+        self.sets = {s.name: s for s in ruleset.sets}
+        self.maps = {m.name: dict(m.elements) for m in ruleset.maps}
+
+    def matches(self, p: Packet, m: Match) -> bool:
+        try:
+            if isinstance(m, Cmp):
+                return _same(_field_value(p, m.field), m.value) != m.negate
+            if isinstance(m, InRange):
+                v = _field_value(p, m.field)
+                return isinstance(v, int) and m.low <= v <= m.high
+            if isinstance(m, InSet):
+                value = tuple(_field_value(p, f) for f in m.fields)
+                return _set_has(self.sets[m.set_name], value) != m.negate
+            if isinstance(m, InAnon):
+                v = _field_value(p, m.field)
+                return any(_same(v, x) for x in m.values)
+            if isinstance(m, CtState):
+                return p.ct_state in m.states
+            if isinstance(m, MarkHas):
+                return bool(p.mark & m.bit) != m.negate
+        except _Missing:
+            return False
+        raise TypeError(f"unknown match {m!r}")
+
+    def run_hook(self, p: Packet, hook: str) -> Outcome:
+        """All base chains of `hook` by priority: accept passes to the next, drop/reject end."""
+        outcome = Outcome("accept")
+        bases = sorted((c for c in self.rs.chains if c.base and c.base.hook == hook),
+                       key=lambda c: (c.base.priority if c.base else 0, c.name))
+        for base in bases:
+            verdict, p = self._run_base(p, base, outcome.steps)
+            if verdict in ("drop", "reject"):
+                outcome.verdict = verdict
+                return outcome
+        return outcome
+
+    def _run_base(self, p: Packet, base: Chain, steps: list[Step]) -> tuple[str, Packet]:
+        stack: list[tuple[Chain, int]] = []
+        chain, index = base, 0
+        while True:
+            if index >= len(chain.rules):
+                if not stack:
+                    return (base.base.policy if base.base else "accept"), p
+                chain, index = stack.pop()
+                continue
+            rule: Rule = chain.rules[index]
+            index += 1
+            if not all(self.matches(p, m) for m in rule.matches):
+                continue
+            if rule.mark is not None:
+                p = replace(p, mark=(p.mark & ~rule.mark.bits) if rule.mark.clear else (p.mark | rule.mark.bits))
+            verdict: Verdict | None = rule.verdict
+            if isinstance(verdict, Dispatch):
+                key = _field_value(p, verdict.field)
+                verdict = self.maps[verdict.map_name].get(str(key))
+                if verdict is None:
+                    continue
+            action = _action_name(verdict, rule)
+            if rule.comment and rule.counter:
+                steps.append(Step(chain.name, rule.comment, action))
+            if isinstance(verdict, Accept):
+                return "accept", p
+            if isinstance(verdict, Drop):
+                return "drop", p
+            if isinstance(verdict, Reject):
+                return "reject", p
+            if isinstance(verdict, Jump):
+                stack.append((chain, index))
+                chain, index = self.chains[verdict.target], 0
+            elif isinstance(verdict, Goto):
+                chain, index = self.chains[verdict.target], 0
+            elif isinstance(verdict, Return):
+                if not stack:
+                    return (base.base.policy if base.base else "accept"), p
+                chain, index = stack.pop()
+
+
+def _action_name(verdict: Verdict | None, rule: Rule) -> str:
+    if isinstance(verdict, Return) and rule.mark is not None and not rule.mark.clear:
+        return "pass"
+    if rule.log is not None and isinstance(verdict, Continue):
+        return rule.log.prefix.split()[1] if len(rule.log.prefix.split()) > 1 else "log"
+    return {Accept: "accept", Drop: "drop", Reject: "reject", Return: "return", Continue: "continue",
+            Jump: "jump", Goto: "goto"}.get(type(verdict), "continue")  # type: ignore[arg-type]
