@@ -14,8 +14,8 @@ pytestmark = pytest.mark.kernel
 
 
 def _processes_mentioning(text: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if text in line and "ps -eww" not in line]
 
 
 def test_lab_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -60,7 +60,7 @@ def test_workload_netns_has_its_addresses_and_routes_to_the_gateway(shared_lab: 
 
 
 @pytest.fixture
-def monitor(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], callable]]:
+def monitor() -> Iterator[tuple[list[str], Callable[[str], None]]]:
     """`ip monitor` of link, address and route events in a netns; yields (lines, start(netns))."""
     lines: list[str] = []
     procs: list[subprocess.Popen[str]] = []
@@ -69,7 +69,9 @@ def monitor(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], callabl
         proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "ip", "monitor", "link", "address", "route"],
                                 stdout=subprocess.PIPE, text=True)
         procs.append(proc)
-        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        out = proc.stdout
+        assert out is not None
+        threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
         time.sleep(0.3)  # let it subscribe before anything happens
 
     yield lines, start
@@ -78,7 +80,8 @@ def monitor(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], callabl
         proc.wait()
 
 
-def test_second_reconcile_with_no_change_sends_no_mutating_request(lab: Lab, monitor) -> None:
+def test_second_reconcile_with_no_change_sends_no_mutating_request(
+        lab: Lab, monitor: tuple[list[str], Callable[[str], None]]) -> None:
     lines, start = monitor
     plan = endpoints.plan_endpoints(lab.state, "hv1", lab.prefix)
     start(lab.hv("hv1"))
@@ -164,3 +167,17 @@ def test_reconcile_on_a_missing_hypervisor_is_a_clear_error(prefix: str) -> None
     plan = endpoints.plan_endpoints(state(1, WEB1), "hv1", prefix)
     with pytest.raises(LabError, match="does not exist"):
         endpoints.reconcile(plan, prefix, "hv1")
+
+
+def test_building_and_reconciling_never_fork(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent is a threaded asyncio process: a forked child that gets SIGTERM would
+    # wake the agent's own signal handler and stop it. subprocess (fork+exec) is fine.
+    import os
+
+    def no_fork() -> int:
+        raise AssertionError("the lab forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    lab = make_lab(prefix)
+    lab.apply(lab.state.with_changes(2, delete=[ObjectKey("Workload", "shop", "web-2")]))
+    assert probe(lab.netns("web-1", "hv1"), lab.netns("db-1", "hv2"), "198.18.10.21", "tcp", 8080).verdict == "allowed"

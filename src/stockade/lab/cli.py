@@ -40,11 +40,14 @@ def _render(st: supervisor.LabStatus) -> None:
         table.add_row(p.name, str(p.pid or "-"), "yes" if p.alive else "[red]no[/red]")
     if st.processes:
         _out.print(table)
-    hosts = Table("host", "netns", "uplink", "node addresses", "workloads", "agent", "reporting")
+    hosts = Table("host", "netns", "node addresses", "workloads", "agent", "reporting")
     for h in st.hosts:
         reporting = "-" if st.reporting is None else ("yes" if h["name"] in st.reporting else "[red]no[/red]")
-        hosts.add_row(h["name"], h["netns"] or "[red]missing[/red]", "up" if h["uplink_up"] else "[red]down[/red]",
-                      " ".join(h["node_addresses"]), str(h["workloads"]),
+        netns = h["netns"] or "[red]missing[/red]"
+        if h["netns"] and not h["uplink_up"]:
+            netns += " [red](fab0 down)[/red]"
+        addresses = " ".join(a.split("/")[0] for a in h["node_addresses"])
+        hosts.add_row(h["name"], netns, addresses, str(h["workloads"]),
                       "alive" if h["agent_alive"] else "[red]stopped[/red]", reporting)
     if st.hosts:
         _out.print(hosts)

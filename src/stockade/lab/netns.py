@@ -5,17 +5,24 @@ is blocking (pyroute2's synchronous IPRoute runs its own event loop), so call
 it from a worker thread when an asyncio loop is running (`asyncio.to_thread`).
 
 Invariants:
+- Never forks. pyroute2 creates namespaces and opens sockets in them from a
+  forked child, and later SIGTERMs that child; in a multi-threaded asyncio
+  process (the agent) the child inherits the loop's signal wake-up fd, so the
+  parent's loop can see that SIGTERM as its own and shut down. Instead, the
+  work that needs another netns runs in a throwaway thread: setns(2) and
+  unshare(CLONE_NEWNET) act on the calling thread only, and a netlink socket
+  stays in the netns it was created in.
+- Never moves the calling thread to another netns, even when a function raises.
 - `open_rtnl` never creates a namespace as a side effect (pyroute2 does by
   default when asked for a missing one); a missing namespace is a LabError.
-- `run_in` changes the network namespace of a throwaway thread only, never of
-  the calling thread: setns(CLONE_NEWNET) is per thread, so the rest of the
-  process stays where it was even when the function raises.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
@@ -27,7 +34,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from stockade.errors import LabError
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
 T = TypeVar("T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_path(name: str) -> Path:
@@ -48,10 +58,23 @@ def exists(name: str) -> bool:
 
 
 def create(name: str) -> None:
-    """Create the named netns (pyroute2 forks a child that unshares and bind-mounts it)."""
+    """Create the named netns: a throwaway thread unshares its netns, which is bind-mounted to the name."""
+
+    def make() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        # pyroute2's attach does what `ip netns add` does (shared /run/netns, mount point,
+        # bind mount); given this thread's own ns file rather than the process's.
+        pr_netns.attach(name, f"self/task/{threading.get_native_id()}")
+
     try:
-        pr_netns.create(name)
+        _in_thread(f"create:{name}", make)
     except OSError as e:
+        try:
+            netns_path(name).unlink()  # a mount point left without its mount
+        except OSError:
+            pass
         raise LabError(f"cannot create network namespace {name}: {e}") from e
 
 
@@ -95,31 +118,40 @@ def open_rtnl(name: str) -> IPRoute:
         raise LabError(f"network namespace {name} does not exist")
     try:
         if is_current(name):
-            # Already there: skip the fork pyroute2 needs to open a socket elsewhere.
             return IPRoute(groups=0)
-        return IPRoute(netns=name, flags=0, groups=0)
+        sock = run_in(name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+        return IPRoute(fileno=sock.detach(), groups=0)
     except (OSError, NetlinkError) as e:
         raise LabError(f"cannot open netlink in network namespace {name}: {e}") from e
 
 
-def run_in(name: str, fn: Callable[[], T]) -> T:
-    """Run `fn` with the network namespace `name`, in a throwaway thread; return or raise what it does."""
+def _in_thread(label: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a new thread and wait; return or raise what it does."""
     result: list[T] = []
     error: list[BaseException] = []
 
     def target() -> None:
         try:
-            pr_netns.setns(name, flags=0)
             result.append(fn())
         except BaseException as e:  # re-raised in the caller's thread
             error.append(e)
 
-    thread = threading.Thread(target=target, name=f"netns:{name}", daemon=True)
+    thread = threading.Thread(target=target, name=label, daemon=True)
     thread.start()
     thread.join()
     if error:
         raise error[0]
     return result[0]
+
+
+def run_in(name: str, fn: Callable[[], T]) -> T:
+    """Run `fn` inside the network namespace `name` (in a throwaway thread); return or raise what it does."""
+
+    def entered() -> T:
+        pr_netns.setns(name, flags=0)  # flags=0: never create it
+        return fn()
+
+    return _in_thread(f"netns:{name}", entered)
 
 
 def write_sysctls(name: str, values: Mapping[str, str]) -> None:

@@ -51,6 +51,7 @@ DEFAULT_HOSTS = 2
 HEALTH_TIMEOUT = 20.0
 AGENTS_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+MAX_UNIX_PATH = 107  # sun_path is 108 bytes, with the terminating NUL
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,9 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
     """Bring the lab up (or complete it); returns its status once every agent has reported."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
+    if len(os.fsencode(settings.socket)) > MAX_UNIX_PATH:
+        raise LabError(f"the agents' socket {settings.socket} is longer than a unix socket path may be "
+                       f"({MAX_UNIX_PATH} bytes): choose a shorter STOCKADE_STATE_DIR")
     record = _read_record(settings)
     if record is not None and record.prefix != settings.prefix:
         raise LabError(f"{settings.state_dir} belongs to the lab with prefix {record.prefix!r}, not "

@@ -1,0 +1,137 @@
+"""`lab up/down/status`: the processes' command lines, idempotent up, and a down that leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from stockade.errors import LabError
+from stockade.lab import naming, netns, supervisor
+from stockade.lab.supervisor import LabSettings
+from tests.lab.conftest import new_prefix
+from tests.lab.helpers import needs_root
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[LabSettings]:
+    s = LabSettings(new_prefix(), tmp_path / "state", tmp_path / "config.json")
+    try:
+        yield s
+    finally:
+        supervisor.down(s)  # also when the test failed half way
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STOCKADE_STATE_DIR", str(tmp_path / "s"))
+    monkeypatch.setenv("STOCKADE_LAB_PREFIX", "abc")
+    monkeypatch.setenv("STOCKADE_CONFIG", str(tmp_path / "c.json"))
+    assert LabSettings.from_env() == LabSettings("abc", tmp_path / "s", tmp_path / "c.json")
+    monkeypatch.setenv("STOCKADE_LAB_PREFIX", "a-b")
+    with pytest.raises(LabError):
+        LabSettings.from_env()
+
+
+def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSettings) -> None:
+    argv = supervisor.agent_argv(settings, "hv2")
+    assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-hv2"]
+    assert argv[2:7] == [sys.executable, "-m", "stockade", "agent", "run"]
+    flags = dict(zip(argv[7::2], argv[8::2]))
+    assert flags == {"--host": "hv2", "--controller": f"unix://{settings.state_dir}/controller.sock",
+                     "--token-file": str(settings.state_dir / "agent-hv2.token"),
+                     "--lab-prefix": settings.prefix, "--state-dir": str(settings.state_dir)}
+
+
+def test_controller_serves_http_and_the_agents_socket_for_the_lab_hosts(settings: LabSettings) -> None:
+    argv = supervisor.controller_argv(settings, 7777, ["hv1", "hv2"])
+    assert argv[:5] == [sys.executable, "-m", "stockade", "controller", "serve"]
+    flags = dict(zip(argv[5::2], argv[6::2]))
+    assert flags == {"--db": str(settings.state_dir / "controller.db"), "--listen": "127.0.0.1:7777",
+                     "--socket": str(settings.state_dir / "controller.sock"),
+                     "--tokens": str(settings.state_dir / "tokens.json"), "--known-hosts": "hv1,hv2"}
+
+
+def test_down_in_a_directory_that_is_not_a_lab_removes_only_lab_files(settings: LabSettings) -> None:
+    settings.state_dir.mkdir()
+    for name in ("tokens.json", "admin.token", "agent-hv1.token", "precious.txt"):
+        (settings.state_dir / name).write_text("x")
+    supervisor.down(settings)
+    assert sorted(p.name for p in settings.state_dir.iterdir()) == ["precious.txt"]
+
+
+def test_down_keeps_a_cli_config_that_points_elsewhere(settings: LabSettings) -> None:
+    settings.state_dir.mkdir()
+    settings.lab_file.write_text(json.dumps({"prefix": settings.prefix, "hosts": 1, "port": 1,
+                                             "config_written": True}))
+    settings.config_path.write_text(json.dumps({"controller": "https://prod.example:443", "token": "t"}))
+    supervisor.down(settings)
+    assert settings.config_path.exists()
+    assert not settings.state_dir.exists()
+
+
+@pytest.mark.kernel
+@needs_root
+def test_up_reports_a_controller_that_dies_with_its_log(settings: LabSettings,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in that looks like our controller (state dir and "controller serve" on its command line).
+    script = "import sys; print('controller boom', flush=True); sys.exit(3)"
+    monkeypatch.setattr(supervisor, "controller_argv", lambda s, port, hosts: [
+        sys.executable, "-c", script, str(s.state_dir), "controller", "serve"])
+    with pytest.raises(LabError, match="controller exited") as err:
+        supervisor.up(settings, hosts=1)
+    assert "controller boom" in err.value.message
+    assert str(settings.log_file("controller")) in err.value.message
+
+
+def _is_stockade(pid: int) -> bool:
+    try:
+        return b"stockade" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def _pids(st: supervisor.LabStatus) -> dict[str, int | None]:
+    return {p.name: p.pid for p in st.processes}
+
+
+@pytest.mark.kernel
+@needs_root
+def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: LabSettings) -> None:
+    first = supervisor.up(settings, hosts=2)
+    assert [p.name for p in first.processes if p.alive] == ["controller", "agent-hv1", "agent-hv2"]
+    assert first.reporting == ["hv1", "hv2"]
+    config = json.loads(settings.config_path.read_text())
+    assert config == {"controller": first.controller_url, "token": settings.admin_token.read_text().strip()}
+    assert stat.S_IMODE(settings.config_path.stat().st_mode) == 0o600
+
+    again = supervisor.up(settings)                  # nothing to do: same processes, same port
+    assert _pids(again) == _pids(first) and again.controller_url == first.controller_url
+
+    os.kill(_pids(first)["agent-hv1"] or 0, signal.SIGKILL)
+    time.sleep(0.2)
+    healed = supervisor.up(settings)
+    assert healed.reporting == ["hv1", "hv2"]
+    assert _pids(healed)["agent-hv1"] != _pids(first)["agent-hv1"]
+    assert _pids(healed)["agent-hv2"] == _pids(first)["agent-hv2"]
+
+    pids = [p for p in _pids(healed).values() if p]
+    supervisor.down(settings)
+    assert netns.list_netns(naming.lab_netns_prefix(settings.prefix)) == []
+    assert [p for p in pids if _is_stockade(p)] == []
+    assert not settings.state_dir.exists()
+    assert not settings.config_path.exists()
+
+
+@needs_root
+def test_up_refuses_a_state_dir_too_long_for_the_agents_socket(tmp_path: Path) -> None:
+    s = LabSettings(new_prefix(), tmp_path / ("d" * 120), tmp_path / "config.json")
+    with pytest.raises(LabError, match="shorter STOCKADE_STATE_DIR"):
+        supervisor.up(s, hosts=1)
+    assert netns.list_netns(naming.lab_netns_prefix(s.prefix)) == []
