@@ -13,6 +13,7 @@ from rich.table import Table
 from stockade.cli.config import load_config
 from stockade.cli.probing import run_probe
 from stockade.client import ControllerClient
+from stockade.compile.trace import Flow, trace_flow
 
 FLOWS = Path(__file__).resolve().parent.parent / "three-tier.flows.yaml"
 SEEN_AS = {"allow": "allowed", "deny": "denied"}
@@ -24,18 +25,21 @@ def main() -> int:
     client = ControllerClient(cfg.controller, cfg.token)
     flows = yaml.safe_load(FLOWS.read_text())
     table = Table(title="Three-tier shop: real packets through the lab", header_style="bold")
-    for col in ("from", "to", "flow", "policy says", "kernel did", ""):
+    state = client.snapshot_state()
+    for col in ("from", "to", "flow", "policy says", "kernel did", "decided by", ""):
         table.add_column(col)
-    misses = 0
+    misses = 0  # flows where the kernel or trace disagree with the expectation
     for f in flows:
         family = int(f.get("family", 4))
         result = run_probe(client, f["from"], f["to"], int(f.get("port", 0)), f["protocol"], family, None, 1.0)
-        ok = result["verdict"] == SEEN_AS[f["expect"]]
-        misses += not ok
         flow = f"{f['protocol']}{'/' + str(f['port']) if f.get('port') else ''} IPv{family}"
         colour = "green" if result["verdict"] == "allowed" else "red"
+        src, dst = (tuple(ref.split("/")) for ref in (f["from"], f["to"]))
+        why = trace_flow(state, Flow(src, dst, f["protocol"], f.get("port"), family))  # type: ignore[arg-type]
+        ok = result["verdict"] == SEEN_AS[f["expect"]] and why.verdict == f["expect"]
+        misses += not ok
         table.add_row(f["from"], f["to"], flow, f["expect"], f"[{colour}]{result['verdict']}[/{colour}]",
-                      "✓" if ok else "[bold red]MISMATCH[/bold red]")
+                      why.deciding_rule or "", "✓" if ok else "[bold red]MISMATCH[/bold red]")
     console.print(table)
     status = client.status()
     console.print(f"controller revision {status['revision']}; agents: "

@@ -50,6 +50,11 @@ def test_three_tier_flow_verdict_matches_policy(shop: Lab, flow: dict) -> None:
         args += ["--port", str(flow["port"])]
     result = shop.json(*args)
     assert result["verdict"] == SEEN[flow["expect"]], result
+    # trace explains the same verdict from the compiled programs, naming a rule of the right kind
+    explained = shop.json("trace", *args[1:])
+    assert explained["verdict"] == flow["expect"], explained
+    deciding = (explained["ingress"] or explained["egress"])["rules"][-1]
+    assert deciding["action"] == ("accept" if flow["expect"] == "allow" else "drop"), explained
 
 
 def test_three_tier_over_ipv6_same_and_cross_host(shop: Lab) -> None:

@@ -227,6 +227,44 @@ def probe(
     _run(go)
 
 
+# ------------------------------------------------------------------ trace
+
+@app.command()
+def trace(
+    src: str = typer.Option(..., "--from", help="Source workload: NAME or NAMESPACE/NAME."),
+    dst: str = typer.Option(..., "--to", help="Destination workload: NAME or NAMESPACE/NAME."),
+    port: int = typer.Option(0, "--port"),
+    protocol: str = typer.Option("tcp", "--protocol", help="tcp, udp, sctp or icmp"),
+    family: int = typer.Option(4, "--family", help="4 or 6"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n"),
+    output: str = OutputOpt,
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """The verdict the policy gives a flow, and the rules that decide it, from the compiled host programs."""
+    def go() -> None:
+        from stockade.cli.probing import resolve_workload
+        from stockade.compile.trace import Flow, trace_flow
+
+        _check_output(output)
+        if protocol not in ("tcp", "udp", "sctp", "icmp"):
+            raise ValidationError.single("trace", "--protocol", f"{protocol!r} is not one of tcp, udp, sctp, icmp")
+        if family not in (4, 6):
+            raise ValidationError.single("trace", "--family", "must be 4 or 6")
+        client = _client(controller, token)
+        keys = []
+        for ref in (src, dst):
+            wl = resolve_workload(client, ref, namespace)
+            keys.append((wl["metadata"]["namespace"], wl["metadata"]["name"]))
+        result = trace_flow(client.snapshot_state(),
+                            Flow(keys[0], keys[1], protocol, port or None, family))  # type: ignore[arg-type]
+        if output == "table":
+            render.trace_table(out, result)
+        else:
+            _dump(result.to_dict(), output)
+    _run(go)
+
+
 def _mount() -> None:
     from stockade.agent.main import agent_app
     from stockade.controller.cli import controller_app

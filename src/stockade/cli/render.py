@@ -82,3 +82,18 @@ def probe_line(console: Console, result: dict[str, Any]) -> None:
     console.print(f"{result['from']} -> {result['to']} {result['protocol']}"
                   f"{'/' + str(result['port']) if result.get('port') else ''} ({result['dst_ip']}): "
                   f"[{colour}]{result['verdict']}[/{colour}] {result.get('detail', '')}", highlight=False)
+
+
+def trace_table(console: Console, result: Any) -> None:
+    colour = "green" if result.verdict == "allow" else "red"
+    console.print(f"{result.src_ip} -> {result.dst_ip}: [{colour}]{result.verdict}[/{colour}]"
+                  f" (decided by {result.deciding_rule})", highlight=False)
+    table = Table(box=None, header_style="bold")
+    for col in ("SIDE", "HOST", "RULE", "ACTION"):
+        table.add_column(col)
+    for name, side in (("egress", result.egress), ("ingress", result.ingress)):
+        if side is None:
+            continue
+        for r in side.rules:
+            table.add_row(name, side.host, r["rule"], r["action"])
+    console.print(table)

@@ -170,6 +170,12 @@ class Interpreter:
                 return outcome
         return outcome
 
+    def run_base_chain(self, p: Packet, name: str) -> Outcome:
+        """One base chain alone (e.g. only `egress`): its verdict and the rules that matched."""
+        steps: list[Step] = []
+        verdict, _ = self._run_base(p, self.chains[name], steps)
+        return Outcome(verdict, steps)  # type: ignore[arg-type]
+
     def _run_base(self, p: Packet, base: Chain, steps: list[Step]) -> tuple[str, Packet]:
         stack: list[tuple[Chain, int]] = []
         chain, index = base, 0

@@ -1,0 +1,99 @@
+"""Why a flow is allowed or denied, from the programs the hosts actually run. Pure.
+
+The source host's compiled Ruleset decides egress and the destination host's
+decides ingress; both are evaluated by `nft.interpret`, which runs the same IR
+that is rendered into the kernel, so trace and enforcement cannot disagree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from stockade.compile.host import CompileOptions, compile_host
+from stockade.errors import NotFoundError, ValidationError
+from stockade.model.naming import workload_interface
+from stockade.model.state import DesiredState
+from stockade.nft.interpret import Interpreter, Packet
+
+# What the lab's hypervisors call the interface towards other hosts; any name
+# that is not a local workload's interface gives the same verdicts.
+UPLINK = "fab0"
+L4 = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", "icmp": "icmp"}
+VERDICT_WORDS = {"accept": "allow", "drop": "deny", "reject": "reject"}
+
+
+@dataclass(frozen=True)
+class Flow:
+    src: tuple[str, str]
+    dst: tuple[str, str]
+    protocol: Literal["tcp", "udp", "sctp", "icmp"]
+    port: int | None = None
+    family: Literal[4, 6] = 4
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+
+@dataclass
+class SideTrace:
+    host: str
+    verdict: str
+    rules: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class TraceResult:
+    verdict: str
+    src_ip: str
+    dst_ip: str
+    egress: SideTrace
+    ingress: SideTrace | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def deciding_rule(self) -> str | None:
+        """The rule that ended evaluation: ingress's if egress let the packet go."""
+        side = self.ingress if self.egress.verdict == "allow" and self.ingress else self.egress
+        final = [r for r in side.rules if r["action"] in ("accept", "drop", "reject")]
+        return final[-1]["rule"] if final else None
+
+
+def _address(state: DesiredState, key: tuple[str, str], family: int) -> str:
+    wl = state.workloads.get(key)
+    if wl is None:
+        raise NotFoundError(f"Workload {key[0]}/{key[1]}: not found")
+    for ip in state.workload_ips(wl):
+        if ipaddress.ip_address(ip).version == family:
+            return ip
+    raise ValidationError.single(f"Workload {key[0]}/{key[1]}", "status.ips", f"has no IPv{family} address")
+
+
+def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions()) -> TraceResult:
+    src, dst = state.workloads.get(flow.src), state.workloads.get(flow.dst)
+    if src is None or dst is None:
+        missing = flow.src if src is None else flow.dst
+        raise NotFoundError(f"Workload {missing[0]}/{missing[1]}: not found")
+    src_ip, dst_ip = _address(state, flow.src, flow.family), _address(state, flow.dst, flow.family)
+    same_host = src.spec.host == dst.spec.host
+    src_if, dst_if = workload_interface(src), workload_interface(dst)
+    l4 = "ipv6-icmp" if flow.protocol == "icmp" and flow.family == 6 else L4[flow.protocol]
+    icmp_type = flow.icmp_type
+    if flow.protocol == "icmp" and icmp_type is None:
+        icmp_type = 8 if flow.family == 4 else 128  # echo request
+    packet = Packet(flow.family, src_ip, dst_ip, l4, flow.port if flow.protocol != "icmp" else None,
+                    icmp_type, flow.icmp_code if flow.icmp_code is not None else (0 if icmp_type is not None else None))
+
+    def side(host: str, chain: str, iif: str, oif: str) -> SideTrace:
+        outcome = Interpreter(compile_host(state, host, options)).run_base_chain(
+            Packet(**{**packet.__dict__, "iifname": iif, "oifname": oif}), chain)
+        return SideTrace(host, VERDICT_WORDS[outcome.verdict],
+                         [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
+
+    egress = side(src.spec.host, "egress", src_if, dst_if if same_host else UPLINK)
+    if egress.verdict != "allow":
+        return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)
+    ingress = side(dst.spec.host, "ingress", src_if if same_host else UPLINK, dst_if)
+    return TraceResult(ingress.verdict, src_ip, dst_ip, egress, ingress)
