@@ -1,0 +1,90 @@
+"""The agent keeps enforcing when the controller is gone, and `apply --wait` names a host that lags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLES, Lab, make_lab
+from tests.e2e.test_three_tier import _probe, _wait_for
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def shop2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    for lab in make_lab(tmp_path_factory.mktemp("resilience"), hosts=2):
+        lab.cli("apply", "-f", str(EXAMPLES), "--wait", "--timeout", "60")
+        yield lab
+
+
+def _kill(lab: Lab, name: str) -> None:
+    pid = int((lab.state_dir / "run" / f"{name}.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+                     "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), timeout=5)
+
+
+def test_agents_keep_enforcing_while_the_controller_is_down(shop2: Lab) -> None:
+    before = {h: shop2.nft(h, "list", "table", "inet", "stockade").stdout for h in ("hv1", "hv2")}
+    workloads = {ref: shop2.workload(ref) for ref in ("shop/lb-1", "shop/web-2", "shop/web-1", "shop/db-1")}
+    _kill(shop2, "controller")
+    time.sleep(3)  # several watch retries and drift checks
+    for h in ("hv1", "hv2"):
+        assert shop2.nft(h, "list", "table", "inet", "stockade").returncode == 0
+        strip = lambda s: "\n".join(l for l in s.splitlines() if "counter" not in l)  # noqa: E731
+        assert strip(shop2.nft(h, "list", "table", "inet", "stockade").stdout) == strip(before[h])
+    from stockade.lab.probe import probe
+
+    def verdict(src: str, dst: str, port: int) -> str:
+        s, d = workloads[src], workloads[dst]
+        ip = next(i for i in d["status"]["ips"] if ":" not in i)
+        return probe(s["status"]["netns"], d["status"]["netns"], ip, "tcp", port).verdict
+
+    assert verdict("shop/lb-1", "shop/web-2", 8080) == "allowed"
+    assert verdict("shop/web-1", "shop/db-1", 5432) == "denied"
+    # The controller comes back (lab up restarts what died); agents resync and new changes flow again.
+    shop2.cli("lab", "up", "--hosts", "2")
+    shop2.apply_text("""
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: web-to-db, namespace: shop}
+spec:
+  appliesTo: {group: web}
+  egress: [{id: sql, action: allow, to: [{group: db}], ports: [{protocol: TCP, port: 5432}]}]
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: db-from-web, namespace: shop}
+spec:
+  appliesTo: {group: db}
+  ingress: [{id: sql, action: allow, from: [{group: web}], ports: [{protocol: TCP, port: 5432}]}]
+""", "--wait", "--timeout", "60")
+    assert _probe(shop2, "shop/web-1", "shop/db-1", "tcp", 5432) == "allowed"
+    shop2.cli("delete", "policy", "web-to-db", "-n", "shop", "--wait")
+    assert _probe(shop2, "shop/web-1", "shop/db-1", "tcp", 5432) == "denied"
+
+
+def test_apply_wait_times_out_naming_the_host_that_lags(shop2: Lab) -> None:
+    _kill(shop2, "agent-hv2")
+    try:
+        res = shop2.apply_text("""
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: late, namespace: shop}
+spec: {host: hv2}
+""", "--wait", "--timeout", "2", check=False)
+        assert res.returncode == 7, res
+        assert "hv2" in res.stderr and "revision" in res.stderr, res.stderr
+        assert "hv1" not in res.stderr.split("agents")[-1].split("hv2")[0]
+    finally:
+        shop2.cli("lab", "up", "--hosts", "2")  # restarts the agent
+    # Once back, the agent catches up with everything it missed.
+    shop2.cli("apply", "-f", str(EXAMPLES), "--wait", "--timeout", "60")
+    late = shop2.workload("shop/late")
+    assert late["status"].get("netns", "").startswith(f"{shop2.prefix}-hv2.")
