@@ -20,13 +20,13 @@ SEEN_AS = {"allow": "allowed", "deny": "denied"}
 
 
 def main() -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # the table stays readable when piped
     cfg = load_config()
     client = ControllerClient(cfg.controller, cfg.token)
     flows = yaml.safe_load(FLOWS.read_text())
     table = Table(title="Three-tier shop: real packets through the lab", header_style="bold")
     state = client.snapshot_state()
-    for col in ("from", "to", "flow", "policy says", "kernel did", "decided by", ""):
+    for col in ("from", "to", "flow", "expected", "kernel did", "decided by (trace)", ""):
         table.add_column(col)
     misses = 0  # flows where the kernel or trace disagree with the expectation
     for f in flows:

@@ -310,9 +310,9 @@ def test_egress_rule_with_from_is_refused():
     assert_problem(refusal(doc), POLICY_REF, "spec", "egress[0]", "'to'", "not 'from'")
 
 
-def test_bad_action_and_tier_and_mode_are_refused():
-    err = refusal(policy(tier="gold", mode="dry-run", rule={"action": "permit"}))
-    assert_problem(err, POLICY_REF, "spec.tier", "gold")
+def test_bad_action_and_tier_name_and_mode_are_refused():
+    err = refusal(policy(tier="Gold!", mode="dry-run", rule={"action": "permit"}))
+    assert_problem(err, POLICY_REF, "spec.tier", "Gold!")
     assert_problem(err, POLICY_REF, "spec.mode")
     assert_problem(err, POLICY_REF, "spec.ingress[0].action")
 
@@ -538,3 +538,26 @@ def test_referrers_of_group_lists_policies_that_name_it():
         "GlobalPolicy platform", "Policy shop/lb-egress", "Policy shop/web-ingress"]
     assert referrers_of_group(state, ("shop", "app")) == ["Policy shop/app-only", "Policy shop/web-ingress"]
     assert referrers_of_group(state, ("ops", "web")) == []
+
+
+def _tier(name: str, order: int) -> dict:
+    return {"apiVersion": "stockade.io/v1", "kind": "Tier", "metadata": {"name": name}, "spec": {"order": order}}
+
+
+def test_policy_in_a_tier_that_does_not_exist_is_a_problem():
+    state = state_of(_ns("shop"), _grp("web"), _grp("lb"), _grp("app"), policy(tier="security"))
+    (p,) = problems_of(state)
+    assert (p.object_ref, p.field) == (POLICY_REF, "spec.tier")
+    assert "'security'" in p.problem and "does not exist" in p.problem
+
+
+def test_a_tier_object_makes_its_tier_usable_and_takes_its_place_by_order():
+    state = state_of(_tier("security", 50), _tier("late", 950), _ns("shop"), _grp("web"), _grp("lb"),
+                     _grp("app"), policy(tier="security"))
+    assert problems_of(state) == []
+    assert state.tier_order() == ("security", "platform", "application", "baseline", "late")
+
+
+def test_a_builtin_tier_cannot_be_redefined():
+    err = refusal(_tier("platform", 1))
+    assert_problem(err, "Tier platform", "", "built-in")

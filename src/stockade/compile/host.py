@@ -32,7 +32,7 @@ from typing import Literal
 from stockade.compile.addresses import family_of, interval_elements
 from stockade.compile.selection import Selection, WorkloadKey, selector_key
 from stockade.model.naming import object_name, workload_interface
-from stockade.model.objects import DEFAULT_TIERS, GlobalPolicy, Peer, Policy, PortSpec, Rule
+from stockade.model.objects import GlobalPolicy, Peer, Policy, PortSpec, Rule
 from stockade.model.state import DesiredState
 from stockade.model.validation import group_ref
 from stockade.nft.ir import (
@@ -93,7 +93,7 @@ Alternative = tuple[int | None, tuple[Match, ...]]  # (address family or None fo
 class CompileOptions:
     table: str = TABLE
     log_group: int | None = None  # NFLOG group for log and audit rules; None: kernel log
-    tiers: tuple[str, ...] = DEFAULT_TIERS
+    tiers: tuple[str, ...] | None = None  # None: the state's tiers (built-in and Tier objects)
 
 
 def rule_id(rule: Rule, direction: Direction, index: int) -> str:
@@ -137,6 +137,7 @@ class _Builder:
 
     def __post_init__(self) -> None:
         self.sel = Selection(self.state)
+        self.tiers = self.options.tiers or self.state.tier_order()
 
     # ------------------------------------------------------------ sets
 
@@ -314,7 +315,7 @@ class _Builder:
         if direction == "egress":
             rules.extend(self.antispoof(key))
         selected = [p for p in policies if policy_rules(p, direction)]
-        for tier in self.options.tiers:
+        for tier in self.tiers:
             in_tier = [p for p in selected if p.spec.tier == tier]
             if not in_tier:
                 continue
@@ -370,7 +371,7 @@ def _base_chains(options: CompileOptions) -> list[Chain]:
 def compile_host(state: DesiredState, host: str, options: CompileOptions = CompileOptions()) -> Ruleset:
     """The program that `host` must run for `state`."""
     b = _Builder(state, host, options)
-    policies = ordered_policies(state, options.tiers)
+    policies = ordered_policies(state, b.tiers)
     local = sorted(k for k, wl in state.workloads.items() if wl.spec.host == host)
     egress_map: list[tuple[str, Verdict]] = []
     ingress_map: list[tuple[str, Verdict]] = []

@@ -37,7 +37,7 @@ from stockade.errors import ConflictError, FieldProblem, NotFoundError, Validati
 from stockade.model.kinds import KIND_ORDER, ObjectKey, key_of, parse_object, parse_stored, resolve_kind, to_document
 from stockade.model.objects import StockadeObject
 from stockade.model.state import DesiredState
-from stockade.model.validation import referrers_of_group, validate_state
+from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 
 Clock = Callable[[], datetime]
 
@@ -183,6 +183,11 @@ class ControllerService:
                     if users:
                         conflicts.append(f"{k} is still used by {', '.join(users)}; "
                                          "change or delete those first")
+                elif k.kind == "Tier":
+                    users = referrers_of_tier(after, k.name)
+                    if users:
+                        conflicts.append(f"{k} is still used by {', '.join(users)}; "
+                                         "move or delete those first")
                 elif k.kind == "Namespace":
                     held = [str(key_of(o)) for o in after.objects() if o.metadata.namespace == k.name]
                     if held:

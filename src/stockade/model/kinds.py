@@ -18,6 +18,7 @@ from stockade.model.objects import (
     Namespace,
     Policy,
     StockadeObject,
+    Tier,
     Workload,
 )
 
@@ -33,6 +34,7 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
+    Kind("Tier", "tiers", False, Tier, "stockade.io/v1"),
     Kind("Namespace", "namespaces", False, Namespace, "stockade.io/v1", ("ns",)),
     Kind("Workload", "workloads", True, Workload, "stockade.io/v1", ("wl",)),
     Kind("Group", "groups", True, Group, "stockade.io/v1", ("grp",)),

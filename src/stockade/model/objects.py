@@ -21,7 +21,9 @@ from stockade.model.selectors import (
 )
 
 API_VERSION = "stockade.io/v1"
-DEFAULT_TIERS: tuple[str, ...] = ("platform", "application", "baseline")
+# Built-in tiers and their order; admins add tiers of their own with `Tier` objects.
+BUILTIN_TIERS: dict[str, int] = {"platform": 100, "application": 500, "baseline": 900}
+DEFAULT_TIERS: tuple[str, ...] = tuple(BUILTIN_TIERS)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
@@ -97,6 +99,29 @@ def _cidr(v: str) -> str:
         return str(ipaddress.ip_network(v, strict=True))
     except ValueError as e:
         raise ValueError(f"{v!r} is not a valid CIDR ({e})") from None
+
+
+# ---------------------------------------------------------------------- Tier
+
+class TierSpec(Strict):
+    order: int = Field(ge=0, le=1_000_000, description="lower is evaluated first; built-ins: "
+                       "platform 100, application 500, baseline 900")
+
+
+class Tier(Strict):
+    """An admin-defined layer of policy, evaluated by `order` among the built-in tiers."""
+
+    apiVersion: Literal["stockade.io/v1"] = API_VERSION
+    kind: Literal["Tier"] = "Tier"
+    metadata: Metadata
+    spec: TierSpec
+    status: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _not_builtin(self) -> "Tier":
+        if self.metadata.name in BUILTIN_TIERS:
+            raise ValueError(f"metadata.name: {self.metadata.name!r} is a built-in tier and cannot be redefined")
+        return self
 
 
 # ----------------------------------------------------------------- Namespace
@@ -326,8 +351,9 @@ class PolicySpec(Strict):
     @field_validator("tier")
     @classmethod
     def _v_tier(cls, v: str) -> str:
-        if v not in DEFAULT_TIERS:
-            raise ValueError(f"{v!r} is not a tier; tiers are {', '.join(DEFAULT_TIERS)}")
+        # Whether the tier exists is checked against the whole state (model.validation).
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} is not a valid tier name")
         return v
 
     @model_validator(mode="after")
@@ -369,6 +395,6 @@ class GlobalPolicy(Strict):
 
 
 AnyObject = Annotated[
-    Union[Namespace, Workload, Group, Policy, GlobalPolicy], Field(discriminator="kind")
+    Union[Tier, Namespace, Workload, Group, Policy, GlobalPolicy], Field(discriminator="kind")
 ]
-StockadeObject = Namespace | Workload | Group | Policy | GlobalPolicy
+StockadeObject = Tier | Namespace | Workload | Group | Policy | GlobalPolicy

@@ -11,11 +11,13 @@ from typing import Iterable, Mapping
 
 from stockade.model.kinds import ObjectKey, key_of
 from stockade.model.objects import (
+    BUILTIN_TIERS,
     GlobalPolicy,
     Group,
     Namespace,
     Policy,
     StockadeObject,
+    Tier,
     Workload,
 )
 
@@ -27,6 +29,7 @@ class DesiredState:
     workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
     groups: Mapping[tuple[str, str], Group] = field(default_factory=dict)
     policies: Mapping[tuple[str, str], Policy | GlobalPolicy] = field(default_factory=dict)
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, revision: int, objects: Iterable[StockadeObject]) -> "DesiredState":
@@ -34,9 +37,12 @@ class DesiredState:
         workloads: dict[tuple[str, str], Workload] = {}
         groups: dict[tuple[str, str], Group] = {}
         policies: dict[tuple[str, str], Policy | GlobalPolicy] = {}
+        tiers: dict[str, Tier] = {}
         for obj in objects:
             ns, name = obj.metadata.namespace or "", obj.metadata.name
-            if isinstance(obj, Namespace):
+            if isinstance(obj, Tier):
+                tiers[name] = obj
+            elif isinstance(obj, Namespace):
                 namespaces[name] = obj
             elif isinstance(obj, Workload):
                 workloads[(ns, name)] = obj
@@ -44,14 +50,16 @@ class DesiredState:
                 groups[(ns, name)] = obj
             elif isinstance(obj, (Policy, GlobalPolicy)):
                 policies[(ns, name)] = obj
-        return cls(revision, namespaces, workloads, groups, policies)
+        return cls(revision, namespaces, workloads, groups, policies, tiers)
 
     def objects(self) -> list[StockadeObject]:
-        out: list[StockadeObject] = [*self.namespaces.values(), *self.workloads.values(),
+        out: list[StockadeObject] = [*self.tiers.values(), *self.namespaces.values(), *self.workloads.values(),
                                      *self.groups.values(), *self.policies.values()]
         return sorted(out, key=key_of)
 
     def get(self, key: ObjectKey) -> StockadeObject | None:
+        if key.kind == "Tier":
+            return self.tiers.get(key.name)
         if key.kind == "Namespace":
             return self.namespaces.get(key.name)
         if key.kind == "Workload":
@@ -72,6 +80,11 @@ class DesiredState:
         for obj in put:
             by_key[key_of(obj)] = obj
         return DesiredState.from_objects(revision, by_key.values())
+
+    def tier_order(self) -> tuple[str, ...]:
+        """Every tier, built-in and admin-defined, in evaluation order (order, then name)."""
+        orders = {**BUILTIN_TIERS, **{name: t.spec.order for name, t in self.tiers.items()}}
+        return tuple(sorted(orders, key=lambda n: (orders[n], n)))
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         ns = self.namespaces.get(namespace)

@@ -67,6 +67,9 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
         if isinstance(obj, Workload):
             problems += _workload_problems(obj, state, settings, ref)
         elif isinstance(obj, (Policy, GlobalPolicy)):
+            if obj.spec.tier not in state.tier_order():
+                problems.append(FieldProblem(ref, "spec.tier", f"tier {obj.spec.tier!r} does not exist "
+                                             f"(tiers: {', '.join(state.tier_order())})"))
             for where, target in _policy_group_refs(obj.spec):
                 if isinstance(obj, GlobalPolicy) and "/" not in target:
                     problems.append(FieldProblem(ref, where, f"a GlobalPolicy names groups as namespace/name, "
@@ -113,3 +116,9 @@ def referrers_of_group(state: DesiredState, group: tuple[str, str]) -> list[str]
                 out.append(f"{pol.kind} {ns + '/' if ns else ''}{name}")
                 break
     return out
+
+
+def referrers_of_tier(state: DesiredState, tier: str) -> list[str]:
+    """Policies in this tier: a tier in use cannot be deleted."""
+    return [f"{p.kind} {ns + '/' if ns else ''}{name}" for (ns, name), p in sorted(state.policies.items())
+            if p.spec.tier == tier]
