@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from stockade.model.selectors import parse_selector
 
@@ -39,6 +40,10 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
         extra = ["SELECTOR", "CIDRS"]
     elif kind in ("Policy", "GlobalPolicy"):
         extra = ["TIER", "ORDER", "MODE", "APPLIES-TO", "INGRESS", "EGRESS"]
+    elif kind == "NetworkPolicy":
+        extra = ["POD-SELECTOR", "TYPES"]
+    elif kind == "Tier":
+        extra = ["ORDER"]
     else:
         extra = []
     for col in extra:
@@ -60,6 +65,12 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
             applies = f"group {target['group']}" if target.get("group") else _selector_text(target.get("selector"))
             row += [spec.get("tier", "application"), str(spec.get("order", 1000)), spec.get("mode", "enforce"),
                     applies, str(len(spec.get("ingress") or [])), str(len(spec.get("egress") or []))]
+        elif kind == "NetworkPolicy":
+            types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") is not None
+                                                else ["Ingress"])
+            row += [_selector_text(spec.get("podSelector")) or "<all>", ",".join(types)]
+        elif kind == "Tier":
+            row += [str(spec.get("order", ""))]
         table.add_row(*row)
     console.print(table)
 
@@ -97,3 +108,20 @@ def trace_table(console: Console, result: Any) -> None:
         for r in side.rules:
             table.add_row(name, side.host, r["rule"], r["action"])
     console.print(table)
+
+
+def policy_test_report(console: Console, report: Any) -> None:
+    """The misses of `stockade test` (expected, got, the rule that decided), then `N passed, M failed`."""
+    if report.misses:
+        table = Table(title="Expectations that do not hold", title_justify="left", header_style="bold")
+        for col in ("ENTRY", "FROM", "TO", "FLOW", "EXPECTED", "GOT", "DECIDED BY"):
+            table.add_column(col)
+        for o in report.misses:
+            e = o.expectation
+            # Text, not markup: names and ids come from the user's files and may hold brackets.
+            table.add_row(Text(f"{e.index}" + (f" {e.name}" if e.name else "")), "/".join(e.src), "/".join(e.dst),
+                          e.describe_flow(), e.expect, Text(o.got, style="red"),
+                          Text(f"{o.deciding_rule or '-'} ({o.deciding_side})"))
+        console.print(table)
+    colour = "red" if report.failed else "green"
+    console.print(f"[{colour}]{report.summary()}[/{colour}]", highlight=False)

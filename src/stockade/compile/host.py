@@ -15,6 +15,9 @@ Layout of the program (one `inet` table, owned by Stockade alone):
     pol_<name>_<h>_eg / _in  one per policy and direction, shared by every local
                              workload it applies to: `return` at once if an
                              earlier policy of the tier passed; then its rules
+    rec_<name>_<h>_eg / _in  one per log or audit rule with peer x port alternatives
+                             that one packet could match together: the first that
+                             matches logs and returns, so a packet is recorded once
 
 Egress and ingress are separate base chains on the forward hook, so `accept`
 in egress ends only the egress decision and the destination's ingress policy
@@ -26,11 +29,12 @@ all carrying the rule's id in their comment and a counter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from stockade.compile.addresses import family_of, interval_elements
 from stockade.compile.selection import Selection, WorkloadKey, selector_key
+from stockade.model.k8s import SOURCE_KIND_ANNOTATION
 from stockade.model.naming import object_name, workload_interface
 from stockade.model.objects import GlobalPolicy, Peer, Policy, PortSpec, Rule
 from stockade.model.state import DesiredState
@@ -112,10 +116,23 @@ def policy_rules(policy: AnyPolicy, direction: Direction) -> list[Rule]:
     return list(policy.spec.ingress if direction == "ingress" else policy.spec.egress)
 
 
+def selects(policy: AnyPolicy, direction: Direction) -> bool:
+    """Does the policy take its workloads' decisions in this direction? Its `types`, or
+    else whether it has rules there (a NetworkPolicy always lists its policyTypes)."""
+    if policy.spec.types is not None:
+        return direction.capitalize() in policy.spec.types
+    return bool(policy_rules(policy, direction))
+
+
+def source_kind(policy: AnyPolicy) -> str:
+    """Policy, GlobalPolicy, or NetworkPolicy for the translated Kubernetes object."""
+    return policy.metadata.annotations.get(SOURCE_KIND_ANNOTATION, policy.kind)
+
+
 def ordered_policies(state: DesiredState, tiers: tuple[str, ...]) -> list[AnyPolicy]:
     """Evaluation order: tier, then order, then name (namespace and kind break ties)."""
     rank = {t: i for i, t in enumerate(tiers)}
-    return sorted(state.policies.values(), key=lambda p: (
+    return sorted(state.enforced_policies, key=lambda p: (
         rank.get(p.spec.tier, len(tiers)), p.spec.order, p.metadata.name,
         p.metadata.namespace or "", p.kind))
 
@@ -181,7 +198,7 @@ class _Builder:
     # ------------------------------------------------------- applied-to
 
     def applied(self, policy: AnyPolicy) -> tuple[WorkloadKey, ...]:
-        key = (policy.kind, policy.metadata.namespace or "", policy.metadata.name)
+        key = (source_kind(policy), policy.metadata.namespace or "", policy.metadata.name)
         if key not in self.applied_cache:
             self.applied_cache[key] = self.sel.applied(policy)
         return self.applied_cache[key]
@@ -285,25 +302,50 @@ class _Builder:
         return [NftRule(matches + (Cmp(META_L4PROTO, "tcp"),), Reject("tcp-reset"), ref, True),
                 NftRule(matches, Reject("icmpx"), ref, True)]
 
+    def record_chain(self, policy: AnyPolicy, direction: Direction, index: int, ref: str,
+                     alternatives: list[tuple[Match, ...]]) -> str:
+        """A log or audit rule whose peer x port alternatives overlap records a packet once.
+
+        Its kernel rules have no verdict, so in the policy chain every alternative that
+        matched would log and count the same packet again (e.g. two peers that both hold
+        the source). They live in a chain of their own instead, where the first
+        alternative that matches logs, counts and returns. (Alternatives of different
+        address families cannot both match, so a plain selector peer needs no chain.)
+        """
+        ns = policy.metadata.namespace or ""
+        name = object_name("rec", f"{source_kind(policy)}:{ns}/{policy.metadata.name}:{direction}:{index}",
+                           policy.metadata.name) + "_" + DIR_SUFFIX[direction]
+        rule = policy_rules(policy, direction)[index]
+        body = tuple(replace(r, verdict=Return()) for m in alternatives
+                     for r in self.verdict_rules(policy, rule, ref, m))
+        self.chains[name] = Chain(name, body, comment=f"records of {ref} ({direction})")
+        return name
+
     def _log(self, verdict: str, ref: str) -> Log:
         return Log(f"stk {verdict} {ref} "[:127], self.options.log_group)
 
     def policy_chain(self, policy: AnyPolicy, direction: Direction) -> str:
         ns = policy.metadata.namespace or ""
-        name = object_name("pol", f"{policy.kind}:{ns}/{policy.metadata.name}", policy.metadata.name) \
+        name = object_name("pol", f"{source_kind(policy)}:{ns}/{policy.metadata.name}", policy.metadata.name) \
             + "_" + DIR_SUFFIX[direction]
         if name in self.chains:
             return name
         rules: list[NftRule] = [NftRule((MarkHas(PASS_BIT),), Return(), "tier-passed")]
         for index, rule in enumerate(policy_rules(policy, direction)):
             ref = rule_ref(policy, direction, index, rule)
-            for pf, pm in self.peer_alternatives(policy, direction, rule):
-                for qf, qm in self.port_alternatives(policy, direction, index, rule):
-                    if pf is not None and qf is not None and pf != qf:
-                        continue
-                    rules.extend(self.verdict_rules(policy, rule, ref, pm + qm))
+            alternatives = [(pf if pf is not None else qf, pm + qm)
+                            for pf, pm in self.peer_alternatives(policy, direction, rule)
+                            for qf, qm in self.port_alternatives(policy, direction, index, rule)
+                            if pf is None or qf is None or pf == qf]
+            records_only = policy.spec.mode == "audit" or rule.action == "log"
+            if records_only and any(sum(1 for f, _ in alternatives if f in (fam, None)) > 1 for fam in (4, 6)):
+                matches = [m for _, m in alternatives]
+                rules.append(NftRule((), Jump(self.record_chain(policy, direction, index, ref, matches))))
+                continue
+            for _, matches in alternatives:
+                rules.extend(self.verdict_rules(policy, rule, ref, matches))
         owner = f"{ns}/{policy.metadata.name}" if ns else policy.metadata.name
-        self.chains[name] = Chain(name, tuple(rules), comment=f"{policy.kind} {owner} {direction}")
+        self.chains[name] = Chain(name, tuple(rules), comment=f"{source_kind(policy)} {owner} {direction}")
         return name
 
     # -------------------------------------------------------- workloads
@@ -314,7 +356,7 @@ class _Builder:
         rules: list[NftRule] = []
         if direction == "egress":
             rules.extend(self.antispoof(key))
-        selected = [p for p in policies if policy_rules(p, direction)]
+        selected = [p for p in policies if selects(p, direction)]
         for tier in self.tiers:
             in_tier = [p for p in selected if p.spec.tier == tier]
             if not in_tier:

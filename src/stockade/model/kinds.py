@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import pydantic
 
 from stockade.errors import FieldProblem, ValidationError
+from stockade.model.k8s import NetworkPolicy
 from stockade.model.objects import (
     GlobalPolicy,
     Group,
@@ -28,7 +29,7 @@ class Kind:
     name: str
     plural: str
     namespaced: bool
-    model: type[StockadeObject]
+    model: type[StockadeObject] | type[NetworkPolicy]
     api_version: str
     aliases: tuple[str, ...] = ()
 
@@ -40,6 +41,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("Group", "groups", True, Group, "stockade.io/v1", ("grp",)),
     Kind("Policy", "policies", True, Policy, "stockade.io/v1", ("pol",)),
     Kind("GlobalPolicy", "globalpolicies", False, GlobalPolicy, "stockade.io/v1", ("gp", "gpol")),
+    Kind("NetworkPolicy", "networkpolicies", True, NetworkPolicy, "networking.k8s.io/v1", ("netpol",)),
 )
 KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 # Apply order: what others refer to comes first; deletes run the other way.
@@ -48,7 +50,7 @@ KIND_ORDER: dict[str, int] = {k.name: i for i, k in enumerate(KINDS)}
 
 def resolve_kind(text: str) -> Kind:
     """`workload`, `Workloads`, `wl`, `workload.stockade.io` → the Workload kind."""
-    wanted = text.strip().lower().split(".", 1)[0]
+    wanted = text.strip().lower().split(".", 1)[0]  # `networkpolicies.networking.k8s.io` too
     for kind in KINDS:
         if wanted in (kind.name.lower(), kind.plural, *kind.aliases):
             return kind
@@ -133,7 +135,12 @@ def parse_object(raw: Any, index: int | None = None, default_namespace: str | No
 
 def to_document(obj: StockadeObject) -> dict[str, Any]:
     """The object as users write it: aliases (`from`, `except`), no empty defaults noise."""
-    return obj.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc = obj.model_dump(by_alias=True, exclude_none=True, mode="json")
+    # Empty labels/annotations are noise, and dropping them serves objects back as they were applied.
+    for key in ("labels", "annotations"):
+        if not doc["metadata"].get(key):
+            doc["metadata"].pop(key, None)
+    return doc
 
 
 def parse_stored(document: Mapping[str, Any]) -> StockadeObject:

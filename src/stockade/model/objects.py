@@ -345,6 +345,9 @@ class PolicySpec(Strict):
     order: int = Field(default=1000, ge=0, le=1_000_000)
     mode: Literal["enforce", "audit"] = "enforce"
     appliesTo: AppliesTo
+    types: list[Literal["Ingress", "Egress"]] | None = Field(
+        default=None, description="directions this policy selects its workloads for; default: the "
+        "directions it has rules for (an empty list of rules in a listed direction isolates)")
     ingress: list[Rule] = Field(default_factory=list)
     egress: list[Rule] = Field(default_factory=list)
 

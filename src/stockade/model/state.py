@@ -7,8 +7,10 @@ the compiler reads only this. Pure, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
+from stockade.model.k8s import NetworkPolicy, to_native
 from stockade.model.kinds import ObjectKey, key_of
 from stockade.model.objects import (
     BUILTIN_TIERS,
@@ -30,6 +32,7 @@ class DesiredState:
     groups: Mapping[tuple[str, str], Group] = field(default_factory=dict)
     policies: Mapping[tuple[str, str], Policy | GlobalPolicy] = field(default_factory=dict)
     tiers: Mapping[str, Tier] = field(default_factory=dict)
+    network_policies: Mapping[tuple[str, str], NetworkPolicy] = field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, revision: int, objects: Iterable[StockadeObject]) -> "DesiredState":
@@ -38,6 +41,7 @@ class DesiredState:
         groups: dict[tuple[str, str], Group] = {}
         policies: dict[tuple[str, str], Policy | GlobalPolicy] = {}
         tiers: dict[str, Tier] = {}
+        network_policies: dict[tuple[str, str], NetworkPolicy] = {}
         for obj in objects:
             ns, name = obj.metadata.namespace or "", obj.metadata.name
             if isinstance(obj, Tier):
@@ -50,11 +54,14 @@ class DesiredState:
                 groups[(ns, name)] = obj
             elif isinstance(obj, (Policy, GlobalPolicy)):
                 policies[(ns, name)] = obj
-        return cls(revision, namespaces, workloads, groups, policies, tiers)
+            elif isinstance(obj, NetworkPolicy):
+                network_policies[(ns, name)] = obj
+        return cls(revision, namespaces, workloads, groups, policies, tiers, network_policies)
 
     def objects(self) -> list[StockadeObject]:
         out: list[StockadeObject] = [*self.tiers.values(), *self.namespaces.values(), *self.workloads.values(),
-                                     *self.groups.values(), *self.policies.values()]
+                                     *self.groups.values(), *self.policies.values(),
+                                     *self.network_policies.values()]
         return sorted(out, key=key_of)
 
     def get(self, key: ObjectKey) -> StockadeObject | None:
@@ -66,6 +73,8 @@ class DesiredState:
             return self.workloads.get((key.namespace, key.name))
         if key.kind == "Group":
             return self.groups.get((key.namespace, key.name))
+        if key.kind == "NetworkPolicy":
+            return self.network_policies.get((key.namespace, key.name))
         if key.kind in ("Policy", "GlobalPolicy"):
             found = self.policies.get((key.namespace, key.name))
             return found if found is not None and found.kind == key.kind else None
@@ -80,6 +89,11 @@ class DesiredState:
         for obj in put:
             by_key[key_of(obj)] = obj
         return DesiredState.from_objects(revision, by_key.values())
+
+    @cached_property
+    def enforced_policies(self) -> tuple[Policy | GlobalPolicy, ...]:
+        """Every policy the compiler runs: native ones and NetworkPolicies in their native form."""
+        return (*self.policies.values(), *(to_native(np) for _, np in sorted(self.network_policies.items())))
 
     def tier_order(self) -> tuple[str, ...]:
         """Every tier, built-in and admin-defined, in evaluation order (order, then name)."""

@@ -1,0 +1,164 @@
+"""Kubernetes `networking.k8s.io/v1 NetworkPolicy`, accepted as it is, and its native meaning.
+
+The model mirrors the upstream schema (optional fields stay None, so the
+object is served back exactly as it was applied). `to_native` translates it
+into the Policy the compiler runs: an application-tier policy whose rules are
+all `allow`, that selects its pods for exactly the directions of its
+`policyTypes` — so in an `allowUntilSelected` namespace it isolates them and
+its allows add up with every other policy selecting them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from stockade.model.objects import (
+    AppliesTo,
+    LabelSelector,
+    Metadata,
+    Peer,
+    Policy,
+    PolicySpec,
+    PortSpec,
+    Rule,
+    Strict,
+    _cidr,
+)
+from stockade.model.selectors import SelectorSyntaxError, parse_selector
+
+K8S_API_VERSION = "networking.k8s.io/v1"
+SOURCE_KIND_ANNOTATION = "stockade.io/source-kind"
+# Where NetworkPolicies sit among native policies of the application tier.
+NETWORK_POLICY_ORDER = 1000
+
+
+class K8sLabelSelector(Strict):
+    matchLabels: dict[str, str] | None = None
+    matchExpressions: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _parses(self) -> "K8sLabelSelector":
+        try:
+            parse_selector(self.model_dump(exclude_none=True))
+        except SelectorSyntaxError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def native(self) -> LabelSelector:
+        return LabelSelector(matchLabels=self.matchLabels or {}, matchExpressions=self.matchExpressions or [])
+
+
+class IPBlock(Strict):
+    cidr: str
+    except_: list[str] | None = Field(default=None, alias="except")
+
+    @field_validator("cidr")
+    @classmethod
+    def _v_cidr(cls, v: str) -> str:
+        return _cidr(v)
+
+    @field_validator("except_")
+    @classmethod
+    def _v_except(cls, v: list[str] | None) -> list[str] | None:
+        return [_cidr(x) for x in v] if v is not None else None
+
+
+class NetworkPolicyPeer(Strict):
+    podSelector: K8sLabelSelector | None = None
+    namespaceSelector: K8sLabelSelector | None = None
+    ipBlock: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "NetworkPolicyPeer":
+        if self.ipBlock is not None and (self.podSelector is not None or self.namespaceSelector is not None):
+            raise ValueError("ipBlock cannot be combined with podSelector or namespaceSelector")
+        if self.ipBlock is None and self.podSelector is None and self.namespaceSelector is None:
+            raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock")
+        return self
+
+
+class NetworkPolicyPort(Strict):
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+    port: int | str | None = None
+    endPort: int | None = None
+
+
+class NetworkPolicyIngressRule(Strict):
+    from_: list[NetworkPolicyPeer] | None = Field(default=None, alias="from")
+    ports: list[NetworkPolicyPort] | None = None
+
+
+class NetworkPolicyEgressRule(Strict):
+    to: list[NetworkPolicyPeer] | None = None
+    ports: list[NetworkPolicyPort] | None = None
+
+
+class NetworkPolicySpec(Strict):
+    podSelector: K8sLabelSelector
+    policyTypes: list[Literal["Ingress", "Egress"]] | None = None
+    ingress: list[NetworkPolicyIngressRule] | None = None
+    egress: list[NetworkPolicyEgressRule] | None = None
+
+
+class NetworkPolicy(Strict):
+    apiVersion: Literal["networking.k8s.io/v1"] = K8S_API_VERSION
+    kind: Literal["NetworkPolicy"] = "NetworkPolicy"
+    metadata: Metadata
+    spec: NetworkPolicySpec
+    status: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _ports_valid(self) -> "NetworkPolicy":
+        # Checked through the native PortSpec so that both kinds give the same messages.
+        for direction, rules in (("ingress", self.spec.ingress), ("egress", self.spec.egress)):
+            for i, rule in enumerate(rules or []):
+                for j, port in enumerate(rule.ports or []):
+                    try:
+                        _native_port(port)
+                    except ValueError as e:
+                        raise ValueError(f"spec.{direction}[{i}].ports[{j}]: {e}") from None
+        return self
+
+    def policy_types(self) -> tuple[str, ...]:
+        """Upstream default: Ingress always, Egress when egress rules are present."""
+        if self.spec.policyTypes is not None:
+            return tuple(self.spec.policyTypes)
+        return ("Ingress", "Egress") if self.spec.egress is not None else ("Ingress",)
+
+
+def _native_port(port: NetworkPolicyPort) -> PortSpec:
+    return PortSpec(protocol=port.protocol or "TCP", port=port.port, endPort=port.endPort)
+
+
+def _native_peer(peer: NetworkPolicyPeer) -> Peer:
+    if peer.ipBlock is not None:
+        return Peer(cidr=peer.ipBlock.cidr, except_=peer.ipBlock.except_ or [])
+    return Peer(selector=peer.podSelector.native() if peer.podSelector is not None else None,
+                namespaceSelector=peer.namespaceSelector.native() if peer.namespaceSelector is not None else None)
+
+
+def _native_rule(peers: list[NetworkPolicyPeer] | None, ports: list[NetworkPolicyPort] | None,
+                 direction: str) -> Rule:
+    # Missing or empty `from`/`to`: every peer; missing or empty `ports`: every port.
+    native_peers = [_native_peer(p) for p in peers] if peers else None
+    native_ports = [_native_port(p) for p in ports] if ports else None
+    if direction == "ingress":
+        return Rule(action="allow", from_=native_peers, ports=native_ports)
+    return Rule(action="allow", to=native_peers, ports=native_ports)
+
+
+def to_native(np: NetworkPolicy) -> Policy:
+    """The Policy the compiler enforces for this NetworkPolicy."""
+    types = np.policy_types()
+    ingress = [_native_rule(r.from_, r.ports, "ingress") for r in (np.spec.ingress or [])] \
+        if "Ingress" in types else []
+    egress = [_native_rule(r.to, r.ports, "egress") for r in (np.spec.egress or [])] if "Egress" in types else []
+    meta = Metadata(name=np.metadata.name, namespace=np.metadata.namespace,
+                    annotations={SOURCE_KIND_ANNOTATION: "NetworkPolicy"})
+    spec = PolicySpec(tier="application", order=NETWORK_POLICY_ORDER,
+                      appliesTo=AppliesTo(selector=np.spec.podSelector.native()),
+                      types=[t for t in ("Ingress", "Egress") if t in types],
+                      ingress=ingress, egress=egress)
+    return Policy(metadata=meta, spec=spec)
