@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from stockade.model.kinds import ObjectKey, key_of, parse_stored
-from stockade.model.objects import StockadeObject
+from stockade.model.kinds import StockadeObject
 from stockade.model.state import DesiredState
 
 

@@ -143,7 +143,7 @@ def delete(
         else:
             raise ValidationError.single("", "arguments", "give -f FILE, or KIND NAME")
         client = _client(controller, token)
-        result = client.delete(refs, message=f"delete {filename or kind + '/' + str(name)}")
+        result = client.delete(refs, message=f"delete {filename or f'{kind}/{name}'}")
         for r in result["results"]:
             out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} deleted",
                       highlight=False)
@@ -262,6 +262,47 @@ def trace(
             render.trace_table(out, result)
         else:
             _dump(result.to_dict(), output)
+    _run(go)
+
+
+# ------------------------------------------------------------------- test
+
+@app.command("test")
+def policy_test(
+    filename: str = typer.Option(..., "--filename", "-f", help="Expectations: a YAML list of {from, to, port, "
+                                 "protocol, expect, family, name}; - for stdin."),
+    objects: Optional[list[str]] = typer.Option(None, "--objects", help="Proposed objects (files or directories, "
+                                                "as for apply): check them offline instead of the stored revision."),
+    more_objects: Optional[list[str]] = typer.Argument(None, metavar="OBJECTS",
+                                                       help="More object files for --objects (shell globs)."),
+    output: str = OutputOpt,
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """Check expected verdicts with trace, against proposed objects (offline) or the stored revision."""
+    def go() -> None:
+        from stockade.errors import PolicyTestFailed
+        from stockade.policytest import evaluate, proposed_state, read_expectations
+
+        _check_output(output)
+        # `--objects a.yaml b.yaml` (a shell glob) leaves b.yaml as an argument: it belongs to --objects.
+        if more_objects and not objects:
+            raise ValidationError.single("test", "--objects", f"{more_objects[0]!r}: object files go after --objects")
+        paths = [*(objects or []), *(more_objects or [])]
+        expectations = read_expectations(filename)
+        if paths:
+            docs = [d for path in paths for d in read_documents(path)]
+            state = proposed_state(docs)
+        else:
+            state = _client(controller, token).snapshot_state()
+        report = evaluate(state, expectations)
+        if output == "table":
+            # CI logs are not terminals: keep each row of the table on one line there.
+            render.policy_test_report(Console(width=max(out.width, 160)), report)
+        else:
+            _dump(report.to_dict(), output)
+        if report.failed:
+            raise PolicyTestFailed(report.passed, report.failed)
     _run(go)
 
 

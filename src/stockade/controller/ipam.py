@@ -19,7 +19,8 @@ from typing import Iterator, Sequence
 
 from stockade.errors import FieldProblem, ValidationError
 from stockade.model.kinds import key_of
-from stockade.model.objects import StockadeObject, Workload
+from stockade.model.kinds import StockadeObject
+from stockade.model.objects import Workload
 from stockade.model.state import DesiredState
 
 

@@ -35,7 +35,7 @@ from stockade.controller.records import (
 from stockade.controller.store import Change, Event, Revision, Store
 from stockade.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
 from stockade.model.kinds import KIND_ORDER, ObjectKey, key_of, parse_object, parse_stored, resolve_kind, to_document
-from stockade.model.objects import StockadeObject
+from stockade.model.kinds import StockadeObject
 from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 

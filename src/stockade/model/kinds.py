@@ -18,10 +18,12 @@ from stockade.model.objects import (
     Group,
     Namespace,
     Policy,
-    StockadeObject,
     Tier,
     Workload,
 )
+from stockade.model.objects import StockadeObject as NativeObject
+
+StockadeObject = NativeObject | NetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Kind:
     name: str
     plural: str
     namespaced: bool
-    model: type[StockadeObject] | type[NetworkPolicy]
+    model: type[StockadeObject]
     api_version: str
     aliases: tuple[str, ...] = ()
 

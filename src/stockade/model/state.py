@@ -11,14 +11,13 @@ from functools import cached_property
 from typing import Iterable, Mapping
 
 from stockade.model.k8s import NetworkPolicy, to_native
-from stockade.model.kinds import ObjectKey, key_of
+from stockade.model.kinds import ObjectKey, StockadeObject, key_of
 from stockade.model.objects import (
     BUILTIN_TIERS,
     GlobalPolicy,
     Group,
     Namespace,
     Policy,
-    StockadeObject,
     Tier,
     Workload,
 )
