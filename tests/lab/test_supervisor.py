@@ -46,7 +46,8 @@ def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSett
     flags = dict(zip(argv[7::2], argv[8::2]))
     assert flags == {"--host": "hv2", "--controller": f"unix://{settings.state_dir}/controller.sock",
                      "--token-file": str(settings.state_dir / "agent-hv2.token"),
-                     "--lab-prefix": settings.prefix, "--state-dir": str(settings.state_dir)}
+                     "--lab-prefix": settings.prefix, "--state-dir": str(settings.state_dir),
+                     "--metrics-address": "198.18.254.2:9301"}
 
 
 def test_controller_serves_http_and_the_agents_socket_for_the_lab_hosts(settings: LabSettings) -> None:

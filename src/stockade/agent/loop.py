@@ -70,12 +70,14 @@ class AgentStatus:
 class Agent:
     def __init__(self, config: AgentConfig, client: ControllerApi, reconciler: Reconciler,
                  endpoints: EndpointDriver | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 on_failure: Callable[[], None] | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
         self.endpoints = endpoints
         self.on_outcome = on_outcome
+        self.on_failure = on_failure
         self.cache = StateCache()
         self.status = AgentStatus()
         self.dirty = asyncio.Event()
@@ -177,6 +179,8 @@ class Agent:
                 log.error("reconcile of revision %d failed: %s", state.revision, msg)
                 self.status.error = msg
                 self.status.in_sync = False
+                if self.on_failure:
+                    self.on_failure()
                 asyncio.get_running_loop().call_later(self.config.retry_interval, self.dirty.set)
             await self._report()
 

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
+from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
@@ -29,6 +30,7 @@ class AgentSettings:
     token: str
     table: str = "stockade"
     lab_prefix: str | None = None
+    metrics_address: str | None = None
 
 
 class LabEndpoints:
@@ -46,15 +48,19 @@ class LabEndpoints:
         return {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in statuses.items()}
 
 
-def build_agent(settings: AgentSettings) -> Agent:
+def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     from stockade.client import ControllerClient
 
     client = ControllerClient(settings.controller, settings.token, timeout=60.0)
     driver = NftDriver(table=settings.table)
+    reconciler = Reconciler(driver, settings.host)
+    metrics = AgentMetrics(reconciler)
     endpoints: EndpointDriver | None = None
     if settings.lab_prefix:
         endpoints = LabEndpoints(settings.lab_prefix, settings.host)
-    return Agent(AgentConfig(host=settings.host), client, Reconciler(driver, settings.host), endpoints)
+    agent = Agent(AgentConfig(host=settings.host), client, reconciler, endpoints,
+                  on_outcome=metrics.observe, on_failure=metrics.failed)
+    return agent, metrics
 
 
 @agent_app.command("run")
@@ -65,12 +71,15 @@ def run(
     table: str = typer.Option("stockade", help="The nftables table this agent owns."),
     lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
     state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
+    metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
     token = token_file.read_text().strip()
-    agent = build_agent(AgentSettings(host, controller, token, table, lab_prefix))
+    agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address))
+    if metrics_address:
+        serve(metrics, metrics_address)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -153,6 +153,9 @@ def controller_argv(settings: LabSettings, port: int, hosts: list[str]) -> list[
             "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts)]
 
 
+AGENT_METRICS_PORT = 9301
+
+
 def agent_argv(settings: LabSettings, host: str) -> list[str]:
     # nsenter --net only: the agent's own netns is the hypervisor's, while it still
     # shares the mount namespace, so it sees /run/netns and can make workload netns.
@@ -160,7 +163,9 @@ def agent_argv(settings: LabSettings, host: str) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade", "agent", "run",
             "--host", host, "--controller", f"unix://{settings.socket}",
             "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
-            "--state-dir", str(settings.state_dir)]
+            "--state-dir", str(settings.state_dir),
+            # Each agent serves /metrics inside its own hypervisor's namespace, as on a real host.
+            "--metrics-address", f"{naming.node_addresses(host)[0]}:{AGENT_METRICS_PORT}"]
 
 
 def _agent_name(host: str) -> str:

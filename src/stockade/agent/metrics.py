@@ -1,0 +1,92 @@
+"""The agent's Prometheus metrics, in a registry of its own.
+
+- `stockade_agent_transactions_total{kind,result}`: kernel transactions (full | delta) by result.
+- `stockade_agent_transaction_seconds`: compile + apply time of each transaction.
+- `stockade_agent_enforced_revision`, `stockade_agent_in_sync`.
+- `stockade_agent_drift_repairs_total`: hand edits of the table that were undone.
+- `stockade_agent_rules_programmed`, `stockade_agent_set_elements`: size of the program.
+- `stockade_rule_packets_total{rule}` / `stockade_rule_bytes_total{rule}`: the kernel's
+  per-rule counters, summed per rule id, read from the kernel at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.dataplane.nft_driver import counters_by_comment
+
+log = logging.getLogger(__name__)
+
+# Comments that are not policy rules: kept out of the per-rule series.
+_NOT_RULES = ("tier-passed", "invalid", "neighbour-discovery", "workload-to-host")
+
+
+class _RuleCounters(Collector):
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
+
+    def collect(self) -> Iterator[Metric]:
+        packets = CounterMetricFamily("stockade_rule_packets", "Packets matched per rule id", labels=["rule"])
+        octets = CounterMetricFamily("stockade_rule_bytes", "Bytes matched per rule id", labels=["rule"])
+        try:
+            listing = self._reconciler.driver.list_table() or {}
+        except Exception as e:  # noqa: BLE001 - a scrape must not fail because nft did
+            log.warning("reading rule counters failed: %r", e)
+            listing = {}
+        for rule, (p, b) in sorted(counters_by_comment(listing).items()):
+            if rule in _NOT_RULES or rule.startswith("tier "):
+                continue
+            packets.add_metric([rule], p)
+            octets.add_metric([rule], b)
+        yield packets
+        yield octets
+
+
+class AgentMetrics:
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.transactions = Counter("stockade_agent_transactions", "Kernel transactions",
+                                    ["kind", "result"], registry=r)
+        self.seconds = Histogram("stockade_agent_transaction_seconds", "Compile and apply time",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.revision = Gauge("stockade_agent_enforced_revision", "Revision enforced", registry=r)
+        self.in_sync = Gauge("stockade_agent_in_sync", "1 when the kernel holds the program", registry=r)
+        self.drift_repairs = Counter("stockade_agent_drift_repairs", "Hand edits undone", registry=r)
+        self.rules = Gauge("stockade_agent_rules_programmed", "Kernel rules in the program", registry=r)
+        self.elements = Gauge("stockade_agent_set_elements", "Set elements in the program", registry=r)
+        r.register(_RuleCounters(reconciler))
+        self._reconciler = reconciler
+
+    def observe(self, outcome: Outcome) -> None:
+        self.revision.set(outcome.revision)
+        self.in_sync.set(1)
+        if outcome.kind == "none":
+            return
+        self.transactions.labels(outcome.kind, "ok").inc()
+        self.seconds.observe(outcome.seconds)
+        if outcome.drift_repaired:
+            self.drift_repairs.inc()
+        applied = self._reconciler.applied
+        if applied is not None:
+            self.rules.set(sum(len(c.rules) for c in applied.chains))
+            self.elements.set(sum(len(s.elements) for s in applied.sets))
+
+    def failed(self) -> None:
+        self.transactions.labels("unknown", "error").inc()
+        self.in_sync.set(0)
+
+
+def serve(metrics: AgentMetrics, address: str) -> Callable[[], None]:
+    """Serve /metrics on HOST:PORT in a background thread; returns a stop function."""
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    return server.shutdown
