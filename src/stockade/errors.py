@@ -10,7 +10,8 @@
     ├── ControllerUnavailable          503, exit 8   the CLI or an agent cannot reach the controller
     ├── DataplaneError                 500, exit 9   a kernel command failed (cmd, returncode, stderr)
     ├── LabError                       500, exit 10  the lab could not be built or inspected
-    └── Gone                           410, exit 11  a watch resumed from a revision the event log no longer holds: relist
+    ├── Gone                           410, exit 11  a watch resumed from a revision the event log no longer holds: relist
+    └── PolicyTestFailed               422, exit 12  `stockade test`: some expected verdicts did not hold
 
 Each class knows its HTTP status and its CLI exit code, so the API's exception
 handler and the CLI map errors through one table each and never parse strings.
@@ -137,6 +138,19 @@ class Gone(StockadeError):
     http_status = 410
     exit_code = 11
     code = "gone"
+
+
+class PolicyTestFailed(StockadeError):
+    """Expectations were checked and some did not hold: the CI gate's "no" (bad input is a ValidationError)."""
+
+    http_status = 422
+    exit_code = 12
+    code = "policy_test_failed"
+
+    def __init__(self, passed: int, failed: int) -> None:
+        self.passed = passed
+        self.failed = failed
+        super().__init__(f"{failed} of {passed + failed} expectations failed")
 
 
 ERRORS_BY_CODE: dict[str, type[StockadeError]] = {

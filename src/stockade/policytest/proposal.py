@@ -1,0 +1,59 @@
+"""Proposed objects → the DesiredState the controller would store for them in a fresh store. Pure.
+
+The same three steps as the controller's apply (`controller.service`), so a
+proposal that passes here is one `stockade apply` accepts, and a bad one is
+refused with the same object and field:
+
+1. every document through `parse_object` (shape, unknown fields, selectors, ports);
+2. addresses for workloads without `spec.ips`, by the controller's own IPAM
+   (`controller.ipam`, a pure module) with its default pools, in document order,
+   as `stockade apply` of the same files on a fresh store assigns them;
+3. `validate_state` over the whole state (namespaces, groups and tiers exist,
+   addresses in range and unique).
+
+Hosts are not checked: offline, nobody knows which hosts exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from stockade.controller.config import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
+from stockade.controller.ipam import Pools, assign_addresses
+from stockade.errors import FieldProblem, ValidationError
+from stockade.model.kinds import ObjectKey, StockadeObject, key_of, parse_object
+from stockade.model.state import DesiredState
+from stockade.model.validation import ValidationSettings, validate_state
+
+DEFAULT_POOLS = Pools(DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL)
+
+
+def proposed_state(documents: Sequence[Any], pools: Pools = DEFAULT_POOLS,
+                   settings: ValidationSettings = ValidationSettings()) -> DesiredState:
+    """The state `documents` make on their own (revision 0), or a ValidationError naming each problem."""
+    if not documents:
+        raise ValidationError.single("", "--objects", "no objects given")
+    objects: list[StockadeObject] = []
+    problems: list[FieldProblem] = []
+    first_seen: dict[ObjectKey, int] = {}
+    for i, raw in enumerate(documents):
+        try:
+            obj = parse_object(raw, i)
+        except ValidationError as e:
+            problems += e.problems
+            continue
+        key = key_of(obj)
+        if key in first_seen:
+            # The controller refuses this too; silently keeping one would test the wrong policy.
+            problems.append(FieldProblem(f"{key} (document {i + 1})", "metadata.name",
+                                         f"appears twice (also document {first_seen[key] + 1})"))
+            continue
+        first_seen[key] = i
+        objects.append(obj)
+    if problems:
+        raise ValidationError(problems)
+    state = DesiredState.from_objects(0, assign_addresses(DesiredState(0), objects, pools))
+    problems = validate_state(state, settings)
+    if problems:
+        raise ValidationError(problems)
+    return state
