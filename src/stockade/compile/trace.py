@@ -16,6 +16,7 @@ from stockade.errors import NotFoundError, ValidationError
 from stockade.model.naming import workload_interface
 from stockade.model.state import DesiredState
 from stockade.nft.interpret import Interpreter, Packet
+from stockade.nft.ir import Ruleset
 
 # What the lab's hypervisors call the interface towards other hosts; any name
 # that is not a local workload's interface gives the same verdicts.
@@ -71,7 +72,9 @@ def _address(state: DesiredState, key: tuple[str, str], family: int) -> str:
     raise ValidationError.single(f"Workload {key[0]}/{key[1]}", "status.ips", f"has no IPv{family} address")
 
 
-def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions()) -> TraceResult:
+def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions(),
+               programs: dict[str, Ruleset] | None = None) -> TraceResult:
+    """Trace one flow. `programs` caches compiled host programs across calls on the same state."""
     src, dst = state.workloads.get(flow.src), state.workloads.get(flow.dst)
     if src is None or dst is None:
         missing = flow.src if src is None else flow.dst
@@ -87,7 +90,10 @@ def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = Compil
                     icmp_type, flow.icmp_code if flow.icmp_code is not None else (0 if icmp_type is not None else None))
 
     def side(host: str, chain: str, iif: str, oif: str) -> SideTrace:
-        outcome = Interpreter(compile_host(state, host, options)).run_base_chain(
+        cache = programs if programs is not None else {}
+        if host not in cache:
+            cache[host] = compile_host(state, host, options)
+        outcome = Interpreter(cache[host]).run_base_chain(
             Packet(**{**packet.__dict__, "iifname": iif, "oifname": oif}), chain)
         return SideTrace(host, VERDICT_WORDS[outcome.verdict],
                          [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])

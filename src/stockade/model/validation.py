@@ -67,6 +67,7 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
         if isinstance(obj, Workload):
             problems += _workload_problems(obj, state, settings, ref)
         elif isinstance(obj, (Policy, GlobalPolicy)):
+            problems += _policy_shape_problems(obj, ref)
             if obj.spec.tier not in state.tier_order():
                 problems.append(FieldProblem(ref, "spec.tier", f"tier {obj.spec.tier!r} does not exist "
                                              f"(tiers: {', '.join(state.tier_order())})"))
@@ -85,6 +86,32 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
                            and net.subnet_of(ipaddress.ip_network(c))  # type: ignore[arg-type]
                            for c in obj.spec.cidrs):
                     problems.append(FieldProblem(ref, f"spec.except[{i}]", f"{cidr} is not inside any of spec.cidrs"))
+    return problems
+
+
+def _policy_shape_problems(policy: Policy | GlobalPolicy, ref: str) -> list[FieldProblem]:
+    """What a policy cannot mean: rules it would silently ignore, ids that collide."""
+    problems: list[FieldProblem] = []
+    spec = policy.spec
+    if isinstance(policy, Policy) and spec.appliesTo.namespaceSelector is not None:
+        problems.append(FieldProblem(ref, "spec.appliesTo.namespaceSelector",
+                                     "only a GlobalPolicy selects across namespaces; a Policy applies "
+                                     "to workloads of its own namespace"))
+    if spec.types is not None:
+        for direction, rules in (("Ingress", spec.ingress), ("Egress", spec.egress)):
+            if rules and direction not in spec.types:
+                problems.append(FieldProblem(ref, f"spec.{direction.lower()}",
+                                             f"has rules, but spec.types does not list {direction}; "
+                                             "they would never run"))
+    seen: dict[str, str] = {}
+    for direction, rules in (("ingress", spec.ingress), ("egress", spec.egress)):
+        for i, rule in enumerate(rules):
+            rid = rule.id or f"{direction}-{i}"
+            where = f"spec.{direction}[{i}]"
+            if rid in seen:
+                problems.append(FieldProblem(ref, f"{where}.id", f"rule id {rid!r} is also the id of "
+                                             f"{seen[rid]}; ids must be unique within a policy"))
+            seen.setdefault(rid, where)
     return problems
 
 

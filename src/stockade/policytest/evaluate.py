@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from stockade.nft.ir import Ruleset
 from stockade.compile.trace import TraceResult, trace_flow
 from stockade.errors import FieldProblem, ValidationError
 from stockade.model.state import DesiredState
@@ -91,4 +92,6 @@ def evaluate(state: DesiredState, expectations: Sequence[Expectation]) -> Report
     problems = reference_problems(state, expectations)
     if problems:
         raise ValidationError(problems)
-    return Report(state.revision, tuple(Outcome(e, trace_flow(state, e.flow)) for e in expectations))
+    programs: dict[str, Ruleset] = {}  # each host is compiled once for the whole file
+    return Report(state.revision, tuple(Outcome(e, trace_flow(state, e.flow, programs=programs))
+                                        for e in expectations))
