@@ -560,3 +560,56 @@ def test_group_cidr_except_in_compiled_set():
     (net,) = rule_sets
     assert _addresses(rs.set(net).elements) == _addresses(["198.19.0.0/16"]) - _addresses(
         ["198.19.5.0/24", "198.19.200.0/21"])
+
+
+def test_log_and_audit_rules_record_a_packet_once_when_their_peers_overlap():
+    # The source is in both peers and in both port ranges: four kernel rules could match it.
+    state = DesiredState.from_objects(1, [parse_object(d, i) for i, d in enumerate(yaml.safe_load_all("""
+apiVersion: stockade.io/v1
+kind: Namespace
+metadata: {name: t}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: a, namespace: t, labels: {app: a}}
+spec: {host: hv1, ips: [198.18.50.1, "2001:db8:50::1"]}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: b, namespace: t, labels: {app: b}}
+spec: {host: hv1, ips: [198.18.50.2, "2001:db8:50::2"]}
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: trial, namespace: t}
+spec:
+  order: 1
+  mode: audit
+  appliesTo: {selector: {matchLabels: {app: b}}}
+  ingress:
+    - {id: would, action: deny, from: [{selector: {}}, {cidr: 198.18.50.0/24}]}
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: p, namespace: t}
+spec:
+  order: 2
+  appliesTo: {selector: {}}
+  ingress:
+    - id: seen
+      action: log
+      from: [{selector: {}}, {cidr: 198.18.50.0/24}]
+      ports: [{protocol: TCP, port: 80}, {protocol: TCP, port: 70, endPort: 90}]
+    - {id: ok, action: allow}
+  egress: [{id: out, action: allow}]
+"""))])
+    from stockade.compile.trace import Flow, trace_flow
+
+    result = trace_flow(state, Flow(("t", "a"), ("t", "b"), "tcp", 80))
+    assert result.ingress is not None
+    assert [(r["rule"], r["action"]) for r in result.ingress.rules] == [
+        ("t/trial/would", "would-deny"), ("t/p/seen", "log"), ("t/p/ok", "accept")]
+    # IPv6: only the selector peer holds the source, and no chain of its own is needed for it
+    result6 = trace_flow(state, Flow(("t", "a"), ("t", "b"), "tcp", 80, family=6))
+    assert result6.ingress is not None
+    assert [r["rule"] for r in result6.ingress.rules] == ["t/trial/would", "t/p/seen", "t/p/ok"]

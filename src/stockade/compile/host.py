@@ -121,7 +121,9 @@ def selects(policy: AnyPolicy, direction: Direction) -> bool:
     else whether it has rules there (a NetworkPolicy always lists its policyTypes)."""
     if policy.spec.types is not None:
         return direction.capitalize() in policy.spec.types
-    return bool(policy_rules(policy, direction))
+    # Rules that only pass or log take no decision, so on their own they do not
+    # close a direction of an allowUntilSelected namespace.
+    return any(r.action in ("allow", "deny", "reject") for r in policy_rules(policy, direction))
 
 
 def source_kind(policy: AnyPolicy) -> str:
@@ -271,10 +273,15 @@ class _Builder:
         ref = rule_ref(policy, direction, index, rule)
         daddr = {4: IP_DADDR, 6: IP6_DADDR}
         alts: list[Alternative] = []
+        # The direction is part of the identity: an ingress and an egress rule may share an
+        # id (ids are unique per direction), yet resolve the name on different workloads. So is
+        # the kind of a NetworkPolicy: it may share namespace, name and so rule refs with a
+        # native Policy, whose set would otherwise be taken for its own (native names unchanged).
+        identity = f"{ref}:{direction}#{p_index}:{self.host}"
+        if source_kind(policy) == "NetworkPolicy":
+            identity = f"NetworkPolicy:{identity}"
         for fam in (4, 6):
-            # The direction is part of the identity: an ingress and an egress rule may share an
-            # id (ids are unique per direction), yet resolve the name on different workloads.
-            name = object_name("np", f"{ref}:{direction}#{p_index}:{self.host}", str(port.port)) + f"_{fam}"
+            name = object_name("np", identity, str(port.port)) + f"_{fam}"
             addr_type = "ipv4_addr" if fam == 4 else "ipv6_addr"
             self._add_set(name, (addr_type, "inet_proto", "inet_service"), tuple(elements[fam]), False,
                           f"named port {port.port}/{port.protocol} of {ref}")
@@ -356,9 +363,10 @@ class _Builder:
         rules: list[NftRule] = []
         if direction == "egress":
             rules.extend(self.antispoof(key))
-        selected = [p for p in policies if selects(p, direction)]
+        # Every policy with something to do in this direction runs; only some of them isolate.
+        active = [p for p in policies if policy_rules(p, direction) or selects(p, direction)]
         for tier in self.tiers:
-            in_tier = [p for p in selected if p.spec.tier == tier]
+            in_tier = [p for p in active if p.spec.tier == tier]
             if not in_tier:
                 continue
             rules.append(NftRule((), Continue(), f"tier {tier}", mark=MarkSet(PASS_BIT, clear=True)))
@@ -369,7 +377,7 @@ class _Builder:
         default = ns.spec.defaultAction if ns is not None else "deny"
         # Only enforcing policies isolate a workload: an audit-mode policy must not change
         # the verdict, so it cannot close an allowUntilSelected namespace either.
-        enforcing = [p for p in selected if p.spec.mode == "enforce"]
+        enforcing = [p for p in active if p.spec.mode == "enforce" and selects(p, direction)]
         if default == "allowUntilSelected" and not enforcing:
             rules.append(NftRule((), Accept(), f"{key[0]}/default-allow/{direction}", True))
         else:

@@ -220,7 +220,7 @@ class Interpreter:
 def _action_name(verdict: Verdict | None, rule: Rule) -> str:
     if isinstance(verdict, Return) and rule.mark is not None and not rule.mark.clear:
         return "pass"
-    if rule.log is not None and isinstance(verdict, Continue):
+    if rule.log is not None and isinstance(verdict, (Continue, Return)):  # log, then go on (or back)
         return rule.log.prefix.split()[1] if len(rule.log.prefix.split()) > 1 else "log"
     return {Accept: "accept", Drop: "drop", Reject: "reject", Return: "return", Continue: "continue",
             Jump: "jump", Goto: "goto"}.get(type(verdict), "continue")  # type: ignore[arg-type]
