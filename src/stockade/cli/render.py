@@ -66,8 +66,7 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
             row += [spec.get("tier", "application"), str(spec.get("order", 1000)), spec.get("mode", "enforce"),
                     applies, str(len(spec.get("ingress") or [])), str(len(spec.get("egress") or []))]
         elif kind == "NetworkPolicy":
-            types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") is not None
-                                                else ["Ingress"])
+            types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
             row += [_selector_text(spec.get("podSelector")) or "<all>", ",".join(types)]
         elif kind == "Tier":
             row += [str(spec.get("order", ""))]

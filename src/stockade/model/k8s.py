@@ -10,8 +10,10 @@ its allows add up with every other policy selecting them.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
+import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from stockade.model.objects import (
@@ -64,6 +66,17 @@ class IPBlock(Strict):
     def _v_except(cls, v: list[str] | None) -> list[str] | None:
         return [_cidr(x) for x in v] if v is not None else None
 
+    @model_validator(mode="after")
+    def _except_inside(self) -> "IPBlock":
+        # Upstream refuses these too ("must be a strict subset of `cidr`"); accepting one would
+        # store a policy that cannot be translated (the native Peer refuses it) and fail every compile.
+        net = ipaddress.ip_network(self.cidr)
+        for i, text in enumerate(self.except_ or []):
+            sub = ipaddress.ip_network(text)
+            if sub.version != net.version or not sub.subnet_of(net) or sub.prefixlen <= net.prefixlen:  # type: ignore[arg-type]
+                raise ValueError(f"except[{i}]: {text} must be a strict subset of cidr {self.cidr}")
+        return self
+
 
 class NetworkPolicyPeer(Strict):
     podSelector: K8sLabelSelector | None = None
@@ -83,6 +96,16 @@ class NetworkPolicyPort(Strict):
     protocol: Literal["TCP", "UDP", "SCTP"] | None = None
     port: int | str | None = None
     endPort: int | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> "NetworkPolicyPort":
+        # Checked through the native PortSpec so that both kinds give the same messages; raised
+        # here, so that the problem names this port's field (spec.ingress[0].ports[1]).
+        try:
+            _native_port(self)
+        except pydantic.ValidationError as e:
+            raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        return self
 
 
 class NetworkPolicyIngressRule(Strict):
@@ -109,23 +132,13 @@ class NetworkPolicy(Strict):
     spec: NetworkPolicySpec
     status: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _ports_valid(self) -> "NetworkPolicy":
-        # Checked through the native PortSpec so that both kinds give the same messages.
-        for direction, rules in (("ingress", self.spec.ingress), ("egress", self.spec.egress)):
-            for i, rule in enumerate(rules or []):
-                for j, port in enumerate(rule.ports or []):
-                    try:
-                        _native_port(port)
-                    except ValueError as e:
-                        raise ValueError(f"spec.{direction}[{i}].ports[{j}]: {e}") from None
-        return self
-
     def policy_types(self) -> tuple[str, ...]:
-        """Upstream default: Ingress always, Egress when egress rules are present."""
-        if self.spec.policyTypes is not None:
+        """Upstream default (SetDefaults_NetworkPolicy): when policyTypes is absent or empty,
+        Ingress, plus Egress when there is at least one egress rule — `egress: []` alone does
+        not isolate egress; that takes `policyTypes: [Egress]`."""
+        if self.spec.policyTypes:
             return tuple(self.spec.policyTypes)
-        return ("Ingress", "Egress") if self.spec.egress is not None else ("Ingress",)
+        return ("Ingress", "Egress") if self.spec.egress else ("Ingress",)
 
 
 def _native_port(port: NetworkPolicyPort) -> PortSpec:
