@@ -15,6 +15,7 @@ describe each call once, in `_Call`, so they cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -92,6 +93,23 @@ class _Calls:
                     "inSync": in_sync, "error": error,
                     "endpoints": {k: dict(v) for k, v in (endpoints or {}).items()}}
         return _Call("PUT", f"{API}/agents/{quote(host, safe='')}/status", json=body)
+
+    @staticmethod
+    def send_flows(host: str, records: Sequence[Mapping[str, Any]], dropped: int) -> _Call:
+        return _Call("PUT", f"{API}/agents/{quote(host, safe='')}/flows",
+                     json={"records": [dict(r) for r in records], "dropped": dropped})
+
+    @staticmethod
+    def flows(since_seq: int | None, since: str | datetime | None, namespace: str | None, workload: str | None,
+              denied: bool, limit: int | None, follow_timeout: float | None) -> _Call:
+        if isinstance(since, datetime):
+            since = since.isoformat()
+        params: dict[str, Any] = {k: v for k, v in (
+            ("since_seq", since_seq), ("since", since), ("namespace", namespace), ("workload", workload),
+            ("limit", limit), ("follow_timeout", follow_timeout)) if v is not None}
+        if denied:
+            params["denied"] = "true"
+        return _Call("GET", f"{API}/flows", params=params, extra_timeout=follow_timeout or 0.0)
 
     @staticmethod
     def status() -> _Call:
@@ -206,6 +224,19 @@ class ControllerClient(_Base):
         """{"revision", "enforcedRevision", "agents": [...]}."""
         return self._run(_Calls.status())
 
+    def send_flows(self, host: str, records: Sequence[Mapping[str, Any]], dropped: int = 0) -> dict[str, Any]:
+        """Send flow records enforced on `host` (at most 5000 per call) and how many the agent dropped or
+        sampled away since its previous call; {"accepted", "lastSeq"}. ValidationError names the bad field."""
+        return self._run(_Calls.send_flows(host, records, dropped))
+
+    def flows(self, since_seq: int | None = None, since: str | datetime | None = None,
+              namespace: str | None = None, workload: str | None = None, denied: bool = False,
+              limit: int | None = None, follow_timeout: float | None = None) -> dict[str, Any]:
+        """{"records": [... each with "seq"], "lastSeq", "firstSeq", "more", "dropped", "received"}.
+        Without `since_seq` the newest records; with it those after it. `follow_timeout` long-polls for
+        new matching records; pass the answer's lastSeq as the next since_seq."""
+        return self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout))
+
     def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Revision history, newest first: [{revision, author, message, time}]."""
         revisions: list[dict[str, Any]] = self._run(_Calls.revisions(limit))["revisions"]
@@ -270,6 +301,14 @@ class AsyncControllerClient(_Base):
 
     async def status(self) -> dict[str, Any]:
         return await self._run(_Calls.status())
+
+    async def send_flows(self, host: str, records: Sequence[Mapping[str, Any]], dropped: int = 0) -> dict[str, Any]:
+        return await self._run(_Calls.send_flows(host, records, dropped))
+
+    async def flows(self, since_seq: int | None = None, since: str | datetime | None = None,
+                    namespace: str | None = None, workload: str | None = None, denied: bool = False,
+                    limit: int | None = None, follow_timeout: float | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout))
 
     async def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
         revisions: list[dict[str, Any]] = (await self._run(_Calls.revisions(limit)))["revisions"]

@@ -199,6 +199,61 @@ def status(
     _run(go)
 
 
+# ------------------------------------------------------------------ flows
+
+FOLLOW_POLL = 30.0  # seconds each long-poll of `flows --follow` waits on the controller
+
+
+@app.command()
+def flows(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records as they arrive (Ctrl-C ends)."),
+    denied: bool = typer.Option(False, "--denied", help="Only deny, reject, would-deny and would-reject."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Either end is in this namespace."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Either end is this workload (NS/NAME)."),
+    since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d."),
+    limit: int = typer.Option(1000, "--limit", help="At most this many records (the newest) before following."),
+    output: str = typer.Option("table", "--output", "-o", help="table, or json (one record per line)"),
+    controller: Optional[str] = ControllerOpt,
+    token: Optional[str] = TokenOpt,
+) -> None:
+    """Flow records: who talked to whom, the verdict and the rule that decided it."""
+    def go() -> None:
+        if output not in ("table", "json"):
+            raise ValidationError.single("flows", "--output", f"{output!r} is not one of table, json")
+        when = render.parse_since(since, time.time()) if since else None
+        client = _client(controller, token)
+        filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied}
+        page = client.flows(limit=limit, **filters)
+        if not follow:
+            if output == "json":
+                for r in page["records"]:
+                    sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
+                sys.stdout.write(json.dumps({"dropped": page["dropped"]}, separators=(",", ":")) + "\n")
+            else:
+                # Logs and pipes are not terminals: keep each record on one line there.
+                render.flows_table(Console(width=max(out.width, 200)), page["records"])
+                out.print(render.dropped_line(page["dropped"]), style="dim", highlight=False)
+            return
+        shown_dropped = None
+        header = True
+        try:
+            while True:
+                if output == "json":
+                    for r in page["records"]:
+                        sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
+                    sys.stdout.flush()
+                else:
+                    render.flow_lines(out, page["records"], header=header)
+                    header = False
+                    if page["dropped"] != shown_dropped and page["dropped"]:
+                        out.print(render.dropped_line(page["dropped"]), style="dim", highlight=False)
+                    shown_dropped = page["dropped"]
+                page = client.flows(since_seq=page["lastSeq"], limit=limit, follow_timeout=FOLLOW_POLL, **filters)
+        except KeyboardInterrupt:
+            return
+    _run(go)
+
+
 # ------------------------------------------------------------------ probe
 
 @app.command()

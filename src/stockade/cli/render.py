@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from stockade.errors import ValidationError
 from stockade.model.selectors import parse_selector
 
 
@@ -77,13 +80,16 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
 def status_table(console: Console, data: dict[str, Any]) -> None:
     console.print(f"controller revision [bold]{data.get('revision')}[/bold]")
     table = Table(box=None, header_style="bold")
-    for col in ("HOST", "REVISION", "PROGRAM", "APPLIED", "KERNEL", "REPORTING", "ERROR"):
+    for col in ("HOST", "REVISION", "PROGRAM", "APPLIED", "KERNEL", "REPORTING", "LAST SEEN", "ERROR"):
         table.add_column(col)
     for a in data.get("agents", []):
+        reporting = a.get("reporting", True)
         table.add_row(a.get("host", ""), str(a.get("revision", "")), a.get("programHash") or "",
                       a.get("appliedAt") or "",
-                      "[green]in sync[/green]" if a.get("inSync") else "[red]drift[/red]",
-                      "yes" if a.get("reporting", True) else "[red]no[/red]", a.get("error") or "")
+                      # A silent agent's last word about its kernel may be stale: say so, not "in sync".
+                      ("[green]in sync[/green]" if a.get("inSync") else "[red]drift[/red]") if reporting
+                      else "[yellow]unknown[/yellow]",
+                      "yes" if reporting else "[red]no[/red]", a.get("lastSeen") or "", a.get("error") or "")
     console.print(table)
 
 
@@ -124,3 +130,102 @@ def policy_test_report(console: Console, report: Any) -> None:
         console.print(table)
     colour = "red" if report.failed else "green"
     console.print(f"[{colour}]{report.summary()}[/{colour}]", highlight=False)
+
+
+# ------------------------------------------------------------------ flows
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_VERDICT_STYLE = {"allow": "green", "deny": "red", "reject": "red", "would-allow": "yellow",
+                  "would-deny": "yellow", "would-reject": "yellow", "log": "blue"}
+
+
+def parse_since(text: str, now: float) -> str:
+    """`--since`: an ISO 8601 time (UTC when it names no zone) or a duration back from `now` (30s, 5m, 1h, 2d);
+    the UTC ISO time to ask the controller for."""
+    m = _DURATION.match(text.strip())
+    if m:
+        when = datetime.fromtimestamp(now, timezone.utc) - timedelta(seconds=float(m[1]) * _UNIT_SECONDS[m[2]])
+        return when.isoformat()
+    raw = text.strip()
+    try:
+        when = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
+    except ValueError:
+        raise ValidationError.single("flows", "--since",
+                                     f"{text!r} is neither an ISO 8601 time nor a duration like 30s, 5m, 1h, 2d") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def _end(end: dict[str, Any]) -> str:
+    ip = end.get("ip", "")
+    addr = f"[{ip}]" if ":" in ip else ip
+    port = end.get("port")
+    where = f"{addr}:{port}" if port is not None else addr
+    return f"{end['workload']} {where}" if end.get("workload") else where
+
+
+def _proto(r: dict[str, Any]) -> str:
+    proto = str(r.get("protocol", ""))
+    return f"{proto}/{r['icmpType']}" if r.get("icmpType") is not None else proto
+
+
+def _time(r: dict[str, Any]) -> str:
+    t = str(r.get("time", ""))
+    return t.replace("T", " ")[:23]
+
+
+def _verdict(r: dict[str, Any]) -> Text:
+    v = str(r.get("verdict", ""))
+    return Text(v, style=_VERDICT_STYLE.get(v, ""))
+
+
+FLOW_COLUMNS = ("TIME", "HOST", "DIR", "SOURCE", "", "DESTINATION", "PROTO", "VERDICT", "PKTS", "BYTES", "RULE")
+
+
+def _flow_row(r: dict[str, Any]) -> list[Any]:
+    # Text, not markup: names and rule ids may hold brackets.
+    return [Text(_time(r)), Text(str(r.get("host", ""))), Text(str(r.get("direction", ""))[:3]),
+            Text(_end(r.get("src") or {})), Text("→"), Text(_end(r.get("dst") or {})), Text(_proto(r)),
+            _verdict(r), Text("" if r.get("packets") is None else str(r["packets"])),
+            Text("" if r.get("bytes") is None else str(r["bytes"])), Text(str(r.get("rule", "")))]
+
+
+def flows_table(console: Console, records: list[dict[str, Any]]) -> None:
+    if not records:
+        console.print("No flow records.", style="dim")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in FLOW_COLUMNS:
+        table.add_column(col, no_wrap=True)
+    for r in records:
+        table.add_row(*_flow_row(r))
+    console.print(table)
+
+
+def flow_lines(console: Console, records: list[dict[str, Any]], header: bool = False) -> None:
+    """Records as they arrive (`--follow`): one line each, fixed column widths so lines line up."""
+    widths = (23, 8, 3, 34, 1, 34, 8, 12, 6, 8, 0)
+    def line(cells: list[Any]) -> Text:
+        out = Text()
+        for cell, w in zip(cells, widths):
+            t = cell if isinstance(cell, Text) else Text(str(cell))
+            if w:
+                t = t.copy()
+                t.truncate(w, pad=True)
+            out.append_text(t)
+            out.append(" ")
+        return out
+    if header:
+        console.print(line([Text(c, style="bold") for c in FLOW_COLUMNS]), soft_wrap=True)
+    for r in records:
+        console.print(line(_flow_row(r)), soft_wrap=True)
+
+
+def dropped_line(dropped: dict[str, Any]) -> str:
+    """The footer under flow records: what was lost, per host, and where."""
+    parts = [f"{h} {c.get('agent', 0) + c.get('evicted', 0)} (agent {c.get('agent', 0)}, "
+             f"evicted {c.get('evicted', 0)})" for h, c in sorted(dropped.items())
+             if c.get("agent", 0) or c.get("evicted", 0)]
+    return "dropped or sampled: " + ("; ".join(parts) if parts else "none")

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stockade.controller.auth import Permission, Principal, TokenAuthority
 from stockade.controller.config import ControllerConfig
+from stockade.controller.flows import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, FlowQuery
 from stockade.controller.metrics import ControllerMetrics, RequestCounter
 from stockade.controller.records import AgentReport, Endpoint, event_to_dict
 from stockade.controller.schemas import (
@@ -35,6 +36,9 @@ from stockade.controller.schemas import (
     ApplyRequest,
     DeleteRequest,
     ErrorBody,
+    FlowBatchRequest,
+    FlowIngestResponse,
+    FlowsResponse,
     HealthResponse,
     ListResponse,
     OkResponse,
@@ -43,6 +47,7 @@ from stockade.controller.schemas import (
     StatusResponse,
     WatchResponse,
     WriteResponse,
+    parse_utc,
 )
 from stockade.controller.service import ControllerService, object_key
 from stockade.errors import (
@@ -194,8 +199,44 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
             revision=body.revision, program_hash=body.programHash, applied_at=body.appliedAt,
             in_sync=body.inSync, error=body.error,
             endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()})
-        service.report_agent(host, report)
+        rollout = service.report_agent(host, report)
+        if rollout is not None:
+            metrics.rollout.observe(rollout)
         return {"ok": True}
+
+    @app.put(f"{API}/agents/{{host}}/flows", response_model=FlowIngestResponse, responses=_ERROR_RESPONSES,
+             tags=["flows"])
+    def report_flows(host: str, body: FlowBatchRequest, principal: Reporter) -> dict[str, Any]:
+        """An agent sends flow records it enforced and how many it dropped or sampled since its last batch;
+        an agent token only for its host, and every record must name that host."""
+        principal.require(Permission.REPORT, host=host)
+        records = [(parse_utc(r.time), r.model_dump()) for r in body.records]
+        last = service.record_flows(host, records, body.dropped)
+        return {"accepted": len(records), "lastSeq": last}
+
+    @app.get(f"{API}/flows", response_model=FlowsResponse, responses=_ERROR_RESPONSES, tags=["flows"])
+    async def flows(
+        _: Reader,
+        since_seq: Annotated[int | None, Query(ge=0, description="only records after this seq, oldest first")] = None,
+        since: Annotated[str | None, Query(description="only records at or after this ISO 8601 time")] = None,
+        namespace: Annotated[str | None, Query(description="either end is in this namespace")] = None,
+        workload: Annotated[str | None, Query(description="either end is this workload (namespace/name)")] = None,
+        denied: Annotated[bool, Query(description="deny, reject, would-deny and would-reject only")] = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = DEFAULT_QUERY_LIMIT,
+        follow_timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT,
+                                               description="long-poll up to this many seconds for new records")] = 0.0,
+    ) -> dict[str, Any]:
+        """Flow records from the controller's bounded history. Without `since_seq`, the newest `limit`
+        matching records; with it, the oldest `limit` after it. Follow by passing back `lastSeq`."""
+        when = None
+        if since is not None:
+            try:
+                when = parse_utc(since)
+            except ValueError as e:
+                raise ValidationError.single("request", "query.since", f"{since!r} is not an ISO 8601 time: {e}")
+        page = await service.flows(FlowQuery(since_seq, when, namespace or None, workload or None, denied, limit),
+                                   follow_timeout)
+        return page.to_dict()
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERROR_RESPONSES, tags=["agents"])
     def status(_: Reader) -> dict[str, Any]:

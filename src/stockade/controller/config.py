@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stockade.controller.flows import DEFAULT_FLOW_HISTORY
 from stockade.model.validation import ValidationSettings
 
 DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
@@ -27,6 +28,7 @@ class ControllerConfig:
     the HTTP API refuses every authenticated route when it is None.
     `agent_stale_after` is how many seconds after its last report an agent still
     counts as reporting. `event_retention` bounds the watch event log.
+    `flow_history` bounds the in-memory flow record history (see `controller.flows`).
     """
 
     db_path: Path
@@ -36,6 +38,7 @@ class ControllerConfig:
     ipv6_pool: ipaddress.IPv6Network = DEFAULT_IPV6_POOL
     agent_stale_after: float = DEFAULT_STALE_AFTER
     event_retention: int = DEFAULT_EVENT_RETENTION
+    flow_history: int = DEFAULT_FLOW_HISTORY
 
     def __post_init__(self) -> None:
         for pool in (self.ipv4_pool, self.ipv6_pool):
@@ -47,3 +50,5 @@ class ControllerConfig:
             raise ValueError("agent_stale_after must be positive")
         if self.event_retention < 1:
             raise ValueError("event_retention must be at least 1")
+        if self.flow_history < 1:
+            raise ValueError("flow_history must be at least 1")

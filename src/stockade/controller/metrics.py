@@ -4,18 +4,25 @@ several apps in one process never share or clash).
 - `stockade_controller_revision`: the store's revision.
 - `stockade_agent_enforced_revision{host}`: the revision each agent last reported enforcing.
 - `stockade_agent_reporting{host}`: 1 when that agent reported within the staleness window.
+- `stockade_agent_lag_revisions{host}`: controller revision minus the revision the agent enforces.
 - `stockade_api_requests_total{route,status}`: requests by route template (never the raw
   path, so object names cannot blow up the label set) and HTTP status.
+- `stockade_flow_records_received_total{host}`: flow records accepted from each agent.
+- `stockade_flow_records_dropped_total{host}`: flow records lost on the way: those the agent
+  reported dropped or sampled away, plus those the controller evicted from its bounded history.
+- `stockade_policy_rollout_seconds`: histogram of revision committed → first report of each
+  agent enforcing it in sync; one observation per (host, revision).
 
-State gauges are read from the service at scrape time, so they are right after a restart too.
+State gauges and the flow counters are read from the service at scrape time, so they are
+right after a restart too (the flow counters start again from 0 with the process, as counters do).
 """
 
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Iterator, MutableMapping
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stockade.controller.service import ControllerService
@@ -27,6 +34,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+ROLLOUT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
 class _StateCollector(Collector):
     def __init__(self, service: ControllerService) -> None:
         self._service = service
@@ -35,6 +45,11 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("stockade_controller_revision", "Latest revision of the desired state")
         yield GaugeMetricFamily("stockade_agent_enforced_revision", "Revision the agent enforces", labels=["host"])
         yield GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently", labels=["host"])
+        yield GaugeMetricFamily("stockade_agent_lag_revisions", "Controller revision minus the agent's",
+                                labels=["host"])
+        yield CounterMetricFamily("stockade_flow_records_received", "Flow records received", labels=["host"])
+        yield CounterMetricFamily("stockade_flow_records_dropped", "Flow records dropped (agent) or evicted",
+                                  labels=["host"])
 
     def collect(self) -> Iterator[Metric]:
         status = self._service.status()
@@ -44,11 +59,26 @@ class _StateCollector(Collector):
                                      labels=["host"])
         reporting = GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently",
                                       labels=["host"])
+        lag = GaugeMetricFamily("stockade_agent_lag_revisions", "Controller revision minus the agent's",
+                                labels=["host"])
         for agent in status.agents:
             enforced.add_metric([agent.host], agent.report.revision)
             reporting.add_metric([agent.host], 1.0 if agent.reporting else 0.0)
+            lag.add_metric([agent.host], max(0, status.revision - agent.report.revision))
         yield enforced
         yield reporting
+        yield lag
+        counts = self._service.flow_log.counts()
+        received = CounterMetricFamily("stockade_flow_records_received", "Flow records received",
+                                       labels=["host"])
+        for host, n in sorted(counts.received.items()):
+            received.add_metric([host], n)
+        dropped = CounterMetricFamily("stockade_flow_records_dropped", "Flow records dropped (agent) or evicted",
+                                      labels=["host"])
+        for host, n in counts.dropped_total().items():
+            dropped.add_metric([host], n)
+        yield received
+        yield dropped
 
 
 class ControllerMetrics:
@@ -56,6 +86,9 @@ class ControllerMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("stockade_api_requests_total", "API requests by route and status",
                                 ["route", "status"], registry=self.registry)
+        self.rollout = Histogram("stockade_policy_rollout_seconds",
+                                 "Revision committed to first report of each agent enforcing it in sync",
+                                 buckets=ROLLOUT_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(service))
 
     def render(self) -> bytes:

@@ -86,4 +86,4 @@ class RevisionNotifier:
                     await asyncio.wait_for(condition.wait(), remaining)
                 except asyncio.TimeoutError:
                     return self._revision > since
-            return True
+            return self._revision > since  # False when released with no news

@@ -7,9 +7,15 @@ document is reported with its object and field like every other validation error
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_FLOW_BATCH = 5_000
+_WORKLOAD_REF = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 class _Request(BaseModel):
@@ -56,6 +62,80 @@ class AgentStatusRequest(BaseModel):
     inSync: bool = Field(default=False, description="the kernel holds exactly the computed program")
     error: str | None = None
     endpoints: dict[str, EndpointReport] = Field(default_factory=dict, description="keyed by namespace/name")
+
+
+def parse_utc(value: str) -> datetime:
+    """An ISO 8601 time with a zone (`Z` or an offset), as an aware UTC datetime; ValueError otherwise."""
+    text = value.strip()
+    when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    if when.tzinfo is None:
+        raise ValueError("must carry a time zone (UTC: end it with Z)")
+    return when.astimezone(timezone.utc)
+
+
+class FlowEnd(BaseModel):
+    """One end of a flow: its address, port, and the workload and namespace it belongs to (null outside)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ip: str = Field(max_length=64)
+    port: int | None = Field(default=None, ge=0, le=65535)
+    workload: str | None = Field(default=None, max_length=254, description="namespace/name")
+    namespace: str | None = Field(default=None, max_length=63)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, v: str | None) -> str | None:
+        if v is not None and not _WORKLOAD_REF.match(v):
+            raise ValueError(f"{v!r} is not namespace/name")
+        return v
+
+
+class FlowRecord(BaseModel):
+    """A flow record as agents send it: once per new connection (or logged packet), with counts when known."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    time: str = Field(description="UTC ISO 8601; normalised to +00:00")
+    host: str = Field(min_length=1, max_length=253, description="the enforcing host (the sender)")
+    direction: Literal["egress", "ingress"]
+    verdict: Literal["allow", "deny", "reject", "would-allow", "would-deny", "would-reject", "log"]
+    rule: str = Field(min_length=1, max_length=512, description="ns/policy/rule-id (policy/rule-id if global)")
+    protocol: str = Field(min_length=1, max_length=16)
+    family: Literal[4, 6]
+    src: FlowEnd
+    dst: FlowEnd
+    icmpType: int | None = Field(default=None, ge=0, le=255)
+    packets: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        try:
+            return parse_utc(v).isoformat(timespec="microseconds")
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an ISO 8601 time with a zone: {e}") from None
+
+    @model_validator(mode="after")
+    def _family_matches(self) -> "FlowRecord":
+        for end, name in ((self.src, "src"), (self.dst, "dst")):
+            if ipaddress.ip_address(end.ip).version != self.family:
+                raise ValueError(f"{name}.ip {end.ip} is not an IPv{self.family} address (family {self.family})")
+        return self
+
+
+class FlowBatchRequest(_Request):
+    records: list[FlowRecord] = Field(max_length=MAX_FLOW_BATCH,
+                                      description=f"at most {MAX_FLOW_BATCH} records per request")
+    dropped: int = Field(default=0, ge=0, strict=True,
+                         description="records the agent dropped or sampled away since its previous batch")
 
 
 # ----------------------------------------------------------------- responses
@@ -132,6 +212,25 @@ class StatusResponse(_Response):
     revision: int
     enforcedRevision: int | None = Field(description="lowest revision enforced by the reporting agents")
     agents: list[AgentStatusModel]
+
+
+class FlowIngestResponse(_Response):
+    accepted: int
+    lastSeq: int
+
+
+class FlowDropCounts(_Response):
+    agent: int = Field(description="records the agent reported dropped or sampled away")
+    evicted: int = Field(description="records the controller evicted from its bounded history")
+
+
+class FlowsResponse(_Response):
+    records: list[dict[str, Any]] = Field(description="flow records, oldest first, each with its `seq`")
+    lastSeq: int = Field(description="follow from here (since_seq)")
+    firstSeq: int = Field(description="oldest record still held; since_seq < firstSeq - 1 means some were evicted")
+    more: bool = Field(description="the limit cut the answer: ask again from lastSeq")
+    dropped: dict[str, FlowDropCounts] = Field(description="per host, since the controller started")
+    received: dict[str, int] = Field(description="records received per host, since the controller started")
 
 
 class RevisionModel(_Response):

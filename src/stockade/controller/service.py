@@ -11,7 +11,12 @@ Invariants:
   `status` when read (`list_objects`, `snapshot`); they are not desired state,
   make no revision and are not in watch events.
 
-Sync methods block on SQLite; call them off the event loop. `watch` is async.
+- Flow records live in a bounded in-memory `FlowLog` (see `controller.flows` for
+  why), never in the store; they make no revision.
+- The rollout latency of a (host, revision) is measured once: from the
+  revision's commit time to the first report of that host enforcing it in sync.
+
+Sync methods block on SQLite; call them off the event loop. `watch` and `flows` are async.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from stockade.controller.config import ControllerConfig
+from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
@@ -68,13 +74,23 @@ class ControllerService:
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
         self._notifier = RevisionNotifier(self.store.revision())
+        self.flow_log = FlowLog(config.flow_history)
+        self._flow_notifier = RevisionNotifier(0)  # "revision" here is the flow log's last seq
+        # Newest revision whose rollout was measured, per host. Seeded from the stored reports so a
+        # restart does not measure an old revision again (with its age as the "latency").
+        self._rollout_seen: dict[str, int] = {
+            a.host: int(a.report.get("revision", 0)) for a in self.store.agents()
+            if a.report.get("inSync") and not a.report.get("error")}
+        self._rollout_lock = threading.Lock()
 
     def release_watchers(self) -> None:
         """Make pending and future long-polls return now (server shutdown)."""
         self._notifier.release()
+        self._flow_notifier.release()
 
     def close(self) -> None:
         self._notifier.release()
+        self._flow_notifier.release()
         self.store.close()
 
     # ------------------------------------------------------------------ state
@@ -262,13 +278,71 @@ class ControllerService:
 
     # ----------------------------------------------------------------- agents
 
-    def report_agent(self, host: str, report: AgentReport) -> None:
-        """Record an agent's report (runtime state: no revision)."""
+    def _check_host(self, host: str) -> None:
         known = self.config.validation.known_hosts
         if known is not None and host not in known:
             raise ValidationError.single(f"agent {host}", "host",
                                          f"unknown host (known hosts: {', '.join(sorted(known)) or 'none'})")
-        self.store.put_agent(host, report.to_dict(), self._clock())
+
+    def report_agent(self, host: str, report: AgentReport) -> float | None:
+        """Record an agent's report (runtime state: no revision).
+
+        Returns the rollout latency in seconds (revision committed → this host enforces it in
+        sync) when this is the first such report for that (host, revision), else None.
+        """
+        self._check_host(host)
+        now = self._clock()
+        self.store.put_agent(host, report.to_dict(), now)
+        if not report.in_sync or report.error or report.revision < 1:
+            return None
+        with self._rollout_lock:
+            if report.revision <= self._rollout_seen.get(host, 0):
+                return None
+            self._rollout_seen[host] = report.revision
+        committed = self.store.revision_info(report.revision)
+        if committed is None:
+            return None
+        return max(0.0, (now - datetime.fromisoformat(committed.time)).total_seconds())
+
+    # ------------------------------------------------------------------ flows
+
+    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0) -> int:
+        """Keep validated flow records (commit time, wire form) from `host`; count `dropped`.
+
+        Every record must name `host` as its enforcing host. Returns the log's last seq.
+        """
+        self._check_host(host)
+        problems = [FieldProblem(f"agent {host}", f"records.{i}.host",
+                                 f"{doc.get('host')!r} is not the reporting host {host!r}")
+                    for i, (_, doc) in enumerate(records) if doc.get("host") != host]
+        if problems:
+            raise ValidationError(problems)
+        last = self.flow_log.add(host, records, dropped)
+        if records:
+            self._flow_notifier.publish(last)
+        return last
+
+    async def flows(self, query: FlowQuery, follow_timeout: float = 0.0) -> FlowPage:
+        """Matching flow records; with `follow_timeout`, waits up to that long for new matching
+        ones when there are none yet (a long-poll like `watch`)."""
+        page = await asyncio.to_thread(self.flow_log.query, query)
+        if page.records or follow_timeout <= 0:
+            return page
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + follow_timeout
+        while not page.records:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            # Only records after what we have looked at can match from now on.
+            query = FlowQuery(since_seq=page.last_seq, since=query.since, namespace=query.namespace,
+                              workload=query.workload, denied=query.denied, limit=query.limit)
+            if not await self._flow_notifier.wait_beyond(page.last_seq, remaining):
+                # Timed out or shutting down: one last look, so a record that raced the timeout is not missed.
+                page = await asyncio.to_thread(self.flow_log.query, query)
+                break
+            page = await asyncio.to_thread(self.flow_log.query, query)
+        return page
 
     def status(self) -> ControllerStatus:
         now = self._clock()

@@ -234,6 +234,13 @@ class Store:
         with self._read() as conn:
             return [Revision(*row) for row in conn.execute(sql, args)]
 
+    def revision_info(self, number: int) -> Revision | None:
+        """One revision's author, message and commit time; None for 0 or an unknown number."""
+        with self._read() as conn:
+            row = conn.execute("SELECT rev, author, message, time FROM revisions WHERE rev = ?",
+                               (number,)).fetchone()
+        return Revision(*row) if row is not None else None
+
     # ---------------------------------------------------------------- writing
 
     def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime) -> Revision:
