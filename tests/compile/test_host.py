@@ -613,3 +613,40 @@ spec:
     result6 = trace_flow(state, Flow(("t", "a"), ("t", "b"), "tcp", 80, family=6))
     assert result6.ingress is not None
     assert [r["rule"] for r in result6.ingress.rules] == ["t/trial/would", "t/p/seen", "t/p/ok"]
+
+
+@pytest.mark.parametrize("case", ["shop", "tiers", "allow_until_selected"])
+def test_with_a_log_group_every_decision_logs_behind_a_rate_limited_twin(case):
+    from dataclasses import replace as dc_replace
+
+    from stockade.compile.host import LOG_LIMIT, LOG_SUPPRESSED, CompileOptions
+    from stockade.nft.ir import Continue as Cont
+
+    state = load_state(case)
+    hosts = sorted({wl.spec.host for wl in state.workloads.values()})
+    for host in hosts:
+        rs = compile_host(state, host, CompileOptions(log_group=100, log_rate=50, log_burst=20))
+        assert [(lim.name, lim.rate, lim.burst, lim.over) for lim in rs.limits] == [(LOG_LIMIT, 50, 20, True)]
+        assert [c.name for c in rs.counters] == [LOG_SUPPRESSED]
+        logging_rules = 0
+        for chain in rs.chains:
+            rules = chain.rules
+            for i, rule in enumerate(rules):
+                if rule.log is not None:
+                    logging_rules += 1
+                    assert rule.log.group == 100 and rule.limit is None
+                    assert rule.log.prefix == f"stk {rule.log.prefix.split()[1]} {rule.comment} "
+                    assert not isinstance(rule.verdict, Cont), "a logging rule must end the evaluation"
+                    twin = rules[i - 1]
+                    # the twin: same matches, comment, counter and verdict; no log; limited and counted
+                    assert (twin.limit, twin.count_into, twin.log) == (LOG_LIMIT, LOG_SUPPRESSED, None)
+                    assert dc_replace(twin, limit=None, count_into=None) == dc_replace(rule, log=None)
+                elif rule.comment and rule.counter and rule.limit is None and rule.mark is None \
+                        and rule.comment not in ("antispoof", "invalid", "workload-to-host"):
+                    raise AssertionError(f"{chain.name}: decision {rule.comment} does not log")
+        assert logging_rules > 0
+        text = render.to_json(render.full_replace(rs))
+        assert '"limit":"flowlog_limit"' in text and '"counter":"flowlog_suppressed"' in text
+    # without a log group nothing of this exists (the golden files above prove the bytes)
+    plain = compile_host(state, hosts[0])
+    assert plain.limits == () and plain.counters == ()

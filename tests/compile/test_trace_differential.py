@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockade.compile import trace as compiled
+from stockade.compile.host import CompileOptions
 from stockade.model.kinds import parse_object
 from stockade.model.state import DesiredState
 from stockade.model.validation import ValidationSettings, validate_state
@@ -113,3 +114,23 @@ def test_reference_evaluator_knows_the_spec_examples() -> None:
     audit = {**app_allow, "spec": {**app_allow["spec"], "mode": "audit"}}
     assert ref.evaluate([audit], ref.Flow(w1, w2, "icmp", None, 6)).egress.steps == \
         [("red/c/egress-0", "would-allow"), ("red/default-deny/egress", "drop")]
+
+
+def test_flow_logging_changes_no_verdict_and_no_trace_step() -> None:
+    """With a log group every decision logs behind a rate-limited twin; trace must not see it."""
+    logged = CompileOptions(log_group=100)
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(policies=ref.policy_sets(max_size=5),
+           flows=st.lists(ref.flows(icmp_types=True), min_size=4, max_size=4))
+    def same(policies: list[dict[str, Any]], flows: list[ref.Flow]) -> None:
+        state = build_state(policies)
+        for flow in flows:
+            f = compiled.Flow(flow.src, flow.dst, flow.protocol, flow.port, flow.family, flow.icmp_type)
+            plain, with_log = compiled.trace_flow(state, f), compiled.trace_flow(state, f, logged)
+            assert with_log.verdict == plain.verdict
+            assert trace_steps(with_log.egress) == trace_steps(plain.egress)
+            assert trace_steps(with_log.ingress) == trace_steps(plain.ingress)
+
+    same()

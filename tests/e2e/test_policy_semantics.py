@@ -370,7 +370,8 @@ def test_log_and_audit_kernel_rules_log_with_their_rule_ids(lab: Lab, audited: d
                 prefixes.setdefault(rule.get("comment", ""), set()).add(expr["log"]["prefix"].strip())
     assert prefixes["sem-audit/trial/block-6000"] == {"stk would-deny sem-audit/trial/block-6000"}
     assert prefixes["sem-audit/web/see-6000"] == {"stk log sem-audit/web/see-6000"}
-    assert "sem-audit/web/serve" not in prefixes  # an enforced allow does not log
+    # With flow logging (the agent's default), an enforced allow logs its verdict too.
+    assert prefixes["sem-audit/web/serve"] == {"stk allow sem-audit/web/serve"}
 
 
 def test_trace_lists_audit_and_log_rules_before_the_deciding_rule(lab: Lab, audited: dict) -> None:

@@ -32,6 +32,13 @@ class ControllerApi(Protocol):
     def report_status(self, host: str, report: dict[str, Any]) -> Any: ...
 
 
+class FlowSource(Protocol):
+    """The flow pipeline (agent.flows): told each state the kernel enforces, run as a task."""
+
+    def update(self, state: DesiredState, ruleset: Any) -> None: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 class EndpointDriver(Protocol):
     """Realises local workloads' interfaces (the lab's plumbing); returns their status by `ns/name`."""
 
@@ -71,13 +78,15 @@ class Agent:
     def __init__(self, config: AgentConfig, client: ControllerApi, reconciler: Reconciler,
                  endpoints: EndpointDriver | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 on_failure: Callable[[], None] | None = None) -> None:
+                 on_failure: Callable[[], None] | None = None,
+                 flows: FlowSource | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
         self.endpoints = endpoints
         self.on_outcome = on_outcome
         self.on_failure = on_failure
+        self.flows = flows
         self.cache = StateCache()
         self.status = AgentStatus()
         self.dirty = asyncio.Event()
@@ -87,6 +96,8 @@ class Agent:
         tasks = [asyncio.create_task(coro) for coro in (
             self._watch_loop(stop), self._reconcile_loop(stop), self._timer(stop, self.config.resync_interval),
             self._drift_loop(stop), self._heartbeat_loop(stop))]
+        if self.flows is not None:
+            tasks.append(asyncio.create_task(self.flows.run(stop)))
         try:
             await stop.wait()
         finally:
@@ -166,6 +177,8 @@ class Agent:
                              " (drift repaired)" if outcome.drift_repaired else "")
                 if self.endpoints is not None:
                     self.status.endpoints = await asyncio.to_thread(self.endpoints.reconcile, state)
+                if self.flows is not None:  # workloads and log sites of what the kernel now runs
+                    self.flows.update(state, self.reconciler.applied)
                 self.status.revision = outcome.revision
                 self.status.program_hash = outcome.program_hash
                 if outcome.kind != "none" or self.status.applied_at is None:

@@ -14,9 +14,12 @@ from typing import Any
 
 import typer
 
+from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
 from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
+from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
+from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
 
@@ -31,6 +34,8 @@ class AgentSettings:
     table: str = "stockade"
     lab_prefix: str | None = None
     metrics_address: str | None = None
+    flow_log_group: int | None = 100   # NFLOG group of flow records; None: no flow logging
+    flow_queue: int = 10_000
 
 
 class LabEndpoints:
@@ -53,14 +58,34 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
 
     client = ControllerClient(settings.controller, settings.token, timeout=60.0)
     driver = NftDriver(table=settings.table)
-    reconciler = Reconciler(driver, settings.host)
+    reconciler = Reconciler(driver, settings.host,
+                            CompileOptions(table=settings.table, log_group=settings.flow_log_group))
     metrics = AgentMetrics(reconciler)
     endpoints: EndpointDriver | None = None
     if settings.lab_prefix:
         endpoints = LabEndpoints(settings.lab_prefix, settings.host)
+    flows = None
+    if settings.flow_log_group is not None:
+        flows = build_flows(settings, client, driver, metrics)
     agent = Agent(AgentConfig(host=settings.host), client, reconciler, endpoints,
-                  on_outcome=metrics.observe, on_failure=metrics.failed)
+                  on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows)
     return agent, metrics
+
+
+def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, metrics: AgentMetrics) -> FlowPipeline:
+    """NFLOG reader (this process's netns: the host's) → recorder → shipper → client.send_flows."""
+    group = settings.flow_log_group
+    assert group is not None
+    recorder = FlowRecorder(settings.host, settings.flow_queue, metrics)
+    suppressed = CounterDelta(lambda: driver.counter(LOG_SUPPRESSED))
+    pipeline: FlowPipeline
+
+    def kernel_side() -> dict[str, int]:
+        return {"kernel": pipeline.kernel_lost(), "ratelimit": suppressed()}
+
+    shipper = FlowShipper(recorder, client, settings.host, poll_dropped=kernel_side)
+    pipeline = FlowPipeline(lambda: NflogReader(group), recorder, shipper)
+    return pipeline
 
 
 @agent_app.command("run")
@@ -72,12 +97,14 @@ def run(
     lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
     state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
     metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
+    flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
     token = token_file.read_text().strip()
-    agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address))
+    agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address,
+                                                   flow_log_group or None))
     if metrics_address:
         serve(metrics, metrics_address)
 

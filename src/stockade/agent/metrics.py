@@ -7,6 +7,10 @@
 - `stockade_agent_rules_programmed`, `stockade_agent_set_elements`: size of the program.
 - `stockade_rule_packets_total{rule}` / `stockade_rule_bytes_total{rule}`: the kernel's
   per-rule counters, summed per rule id, read from the kernel at scrape time.
+- `stockade_flow_records_total{verdict}`: flow records made from logged packets.
+- `stockade_flow_records_dropped_total{reason}`: records lost: `queue` (the agent's
+  bounded queue was full), `kernel` (NFLOG could not deliver: socket buffer full),
+  `ratelimit` (decided above the kernel's logging rate, so never logged).
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class AgentMetrics:
         self.drift_repairs = Counter("stockade_agent_drift_repairs", "Hand edits undone", registry=r)
         self.rules = Gauge("stockade_agent_rules_programmed", "Kernel rules in the program", registry=r)
         self.elements = Gauge("stockade_agent_set_elements", "Set elements in the program", registry=r)
+        self.flow_records = Counter("stockade_flow_records", "Flow records made from logged packets",
+                                    ["verdict"], registry=r)
+        self.flow_records_dropped = Counter("stockade_flow_records_dropped", "Flow records lost, by reason",
+                                            ["reason"], registry=r)
+        for reason in ("queue", "kernel", "ratelimit"):
+            self.flow_records_dropped.labels(reason)  # present at 0 from the start
         r.register(_RuleCounters(reconciler))
         self._reconciler = reconciler
 
@@ -77,6 +87,12 @@ class AgentMetrics:
         if applied is not None:
             self.rules.set(sum(len(c.rules) for c in applied.chains))
             self.elements.set(sum(len(s.elements) for s in applied.sets))
+
+    def flow_recorded(self, verdict: str) -> None:
+        self.flow_records.labels(verdict).inc()
+
+    def flow_dropped(self, reason: str, count: int) -> None:
+        self.flow_records_dropped.labels(reason).inc(count)
 
     def failed(self) -> None:
         self.transactions.labels("unknown", "error").inc()

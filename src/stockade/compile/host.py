@@ -25,6 +25,18 @@ still runs, also when both workloads share this host. Peers live in named sets
 (interval sets of addresses), so a membership change is an element update.
 Each policy rule becomes one or more kernel rules (peers × ports × family),
 all carrying the rule's id in their comment and a counter.
+
+Flow logging (`CompileOptions.log_group` set): every kernel rule that decides
+(allow, deny, reject, a namespace default) or records (log, audit) logs to that
+NFLOG group with the prefix `stk <verdict> <rule id> `. Only new connections
+reach these chains, so that is one record per connection attempt. Logging is
+rate-limited by one token bucket shared by the whole table (`flowlog_limit`):
+each logging rule has an over-the-limit twin just before it, with the same
+matches, comment, counter and verdict but no log, that also counts the packet
+into the `flowlog_suppressed` counter. Exactly one of the two takes each packet,
+so per-rule counters stay exact. Log and audit rules then always live in a
+record chain (their twins need a verdict that ends the evaluation: `return`).
+With `log_group=None`, log and audit rules use the kernel log and nothing else logs.
 """
 
 from __future__ import annotations
@@ -70,7 +82,9 @@ from stockade.nft.ir import (
     MarkHas,
     MarkSet,
     Match,
+    NamedCounter,
     NamedSet,
+    RateLimit,
     Reject,
     Return,
 )
@@ -89,6 +103,8 @@ PRIORITY_INGRESS = 0
 ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation/advert, redirect
 L4_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp", "ICMPv6": "ipv6-icmp"}
 DIR_SUFFIX = {"ingress": "in", "egress": "eg"}
+LOG_LIMIT = "flowlog_limit"            # named limit, `rate over`: the twins that do not log
+LOG_SUPPRESSED = "flowlog_suppressed"  # named counter: packets decided but not logged
 
 Alternative = tuple[int | None, tuple[Match, ...]]  # (address family or None for both, matches)
 
@@ -96,7 +112,9 @@ Alternative = tuple[int | None, tuple[Match, ...]]  # (address family or None fo
 @dataclass(frozen=True)
 class CompileOptions:
     table: str = TABLE
-    log_group: int | None = None  # NFLOG group for log and audit rules; None: kernel log
+    log_group: int | None = None  # NFLOG group for flow logging of every decision; None: see module doc
+    log_rate: int = 200           # flow records per second the kernel may log, for the whole table
+    log_burst: int = 400          # packets the bucket may hold above the rate
     tiers: tuple[str, ...] | None = None  # None: the state's tiers (built-in and Tier objects)
 
 
@@ -291,23 +309,35 @@ class _Builder:
     def verdict_rules(self, policy: AnyPolicy, rule: Rule, ref: str, matches: tuple[Match, ...]) -> list[NftRule]:
         action = rule.action
         if policy.spec.mode == "audit":
-            return [NftRule(matches, Continue(), ref, True, self._log(f"would-{action}", ref))]
+            return self._logged([NftRule(matches, Continue(), ref, True)], f"would-{action}", ref, records=True)
         if action == "allow":
-            return [NftRule(matches, Accept(), ref, True)]
+            return self._logged([NftRule(matches, Accept(), ref, True)], "allow", ref)
         if action == "deny":
-            return [NftRule(matches, Drop(), ref, True)]
+            return self._logged([NftRule(matches, Drop(), ref, True)], "deny", ref)
         if action == "log":
-            return [NftRule(matches, Continue(), ref, True, self._log("log", ref))]
+            return self._logged([NftRule(matches, Continue(), ref, True)], "log", ref, records=True)
         if action == "pass":
             return [NftRule(matches, Return(), ref, True, mark=MarkSet(PASS_BIT))]
         # reject: a TCP reset for TCP, an ICMP(v6) port unreachable for the rest.
         l4 = next((m.value for m in matches if isinstance(m, Cmp) and m.field == META_L4PROTO), None)
         if l4 == "tcp":
-            return [NftRule(matches, Reject("tcp-reset"), ref, True)]
-        if l4 is not None:
-            return [NftRule(matches, Reject("icmpx"), ref, True)]
-        return [NftRule(matches + (Cmp(META_L4PROTO, "tcp"),), Reject("tcp-reset"), ref, True),
-                NftRule(matches, Reject("icmpx"), ref, True)]
+            rules = [NftRule(matches, Reject("tcp-reset"), ref, True)]
+        elif l4 is not None:
+            rules = [NftRule(matches, Reject("icmpx"), ref, True)]
+        else:
+            rules = [NftRule(matches + (Cmp(META_L4PROTO, "tcp"),), Reject("tcp-reset"), ref, True),
+                     NftRule(matches, Reject("icmpx"), ref, True)]
+        return self._logged(rules, "reject", ref)
+
+    def _logged(self, rules: list[NftRule], verdict: str, ref: str, records: bool = False) -> list[NftRule]:
+        """The rules with their logging: see the module docstring (twins under a shared limit)."""
+        if self.options.log_group is None:
+            return [replace(r, log=self._log(verdict, ref)) for r in rules] if records else rules
+        out: list[NftRule] = []
+        for r in rules:
+            out.append(replace(r, limit=LOG_LIMIT, count_into=LOG_SUPPRESSED))
+            out.append(replace(r, log=self._log(verdict, ref)))
+        return out
 
     def record_chain(self, policy: AnyPolicy, direction: Direction, index: int, ref: str,
                      alternatives: list[tuple[Match, ...]]) -> str:
@@ -345,7 +375,8 @@ class _Builder:
                             for qf, qm in self.port_alternatives(policy, direction, index, rule)
                             if pf is None or qf is None or pf == qf]
             records_only = policy.spec.mode == "audit" or rule.action == "log"
-            if records_only and any(sum(1 for f, _ in alternatives if f in (fam, None)) > 1 for fam in (4, 6)):
+            overlap = any(sum(1 for f, _ in alternatives if f in (fam, None)) > 1 for fam in (4, 6))
+            if records_only and alternatives and (overlap or self.options.log_group is not None):
                 matches = [m for _, m in alternatives]
                 rules.append(NftRule((), Jump(self.record_chain(policy, direction, index, ref, matches))))
                 continue
@@ -379,9 +410,11 @@ class _Builder:
         # the verdict, so it cannot close an allowUntilSelected namespace either.
         enforcing = [p for p in active if p.spec.mode == "enforce" and selects(p, direction)]
         if default == "allowUntilSelected" and not enforcing:
-            rules.append(NftRule((), Accept(), f"{key[0]}/default-allow/{direction}", True))
+            ref = f"{key[0]}/default-allow/{direction}"
+            rules.extend(self._logged([NftRule((), Accept(), ref, True)], "allow", ref))
         else:
-            rules.append(NftRule((), Drop(), f"{key[0]}/default-deny/{direction}", True))
+            ref = f"{key[0]}/default-deny/{direction}"
+            rules.extend(self._logged([NftRule((), Drop(), ref, True)], "deny", ref))
         self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
         return name
 
@@ -439,5 +472,10 @@ def compile_host(state: DesiredState, host: str, options: CompileOptions = Compi
         VerdictMap("egress_dispatch", "ifname", tuple(sorted(egress_map, key=lambda e: e[0]))),
         VerdictMap("ingress_dispatch", "ifname", tuple(sorted(ingress_map, key=lambda e: e[0]))),
     )
+    limits: tuple[RateLimit, ...] = ()
+    counters: tuple[NamedCounter, ...] = ()
+    if options.log_group is not None:
+        limits = (RateLimit(LOG_LIMIT, options.log_rate, "second", options.log_burst, over=True),)
+        counters = (NamedCounter(LOG_SUPPRESSED),)
     return Ruleset(options.table, "inet", tuple(sorted(sets, key=lambda s: s.name)), maps, tuple(chains),
-                   state.revision)
+                   state.revision, limits=limits, counters=counters)

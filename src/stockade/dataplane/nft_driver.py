@@ -56,6 +56,17 @@ class NftDriver:
             return None
         return hashlib.sha256(json.dumps(_canonical(listing), sort_keys=True).encode()).hexdigest()[:16]
 
+    def counter(self, name: str) -> int | None:
+        """Packets of a named counter object of our table, or None when it does not exist."""
+        cmd = [self.nft, "-j", "list", "counter", self.family, self.table, name]
+        res = self.runner(cmd)
+        if res.returncode != 0:
+            return None
+        for item in json.loads(res.stdout).get("nftables", []):
+            if isinstance(item.get("counter"), dict) and item["counter"].get("name") == name:
+                return int(item["counter"].get("packets", 0))
+        return None
+
     def delete(self) -> None:
         cmd = [self.nft, "-j", "-f", "-"]
         res = self.runner(cmd, to_json(delete_table(self.table, self.family)))

@@ -6,6 +6,9 @@ apart. Semantics follow nftables: base chains of a hook run by priority;
 `accept` ends only the current base chain, `drop`/`reject` end the packet;
 `jump` pushes, `goto` replaces, `return` pops; a rule with a payload match of
 another family (e.g. `ip saddr` on an IPv6 packet) does not match, negated or not.
+Logging and rate limits never change a verdict: the packet is evaluated as if
+every rate limit had tokens left (a `rate over` rule never matches, a plain
+`rate` rule always does), so a logged rule's over-the-limit twin is skipped.
 """
 
 from __future__ import annotations
@@ -188,6 +191,8 @@ class Interpreter:
             rule: Rule = chain.rules[index]
             index += 1
             if not all(self.matches(p, m) for m in rule.matches):
+                continue
+            if rule.limit is not None and self.rs.limit(rule.limit).over:
                 continue
             if rule.mark is not None:
                 p = replace(p, mark=(p.mark & ~rule.mark.bits) if rule.mark.clear else (p.mark | rule.mark.bits))

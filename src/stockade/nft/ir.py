@@ -146,6 +146,28 @@ class Log:
     group: int | None = None
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """A named, shared token bucket (`limit NAME { rate [over] R/per burst B packets }`).
+
+    With `over`, a rule that names it matches only while the bucket is empty, i.e.
+    above the rate; below it the rule consumes a token and does not match.
+    """
+
+    name: str
+    rate: int
+    per: Literal["second", "minute"] = "second"
+    burst: int = 0
+    over: bool = False
+
+
+@dataclass(frozen=True)
+class NamedCounter:
+    """A named counter object that rules add to (`counter name NAME`)."""
+
+    name: str
+
+
 # ------------------------------------------------------------------ objects
 
 @dataclass(frozen=True)
@@ -164,6 +186,8 @@ class Rule:
     counter: bool = False
     log: Log | None = None
     mark: MarkSet | None = None
+    limit: str | None = None          # the rule matches only if this named RateLimit does
+    count_into: str | None = None     # also add the packet to this NamedCounter
 
 
 @dataclass(frozen=True)
@@ -214,6 +238,8 @@ class Ruleset:
     # What the program was compiled from; not rendered into the kernel.
     revision: int = 0
     meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    limits: tuple[RateLimit, ...] = ()
+    counters: tuple[NamedCounter, ...] = ()
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
@@ -233,8 +259,14 @@ class Ruleset:
                 return m
         raise KeyError(name)
 
+    def limit(self, name: str) -> RateLimit:
+        for lim in self.limits:
+            if lim.name == name:
+                return lim
+        raise KeyError(name)
+
     def structure(self) -> "Ruleset":
         """The ruleset with set elements removed: equal structures differ only in membership."""
         return Ruleset(self.table, self.family,
                        tuple(NamedSet(s.name, s.type, (), s.interval, s.comment) for s in self.sets),
-                       self.maps, self.chains, 0)
+                       self.maps, self.chains, 0, limits=self.limits, counters=self.counters)

@@ -97,8 +97,12 @@ def _mark(m: MarkSet) -> Json:
 
 def _rule_exprs(rule: Rule) -> list[Json]:
     exprs = [_match(m) for m in rule.matches]
+    if rule.limit is not None:
+        exprs.append({"limit": rule.limit})
     if rule.counter:
         exprs.append({"counter": {"packets": 0, "bytes": 0}})
+    if rule.count_into is not None:
+        exprs.append({"counter": rule.count_into})
     if rule.mark is not None:
         exprs.append(_mark(rule.mark))
     if rule.log is not None:
@@ -152,6 +156,13 @@ def full_replace(rs: Ruleset) -> Json:
         if s.elements:
             cmds.append({"add": {"element": {"family": rs.family, "table": rs.table, "name": s.name,
                                              "elem": [_element(e, s.interval) for e in s.elements]}}})
+    # Stateful objects before the rules that name them.
+    for lim in rs.limits:
+        cmds.append({"add": {"limit": {"family": rs.family, "table": rs.table, "name": lim.name,
+                                       "rate": lim.rate, "per": lim.per, "burst": lim.burst,
+                                       "unit": "packets", "inv": lim.over}}})
+    for ctr in rs.counters:
+        cmds.append({"add": {"counter": {"family": rs.family, "table": rs.table, "name": ctr.name}}})
     # Chains before maps and rules: vmap elements and jumps must find their targets.
     for c in rs.chains:
         chain: Json = {"family": rs.family, "table": rs.table, "name": c.name}

@@ -1,0 +1,231 @@
+"""Flow records from logged packets: pure, no kernel.
+
+Behaviours: a logged packet becomes one record naming the verdict, the rule id, the
+direction of the chain that decided, and the workloads on both ends; a prefix that is
+not ours makes no record; the queue is bounded and what it refuses is counted; the
+shipper sends batches with the dropped count and keeps a batch the controller refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import yaml
+
+from stockade.agent.flows import (
+    CounterDelta,
+    FlowRecorder,
+    FlowShipper,
+    LogSite,
+    Resolver,
+    log_index,
+    parse_prefix,
+    to_record,
+)
+from stockade.compile.host import CompileOptions, compile_host
+from stockade.dataplane.nflog import LoggedPacket
+from stockade.model.kinds import parse_object
+from stockade.model.state import DesiredState
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+NOW = 1_700_000_000.25
+
+
+def shop() -> DesiredState:
+    docs = [d for d in yaml.safe_load_all((GOLDEN / "shop.yaml").read_text()) if d]
+    return DesiredState.from_objects(1, [parse_object(d) for d in docs])
+
+
+def ips_of(state: DesiredState, ns: str, name: str) -> list[str]:
+    return state.workload_ips(state.workloads[(ns, name)])
+
+
+def pkt(prefix: str, src: str, dst: str, **kw) -> LoggedPacket:
+    fam = 6 if ":" in src else 4
+    return LoggedPacket(prefix=prefix, family=fam, protocol=kw.pop("protocol", "tcp"), src=src, dst=dst,
+                        sport=kw.pop("sport", 40000), dport=kw.pop("dport", 443), **kw)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.recorded: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def flow_recorded(self, verdict: str) -> None:
+        self.recorded[verdict] = self.recorded.get(verdict, 0) + 1
+
+    def flow_dropped(self, reason: str, count: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+
+def test_log_index_gives_every_logging_rule_its_direction_and_full_rule_id() -> None:
+    state = shop()
+    rs = compile_host(state, "hv1", CompileOptions(log_group=100))
+    index = log_index(rs)
+    assert index, "with a log group every decision logs"
+    for prefix, site in index.items():
+        assert prefix.startswith(f"stk {site.verdict} ")
+        assert site.direction in ("egress", "ingress")
+    # Every policy-rule comment that decides appears as a log site, in the direction of its chain.
+    for chain in rs.chains:
+        for rule in chain.rules:
+            if rule.log is not None:
+                want = "egress" if chain.name.endswith("_eg") else "ingress"
+                assert index[rule.log.prefix].direction == want, (chain.name, rule.comment)
+                assert index[rule.log.prefix].rule == rule.comment
+
+
+def test_logged_packet_becomes_record_with_workloads_verdict_rule_and_direction() -> None:
+    state = shop()
+    keys = sorted(state.workloads)
+    (sns, sname), (dns, dname) = keys[0], keys[1]
+    src, dst = ips_of(state, sns, sname)[0], ips_of(state, dns, dname)[0]
+    index = {"stk deny shop/web/ssh ": LogSite("deny", "ingress", "shop/web/ssh")}
+    rec = to_record(pkt("stk deny shop/web/ssh ", src, dst, dport=22, timestamp=NOW), "hv1", index,
+                    Resolver.from_state(state), now=0)
+    assert rec == {
+        "time": "2023-11-14T22:13:20.250Z", "host": "hv1", "direction": "ingress", "verdict": "deny",
+        "rule": "shop/web/ssh", "protocol": "tcp", "family": 4 if "." in src else 6,
+        "src": {"ip": src, "port": 40000, "workload": f"{sns}/{sname}", "namespace": sns},
+        "dst": {"ip": dst, "port": 22, "workload": f"{dns}/{dname}", "namespace": dns},
+        "icmpType": None,
+    }
+
+
+def test_outside_peer_and_icmp_have_no_workload_and_an_icmp_type() -> None:
+    rec = to_record(pkt("stk would-deny shop/default-deny/egress ", "198.18.10.11", "198.19.0.9",
+                        protocol="icmp", sport=None, dport=None, icmp_type=8),
+                    "hv1", {}, Resolver(), now=NOW)
+    assert rec is not None
+    # A namespace default names its direction in its id, so it needs no index.
+    assert (rec["direction"], rec["verdict"], rec["rule"]) == ("egress", "would-deny", "shop/default-deny/egress")
+    assert rec["dst"] == {"ip": "198.19.0.9", "port": None, "workload": None, "namespace": None}
+    assert rec["icmpType"] == 8 and rec["protocol"] == "icmp"
+
+
+def test_foreign_or_unplaceable_prefix_makes_no_record() -> None:
+    r = Resolver()
+    assert to_record(pkt("someone else ", "198.18.0.1", "198.18.0.2"), "hv1", {}, r, NOW) is None
+    # A policy rule id whose direction only the program knows: without the index, no guess.
+    assert to_record(pkt("stk allow shop/web/https ", "198.18.0.1", "198.18.0.2"), "hv1", {}, r, NOW) is None
+    assert parse_prefix("stk allow shop/web/https ") == LogSite("allow", None, "shop/web/https")
+
+
+def test_ipv6_addresses_resolve_whatever_their_spelling() -> None:
+    state = shop()
+    v6 = [(k, ip) for k in sorted(state.workloads) for ip in ips_of(state, *k) if ":" in ip]
+    assert v6
+    key, ip = v6[0]
+    import ipaddress
+
+    exploded = ipaddress.IPv6Address(ip).exploded
+    assert Resolver.from_state(state).endpoint(exploded, 1)["workload"] == f"{key[0]}/{key[1]}"
+
+
+def test_queue_is_bounded_and_counts_what_it_refuses() -> None:
+    metrics = Metrics()
+    rec = FlowRecorder("hv1", capacity=3, metrics=metrics, clock=lambda: NOW)
+    p = pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2")
+    for _ in range(5):
+        rec.offer(p)
+    rec.offer(pkt("not ours", "198.18.0.1", "198.18.0.2"))
+    assert len(rec) == 3 and rec.unknown == 1
+    assert metrics.recorded == {"deny": 3} and metrics.dropped == {"queue": 2}
+    rec.count_dropped("ratelimit", 7)
+    batch, dropped = rec.take(10)
+    assert len(batch) == 3 and dropped == 9
+    assert rec.take(10) == ([], 0)  # counted once
+
+
+class FakeClient:
+    def __init__(self, fail: int = 0) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+        self.fail = fail
+
+    def send_flows(self, host: str, records: list, dropped: int) -> dict:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("controller down")
+        self.calls.append((host, len(records), dropped))
+        return {}
+
+
+def test_shipper_sends_batches_with_dropped_count_and_retries_a_refused_batch() -> None:
+    rec = FlowRecorder("hv1", capacity=100, clock=lambda: NOW)
+    for i in range(25):
+        rec.offer(pkt("stk allow ns/default-allow/egress ", "198.18.0.1", "198.18.0.2", sport=1000 + i))
+    client = FakeClient(fail=1)
+    kernel = iter([{"kernel": 2, "ratelimit": 3}, {}, {}])
+    shipper = FlowShipper(rec, client, "hv1", batch=10, poll_dropped=lambda: next(kernel))
+
+    assert asyncio.run(shipper.ship_once()) == 0       # the controller is down: nothing lost
+    assert len(rec) == 25 and client.calls == []
+    assert asyncio.run(shipper.ship_once()) == 25      # then: batches of at most 10, drops once
+    assert client.calls == [("hv1", 10, 5), ("hv1", 10, 0), ("hv1", 5, 0)]
+    assert asyncio.run(shipper.ship_once()) == 0 and len(client.calls) == 3  # nothing to send
+
+
+def test_shipper_runs_on_its_interval_until_stopped() -> None:
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    client = FakeClient()
+    shipper = FlowShipper(rec, client, "hv1", interval=0.05)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        rec.offer(pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2"))
+        for _ in range(40):
+            await asyncio.sleep(0.025)
+            if client.calls:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 2)
+
+    asyncio.run(main())
+    assert client.calls == [("hv1", 1, 0)]
+
+
+def test_counter_delta_survives_table_replacement() -> None:
+    values = iter([5, 9, 2, None])
+    delta = CounterDelta(lambda: next(values))
+    assert [delta(), delta(), delta(), delta()] == [5, 4, 2, 0]
+
+
+def test_pipeline_reads_in_a_thread_ships_and_counts_kernel_losses_then_stops() -> None:
+    from stockade.agent.flows import FlowPipeline
+
+    class FakeReader:
+        lost = 0
+
+        def open(self):
+            return self
+
+        def run(self, stop, sink):
+            self.lost = 4
+            sink(pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2"))
+            stop.wait()
+
+        def close(self):
+            self.closed = True
+
+    reader = FakeReader()
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    client = FakeClient()
+    pipeline: FlowPipeline
+    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()})
+    pipeline = FlowPipeline(lambda: reader, rec, shipper)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(pipeline.run(stop))
+        for _ in range(80):
+            await asyncio.sleep(0.025)
+            if client.calls:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+    assert client.calls[0] == ("hv1", 1, 4)
+    assert reader.closed
