@@ -126,9 +126,8 @@ def test_ipv6_addresses_resolve_whatever_their_spelling() -> None:
 def test_queue_is_bounded_and_counts_what_it_refuses() -> None:
     metrics = Metrics()
     rec = FlowRecorder("hv1", capacity=3, metrics=metrics, clock=lambda: NOW)
-    p = pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2")
-    for _ in range(5):
-        rec.offer(p)
+    for sport in range(40000, 40005):  # five different connection attempts
+        rec.offer(pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2", sport=sport))
     rec.offer(pkt("not ours", "198.18.0.1", "198.18.0.2"))
     assert len(rec) == 3 and rec.unknown == 1
     assert metrics.recorded == {"deny": 3} and metrics.dropped == {"queue": 2}
@@ -229,3 +228,20 @@ def test_pipeline_reads_in_a_thread_ships_and_counts_kernel_losses_then_stops() 
     asyncio.run(main())
     assert client.calls[0] == ("hv1", 1, 4)
     assert reader.closed
+
+
+def test_a_retransmitted_attempt_is_one_record_but_a_new_attempt_is_another() -> None:
+    now = [NOW]
+    rec = FlowRecorder("hv1", clock=lambda: now[0])
+    syn = pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2", sport=41000)
+    rec.offer(syn)
+    now[0] += 1.0
+    rec.offer(syn)          # the SYN retransmitted: the same connection
+    now[0] += 3.0
+    rec.offer(syn)
+    assert len(rec) == 1 and rec.repeats == 2
+    rec.offer(pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2", sport=41001))
+    assert len(rec) == 2    # another source port: another connection
+    now[0] += 60.0
+    rec.offer(syn)          # long after: a new attempt that reuses the port
+    assert len(rec) == 3

@@ -142,6 +142,11 @@ class FlowMetrics(Protocol):
     def flow_dropped(self, reason: str, count: int) -> None: ...
 
 
+# A connection attempt repeated within this many seconds is the same connection.
+REPEAT_WINDOW = 30.0
+RECENT_KEYS = 16_384
+
+
 class FlowRecorder:
     """Thread-safe: `offer` runs in the reader thread, `take`/`update` in the loop."""
 
@@ -160,15 +165,36 @@ class FlowRecorder:
         self.unknown = 0                       # packets whose prefix is not ours
         self.dropped = dict.fromkeys(DROP_REASONS, 0)   # not yet shipped, by reason
         self._carried = 0                      # dropped counts of a batch that failed to send
+        self._recent: collections.OrderedDict[tuple[Any, ...], float] = collections.OrderedDict()
+        self.repeats = 0                       # retransmissions folded into an earlier record
 
     def update(self, state: DesiredState, ruleset: Ruleset | None) -> None:
         index, resolver = log_index(ruleset), Resolver.from_state(state)
         self._index, self._resolver = index, resolver   # each a whole, immutable swap
 
+    def _seen_recently(self, record: Record, now: float) -> bool:
+        """A retransmission of a connection attempt we already recorded (a dropped SYN is
+        retried with the same 5-tuple and never gets a conntrack entry): one record per
+        connection, not per packet. Bounded: the oldest keys are forgotten first."""
+        src, dst = record["src"], record["dst"]
+        key = (record["direction"], record["rule"], record["verdict"], record["protocol"],
+               src["ip"], src["port"], dst["ip"], dst["port"], record.get("icmpType"))
+        recent = self._recent
+        seen = recent.get(key)
+        recent[key] = now
+        recent.move_to_end(key)
+        while len(recent) > RECENT_KEYS:
+            recent.popitem(last=False)
+        return seen is not None and now - seen < REPEAT_WINDOW
+
     def offer(self, pkt: LoggedPacket) -> None:
-        record = to_record(pkt, self.host, self._index, self._resolver, self.clock())
+        now = self.clock()
+        record = to_record(pkt, self.host, self._index, self._resolver, now)
         if record is None:
             self.unknown += 1
+            return
+        if self._seen_recently(record, now):
+            self.repeats += 1
             return
         with self._lock:
             full = len(self._queue) >= self.capacity
