@@ -24,6 +24,7 @@ from stockade.agent.flows import (
     to_record,
 )
 from stockade.compile.host import CompileOptions, compile_host
+from stockade.dataplane.conntrack import ConntrackEnd
 from stockade.dataplane.nflog import LoggedPacket
 from stockade.model.kinds import parse_object
 from stockade.model.state import DesiredState
@@ -89,7 +90,7 @@ def test_logged_packet_becomes_record_with_workloads_verdict_rule_and_direction(
         "rule": "shop/web/ssh", "protocol": "tcp", "family": 4 if "." in src else 6,
         "src": {"ip": src, "port": 40000, "workload": f"{sns}/{sname}", "namespace": sns},
         "dst": {"ip": dst, "port": 22, "workload": f"{dns}/{dname}", "namespace": dns},
-        "icmpType": None,
+        "icmpType": None, "event": "start",
     }
 
 
@@ -245,3 +246,142 @@ def test_a_retransmitted_attempt_is_one_record_but_a_new_attempt_is_another() ->
     now[0] += 60.0
     rec.offer(syn)          # long after: a new attempt that reuses the port
     assert len(rec) == 3
+
+
+# ------------------------------------------------------------------ connection ends
+
+ALLOW = "stk allow ns/default-allow/egress "   # the direction is in the rule id: no index needed
+
+
+def ended(src: str, dst: str, sport: int = 40000, dport: int = 443, protocol: str = "tcp", **kw) -> ConntrackEnd:
+    return ConntrackEnd(family=6 if ":" in src else 4, protocol=protocol, src=src, dst=dst, sport=sport, dport=dport,
+                        **{"packets": 7, "bytes": 1500, "reply_packets": 5, "reply_bytes": 9000, **kw})
+
+
+def test_an_allowed_start_and_its_destroy_make_one_end_record_with_counts() -> None:
+    now = [NOW]
+    metrics = Metrics()
+    rec = FlowRecorder("hv1", metrics=metrics, clock=lambda: now[0])
+    rec.offer(pkt(ALLOW, "198.18.0.1", "198.18.0.2", dport=443))
+    now[0] += 10.0
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2"))
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2"))   # a second destroy of the same tuple: already ended
+    (start, end), _ = rec.take(10)
+    assert start["event"] == "start" and start.get("packets") is None
+    assert end == {**start, "event": "end", "time": "2023-11-14T22:13:30.250Z",
+                   "packets": 12, "bytes": 10500, "replyPackets": 5, "replyBytes": 9000}
+    assert rec.unmatched_ends == 1 and rec.open_connections() == 0
+    assert metrics.recorded == {"allow": 2}
+
+
+def test_an_unknown_or_denied_connection_ends_without_a_record() -> None:
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    rec.offer(pkt("stk deny ns/default-deny/ingress ", "198.18.0.1", "198.18.0.2", sport=41000))
+    rec.offer(pkt("stk would-deny ns/audit/x ", "198.18.0.1", "198.18.0.2", sport=41001))
+    rec.offer(pkt(ALLOW, "198.18.0.1", "198.18.0.2", sport=41002))
+    rec.take(10)
+    for sport in (41000, 41001, 41003):                  # denied, audit-only, never seen
+        rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=sport))
+    rec.offer_end(ended("198.18.0.2", "198.18.0.1", sport=443, dport=41002))   # the reply tuple is not the key
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=41002, protocol="udp"))
+    assert rec.take(10) == ([], 0)
+    assert rec.unmatched_ends == 5 and rec.open_connections() == 1
+
+
+def test_a_connection_recorded_in_both_directions_ends_in_both_without_counters_if_none() -> None:
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    rec.update(shop(), None)
+    # both ends on this host: recorded leaving one workload and entering the other
+    rec.offer(pkt("stk allow ns/default-allow/ingress ", "2001:db8::1", "2001:db8::2"))
+    rec.offer(pkt("stk allow ns/default-allow/egress ", "2001:db8::1", "2001:db8::2"))
+    rec.take(10)
+    rec.offer_end(ended("2001:db8:0::1", "2001:0db8::2", packets=None, bytes=None, reply_packets=None,
+                        reply_bytes=None, timestamp=NOW + 1))
+    ends, _ = rec.take(10)
+    assert [(e["direction"], e["event"], e["packets"], e["bytes"]) for e in ends] == [
+        ("egress", "end", None, None), ("ingress", "end", None, None)]
+    assert all(e["time"] == "2023-11-14T22:13:21.250Z" for e in ends)
+
+
+def test_open_connections_are_bounded_oldest_first(monkeypatch) -> None:
+    import stockade.agent.flows as flows
+
+    monkeypatch.setattr(flows, "RECENT_KEYS", 3)
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    for sport in range(5):
+        rec.offer(pkt(ALLOW, "198.18.0.1", "198.18.0.2", sport=sport))
+    rec.take(10)
+    assert rec.open_connections() == 3
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=0))   # forgotten
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=4))
+    ends, _ = rec.take(10)
+    assert [e["src"]["port"] for e in ends] == [4]
+
+
+def test_an_end_that_does_not_fit_the_queue_is_counted() -> None:
+    metrics = Metrics()
+    rec = FlowRecorder("hv1", capacity=1, metrics=metrics, clock=lambda: NOW)
+    rec.offer(pkt(ALLOW, "198.18.0.1", "198.18.0.2"))
+    rec.offer_end(ended("198.18.0.1", "198.18.0.2"))
+    assert len(rec) == 1 and metrics.dropped == {"queue": 1}
+
+
+def test_pipeline_reads_conntrack_in_its_own_thread_and_counts_its_overruns_as_kernel_losses() -> None:
+    from stockade.agent.flows import FlowPipeline
+
+    class FakeNflog:
+        lost = 0
+
+        def open(self):
+            return self
+
+        def run(self, stop, sink):
+            sink(pkt(ALLOW, "198.18.0.1", "198.18.0.2"))
+            started.set()
+            stop.wait()
+
+        def close(self):
+            pass
+
+    class FakeConntrack:
+        lost = 0
+        opens = 0
+
+        def open(self):
+            FakeConntrack.opens += 1
+            if FakeConntrack.opens == 1:
+                raise OSError("not yet")       # retried on its own; NFLOG goes on meanwhile
+            return self
+
+        def run(self, stop, sink):
+            started.wait(2)
+            self.lost = 2
+            sink(ended("198.18.0.1", "198.18.0.2"))
+            stop.wait()
+
+        def close(self):
+            self.closed = True
+
+    import threading
+
+    started = threading.Event()
+    ct = FakeConntrack()
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    client = FakeClient()
+    pipeline: FlowPipeline
+    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()})
+    pipeline = FlowPipeline(FakeNflog, rec, shipper, retry_interval=0.05, conntrack_factory=lambda: ct)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(pipeline.run(stop))
+        for _ in range(120):
+            await asyncio.sleep(0.025)
+            if sum(n for _, n, _ in client.calls) >= 2:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+    assert sum(n for _, n, _ in client.calls) == 2 and sum(d for _, _, d in client.calls) == 2
+    assert ct.closed and FakeConntrack.opens == 2

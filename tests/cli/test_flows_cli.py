@@ -62,6 +62,16 @@ def test_table_shows_ends_verdict_rule_and_a_dropped_footer(env: dict[str, str],
     assert "dropped or sampled: hv1 3 (agent 3, evicted 0)" in done.stdout
 
 
+def test_table_shows_packets_and_bytes_of_an_ended_connection(env: dict[str, str],
+                                                              agent: ControllerClient) -> None:  # noqa: F811
+    agent.send_flows("hv1", [record("allow", event="end", packets=12, bytes=10500, replyPackets=5,
+                                    replyBytes=9000)])
+    done = stockade(env, "flows")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "shop/web-egress/to-db" in line)
+    assert row.split()[-3:] == ["12", "10500", "shop/web-egress/to-db"], row
+
+
 def test_filters_reach_the_controller(env: dict[str, str], agent: ControllerClient) -> None:  # noqa: F811
     now = datetime.now(timezone.utc)
     agent.send_flows("hv1", [

@@ -162,6 +162,10 @@ def test_agent_token_sends_flows_only_for_its_own_host(admin: ControllerClient, 
     ({"dst": {"ip": "198.18.0.1", "port": 1, "workload": "no-slash", "namespace": None}},
      "body.records.0.dst.workload"),
     ({"family": 6}, "body.records.0"),                                # addresses are IPv4
+    ({"event": "stop"}, "body.records.0.event"),
+    ({"event": None}, "body.records.0.event"),
+    ({"replyBytes": -1}, "body.records.0.replyBytes"),
+    ({"replyPackets": 2.0}, "body.records.0.replyPackets"),            # strict: no float
 ])
 def test_bad_records_are_422_naming_the_field(agent: ControllerClient, admin: ControllerClient,
                                               change: dict[str, Any], field: str) -> None:
@@ -170,6 +174,18 @@ def test_bad_records_are_422_naming_the_field(agent: ControllerClient, admin: Co
     assert caught.value.http_status == 422
     assert field in [p.field for p in caught.value.problems], caught.value.problems
     assert admin.flows()["records"] == []
+
+
+def test_start_and_end_records_keep_their_event_and_counts(agent: ControllerClient,
+                                                          admin: ControllerClient) -> None:
+    start = record()
+    del start["packets"], start["bytes"]                              # an older agent: no event, no counts
+    end = record(event="end", packets=12, bytes=10500, replyPackets=5, replyBytes=9000,
+                 time_="2026-11-24T10:02:00Z")
+    agent.send_flows("hv1", [start, end])
+    got = admin.flows()["records"]
+    assert [(r["event"], r["packets"], r["bytes"], r["replyPackets"], r["replyBytes"]) for r in got] == [
+        ("start", None, None, None, None), ("end", 12, 10500, 5, 9000)]
 
 
 def test_batches_are_bounded_and_dropped_is_not_negative(agent: ControllerClient) -> None:

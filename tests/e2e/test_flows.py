@@ -40,8 +40,9 @@ def _wait_records(lab: Lab, match, count: int, timeout: float = 5.0) -> list[dic
     return found
 
 
-def _between(src: str, dst: str, port: int):
-    return lambda r: (r["src"]["workload"], r["dst"]["workload"], r["dst"]["port"]) == (src, dst, port)
+def _between(src: str, dst: str, port: int, event: str = "start"):
+    return lambda r: (r["src"]["workload"], r["dst"]["workload"], r["dst"]["port"], r.get("event", "start")) == \
+        (src, dst, port, event)
 
 
 def test_an_allowed_connection_is_recorded_once_per_side_with_its_rules(shop3: Lab) -> None:
@@ -111,3 +112,18 @@ def test_follow_shows_a_new_record_within_a_second(shop3: Lab) -> None:
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+
+
+def test_an_allowed_connection_ends_with_its_packets_and_bytes(shop3: Lab) -> None:
+    assert _probe(shop3, "shop/app-1", "ops/dns-1", "udp", 53) == "allowed"
+    started = _wait_records(shop3, _between("shop/app-1", "ops/dns-1", 53), 2)
+    assert len(started) == 2
+    # The connection ends when conntrack forgets it; delete it rather than wait out the UDP timeout.
+    for host in ("hv1", "hv2"):
+        subprocess.run(["ip", "netns", "exec", shop3.hv_netns(host), "conntrack", "-D", "-p", "udp",
+                        "--orig-port-dst", "53"], capture_output=True, timeout=10)
+    ended = _wait_records(shop3, _between("shop/app-1", "ops/dns-1", 53, "end"), 2)
+    assert {(r["direction"], r["host"]) for r in ended} == {("egress", "hv2"), ("ingress", "hv1")}, ended
+    for r in ended:
+        assert r["packets"] >= 2 and r["bytes"] > 0 and r["replyPackets"] >= 1, r  # request + echo
+        assert r["src"]["port"] == started[0]["src"]["port"]

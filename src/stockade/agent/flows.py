@@ -4,6 +4,8 @@
       └─► NflogReader (a thread)  ─► FlowRecorder.offer: decode, resolve, bounded queue
             └─► FlowShipper (a task of the agent loop): a batch every ~0.5 s
                   └─► client.send_flows(host, records, dropped)
+    conntrack DESTROY (NFNLGRP_CONNTRACK_DESTROY, with accounting)
+      └─► ConntrackReader (a thread) ─► FlowRecorder.offer_end: match an allowed start, queue an end record
 
 A record (the schema the controller stores and `stockade flows` shows):
 
@@ -11,7 +13,21 @@ A record (the schema the controller stores and `stockade flows` shows):
      "verdict": allow|deny|reject|would-allow|would-deny|would-reject|log,
      "rule": "ns/policy/rule-id", "protocol": tcp|udp|sctp|icmp|ipv6-icmp, "family": 4|6,
      "src": {"ip", "port", "workload": "ns/name"|null, "namespace"|null}, "dst": {...},
-     "icmpType": int|null}
+     "icmpType": int|null, "event": "start"|"end",
+     "packets", "bytes", "replyPackets", "replyBytes": int|null (end records only)}
+
+Start and end: every record from a logged packet is a `start`. A start with
+verdict `allow` is remembered (at most RECENT_KEYS, least recently used first
+out) under its original-direction 5-tuple (protocol, src ip/port, dst ip/port,
+and the ICMP type); when conntrack reports that connection destroyed, the same
+record comes again as an `end`, timed at the end, with `packets`/`bytes` of both
+directions summed and the reply direction's alone as `replyPackets`/`replyBytes`
+(null when the entry had no counters). One end per remembered start: a
+connection between two workloads of this host was recorded once per direction
+(egress and ingress), so it ends once per direction. Connections that were not
+recorded as allowed end without a record. Conntrack keeps a closed TCP entry
+through TIME_WAIT, so an end is timed when conntrack forgot it (up to ~2 min
+after the FIN), not at the FIN.
 
 Direction and full rule id come from the applied Ruleset (`log_index`): the
 chain holding a logging rule ends in `_eg` or `_in`, and its comment is the
@@ -22,7 +38,7 @@ so the reader thread only ever reads an immutable snapshot.
 
 Nothing is lost silently: a full queue drops the new record and counts it
 (`queue`); records the kernel could not deliver are counted from NFLOG
-sequence gaps (`kernel`); packets decided above the logging rate limit are
+sequence gaps and conntrack ENOBUFS (`kernel`, one per overrun: at least one event each); packets decided above the logging rate limit are
 counted by the kernel's `flowlog_suppressed` counter (`ratelimit`). The sum is
 shipped as `dropped` with the next batch.
 """
@@ -37,6 +53,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from stockade.dataplane.conntrack import ConntrackEnd
 from stockade.dataplane.nflog import LoggedPacket
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
@@ -134,7 +151,40 @@ def to_record(pkt: LoggedPacket, host: str, index: Mapping[str, LogSite], resolv
         "src": resolver.endpoint(pkt.src, pkt.sport),
         "dst": resolver.endpoint(pkt.dst, pkt.dport),
         "icmpType": pkt.icmp_type,
+        "event": "start",
     }
+
+
+# Verdicts whose connections get an end record: the deciding allow (audit and log rules
+# only record, and a later deciding rule logs the same connection again).
+TRACKED_VERDICTS = frozenset({"allow"})
+ConnKey = tuple[Any, ...]   # (protocol, src ip, src port, dst ip, dst port, icmp type)
+
+
+def conn_key(protocol: str, src: str, sport: int | None, dst: str, dport: int | None,
+             icmp_type: int | None) -> ConnKey:
+    """A connection's original-direction 5-tuple (and ICMP type: pings have no ports)."""
+    return (protocol, _canon(src), sport, _canon(dst), dport, icmp_type)
+
+
+def record_key(record: Record) -> ConnKey:
+    src, dst = record["src"], record["dst"]
+    return conn_key(record["protocol"], src["ip"], src["port"], dst["ip"], dst["port"], record.get("icmpType"))
+
+
+def end_key(end: ConntrackEnd) -> ConnKey:
+    return conn_key(end.protocol, end.src, end.sport, end.dst, end.dport, end.icmp_type)
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+def to_end_record(start: Record, end: ConntrackEnd, now: float) -> Record:
+    """The start record again, as the connection's end: its time and its counters."""
+    return {**start, "time": _iso(end.timestamp if end.timestamp is not None else now), "event": "end",
+            "packets": _sum(end.packets, end.reply_packets), "bytes": _sum(end.bytes, end.reply_bytes),
+            "replyPackets": end.reply_packets, "replyBytes": end.reply_bytes}
 
 
 class FlowMetrics(Protocol):
@@ -167,6 +217,9 @@ class FlowRecorder:
         self._carried = 0                      # dropped counts of a batch that failed to send
         self._recent: collections.OrderedDict[tuple[Any, ...], float] = collections.OrderedDict()
         self.repeats = 0                       # retransmissions folded into an earlier record
+        # allowed starts awaiting their end: 5-tuple → {direction: record}; LRU, at most RECENT_KEYS
+        self._open: collections.OrderedDict[ConnKey, dict[str, Record]] = collections.OrderedDict()
+        self.unmatched_ends = 0                # conntrack ends of connections not recorded as allowed
 
     def update(self, state: DesiredState, ruleset: Ruleset | None) -> None:
         index, resolver = log_index(ruleset), Resolver.from_state(state)
@@ -196,6 +249,37 @@ class FlowRecorder:
         if self._seen_recently(record, now):
             self.repeats += 1
             return
+        if record["verdict"] in TRACKED_VERDICTS:
+            self._remember(record)
+        self._enqueue(record)
+
+    def _remember(self, record: Record) -> None:
+        key = record_key(record)
+        with self._lock:
+            opened = self._open.get(key)
+            if opened is None:
+                opened = self._open[key] = {}
+            opened[record["direction"]] = record
+            self._open.move_to_end(key)
+            while len(self._open) > RECENT_KEYS:
+                self._open.popitem(last=False)
+
+    def offer_end(self, end: ConntrackEnd) -> None:
+        """A connection conntrack destroyed: an end record per allowed start of it (none if unknown)."""
+        with self._lock:
+            opened = self._open.pop(end_key(end), None)
+        if opened is None:
+            with self._lock:
+                self.unmatched_ends += 1
+            return
+        now = self.clock()
+        for direction in sorted(opened):
+            self._enqueue(to_end_record(opened[direction], end, now))
+
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def _enqueue(self, record: Record) -> None:
         with self._lock:
             full = len(self._queue) >= self.capacity
             if full:
@@ -310,56 +394,87 @@ class CounterDelta:
 
 
 class FlowPipeline:
-    """The agent's flow machinery: an NFLOG reader thread, the recorder, the shipper task.
+    """The agent's flow machinery: an NFLOG reader thread, a conntrack DESTROY reader thread
+    (optional), the recorder, the shipper task.
 
-    `run` never raises: when the group cannot be bound (another reader holds it, no
-    privileges) it logs and retries, and the agent goes on enforcing regardless.
+    `run` never raises: when a reader cannot be opened (another reader holds the group, no
+    privileges) it logs and retries, each reader on its own, and the agent goes on enforcing
+    regardless.
     """
 
     def __init__(self, reader_factory: Callable[[], Any], recorder: FlowRecorder, shipper: FlowShipper,
-                 retry_interval: float = 5.0) -> None:
+                 retry_interval: float = 5.0, conntrack_factory: Callable[[], Any] | None = None) -> None:
         self.reader_factory = reader_factory
+        self.conntrack_factory = conntrack_factory
         self.recorder = recorder
         self.shipper = shipper
         self.retry_interval = retry_interval
         self._reader: Any = None
+        self._conntrack: Any = None
         self._kernel_seen = 0
+        self._conntrack_seen = 0
 
     def update(self, state: DesiredState, ruleset: Ruleset | None) -> None:
         self.recorder.update(state, ruleset)
 
     def kernel_lost(self) -> int:
-        """Records the kernel could not deliver since the last call (NFLOG sequence gaps)."""
+        """Records the kernel could not deliver since the last call: NFLOG sequence gaps, and
+        conntrack socket overruns (ENOBUFS, one each)."""
+        lost = 0
         reader = self._reader
-        if reader is None:
-            return 0
-        lost, self._kernel_seen = reader.lost - self._kernel_seen, reader.lost
-        return max(0, lost)
+        if reader is not None:
+            lost += max(0, reader.lost - self._kernel_seen)
+            self._kernel_seen = reader.lost
+        ct = self._conntrack
+        if ct is not None:
+            lost += max(0, ct.lost - self._conntrack_seen)
+            self._conntrack_seen = ct.lost
+        return lost
+
+    async def _open(self, factory: Callable[[], Any], what: str, stop: asyncio.Event) -> Any:
+        """The opened reader, retrying until it opens; None when stopped first."""
+        while not stop.is_set():
+            try:
+                return await asyncio.to_thread(lambda: factory().open())
+            except Exception as e:  # noqa: BLE001 - flows are best effort; enforcement is not
+                log.error("cannot read %s: %r; retrying in %.0f s", what, e, self.retry_interval)
+                try:
+                    await asyncio.wait_for(stop.wait(), self.retry_interval)
+                except asyncio.TimeoutError:
+                    pass
+        return None
 
     async def run(self, stop: asyncio.Event) -> None:
         thread_stop = threading.Event()
-        thread: threading.Thread | None = None
+        threads: list[threading.Thread] = []
         shipper = asyncio.create_task(self.shipper.run(stop))
+
+        async def start(factory: Callable[[], Any], what: str, attr: str, sink: Callable[[Any], None],
+                        name: str) -> None:
+            reader = await self._open(factory, what, stop)
+            if reader is None:
+                return
+            setattr(self, attr, reader)
+            thread = threading.Thread(target=reader.run, args=(thread_stop, sink), name=name, daemon=True)
+            threads.append(thread)
+            thread.start()
+
+        openers = [asyncio.create_task(start(self.reader_factory, "flow logs", "_reader", self.recorder.offer,
+                                             "nflog-reader"))]
+        if self.conntrack_factory is not None:
+            openers.append(asyncio.create_task(start(self.conntrack_factory, "conntrack events", "_conntrack",
+                                                     self.recorder.offer_end, "conntrack-reader")))
         try:
-            while not stop.is_set() and thread is None:
-                try:
-                    self._reader = await asyncio.to_thread(lambda: self.reader_factory().open())
-                except Exception as e:  # noqa: BLE001 - flows are best effort; enforcement is not
-                    log.error("cannot read flow logs: %r; retrying in %.0f s", e, self.retry_interval)
-                    try:
-                        await asyncio.wait_for(stop.wait(), self.retry_interval)
-                    except asyncio.TimeoutError:
-                        pass
-                    continue
-                thread = threading.Thread(target=self._reader.run, args=(thread_stop, self.recorder.offer),
-                                          name="nflog-reader", daemon=True)
-                thread.start()
             await stop.wait()
         finally:
             thread_stop.set()
-            if thread is not None:
+            for task in openers:
+                task.cancel()
+            await asyncio.gather(*openers, return_exceptions=True)
+            for thread in threads:
                 await asyncio.to_thread(thread.join, 2.0)
-            if self._reader is not None:
-                self._reader.close()
+            for reader in (self._reader, self._conntrack):
+                if reader is not None:
+                    reader.close()
             shipper.cancel()
             await asyncio.gather(shipper, return_exceptions=True)

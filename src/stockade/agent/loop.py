@@ -68,10 +68,13 @@ class AgentStatus:
     error: str | None = None
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     controller_reachable: bool = False
+    drift_repairs: int = 0
+    last_drift_at: str | None = None
 
     def report(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
-                "inSync": self.in_sync, "error": self.error, "endpoints": self.endpoints}
+                "inSync": self.in_sync, "error": self.error, "endpoints": self.endpoints,
+                "driftRepairs": self.drift_repairs, "lastDriftAt": self.last_drift_at}
 
 
 class Agent:
@@ -152,8 +155,11 @@ class Agent:
                 log.warning("drift check failed: %s", e.message)
                 in_sync = False
             if not in_sync:
+                # Told to the controller at once, before the repair, so drift is never silent.
                 self.status.in_sync = False
+                self.status.last_drift_at = _now()
                 self.dirty.set()
+                await self._report()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -171,6 +177,8 @@ class Agent:
             state = self.cache.state()
             try:
                 outcome = await asyncio.to_thread(self.reconciler.reconcile, state)
+                if outcome.drift_repaired:
+                    self.status.drift_repairs += 1
                 if outcome.kind != "none" or outcome.drift_repaired:
                     log.info("revision %d: %s transaction, %d objects, %.1f ms%s", outcome.revision,
                              outcome.kind, outcome.objects_sent, outcome.seconds * 1000,

@@ -19,6 +19,7 @@ from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
 from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
+from stockade.dataplane.conntrack import ConntrackReader
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
@@ -36,6 +37,7 @@ class AgentSettings:
     metrics_address: str | None = None
     flow_log_group: int | None = 100   # NFLOG group of flow records; None: no flow logging
     flow_queue: int = 10_000
+    flow_conntrack: bool = True        # end records (packets, bytes) from conntrack DESTROY events
 
 
 class LabEndpoints:
@@ -73,7 +75,8 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
 
 
 def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, metrics: AgentMetrics) -> FlowPipeline:
-    """NFLOG reader (this process's netns: the host's) → recorder → shipper → client.send_flows."""
+    """NFLOG reader and conntrack DESTROY reader (this process's netns: the host's) → recorder →
+    shipper → client.send_flows."""
     group = settings.flow_log_group
     assert group is not None
     recorder = FlowRecorder(settings.host, settings.flow_queue, metrics)
@@ -84,7 +87,10 @@ def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, me
         return {"kernel": pipeline.kernel_lost(), "ratelimit": suppressed()}
 
     shipper = FlowShipper(recorder, client, settings.host, poll_dropped=kernel_side)
-    pipeline = FlowPipeline(lambda: NflogReader(group), recorder, shipper)
+    # ConntrackReader.open() sets net.netfilter.nf_conntrack_acct=1 in this (the agent's) netns,
+    # at start, so connections tracked from then on carry packet and byte counters for end records.
+    conntrack = ConntrackReader if settings.flow_conntrack else None
+    pipeline = FlowPipeline(lambda: NflogReader(group), recorder, shipper, conntrack_factory=conntrack)
     return pipeline
 
 
@@ -98,13 +104,15 @@ def run(
     state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
     metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
     flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
+    flow_conntrack: bool = typer.Option(True, help="End records with packets and bytes from conntrack events "
+                                                   "(turns on net.netfilter.nf_conntrack_acct)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
     token = token_file.read_text().strip()
     agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address,
-                                                   flow_log_group or None))
+                                                   flow_log_group or None, flow_conntrack=flow_conntrack))
     if metrics_address:
         serve(metrics, metrics_address)
 

@@ -23,7 +23,8 @@ from stockade.model.kinds import resolve_kind
 
 app = typer.Typer(help="Stockade: a distributed, stateful firewall; policy as code, enforced at every workload's NIC.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-out = Console()
+# Piped output (CI logs, `| grep`) keeps whole lines instead of wrapping at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 T = TypeVar("T")

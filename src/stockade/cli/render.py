@@ -89,7 +89,9 @@ def status_table(console: Console, data: dict[str, Any]) -> None:
                       # A silent agent's last word about its kernel may be stale: say so, not "in sync".
                       ("[green]in sync[/green]" if a.get("inSync") else "[red]drift[/red]") if reporting
                       else "[yellow]unknown[/yellow]",
-                      "yes" if reporting else "[red]no[/red]", a.get("lastSeen") or "", a.get("error") or "")
+                      "yes" if reporting else "[red]no[/red]", a.get("lastSeen") or "",
+                      (a.get("error") or "") + (f" drift repaired {a['driftRepairs']}x, last {a['lastDriftAt']}"
+                                                if a.get("driftRepairs") else ""))
     console.print(table)
 
 

@@ -197,7 +197,8 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         principal.require(Permission.REPORT, host=host)
         report = AgentReport(
             revision=body.revision, program_hash=body.programHash, applied_at=body.appliedAt,
-            in_sync=body.inSync, error=body.error,
+            in_sync=body.inSync, error=body.error, drift_repairs=body.driftRepairs,
+            last_drift_at=body.lastDriftAt,
             endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()})
         rollout = service.report_agent(host, report)
         if rollout is not None:

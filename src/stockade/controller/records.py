@@ -82,10 +82,13 @@ class AgentReport:
     in_sync: bool = False
     error: str | None = None
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    drift_repairs: int = 0
+    last_drift_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
-                "inSync": self.in_sync, "error": self.error,
+                "inSync": self.in_sync, "error": self.error, "driftRepairs": self.drift_repairs,
+                "lastDriftAt": self.last_drift_at,
                 "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())}}
 
     @classmethod
@@ -93,7 +96,8 @@ class AgentReport:
         """From the stored form (which `to_dict` wrote)."""
         return cls(revision=int(raw.get("revision", 0)), program_hash=raw.get("programHash"),
                    applied_at=raw.get("appliedAt"), in_sync=bool(raw.get("inSync", False)),
-                   error=raw.get("error"),
+                   error=raw.get("error"), drift_repairs=int(raw.get("driftRepairs") or 0),
+                   last_drift_at=raw.get("lastDriftAt"),
                    endpoints={k: Endpoint(**v) for k, v in (raw.get("endpoints") or {}).items()})
 
 
@@ -107,6 +111,7 @@ class AgentStatus:
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "revision": self.report.revision, "programHash": self.report.program_hash,
                 "appliedAt": self.report.applied_at, "inSync": self.report.in_sync, "error": self.report.error,
+                "driftRepairs": self.report.drift_repairs, "lastDriftAt": self.report.last_drift_at,
                 "lastSeen": self.last_seen, "reporting": self.reporting}
 
 

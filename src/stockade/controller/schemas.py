@@ -62,6 +62,8 @@ class AgentStatusRequest(BaseModel):
     inSync: bool = Field(default=False, description="the kernel holds exactly the computed program")
     error: str | None = None
     endpoints: dict[str, EndpointReport] = Field(default_factory=dict, description="keyed by namespace/name")
+    driftRepairs: int = Field(default=0, ge=0, description="hand edits of the kernel table undone so far")
+    lastDriftAt: str | None = Field(default=None, description="when drift was last seen, UTC ISO 8601")
 
 
 def parse_utc(value: str) -> datetime:
@@ -99,7 +101,8 @@ class FlowEnd(BaseModel):
 
 
 class FlowRecord(BaseModel):
-    """A flow record as agents send it: once per new connection (or logged packet), with counts when known."""
+    """A flow record as agents send it: a `start` once per new connection (or logged packet), and for an
+    allowed connection an `end` when conntrack forgets it, with its counts."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     time: str = Field(description="UTC ISO 8601; normalised to +00:00")
@@ -112,8 +115,11 @@ class FlowRecord(BaseModel):
     src: FlowEnd
     dst: FlowEnd
     icmpType: int | None = Field(default=None, ge=0, le=255)
-    packets: int | None = Field(default=None, ge=0)
-    bytes: int | None = Field(default=None, ge=0)
+    event: Literal["start", "end"] = Field(default="start", description="the connection began, or ended")
+    packets: int | None = Field(default=None, ge=0, description="end: both directions")
+    bytes: int | None = Field(default=None, ge=0, description="end: both directions")
+    replyPackets: int | None = Field(default=None, ge=0, description="end: the reply direction alone")
+    replyBytes: int | None = Field(default=None, ge=0, description="end: the reply direction alone")
 
     @field_validator("time")
     @classmethod
@@ -204,6 +210,8 @@ class AgentStatusModel(_Response):
     appliedAt: str | None
     inSync: bool
     error: str | None
+    driftRepairs: int = 0
+    lastDriftAt: str | None = None
     lastSeen: str
     reporting: bool = Field(description="a report arrived within the staleness window")
 
