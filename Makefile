@@ -23,6 +23,8 @@ demo: install
 	stockade lab up --hosts 2
 	stockade apply -f examples/three-tier/ --wait
 	$(PY) examples/three-tier/demo.py
+	@sleep 1; echo; echo "Flow records of the probes above, as the agents logged them:"
+	stockade flows --limit 30
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -47,7 +47,9 @@ def main() -> int:
                               for a in status.get("agents", [])))
     console.print(f"\nController API: {cfg.controller}  (OpenAPI: {cfg.controller}/docs)")
     console.print("Explore:  stockade get workloads -A   ·   stockade get policies -n shop -o yaml   ·   "
-                  "stockade status\n          stockade probe --from shop/web-1 --to shop/db-1 --port 5432 "
+                  "stockade status   ·   stockade flows --denied\n"
+                  "          stockade trace --from shop/web-1 --to shop/db-1 --port 5432 --protocol tcp\n"
+                  "          stockade probe --from shop/web-1 --to shop/db-1 --port 5432 "
                   "--protocol tcp\nTear down: stockade lab down")
     return 1 if misses else 0
 
