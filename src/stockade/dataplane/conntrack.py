@@ -21,20 +21,18 @@ so the exact number cannot be known). Never programs anything beyond that sysctl
 
 from __future__ import annotations
 
-import errno
 import ipaddress
-import select
 import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from pyroute2.netlink import NETLINK_NETFILTER
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_DESTROY
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_DELETE, nfct_msg
 
-from stockade.dataplane.nflog import L4_NAMES, SOL_NETLINK, _in_netns, _split
+from stockade.dataplane.netlink_events import SOL_NETLINK, EventReader, in_netns, split_messages
+from stockade.dataplane.nflog import L4_NAMES
 
 NETLINK_ADD_MEMBERSHIP = 1
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
@@ -106,7 +104,7 @@ def decode_destroy(msg: nfct_msg) -> ConntrackEnd | None:
         packets=packets, bytes=octets, reply_packets=rpackets, reply_bytes=roctets, timestamp=stamp)
 
 
-class ConntrackReader:
+class ConntrackReader(EventReader[ConntrackEnd]):
     """Conntrack DESTROY events of one network namespace. `open()`, `read()` (or `run()` in a thread), `close()`."""
 
     def __init__(self, rcvbuf: int = 1 << 20, netns: str | None = None, enable_acct: bool = True) -> None:
@@ -135,39 +133,14 @@ class ConntrackReader:
                 raise
             return s
 
-        self.sock = _in_netns(self.netns, make) if self.netns else make()
+        self.sock = in_netns(self.netns, make) if self.netns else make()
         return self
 
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
-
-    def __enter__(self) -> "ConntrackReader":
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def read(self, timeout: float) -> list[ConntrackEnd]:
-        """The connections that end within `timeout` seconds (at most one socket read's worth)."""
-        assert self.sock is not None, "open() first"
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = self.sock.recv(1 << 17)
-        except OSError as e:
-            if e.errno == errno.ENOBUFS:
-                self.lost += 1
-                return []
-            raise
-        return list(self._decode(data))
+    def _overrun(self) -> None:
+        self.lost += 1
 
     def _decode(self, data: bytes) -> Iterator[ConntrackEnd]:
-        for mtype, _flags, _seq, _body, offset, length in _split(data, with_offsets=True):
+        for mtype, _flags, _seq, _body, offset, length in split_messages(data, with_offsets=True):
             if mtype != DESTROY_TYPE:
                 continue
             msg = nfct_msg(data, offset=offset, length=length)
@@ -176,12 +149,6 @@ class ConntrackReader:
             if end is not None:
                 self.received += 1
                 yield end
-
-    def run(self, stop: threading.Event, sink: Callable[[ConntrackEnd], None], poll: float = 0.2) -> None:
-        """Read until `stop` is set, handing each ended connection to `sink` (which must not block)."""
-        while not stop.is_set():
-            for end in self.read(poll):
-                sink(end)
 
 
 def _get_acct() -> bool | None:

@@ -21,20 +21,17 @@ Never programs anything: reading is all this module does.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import ipaddress
 import os
-import select
 import socket
 import struct
-import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from pyroute2.netlink import NETLINK_NETFILTER, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_ULOG, nfgen_msg
 
+from stockade.dataplane.netlink_events import EventReader, in_netns, split_messages
 from stockade.errors import DataplaneError
 
 NFULNL_MSG_PACKET = 0
@@ -43,8 +40,6 @@ NFULNL_CFG_CMD_BIND = 1
 NFULNL_CFG_CMD_UNBIND = 2
 NFULNL_COPY_PACKET = 2
 NFULNL_CFG_F_SEQ = 0x0001
-NLMSG_HDR = struct.Struct("=IHHII")
-SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
 
 L4_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
@@ -182,33 +177,7 @@ def decode_packet(msg: nfulnl_msg) -> LoggedPacket | None:
         timestamp=stamp, seq=msg.get_attr("NFULA_SEQ"))
 
 
-def _in_netns(netns: str, fn: Callable[[], socket.socket]) -> socket.socket:
-    """Run `fn` in a short-lived thread that entered `netns` (setns is per thread): the socket it
-    makes stays in that namespace; the caller's thread never changes namespace."""
-    result: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-                    raise OSError(ctypes.get_errno(), f"setns {netns}")
-            finally:
-                os.close(fd)
-            result["sock"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed back to the caller below
-            result["error"] = e
-
-    t = threading.Thread(target=target, name=f"nflog-setns-{netns}")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
-
-
-class NflogReader:
+class NflogReader(EventReader[LoggedPacket]):
     """One NFLOG group. `open()`, then `read()` (or `run()` in a thread), then `close()`."""
 
     def __init__(self, group: int, copy_range: int = 128, rcvbuf: int = 1 << 20,
@@ -233,7 +202,7 @@ class NflogReader:
             s.bind((0, 0))
             return s
 
-        self.sock = _in_netns(self.netns, make) if self.netns else make()
+        self.sock = in_netns(self.netns, make) if self.netns else make()
         try:
             # Unbind first: a group left bound by a dead process of ours would refuse BIND.
             self._config([("NFULA_CFG_CMD", {"command": NFULNL_CFG_CMD_UNBIND})], check=False)
@@ -261,7 +230,7 @@ class NflogReader:
         # The ack (an NLMSG_ERROR with error 0) or the error itself.
         while True:
             data = self.sock.recv(65536)
-            for mtype, _flags, seq, body in _split(data):
+            for mtype, _flags, seq, body in split_messages(data):
                 if mtype == NLMSG_ERROR and seq == self._seq:
                     code = -struct.unpack("=i", body[:4])[0]
                     if code and check:
@@ -269,39 +238,14 @@ class NflogReader:
                                              f"NFLOG group {self.group}: {os.strerror(code)}")
                     return
 
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
-
-    def __enter__(self) -> "NflogReader":
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------ reading
 
-    def read(self, timeout: float) -> list[LoggedPacket]:
-        """The packets that arrive within `timeout` seconds (at most one socket read's worth)."""
-        assert self.sock is not None, "open() first"
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = self.sock.recv(1 << 17)
-        except OSError as e:
-            if e.errno == errno.ENOBUFS:
-                self.overruns += 1  # the lost messages show as a sequence gap on the next one
-                return []
-            raise
-        return list(self._decode(data))
+    def _overrun(self) -> None:
+        self.overruns += 1  # the lost messages show as a sequence gap on the next one
 
     def _decode(self, data: bytes) -> Iterator[LoggedPacket]:
         packet_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
-        for mtype, _flags, _seq, _body, offset, length in _split(data, with_offsets=True):
+        for mtype, _flags, _seq, _body, offset, length in split_messages(data, with_offsets=True):
             if mtype != packet_type:
                 continue
             msg = nfulnl_msg(data, offset=offset, length=length)
@@ -316,20 +260,3 @@ class NflogReader:
                 self.received += 1
                 yield pkt
 
-    def run(self, stop: threading.Event, sink: Callable[[LoggedPacket], None], poll: float = 0.2) -> None:
-        """Read until `stop` is set, handing each packet to `sink` (which must not block)."""
-        while not stop.is_set():
-            for pkt in self.read(poll):
-                sink(pkt)
-
-
-def _split(data: bytes, with_offsets: bool = False) -> Iterator:
-    """The netlink messages in one datagram: (type, flags, seq, body[, offset, length])."""
-    offset = 0
-    while offset + NLMSG_HDR.size <= len(data):
-        length, mtype, flags, seq, _pid = NLMSG_HDR.unpack_from(data, offset)
-        if length < NLMSG_HDR.size:
-            break
-        body = data[offset + NLMSG_HDR.size:offset + length]
-        yield (mtype, flags, seq, body, offset, length) if with_offsets else (mtype, flags, seq, body)
-        offset += (length + 3) & ~3
