@@ -40,7 +40,15 @@ from stockade.controller.records import (
 )
 from stockade.controller.store import Change, Event, Revision, Store
 from stockade.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
-from stockade.model.kinds import KIND_ORDER, ObjectKey, key_of, parse_object, parse_stored, resolve_kind, to_document
+from stockade.model.kinds import (
+    KIND_ORDER,
+    ObjectKey,
+    key_of,
+    parse_documents,
+    parse_stored,
+    resolve_kind,
+    to_document,
+)
 from stockade.model.kinds import StockadeObject
 from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
@@ -118,24 +126,7 @@ class ControllerService:
         """Create or update every object in `documents`, all or nothing, as one revision."""
         if not documents:
             raise ValidationError.single("", "documents", "nothing to apply: no documents given")
-        objects: list[StockadeObject] = []
-        problems: list[FieldProblem] = []
-        first_seen: dict[ObjectKey, int] = {}
-        for i, raw in enumerate(documents):
-            try:
-                obj = parse_object(raw, i, default_namespace)
-            except ValidationError as e:
-                problems += e.problems
-                continue
-            key = key_of(obj)
-            if key in first_seen:
-                problems.append(FieldProblem(f"{key} (document {i + 1})", "metadata.name",
-                                             f"appears twice in this request (also document {first_seen[key] + 1})"))
-                continue
-            first_seen[key] = i
-            objects.append(obj)
-        if problems:
-            raise ValidationError(problems)
+        objects = parse_documents(list(documents), default_namespace)
 
         with self._write_lock:
             current = self._current_state()

@@ -155,3 +155,27 @@ def parse_stored(document: Mapping[str, Any]) -> StockadeObject:
     if kind is None:
         raise ValidationError.single(_describe_raw(document, None), "kind", "unknown kind in stored document")
     return kind.model.model_validate(document)
+
+
+def parse_documents(documents: list[Any], default_namespace: str | None = None) -> list[StockadeObject]:
+    """A batch of documents as typed objects, all or nothing: every problem of every document
+    is reported at once, and an object given twice is refused (keeping one would be a guess)."""
+    objects: list[StockadeObject] = []
+    problems: list[FieldProblem] = []
+    first_seen: dict[ObjectKey, int] = {}
+    for i, raw in enumerate(documents):
+        try:
+            obj = parse_object(raw, i, default_namespace)
+        except ValidationError as e:
+            problems += e.problems
+            continue
+        key = key_of(obj)
+        if key in first_seen:
+            problems.append(FieldProblem(f"{key} (document {i + 1})", "metadata.name",
+                                         f"appears twice in this request (also document {first_seen[key] + 1})"))
+            continue
+        first_seen[key] = i
+        objects.append(obj)
+    if problems:
+        raise ValidationError(problems)
+    return objects

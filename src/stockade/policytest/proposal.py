@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 from stockade.controller.config import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
 from stockade.controller.ipam import Pools, assign_addresses
-from stockade.errors import FieldProblem, ValidationError
-from stockade.model.kinds import ObjectKey, StockadeObject, key_of, parse_object
+from stockade.errors import ValidationError
+from stockade.model.kinds import parse_documents
 from stockade.model.state import DesiredState
 from stockade.model.validation import ValidationSettings, validate_state
 
@@ -33,25 +33,7 @@ def proposed_state(documents: Sequence[Any], pools: Pools = DEFAULT_POOLS,
     """The state `documents` make on their own (revision 0), or a ValidationError naming each problem."""
     if not documents:
         raise ValidationError.single("", "--objects", "no objects given")
-    objects: list[StockadeObject] = []
-    problems: list[FieldProblem] = []
-    first_seen: dict[ObjectKey, int] = {}
-    for i, raw in enumerate(documents):
-        try:
-            obj = parse_object(raw, i)
-        except ValidationError as e:
-            problems += e.problems
-            continue
-        key = key_of(obj)
-        if key in first_seen:
-            # The controller refuses this too; silently keeping one would test the wrong policy.
-            problems.append(FieldProblem(f"{key} (document {i + 1})", "metadata.name",
-                                         f"appears twice (also document {first_seen[key] + 1})"))
-            continue
-        first_seen[key] = i
-        objects.append(obj)
-    if problems:
-        raise ValidationError(problems)
+    objects = parse_documents(list(documents))
     state = DesiredState.from_objects(0, assign_addresses(DesiredState(0), objects, pools))
     problems = validate_state(state, settings)
     if problems:
