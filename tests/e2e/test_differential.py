@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,11 @@ def test_trace_probe_and_reference_agree_on_random_policies(lab: Lab, world: dic
             previous.clear()
         lab.apply_text(ref.policy_yaml(policies), "--wait", "--timeout", "60")
         previous.extend(policies)
+        # Established flows outlive a policy change by design (stateful); every example asks
+        # about new connections, so none may ride on an entry an earlier example created.
+        for host in ("hv1", "hv2"):
+            subprocess.run(["ip", "netns", "exec", lab.hv_netns(host), "conntrack", "-F"],
+                           capture_output=True, timeout=10)
         state = client.snapshot_state()
         tally["examples"] += 1
         with ThreadPoolExecutor(max_workers=3) as pool:

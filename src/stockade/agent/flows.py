@@ -2,7 +2,7 @@
 
     kernel rule (log group G, prefix `stk <verdict> <rule id> `)
       └─► NflogReader (a thread)  ─► FlowRecorder.offer: decode, resolve, bounded queue
-            └─► FlowShipper (a task of the agent loop): a batch every ~0.5 s
+            └─► FlowShipper (a task of the agent loop): a batch every ~0.2 s (records show in `flows --follow` well within a second)
                   └─► client.send_flows(host, records, dropped)
     conntrack DESTROY (NFNLGRP_CONNTRACK_DESTROY, with accounting)
       └─► ConntrackReader (a thread) ─► FlowRecorder.offer_end: match an allowed start, queue an end record
@@ -331,7 +331,7 @@ class FlowSink(Protocol):
 class FlowShipper:
     """Sends what the recorder holds every `interval` seconds, in batches of at most `batch`."""
 
-    def __init__(self, recorder: FlowRecorder, client: FlowSink, host: str, interval: float = 0.5,
+    def __init__(self, recorder: FlowRecorder, client: FlowSink, host: str, interval: float = 0.2,
                  batch: int = 2_000, poll_dropped: Callable[[], dict[str, int]] | None = None) -> None:
         self.recorder = recorder
         self.client = client
