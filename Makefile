@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := nftables iproute2 conntrack iputils-ping util-linux procps python3-venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-kernel bench clean lab-down
+.PHONY: install demo test test-unit clean lab-down
 
 install: $(STAMP)
 	@ln -sf $(CURDIR)/$(VENV)/bin/stockade /usr/local/bin/stockade
@@ -31,9 +31,6 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest -q -m "not kernel"
-
-bench: install
-	$(PY) -m bench
 
 lab-down:
 	-stockade lab down
