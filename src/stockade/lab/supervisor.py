@@ -223,14 +223,22 @@ def _start(settings: LabSettings, name: str, argv: list[str]) -> int:
         except OSError as e:
             raise LabError(f"cannot start {name} ({argv[0]}): {e}") from e
     settings.pid_file(name).write_text(f"{proc.pid}\n")
-    # Until the child has exec'd, its /proc cmdline is ours and it would not look like
-    # itself to `_is_ours`; wait for the exec so an immediate liveness check is right.
-    deadline = time.monotonic() + 2.0
+    # Until the child has exec'd Python, its /proc cmdline is ours or nsenter's, and
+    # during each exec it is briefly empty, so `_is_ours` would call it dead. Wait for
+    # the last exec, so that a liveness check right after `_start` is right.
+    deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and proc.poll() is None:
-        if _is_ours(proc.pid, settings, _marker(name)):
+        if _runs_program(proc.pid, sys.executable) and _is_ours(proc.pid, settings, _marker(name)):
             break
         time.sleep(0.01)
     return proc.pid
+
+
+def _runs_program(pid: int, program: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode() == program
+    except (FileNotFoundError, ProcessLookupError, UnicodeDecodeError):
+        return False
 
 
 def _reap(pid: int) -> None:
