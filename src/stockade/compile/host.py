@@ -459,8 +459,19 @@ def compile_host(state: DesiredState, host: str, options: CompileOptions = Compi
     egress_map: list[tuple[str, Verdict]] = []
     ingress_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
+    # Each local workload asks each policy that could select it "do you apply to me?"; a
+    # namespaced policy selects in its own namespace (or its group's) alone. Listing every
+    # policy's members and scanning them per local workload made this quadratic in the size
+    # of the whole policy (see docs/performance.md).
+    by_ns: dict[str, list[AnyPolicy]] = {}
+    for p in policies:
+        target = p.spec.appliesTo.group
+        home = group_ref(p.metadata.namespace or "", target)[0] if target else (p.metadata.namespace or "")
+        by_ns.setdefault(home, []).append(p)
+    rank = {id(p): i for i, p in enumerate(policies)}
     for key in local:
-        applicable = [p for p in policies if key in b.applied(p)]
+        candidates = sorted(by_ns.get(key[0], []) + by_ns.get("", []), key=lambda p: rank[id(p)])
+        applicable = [p for p in candidates if b.sel.applies_to(p, key)]
         iface = workload_interface(state.workloads[key])
         ifaces.append(iface)
         egress_map.append((iface, Jump(b.workload_chain(key, "egress", applicable))))

@@ -64,9 +64,13 @@ class Selection:
         if found is not None:
             return found
         result: list[WorkloadKey] = []
-        for ns, items in self._workloads_by_ns.items():
-            if scope.namespace is not None and ns != scope.namespace:
-                continue
+        # A namespaced scope looks at its own namespace only: a scan of every namespace per
+        # scope made compiling quadratic in the number of tenants.
+        if scope.namespace is not None:
+            namespaces = [(scope.namespace, self._workloads_by_ns.get(scope.namespace, []))]
+        else:
+            namespaces = list(self._workloads_by_ns.items())
+        for ns, items in namespaces:
             if scope.ns_selector is not None and not scope.ns_selector.matches(self.state.namespace_labels(ns)):
                 continue
             result.extend(k for k, wl in items if scope.selector.matches(wl.metadata.labels))
@@ -91,6 +95,35 @@ class Selection:
             return self.group_workloads(group_ref(ns or "", target.group))
         ns_sel = target.namespaceSelector if ns is None else None
         return self.members(self.scope(ns, target.selector or LabelSelector(), ns_sel))
+
+    def applies_to(self, policy: Policy | GlobalPolicy, key: WorkloadKey) -> bool:
+        """Is `key` among `applied(policy)`? Answered for the one workload, without listing
+        every member: a host asks this for its few local workloads, and listing the members of
+        every policy (a platform policy selects most of the fleet) made compiling quadratic."""
+        ns = policy.metadata.namespace or None
+        target = policy.spec.appliesTo
+        if target.group is not None:
+            return self.in_group(group_ref(ns or "", target.group), key)
+        ns_sel = target.namespaceSelector if ns is None else None
+        return self.in_scope(self.scope(ns, target.selector or LabelSelector(), ns_sel), key)
+
+    def in_scope(self, scope: PeerScope, key: WorkloadKey) -> bool:
+        """Is `key` among `members(scope)`?"""
+        wl = self.state.workloads.get(key)
+        if wl is None or (scope.namespace is not None and key[0] != scope.namespace):
+            return False
+        if scope.ns_selector is not None and not scope.ns_selector.matches(self.state.namespace_labels(key[0])):
+            return False
+        return scope.selector.matches(wl.metadata.labels)
+
+    def in_group(self, gkey: tuple[str, str], key: WorkloadKey) -> bool:
+        """Is `key` among `group_workloads(gkey)`?"""
+        group = self.state.groups.get(gkey)
+        if group is None or key[0] != gkey[0] or key not in self.state.workloads:
+            return False
+        if group.spec.selector is not None and self.in_scope(self.scope(gkey[0], group.spec.selector, None), key):
+            return True
+        return key[1] in group.spec.workloads
 
     def group_workloads(self, gkey: tuple[str, str]) -> tuple[WorkloadKey, ...]:
         group = self.state.groups.get(gkey)
