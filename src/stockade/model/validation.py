@@ -52,6 +52,12 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
                    only: set[ObjectKey] | None = None) -> list[FieldProblem]:
     """Problems of the objects in `only` (all when None) against the rest of `state`."""
     problems: list[FieldProblem] = []
+    # Who uses each address, built once: checking each address against every other workload
+    # made validating a batch of workloads quadratic in the size of the fleet.
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for wkey, other in state.workloads.items():
+        for ip in state.workload_ips(other):
+            owners.setdefault(ip, []).append(wkey)
 
     def wanted(key: ObjectKey) -> bool:
         return only is None or key in only
@@ -65,7 +71,7 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
         if ns and ns not in state.namespaces:
             problems.append(FieldProblem(ref, "metadata.namespace", f"namespace {ns!r} does not exist"))
         if isinstance(obj, Workload):
-            problems += _workload_problems(obj, state, settings, ref)
+            problems += _workload_problems(obj, state, settings, ref, owners)
         elif isinstance(obj, (Policy, GlobalPolicy)):
             problems += _policy_shape_problems(obj, ref)
             if obj.spec.tier not in state.tier_order():
@@ -116,7 +122,7 @@ def _policy_shape_problems(policy: Policy | GlobalPolicy, ref: str) -> list[Fiel
 
 
 def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSettings,
-                       ref: str) -> list[FieldProblem]:
+                       ref: str, owners: dict[str, list[tuple[str, str]]]) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     if settings.known_hosts is not None and wl.spec.host not in settings.known_hosts:
         known = ", ".join(sorted(settings.known_hosts)) or "none"
@@ -127,8 +133,8 @@ def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSe
         if not any(addr in net for net in settings.workload_ranges):
             ranges = ", ".join(str(n) for n in settings.workload_ranges)
             problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is outside the allowed workload ranges ({ranges})"))
-        for other_key, other in state.workloads.items():
-            if other_key != mine and ip in state.workload_ips(other):
+        for other_key in owners.get(ip, []):
+            if other_key != mine:
                 problems.append(FieldProblem(ref, f"spec.ips[{i}]",
                                              f"{ip} is already used by Workload {other_key[0]}/{other_key[1]}"))
     return problems
