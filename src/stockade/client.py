@@ -1,4 +1,10 @@
-"""Client of the controller's REST API, over TCP (`http://host:port`) or a unix socket (`unix:///path`).
+"""Client of the controller's REST API, over TCP (`http://host:port`, `https://host:port`) or a unix
+socket (`unix:///path`).
+
+HTTPS is always verified: against the CA bundle given as `ca` (the lab's own
+CA), or else the system's trust store. A certificate that does not verify is a
+`ControllerUnavailable` that says so and names the URL; there is no switch to
+turn verification off.
 
 Used by the CLI and by agents. Invariants:
 - A non-2xx answer is raised as the typed error the controller raised
@@ -14,8 +20,10 @@ describe each call once, in `_Call`, so they cannot drift apart.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -125,10 +133,31 @@ def state_from_snapshot(snapshot: Mapping[str, Any]) -> DesiredState:
     return DesiredState.from_objects(int(snapshot["revision"]), (parse_stored(d) for d in snapshot["objects"]))
 
 
+def _tls_context(ca: str | Path | None) -> ssl.SSLContext:
+    """Verification against `ca` (a PEM bundle) or, without it, the system's trust store."""
+    try:
+        return ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError: a file that holds no certificate
+        raise StockadeError(f"cannot load the CA bundle {ca}: {e}; is STOCKADE_CA / the config's `ca` right?") \
+            from None
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in the chain httpx and httpcore build with `raise ... from`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _Base:
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 ca: str | Path | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.ca = ca
         parts = urlsplit(url)
         if parts.scheme == "unix":
             if not parts.path:
@@ -139,14 +168,31 @@ class _Base:
             self._uds = None
             self._base_url = url.rstrip("/")
         else:
-            raise ValidationError.single("", "url", f"{url!r}: expected http://HOST:PORT or unix:///PATH")
+            raise ValidationError.single("", "url", f"{url!r}: expected http(s)://HOST:PORT or unix:///PATH")
+        self._https = parts.scheme == "https"
+        # Built only for https: plain and unix URLs need no trust store (and an unused `ca` is harmless).
+        self._verify: ssl.SSLContext | bool = _tls_context(ca) if self._https else True
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _timeout(self, call: _Call) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=self.timeout + call.extra_timeout)
 
     def _unavailable(self, exc: httpx.TransportError) -> ControllerUnavailable:
-        return ControllerUnavailable(f"cannot reach the controller at {self.url}: {type(exc).__name__}: {exc}")
+        verify = _cause(exc, ssl.SSLCertVerificationError)
+        if verify is not None:
+            reason = getattr(verify, "verify_message", None) or str(verify)
+            where = f"the CA bundle {self.ca}" if self.ca is not None else "the system's trusted CAs"
+            return ControllerUnavailable(
+                f"cannot verify the controller's TLS certificate at {self.url} against {where}: {reason}; "
+                f"is STOCKADE_CA / the config's `ca` right?")
+        if _cause(exc, ssl.SSLError) is not None:
+            return ControllerUnavailable(f"TLS with the controller at {self.url} failed: {exc}; "
+                                         f"does it serve HTTPS on that port?")
+        hint = ""
+        if not self._https and self._uds is None and isinstance(exc, httpx.RemoteProtocolError):
+            # What a TLS listener does to a plain HTTP request: closes without an answer.
+            hint = "; if it serves HTTPS, use an https:// URL"
+        return ControllerUnavailable(f"cannot reach the controller at {self.url}: {type(exc).__name__}: {exc}{hint}")
 
     @staticmethod
     def _result(response: httpx.Response) -> dict[str, Any]:
@@ -166,10 +212,12 @@ class _Base:
 class ControllerClient(_Base):
     """Synchronous client. Use as a context manager, or call close()."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(url, token, timeout)
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 ca: str | Path | None = None) -> None:
+        super().__init__(url, token, timeout, ca)
         transport = httpx.HTTPTransport(uds=self._uds) if self._uds else None
-        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, transport=transport)
+        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, transport=transport,
+                                  verify=self._verify)
 
     def close(self) -> None:
         self._http.close()
@@ -251,10 +299,12 @@ class ControllerClient(_Base):
 class AsyncControllerClient(_Base):
     """The same API as coroutines, for code on an event loop (the agent)."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(url, token, timeout)
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 ca: str | Path | None = None) -> None:
+        super().__init__(url, token, timeout, ca)
         transport = httpx.AsyncHTTPTransport(uds=self._uds) if self._uds else None
-        self._http = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, transport=transport,
+                                       verify=self._verify)
 
     async def aclose(self) -> None:
         await self._http.aclose()

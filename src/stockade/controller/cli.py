@@ -30,10 +30,15 @@ def serve(
     ipv6_pool: Annotated[Optional[str], typer.Option(help="IPv6 pool for workloads without addresses")] = None,
     stale_after: Annotated[Optional[float], typer.Option(
         help="seconds after its last report an agent stops counting as reporting")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        help="PEM certificate (chain): serve HTTPS on HOST:PORT (needs --tls-key)")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert")] = None,
 ) -> None:
-    """Serve the REST API on HOST:PORT and, with --socket, on a unix socket too."""
+    """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
+    plain HTTP on a unix socket too."""
     try:
-        run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after)
+        run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
+                       tls_cert, tls_key)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

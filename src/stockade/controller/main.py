@@ -5,17 +5,24 @@ share the filesystem: they talk over the unix socket; the CLI uses TCP. Both
 sockets are bound here, before the server starts, so a port or path that is
 taken fails loudly at once, and port 0 works (tests read the bound port).
 
+With a certificate and key (`--tls-cert`/`--tls-key`) the TCP listener speaks
+HTTPS; the unix socket always stays plain HTTP: it never leaves the machine and
+the file's mode (0660, owner root) is what guards it, as for any local socket.
+
 Invariants: the unix socket file is created by us and removed when we stop;
-an existing socket file is replaced only when nothing answers on it.
+an existing socket file is replaced only when nothing answers on it; a
+certificate or key that cannot be loaded fails before the server starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import os
 import signal
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -94,13 +101,54 @@ def _remove_socket_file(path: Path | None) -> None:
             pass
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM certificate (chain) and private key the TCP listener serves HTTPS with."""
+
+    cert: Path
+    key: Path
+
+    def check(self) -> None:
+        """Load them once now, so a missing file, a wrong key or a bad PEM is an OSError
+        (ssl.SSLError is one) before the server starts, not a failure inside its thread."""
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key)
+
+
+def tls_files(cert: Path | str | None, key: Path | str | None) -> TlsFiles | None:
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+    return TlsFiles(Path(cert), Path(key)) if cert is not None and key is not None else None
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the app that shutdown begins before it waits for requests
-    to finish: long-polling watches then answer at once instead of being cancelled."""
+    to finish: long-polling watches then answer at once instead of being cancelled.
+
+    uvicorn applies its TLS context to every socket it is given; here only the TCP
+    sockets get it, and unix sockets are served plain (see the module docstring)."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        plain = [s for s in sockets or [] if s.family == socket.AF_UNIX]
+        if self.config.ssl is None or not plain:
+            await super().startup(sockets)
+            return
+        await super().startup([s for s in sockets or [] if s.family != socket.AF_UNIX])
+        if not self.started:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            # The same protocol uvicorn's own startup builds, minus the TLS context.
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop)
+
+        for sock in plain:
+            self.servers.append(await loop.create_server(create_protocol, sock=sock, ssl=None,
+                                                         backlog=config.backlog))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._on_shutdown is not None:
@@ -110,9 +158,11 @@ class _Server(uvicorn.Server):
 
 def build_server(app: FastAPI, listen_host: str, listen_port: int, unix_socket: Path | None,
                  *, log_level: str = "info", log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG,
-                 ) -> tuple[uvicorn.Server, list[socket.socket]]:
+                 tls: TlsFiles | None = None) -> tuple[uvicorn.Server, list[socket.socket]]:
     """A uvicorn server for `app` (from `build_app`) and its bound sockets (TCP first, then the
-    unix socket if any)."""
+    unix socket if any); with `tls`, the TCP socket serves HTTPS."""
+    if tls is not None:
+        tls.check()
     sockets = [bind_tcp(listen_host, listen_port)]
     if unix_socket is not None:
         try:
@@ -121,16 +171,17 @@ def build_server(app: FastAPI, listen_host: str, listen_port: int, unix_socket: 
             sockets[0].close()
             raise
     config = uvicorn.Config(app, log_level=log_level, log_config=log_config, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                            server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            ssl_certfile=tls.cert if tls else None, ssl_keyfile=tls.key if tls else None)
     service = getattr(app.state, "service", None)
     return _Server(config, service.release_watchers if service is not None else None), sockets
 
 
 def serve(config: ControllerConfig, listen_host: str = "127.0.0.1", listen_port: int = DEFAULT_PORT,
-          unix_socket: Path | str | None = None) -> None:
+          unix_socket: Path | str | None = None, tls: TlsFiles | None = None) -> None:
     """Serve the controller until SIGINT or SIGTERM (blocking)."""
     uds = Path(unix_socket) if unix_socket is not None else None
-    server, sockets = build_server(build_app(config), listen_host, listen_port, uds)
+    server, sockets = build_server(build_app(config), listen_host, listen_port, uds, tls=tls)
     previous = _exit_on_stop_signals()
     try:
         server.run(sockets=sockets)
@@ -182,12 +233,14 @@ class RunningController:
 
 def start_in_thread(config: ControllerConfig, listen_host: str = "127.0.0.1", listen_port: int = 0,
                     unix_socket: Path | str | None = None, *, app: FastAPI | None = None,
-                    startup_timeout: float = 10.0) -> RunningController:
-    """Start the controller in a daemon thread and return once it accepts connections."""
+                    startup_timeout: float = 10.0, tls: TlsFiles | None = None) -> RunningController:
+    """Start the controller in a daemon thread and return once it accepts connections
+    (HTTPS on TCP with `tls`; `url` then starts with https://)."""
     uds = Path(unix_socket) if unix_socket is not None else None
     app = app if app is not None else build_app(config)
     # No log_config: a server in a thread must not reconfigure the host process's logging.
-    server, sockets = build_server(app, listen_host, listen_port, uds, log_level="warning", log_config=None)
+    server, sockets = build_server(app, listen_host, listen_port, uds, log_level="warning", log_config=None,
+                                   tls=tls)
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="stockade-controller",
                               daemon=True)
     thread.start()
@@ -203,16 +256,20 @@ def start_in_thread(config: ControllerConfig, listen_host: str = "127.0.0.1", li
         time.sleep(0.01)
     host, port = sockets[0].getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return RunningController(server, thread, sockets, f"http://{shown}:{port}", uds)
+    scheme = "https" if tls is not None else "http"
+    return RunningController(server, thread, sockets, f"{scheme}://{shown}:{port}", uds)
 
 
 def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
                    tokens: Path | str | None = None, known_hosts: str | list[str] | None = None,
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
-                   stale_after: float | None = None) -> None:
+                   stale_after: float | None = None, tls_cert: Path | str | None = None,
+                   tls_key: Path | str | None = None) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
-    --known-hosts hv1,hv2` does: build the config from plain values and serve (blocking)."""
+    --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE]` does: build the config from plain
+    values and serve (blocking)."""
     host, port = parse_listen(listen)
+    tls = tls_files(tls_cert, tls_key)
     if isinstance(known_hosts, str):
         known_hosts = [h.strip() for h in known_hosts.split(",") if h.strip()]
     settings = ValidationSettings(known_hosts=frozenset(known_hosts) if known_hosts else None)
@@ -225,4 +282,4 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
         extra["agent_stale_after"] = stale_after
     config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
                               validation=settings, **extra)
-    serve(config, host, port, socket_path)
+    serve(config, host, port, socket_path, tls)
