@@ -12,7 +12,6 @@ from rich.table import Table
 
 from stockade.cli.config import load_config
 from stockade.cli.probing import run_probe
-from stockade.client import ControllerClient
 from stockade.compile.trace import Flow, trace_flow
 
 FLOWS = Path(__file__).resolve().parent.parent / "three-tier.flows.yaml"
@@ -21,8 +20,7 @@ SEEN_AS = {"allow": "allowed", "deny": "denied"}
 
 def main() -> int:
     console = Console(width=max(Console().width, 132))  # the table stays readable when piped
-    cfg = load_config()
-    client = ControllerClient(cfg.controller, cfg.token)
+    client = load_config().client()  # resolved as every CLI command does: environment, then the config's context
     flows = yaml.safe_load(FLOWS.read_text())
     table = Table(title="Three-tier shop: real packets through the lab", header_style="bold")
     state = client.snapshot_state()

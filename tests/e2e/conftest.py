@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from stockade.cli.config import Context, client_from_config, context_from_file
+from stockade.client import ControllerClient
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "three-tier"
@@ -30,6 +34,18 @@ class Lab:
             raise AssertionError(f"stockade {' '.join(args)} exited {res.returncode}\n"
                                  f"stdout: {res.stdout}\nstderr: {res.stderr}")
         return res
+
+    def context(self) -> Context:
+        """The admin context `lab up` wrote: controller URL (https), token, CA."""
+        return context_from_file(Path(self.env["STOCKADE_CONFIG"]))
+
+    def client(self) -> ControllerClient:
+        """An admin client of this lab's controller, verified against the lab CA."""
+        return client_from_config(Path(self.env["STOCKADE_CONFIG"]))
+
+    def tls(self) -> ssl.SSLContext:
+        """For plain urllib requests to the controller (e.g. /metrics): trusts the lab CA."""
+        return ssl.create_default_context(cafile=self.context().ca)
 
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-o", "json").stdout)

@@ -22,7 +22,6 @@ tests/compile/test_trace_differential.py.
 from __future__ import annotations
 
 import ipaddress
-import json
 import subprocess
 import time
 from collections import Counter
@@ -34,7 +33,6 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stockade.client import ControllerClient
 from stockade.compile import trace as compiled
 from stockade.lab.probe import probe
 from tests import policy_reference as ref
@@ -60,8 +58,7 @@ def world(lab: Lab) -> dict[tuple[str, str], dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def client(lab: Lab) -> Any:
-    cfg = json.loads(open(lab.env["STOCKADE_CONFIG"]).read())
-    with ControllerClient(cfg["controller"], cfg["token"]) as c:
+    with lab.client() as c:
         yield c
 
 

@@ -25,12 +25,10 @@ not fail a case while a real difference still shows twice.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -84,9 +82,8 @@ def world(lab: Lab) -> Iterator[World]:
     items = lab.json("get", "workloads", "-A")["items"]
     netns = {f"{w['metadata']['namespace']}/{w['metadata']['name']}": w["status"]["netns"] for w in items}
     assert set(PODS) <= set(netns), netns
-    config = json.loads(Path(lab.env["STOCKADE_CONFIG"]).read_text())
     with ExitStack() as stack:
-        client = stack.enter_context(ControllerClient(config["controller"], config["token"]))
+        client = stack.enter_context(lab.client())
         for pod in PODS:
             for protocol, port in SERVED:
                 stack.enter_context(serve(netns[pod], protocol, port, lifetime=1800))

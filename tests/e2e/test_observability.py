@@ -44,8 +44,8 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def _controller_metrics(lab: Lab) -> dict:
-    url = json.loads(Path(lab.env["STOCKADE_CONFIG"]).read_text())["controller"]
-    return _samples(urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode())
+    url = lab.context().controller
+    return _samples(urllib.request.urlopen(f"{url}/metrics", timeout=5, context=lab.tls()).read().decode())
 
 
 def _agent_metrics(lab: Lab, host: str) -> dict:
@@ -161,11 +161,10 @@ spec: {cidrs: [198.19.78.0/24]}
     def accounted() -> tuple[int, int, int]:
         listing = json.loads(obs.nft("hv1", "-j", "list", "table", "inet", "stockade").stdout)
         matched = counters_by_comment(listing).get(rule, (0, 0))[0]
-        url = json.loads(Path(obs.env["STOCKADE_CONFIG"]).read_text())["controller"]
-        token = json.loads(Path(obs.env["STOCKADE_CONFIG"]).read_text())["token"]
-        req = urllib.request.Request(f"{url}/api/v1/flows?workload=flood/src&limit=10000",
-                                     headers={"Authorization": f"Bearer {token}"})
-        page = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        ctx = obs.context()
+        req = urllib.request.Request(f"{ctx.controller}/api/v1/flows?workload=flood/src&limit=10000",
+                                     headers={"Authorization": f"Bearer {ctx.token}"})
+        page = json.loads(urllib.request.urlopen(req, timeout=10, context=obs.tls()).read())
         records = sum(1 for r in page["records"] if r["rule"] == rule)
         dropped = sum(page["dropped"].get("hv1", {}).values())
         return matched, records, dropped

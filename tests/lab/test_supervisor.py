@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from stockade.cli.config import ConfigFile, Context, set_context
 from stockade.errors import LabError
 from stockade.lab import naming, netns, supervisor
 from stockade.lab.supervisor import LabSettings
@@ -50,13 +51,15 @@ def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSett
                      "--metrics-address": "198.18.254.2:9301"}
 
 
-def test_controller_serves_http_and_the_agents_socket_for_the_lab_hosts(settings: LabSettings) -> None:
+def test_controller_serves_https_and_the_agents_socket_for_the_lab_hosts(settings: LabSettings) -> None:
     argv = supervisor.controller_argv(settings, 7777, ["hv1", "hv2"])
     assert argv[:5] == [sys.executable, "-m", "stockade", "controller", "serve"]
     flags = dict(zip(argv[5::2], argv[6::2]))
     assert flags == {"--db": str(settings.state_dir / "controller.db"), "--listen": "127.0.0.1:7777",
                      "--socket": str(settings.state_dir / "controller.sock"),
-                     "--tokens": str(settings.state_dir / "tokens.json"), "--known-hosts": "hv1,hv2"}
+                     "--tokens": str(settings.state_dir / "tokens.json"), "--known-hosts": "hv1,hv2",
+                     "--tls-cert": str(settings.state_dir / "controller.crt"),
+                     "--tls-key": str(settings.state_dir / "controller.key")}
 
 
 def test_down_in_a_directory_that_is_not_a_lab_removes_only_lab_files(settings: LabSettings) -> None:
@@ -75,6 +78,35 @@ def test_down_keeps_a_cli_config_that_points_elsewhere(settings: LabSettings) ->
     supervisor.down(settings)
     assert settings.config_path.exists()
     assert not settings.state_dir.exists()
+
+
+def _lab_dir(settings: LabSettings, port: int) -> None:
+    settings.state_dir.mkdir()
+    settings.lab_file.write_text(json.dumps({"prefix": settings.prefix, "hosts": 1, "port": port,
+                                             "config_written": True}))
+
+
+def test_down_removes_only_the_lab_context_and_keeps_the_others(settings: LabSettings) -> None:
+    _lab_dir(settings, 4242)
+    set_context("prod", Context("https://prod.example:443", "t"), settings.config_path)
+    set_context("lab", Context("https://127.0.0.1:4242", "a", "/x/ca.crt"), settings.config_path)
+    supervisor.down(settings)
+    left = ConfigFile.read(settings.config_path)
+    assert list(left.contexts) == ["prod"] and left.current_context == "prod"
+
+
+def test_down_keeps_a_lab_context_that_now_points_elsewhere(settings: LabSettings) -> None:
+    _lab_dir(settings, 4242)
+    set_context("lab", Context("https://127.0.0.1:5555", "a"), settings.config_path)
+    supervisor.down(settings)
+    assert list(ConfigFile.read(settings.config_path).contexts) == ["lab"]
+
+
+def test_down_removes_the_flat_config_an_earlier_lab_wrote(settings: LabSettings) -> None:
+    _lab_dir(settings, 4242)
+    settings.config_path.write_text(json.dumps({"controller": "http://127.0.0.1:4242", "token": "t"}))
+    supervisor.down(settings)
+    assert not settings.config_path.exists()
 
 
 @pytest.mark.kernel
@@ -105,15 +137,24 @@ def _pids(st: supervisor.LabStatus) -> dict[str, int | None]:
 @pytest.mark.kernel
 @needs_root
 def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: LabSettings) -> None:
+    prod = Context("https://prod.example:443", "prod-token")
+    set_context("prod", prod, settings.config_path)  # someone's own context: up and down keep it
     first = supervisor.up(settings, hosts=2)
     assert [p.name for p in first.processes if p.alive] == ["controller", "agent-hv1", "agent-hv2"]
-    assert first.reporting == ["hv1", "hv2"]
+    assert first.reporting == ["hv1", "hv2"]          # asked over HTTPS, verified against the lab CA
+    assert first.controller_url is not None and first.controller_url.startswith("https://127.0.0.1:")
     config = json.loads(settings.config_path.read_text())
-    assert config == {"controller": first.controller_url, "token": settings.admin_token.read_text().strip()}
+    assert config == {"current-context": "lab", "contexts": {
+        "lab": {"controller": first.controller_url, "token": settings.admin_token.read_text().strip(),
+                "ca": str(settings.state_dir / "ca.crt")},
+        "prod": prod.to_json()}}
     assert stat.S_IMODE(settings.config_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((settings.state_dir / "ca.key").stat().st_mode) == 0o600
+    certs = {p: p.read_bytes() for p in settings.state_dir.glob("*.crt")}
 
-    again = supervisor.up(settings)                  # nothing to do: same processes, same port
+    again = supervisor.up(settings)                  # nothing to do: same processes, port and certificates
     assert _pids(again) == _pids(first) and again.controller_url == first.controller_url
+    assert {p: p.read_bytes() for p in certs} == certs
 
     os.kill(_pids(first)["agent-hv1"] or 0, signal.SIGKILL)
     time.sleep(0.2)
@@ -127,7 +168,7 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: L
     assert netns.list_netns(naming.lab_netns_prefix(settings.prefix)) == []
     assert [p for p in pids if _is_stockade(p)] == []
     assert not settings.state_dir.exists()
-    assert not settings.config_path.exists()
+    assert list(ConfigFile.read(settings.config_path).contexts) == ["prod"]
 
 
 @needs_root

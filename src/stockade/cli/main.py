@@ -37,8 +37,8 @@ OutputOpt = typer.Option("table", "--output", "-o", help="table, json or yaml")
 def _client(controller: str | None, token: str | None) -> Any:
     from stockade.client import ControllerClient
 
-    cfg = load_config(controller, token)
-    return ControllerClient(cfg.controller, cfg.token)
+    cfg = load_config(controller, token)  # the CA comes from STOCKADE_CA or the config's context
+    return ControllerClient(cfg.controller, cfg.token, ca=cfg.ca)
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -370,6 +370,8 @@ def _mount() -> None:
     app.add_typer(lab_app, name="lab", help="Build, inspect and tear down the one-machine lab.")
     app.add_typer(controller_app, name="controller", help="Run the controller.")
     app.add_typer(agent_app, name="agent", help="Run a host agent.")
+    from stockade.cli.config_cmd import config_app
+    app.add_typer(config_app, name="config", help="Show and edit the CLI config (contexts).")
 
 
 _mount()

@@ -1,7 +1,7 @@
 """The lab's processes: build the topology, start a controller and one agent per hypervisor, stop all.
 
-    up(settings, hosts)   topology + tokens + controller + agents + CLI config; idempotent
-    down(settings)        stop processes, tear the topology down, remove state and CLI config
+    up(settings, hosts)   topology + tokens + CA and certificate + controller + agents + CLI context; idempotent
+    down(settings)        stop processes, tear the topology down, remove state and the CLI's lab context
     status(settings)      what runs and what exists, changes nothing
 
 State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
@@ -9,7 +9,9 @@ State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
     lab.json              prefix, hosts, port, known hosts: marks the directory as the lab's
     tokens.json           hashed tokens (controller.auth); plaintexts, 0600: admin.token (the CLI's),
                           agent-hvN.token (one per agent: an agent token may report for its own host only)
-    controller.db, controller.sock
+    ca.crt, ca.key        the lab's own CA (lab.pki); the CLI verifies the controller against ca.crt
+    controller.crt, controller.key   the controller's certificate: HTTPS on 127.0.0.1:port
+    controller.db, controller.sock   (the socket, for the agents, stays plain HTTP: local and 0660)
     run/<name>.pid        one per process: "controller", "agent-hv1", ...
     logs/<name>.log       stdout and stderr of each process
 
@@ -23,7 +25,8 @@ Invariants:
   `down`, when they run inside one of the lab's own netns).
 - `down` deletes the state directory only if it holds `lab.json`; otherwise
   only the files named above, so a mistyped STOCKADE_STATE_DIR cannot wipe
-  anything else. It deletes the CLI config only if it still points at this lab.
+  anything else. It removes the CLI config's "lab" context only if it still points
+  at this lab, keeps every other context, and deletes the file only when none is left.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,9 +46,9 @@ from typing import Any
 
 import httpx
 
-from stockade.cli.config import config_path
-from stockade.errors import LabError
-from stockade.lab import naming, topology
+from stockade.cli.config import LEGACY_CONTEXT, ConfigFile, Context, config_path
+from stockade.errors import LabError, StockadeError
+from stockade.lab import naming, pki, topology
 
 DEFAULT_STATE_DIR = Path("/var/lib/stockade/lab")
 DEFAULT_HOSTS = 2
@@ -52,6 +56,7 @@ HEALTH_TIMEOUT = 20.0
 AGENTS_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes, with the terminating NUL
+CLI_CONTEXT = "lab"  # the context `up` writes into the CLI config, and the only one `down` removes
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,18 @@ class LabSettings:
         return self.state_dir / f"agent-{host}.token"
 
     @property
+    def ca_cert(self) -> Path:
+        return pki.paths(self.state_dir)[0]
+
+    @property
+    def tls_cert(self) -> Path:
+        return pki.paths(self.state_dir)[2]
+
+    @property
+    def tls_key(self) -> Path:
+        return pki.paths(self.state_dir)[3]
+
+    @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
@@ -117,6 +134,11 @@ class LabRecord:
 
     @property
     def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def plain_url(self) -> str:
+        """What the lab's URL was before it served HTTPS: a config still naming it is the lab's too."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -150,7 +172,8 @@ class LabStatus:
 def controller_argv(settings: LabSettings, port: int, hosts: list[str]) -> list[str]:
     return [sys.executable, "-m", "stockade", "controller", "serve",
             "--db", str(settings.db), "--listen", f"127.0.0.1:{port}", "--socket", str(settings.socket),
-            "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts)]
+            "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts),
+            "--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
 
 
 AGENT_METRICS_PORT = 9301
@@ -347,14 +370,51 @@ def _ensure_tokens(settings: LabSettings, hosts: list[str]) -> list[str]:
     return renewed
 
 
-def _write_cli_config(settings: LabSettings, url: str, token: str) -> None:
-    _write_private(settings.config_path, json.dumps({"controller": url, "token": token}) + "\n")
-
-
-def _cli_config_is_ours(settings: LabSettings, url: str) -> bool:
+def _write_cli_config(settings: LabSettings, record: LabRecord, token: str) -> None:
+    """Make the "lab" context (admin token, the lab CA) current; keep the file's other contexts."""
     try:
-        return json.loads(settings.config_path.read_text()).get("controller") == url
-    except (FileNotFoundError, ValueError, AttributeError):
+        cfg = ConfigFile.read(settings.config_path)
+    except StockadeError:
+        cfg = ConfigFile()  # unreadable: `up` must still leave a working CLI behind
+    if cfg.legacy and cfg.contexts[LEGACY_CONTEXT].controller in (record.url, record.plain_url):
+        cfg.contexts.clear()  # the flat file an earlier `lab up` wrote for this same lab
+    cfg.contexts[CLI_CONTEXT] = Context(record.url, token, str(settings.ca_cert))
+    cfg.current_context = CLI_CONTEXT
+    cfg.write(settings.config_path)
+
+
+def _remove_cli_config(settings: LabSettings, record: LabRecord) -> bool:
+    """Remove what `up` wrote: the "lab" context (or an earlier flat file) if it points at this lab."""
+    try:
+        cfg = ConfigFile.read(settings.config_path)
+    except StockadeError:
+        return False  # not ours to repair or delete
+    ours = [name for name, c in cfg.contexts.items()
+            if (name == CLI_CONTEXT or cfg.legacy) and c.controller in (record.url, record.plain_url)]
+    if not ours:
+        return False
+    for name in ours:
+        del cfg.contexts[name]
+    if cfg.current_context in ours:
+        cfg.current_context = next(iter(cfg.contexts)) if len(cfg.contexts) == 1 else None
+    cfg.write(settings.config_path)  # deletes the file when no context is left
+    return True
+
+
+def _tls_verify(settings: LabSettings) -> ssl.SSLContext | None:
+    """The lab CA as httpx's `verify`; None when it cannot be read (then nothing is trusted)."""
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_cert))
+    except OSError:
+        return None
+
+
+def _controller_serves_tls(settings: LabSettings) -> bool:
+    """A controller started by a lab from before HTTPS runs plain: it must be restarted."""
+    pid = _read_pid(settings, "controller")
+    try:
+        return pid is not None and b"--tls-cert" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
@@ -381,8 +441,10 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
     record = LabRecord(settings.prefix, wanted, port, config_written=True)
     _write_record(settings, record)
     renewed = _ensure_tokens(settings, record.host_names)
+    # A new CA or certificate (first up, lost or expiring files) is only served after a restart.
+    certs = pki.ensure_pki(settings.state_dir)
 
-    if restart_controller:
+    if restart_controller or certs.changed or not _controller_serves_tls(settings):
         _stop(settings, ["controller"])
     # An agent whose token was renewed runs with one that no longer exists.
     _stop(settings, [_agent_name(h) for h in renewed])
@@ -396,7 +458,7 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
             _start(settings, name, agent_argv(settings, host))
 
     admin = settings.admin_token.read_text().strip()
-    _write_cli_config(settings, record.url, admin)
+    _write_cli_config(settings, record, admin)
     _wait_agents(settings, record, admin)
     return status(settings)
 
@@ -404,11 +466,14 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
 def _wait_healthy(settings: LabSettings, record: LabRecord) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT
     log = settings.log_file("controller")
+    verify = _tls_verify(settings)
+    if verify is None:
+        raise LabError(f"cannot read the lab CA {settings.ca_cert}; run `stockade lab down` and `lab up` again")
     while time.monotonic() < deadline:
         if not _process_status(settings, "controller").alive:
             raise LabError(f"the controller exited; read {log}:\n{_log_tail(log)}")
         try:
-            if httpx.get(f"{record.url}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{record.url}/healthz", timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -417,10 +482,14 @@ def _wait_healthy(settings: LabSettings, record: LabRecord) -> None:
                    f"read {log}:\n{_log_tail(log)}")
 
 
-def _reporting_hosts(url: str, token: str, timeout: float = 2.0) -> list[str] | None:
-    """Hosts the controller has a report from; None when it cannot be asked."""
+def _reporting_hosts(url: str, token: str, verify: ssl.SSLContext | None,
+                     timeout: float = 2.0) -> list[str] | None:
+    """Hosts the controller has a report from; None when it cannot be asked (or not over verified TLS)."""
+    if verify is None:
+        return None
     try:
-        resp = httpx.get(f"{url}/api/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        resp = httpx.get(f"{url}/api/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                         verify=verify)
     except httpx.HTTPError:
         return None
     if resp.status_code != 200:
@@ -432,13 +501,14 @@ def _reporting_hosts(url: str, token: str, timeout: float = 2.0) -> list[str] | 
 def _wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
     deadline = time.monotonic() + AGENTS_TIMEOUT
     missing = record.host_names
+    verify = _tls_verify(settings)
     while time.monotonic() < deadline:
         for host in missing:
             name = _agent_name(host)
             if not _process_status(settings, name).alive:
                 log = settings.log_file(name)
                 raise LabError(f"the agent of {host} exited; read {log}:\n{_log_tail(log)}")
-        seen = _reporting_hosts(record.url, token) or []
+        seen = _reporting_hosts(record.url, token, verify) or []
         missing = [h for h in record.host_names if h not in seen]
         if not missing:
             return
@@ -458,9 +528,8 @@ def down(settings: LabSettings) -> list[str]:
     removed += [f"process {n}" for n in _stop(settings, agents)]
     removed += [f"process {n}" for n in _stop(settings, [n for n in names if n == "controller"])]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
-    if record is not None and record.config_written and _cli_config_is_ours(settings, record.url):
-        settings.config_path.unlink(missing_ok=True)
-        removed.append(f"CLI config {settings.config_path}")
+    if record is not None and record.config_written and _remove_cli_config(settings, record):
+        removed.append(f"CLI config context {CLI_CONTEXT!r} in {settings.config_path}")
     if settings.lab_file.exists():
         shutil.rmtree(settings.state_dir, ignore_errors=True)
         removed.append(f"state {settings.state_dir}")
@@ -471,6 +540,7 @@ def down(settings: LabSettings) -> list[str]:
 
 def _remove_known_files(settings: LabSettings) -> None:
     for path in (settings.tokens, settings.admin_token, settings.socket, settings.lab_file,
+                 *pki.paths(settings.state_dir),
                  settings.db, Path(f"{settings.db}-wal"), Path(f"{settings.db}-shm"),
                  *settings.state_dir.glob("agent-hv*.token")):
         path.unlink(missing_ok=True)
@@ -506,6 +576,7 @@ def status(settings: LabSettings) -> LabStatus:
         })
     reporting = None
     if record and settings.admin_token.exists() and alive.get("controller"):
-        reporting = _reporting_hosts(record.url, settings.admin_token.read_text().strip(), timeout=1.0)
+        reporting = _reporting_hosts(record.url, settings.admin_token.read_text().strip(),
+                                     _tls_verify(settings), timeout=1.0)
     return LabStatus(settings.prefix, str(settings.state_dir), record.url if record else None,
                      processes, hosts, reporting)
