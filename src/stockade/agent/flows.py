@@ -376,15 +376,31 @@ class FlowShipper:
             await self.ship_once()
 
 
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
 class CounterDelta:
     """Growth of a kernel counter between calls; a counter that went down was recreated
     (the table was replaced), so its whole value is new."""
 
-    def __init__(self, read: Callable[[], int | None]) -> None:
+    def __init__(self, read: Callable[[], int | None], min_interval: float = 0.0,
+                 clock: Callable[[], float] | None = None) -> None:
         self.read = read
         self.last = 0
+        # Reading the kernel costs a netlink dump; the shipper asks five times a second, but a
+        # drop count a few seconds late is as good. 0: read on every call.
+        self.min_interval = min_interval
+        self._clock = clock or _monotonic
+        self._read_at: float | None = None
 
     def __call__(self) -> int:
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < self.min_interval:
+            return 0
+        self._read_at = now
         value = self.read()
         if value is None:
             return 0

@@ -80,7 +80,7 @@ def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, me
     group = settings.flow_log_group
     assert group is not None
     recorder = FlowRecorder(settings.host, settings.flow_queue, metrics)
-    suppressed = CounterDelta(lambda: driver.counter(LOG_SUPPRESSED))
+    suppressed = CounterDelta(lambda: driver.counter(LOG_SUPPRESSED), min_interval=2.0)
     pipeline: FlowPipeline
 
     def kernel_side() -> dict[str, int]:

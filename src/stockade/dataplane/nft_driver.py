@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from stockade.dataplane import libnft
 from stockade.errors import DataplaneError
 from stockade.nft.render import Json, delete_table, to_json
 
@@ -22,7 +24,24 @@ class CommandRunner(Protocol):
 
 
 def run_command(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `cmd`; `nft -j ...` runs in-process through libnftables when it is there (see
+    `dataplane.libnft`: the same library, without a process per call), anything else as a process."""
+    nft_args = _libnft_args(cmd, stdin)
+    if nft_args is not None:
+        code, out, err = libnft.run(*nft_args)
+        return subprocess.CompletedProcess(cmd, code, out, err)
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30, check=False)
+
+
+def _libnft_args(cmd: list[str], stdin: str | None) -> tuple[str, bool] | None:
+    """(command buffer, JSON output) for the two shapes the driver uses, when libnftables is loaded."""
+    if len(cmd) < 3 or cmd[0] != "nft" or cmd[1] != "-j" or not libnft.available():
+        return None
+    if cmd[2:] == ["-f", "-"] and stdin is not None:
+        return stdin, True
+    if cmd[2] == "list" and stdin is None:
+        return " ".join(cmd[2:]), True
+    return None
 
 
 @dataclass
@@ -54,7 +73,7 @@ class NftDriver:
         listing = self.list_table()
         if listing is None:
             return None
-        return hashlib.sha256(json.dumps(_canonical(listing), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(_canonical_text(listing).encode()).hexdigest()[:16]
 
     def counter(self, name: str) -> int | None:
         """Packets of a named counter object of our table, or None when it does not exist."""
@@ -74,19 +93,19 @@ class NftDriver:
             raise DataplaneError(cmd, res.returncode, res.stderr)
 
 
-def _canonical(node: Any) -> Any:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if k in ("handle", "metainfo"):
-                continue
-            if k == "counter" and isinstance(v, dict):
-                v = {"packets": 0, "bytes": 0}
-            out[k] = _canonical(v)
-        return out
-    if isinstance(node, list):
-        return [_canonical(x) for x in node if not (isinstance(x, dict) and "metainfo" in x)]
-    return node
+# In the JSON text (keys sorted), a handle and a counter's values; inside a string every quote
+# is escaped, so these patterns only ever match keys.
+_HANDLE = re.compile(r'"handle": \d+(, )?')
+_COUNTS = re.compile(r'"(bytes|packets)": \d+')
+
+
+def _canonical_text(listing: dict[str, Any]) -> str:
+    """The listing as text blind to handles, counter values and metainfo, made by the C JSON
+    encoder and regular expressions: the drift check runs every second, and walking the listing
+    in Python was most of an idle agent's CPU."""
+    items = [i for i in listing.get("nftables", []) if not (isinstance(i, dict) and "metainfo" in i)]
+    text = json.dumps(items, sort_keys=True)
+    return _COUNTS.sub(r'"\1": 0', _HANDLE.sub("", text))
 
 
 def counters_by_comment(listing: dict[str, Any]) -> dict[str, tuple[int, int]]:
