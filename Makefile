@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := nftables iproute2 conntrack iputils-ping util-linux procps python3-venv
 STAMP := $(VENV)/.installed
+# What the benchmarks measure packets with (see bench/packets.py), and curl for agents' /metrics.
+BENCH_APT_PACKAGES := wrk nginx-light curl
 
-.PHONY: install demo test test-unit clean lab-down
+.PHONY: install demo test test-unit bench clean lab-down
 
 install: $(STAMP)
 	@ln -sf $(CURDIR)/$(VENV)/bin/stockade /usr/local/bin/stockade
@@ -28,6 +30,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The benchmark suite (issue 8): figures as ratios measured in one run; writes bench/results.json.
+bench: install
+	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_APT_PACKAGES); fi
+	timeout 1500 $(PY) -m bench.run
 
 test-unit: install
 	$(PY) -m pytest -q -m "not kernel"

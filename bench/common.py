@@ -7,6 +7,7 @@ deletes exactly those; every subprocess runs with a timeout.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import statistics
@@ -48,8 +49,8 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def median(values: list[float]) -> float:
