@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from stockade.agent.cache import StateCache
+from stockade.agent.memory import release_free_memory
 from stockade.agent.reconciler import Outcome, Reconciler
 from stockade.errors import StockadeError
 from stockade.model.state import DesiredState
@@ -116,9 +117,12 @@ class Agent:
             try:
                 if since is None:
                     snap = await asyncio.to_thread(self.client.snapshot)
+                    listed = len(snap["objects"])
                     self.cache.replace(int(snap["revision"]), snap["objects"])
+                    del snap
+                    release_free_memory()  # the listing was parsed and dropped: give its pages back
                     since = self.cache.revision
-                    log.info("full sync at revision %d (%d objects)", since, len(snap["objects"]))
+                    log.info("full sync at revision %d (%d objects)", since, listed)
                     self.dirty.set()
                 result = await asyncio.to_thread(self.client.watch, since, self.config.watch_timeout)
                 self.status.controller_reachable = True

@@ -16,6 +16,7 @@ import typer
 
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
+from stockade.agent.memory import limit_arenas
 from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
@@ -110,6 +111,7 @@ def run(
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
+    limit_arenas()  # before any thread starts: see agent.memory
     token = token_file.read_text().strip()
     agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address,
                                                    flow_log_group or None, flow_conntrack=flow_conntrack))
