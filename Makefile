@@ -35,6 +35,7 @@ test: install
 bench: install
 	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_APT_PACKAGES); fi
+	@$(PY) -m pip show -q py-spy >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	timeout 1500 $(PY) -m bench.run
 
 test-unit: install

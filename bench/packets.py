@@ -10,6 +10,8 @@ of each request on its fresh connection (p50/p99).
 Configurations, measured in rounds (each round visits every configuration in
 a rotated order, so slow drifts of a shared machine hit all of them alike):
 - `none`:  no nftables table at all (no firewall, no conntrack);
+- `conntrack`: a table that only tracks connections (`ct state established,related
+  accept`, then accept): the cost of stateful filtering itself, without any policy;
 - `small`: the program Stockade compiles for each host from the policy of 10 workloads;
 - `large`: the same from the policy of 10,000 workloads (~2,000 policies, most not about these two);
 - `naive`: the large policy written as a hand-written ruleset would be: one linear
@@ -39,7 +41,8 @@ from stockade.nft.render import Json, full_replace
 NAIVE_TABLE = "naive"
 NAIVE_CAP = 10_000
 OPTIONS = CompileOptions(log_group=None)  # no NFLOG reader runs here; logging would only cost syscalls
-CONFIGS = ("none", "small", "large", "naive")
+CONFIGS = ("none", "conntrack", "small", "large", "naive")
+CT_TABLE = "ctonly"
 
 NGINX_CONF = """
 worker_processes 1;
@@ -155,6 +158,20 @@ def naive_program(state: DesiredState, cap: int = NAIVE_CAP) -> tuple[Json, int,
     return {"nftables": cmds}, len(body), total
 
 
+def conntrack_only() -> Json:
+    """A stateful table with no policy: what any conntrack-based firewall costs per connection."""
+    table = {"family": "inet", "name": CT_TABLE}
+    chain = {"family": "inet", "table": CT_TABLE, "name": "forward"}
+    ct = [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+          {"accept": None}]
+    return {"nftables": [
+        {"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
+        {"add": {"chain": {**chain, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
+        {"add": {"rule": {**{k: chain[k] for k in ("family", "table")}, "chain": "forward", "expr": ct}}},
+        {"add": {"rule": {**{k: chain[k] for k in ("family", "table")}, "chain": "forward", "expr": [{"accept": None}]}}},
+    ]}
+
+
 # ------------------------------------------------------------------ measuring
 
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -189,8 +206,9 @@ def wrk(client_ns: str, seconds: float, connections: int) -> dict[str, float]:
 def load(pair: topology.Pair, config: str, programs: dict[str, tuple[Json, Json]]) -> None:
     for i, host in enumerate(pair.hosts):
         netns_driver(host, "stockade").delete() if _has_table(host, "stockade") else None
-        if _has_table(host, NAIVE_TABLE):
-            netns_driver(host, NAIVE_TABLE).delete()
+        for other in (NAIVE_TABLE, CT_TABLE):
+            if _has_table(host, other):
+                netns_driver(host, other).delete()
         if config != "none":
             netns_driver(host).apply(programs[config][i])
 
@@ -208,6 +226,7 @@ def run(small: tuple[int, int] = (10, 2), large: tuple[int, int] = (10_000, 2_00
         "small": tuple(full_replace(compile_host(small_state, h, OPTIONS)) for h in synthetic.BENCH_HOSTS),
         "large": tuple(full_replace(compile_host(large_state, h, OPTIONS)) for h in synthetic.BENCH_HOSTS),
         "naive": (naive, naive),
+        "conntrack": (conntrack_only(), conntrack_only()),
     }
     prefix = new_prefix()
     nginx: subprocess.Popen[bytes] | None = None
@@ -242,7 +261,9 @@ def run(small: tuple[int, int] = (10, 2), large: tuple[int, int] = (10_000, 2_00
         values[f"{c}_conn_per_s"] = round(med[c]["conn_per_s"], 1)
         values[f"{c}_p50_ms"] = round(med[c]["p50_ms"], 3)
         values[f"{c}_p99_ms"] = round(med[c]["p99_ms"], 3)
+    ct_vs_none = med["conntrack"]["conn_per_s"] / med["none"]["conn_per_s"]
     values.update({"large_vs_none": round(vs_none, 3), "naive_vs_small": round(naive_vs, 3),
+                   "conntrack_only_vs_none": round(ct_vs_none, 3),
                    "small_workloads": small[0], "large_workloads": large[0], "large_policies": large[1],
                    "naive_rules_loaded": naive_rules_n, "naive_rules_full_expansion": naive_total,
                    "socket_errors": errors, "rounds": rounds, "seconds_per_run": seconds,
@@ -252,6 +273,8 @@ def run(small: tuple[int, int] = (10, 2), large: tuple[int, int] = (10_000, 2_00
         title=f"new TCP conn/s, policy of {large[0]:,} vs {small[0]:,} workloads (and vs no firewall)",
         values=values, ratio=round(vs_small, 3), target=">= 0.95 vs small; >= 0.90 vs none",
         met=vs_small >= 0.95 and vs_none >= 0.90,
-        notes=[f"naive linear chain ({naive_rules_n:,} of {naive_total:,} address-pair rules): "
+        notes=[f"vs no firewall: large {vs_none:.2f}x; a table that only tracks connections (no policy) "
+               f"{ct_vs_none:.2f}x: that much is the cost of conntrack itself",
+               f"naive linear chain ({naive_rules_n:,} of {naive_total:,} address-pair rules): "
                f"{naive_vs:.2f}x the small policy's rate"],
     )
