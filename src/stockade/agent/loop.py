@@ -95,6 +95,7 @@ class Agent:
         self.status = AgentStatus()
         self.dirty = asyncio.Event()
         self.reported = asyncio.Event()
+        self._report_lock = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(coro) for coro in (
@@ -210,8 +211,12 @@ class Agent:
             await self._report()
 
     async def _report(self) -> None:
-        try:
-            await asyncio.to_thread(self.client.report_status, self.config.host, self.status.report())
-            self.reported.set()
-        except Exception as e:  # noqa: BLE001 - the controller may be down; we report again later
-            log.debug("status report failed: %r", e)
+        # One report at a time, its content taken once it is this one's turn: a heartbeat that
+        # snapshotted revision N and was still in flight used to land after the reconcile's report
+        # of N+1, so the controller showed the agent behind until the next heartbeat (5 s later).
+        async with self._report_lock:
+            try:
+                await asyncio.to_thread(self.client.report_status, self.config.host, self.status.report())
+                self.reported.set()
+            except Exception as e:  # noqa: BLE001 - the controller may be down; we report again later
+                log.debug("status report failed: %r", e)
