@@ -99,7 +99,9 @@ def test_rollout_figure_at_tiny_size(no_leftovers):
     fig = rollout.run(hosts=2, applies=2, relabels=2, small_hosts=0)
     values = check_shape(fig, "rollout")
     assert values["label_delta_transactions"] == 2 * 2 and values["label_full_transactions"] == 0
-    assert 0 < values["apply_p50_ms"] <= values["apply_p99_ms"] < 30_000
+    assert 0 <= values["apply_p50_ms"] <= values["apply_p99_ms"] < 30_000
+    # Enforced (the agents' appliedAt) comes before the controller's status shows it.
+    assert values["apply_p50_ms"] <= values["apply_observed_p50_ms"] < 30_000
 
 
 @pytest.mark.kernel
