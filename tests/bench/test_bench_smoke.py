@@ -48,7 +48,7 @@ def test_synthetic_state_is_deterministic_and_has_the_bench_pair():
     state = synthetic.state(300, 60)
     assert len([k for k in state.workloads if k[0] != synthetic.BENCH_NS]) == 300
     assert synthetic.BENCH_CLIENT in state.workloads and synthetic.BENCH_SERVER in state.workloads
-    assert len(state.policies) == 60 + 1 + 2  # synthetic, global, the bench pair's two
+    assert len(state.policies) == 60 + synthetic.GLOBAL_POLICIES + 2  # synthetic, global, the bench pair's
 
 
 def test_percentile_nearest_rank():
