@@ -140,6 +140,14 @@ class Gone(StockadeError):
     code = "gone"
 
 
+class PayloadTooLarge(StockadeError):
+    """A request body or a count (objects per apply, rules per policy) over the controller's limits."""
+
+    http_status = 413
+    exit_code = 13
+    code = "too_large"
+
+
 class PolicyTestFailed(StockadeError):
     """Expectations were checked and some did not hold: the CI gate's "no" (bad input is a ValidationError)."""
 
@@ -166,6 +174,7 @@ ERRORS_BY_CODE: dict[str, type[StockadeError]] = {
         ControllerUnavailable,
         LabError,
         Gone,
+        PayloadTooLarge,
     )
 }
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from stockade.controller.auth import (
-    Permission,
     TokenAuthority,
     add_token,
     create_token_file,
     hash_token,
 )
+from stockade.controller.rbac import Permission, require
 from stockade.errors import Forbidden, Unauthorized
 
 
@@ -39,14 +39,16 @@ def test_roles_decide_what_a_caller_may_do(tmp_path: Path) -> None:
     authority = TokenAuthority(path)
     alice = authority.authenticate(tokens["alice"])
     for permission in Permission:
-        alice.require(permission, host="any-host")
+        require(alice, permission, host="any-host")
     agent = authority.authenticate(tokens["agent-hv1"])
-    agent.require(Permission.READ)
-    agent.require(Permission.REPORT, host="hv1")
+    require(agent, Permission.READ_STATE)
+    require(agent, Permission.REPORT, host="hv1")
     with pytest.raises(Forbidden):
-        agent.require(Permission.WRITE)
+        require(agent, Permission.WRITE_OBJECTS)
     with pytest.raises(Forbidden):
-        agent.require(Permission.REPORT, host="hv2")
+        require(agent, Permission.READ_AUDIT)
+    with pytest.raises(Forbidden):
+        require(agent, Permission.REPORT, host="hv2")
 
 
 def test_missing_or_unknown_tokens_are_unauthorized(tmp_path: Path) -> None:

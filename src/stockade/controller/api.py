@@ -26,7 +26,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stockade.controller.auth import Permission, Principal, TokenAuthority
+from stockade.controller import rbac
+from stockade.controller.audit import AuditEntry, AuditLog
+from stockade.controller.auth import Principal, TokenAuthority, parse_ttl
+from stockade.controller.limits import BodyLimit
+from stockade.controller.rbac import Permission
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, FlowQuery
 from stockade.controller.metrics import ControllerMetrics, RequestCounter
@@ -34,7 +38,14 @@ from stockade.controller.records import AgentReport, Endpoint, event_to_dict
 from stockade.controller.schemas import (
     AgentStatusRequest,
     ApplyRequest,
+    AuditResponse,
     DeleteRequest,
+    DiffRequest,
+    DiffResponse,
+    RollbackRequest,
+    TokenCreated,
+    TokenCreateRequest,
+    TokensResponse,
     ErrorBody,
     FlowBatchRequest,
     FlowIngestResponse,
@@ -50,6 +61,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService, object_key
+from stockade.model.kinds import ObjectKey
 from stockade.errors import (
     ERRORS_BY_CODE,
     FieldProblem,
@@ -65,8 +77,40 @@ API = "/api/v1"
 MAX_WATCH_TIMEOUT = 300.0
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)
+    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 422)
 }
+
+# Routes that change something: every outcome of these is audited (refusals of any route are too).
+_WRITES: dict[tuple[str, str], str] = {
+    ("POST", f"{API}/apply"): "apply",
+    ("POST", f"{API}/delete"): "delete",
+    ("POST", f"{API}/rollback"): "rollback",
+    ("POST", f"{API}/tokens"): "token.create",
+}
+
+
+def _action_of(method: str, path: str) -> str | None:
+    if method == "DELETE" and path.startswith(f"{API}/tokens/"):
+        return "token.revoke"
+    return _WRITES.get((method, path.rstrip("/")))
+
+
+def _client_of(scope_client: Any) -> str:
+    return f"{scope_client[0]}" if scope_client else "unix-socket"
+
+
+def _audit_failure(request: Request, status: int, reason: str) -> None:
+    """Audit a refused (401/403) request of any route, or a failed write; nothing else."""
+    audit: AuditLog | None = getattr(request.app.state, "audit", None)
+    action = _action_of(request.method, request.url.path)
+    if audit is None or (action is None and status not in (401, 403, 413)):
+        return
+    principal: Principal | None = getattr(request.state, "principal", None)
+    audit.record(AuditEntry(
+        action=action or "request", outcome="refused" if status in (401, 403, 413) else "failed",
+        status=status, method=request.method, path=request.url.path,
+        client=_client_of(request.client), actor=principal.describe() if principal else None,
+        reason=reason))
 
 
 def _version() -> str:
@@ -89,13 +133,16 @@ def _install_error_handlers(app: FastAPI) -> None:
             caller = getattr(request.state, "caller", None)
             log.warning("refused %s %s from %s (%s): %s", request.method, request.url.path, client,
                         caller or "no valid token", exc.message)
+        _audit_failure(request, exc.http_status or 500, exc.message)
         return _error_response(exc)
 
     async def request_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problems = [FieldProblem("request", ".".join(str(p) for p in err.get("loc", ())), str(err.get("msg", "")))
                     for err in exc.errors()]
-        return _error_response(ValidationError(problems or [FieldProblem("request", "", "invalid request")]))
+        error = ValidationError(problems or [FieldProblem("request", "", "invalid request")])
+        _audit_failure(request, 422, error.message[:2000])
+        return _error_response(error)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -103,6 +150,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         cls = next((c for c in ERRORS_BY_CODE.values()
                     if c.http_status == exc.status_code and c is not ValidationError), None)
         body = cls(str(exc.detail)).to_dict() if cls is not None else {"error": "http", "message": str(exc.detail)}
+        _audit_failure(request, exc.status_code, str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -119,8 +167,9 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
               tokens: TokenAuthority | None = None) -> FastAPI:
     """The controller's HTTP app. `service` and `tokens` may be given (tests); else built from `config`."""
     service = service if service is not None else ControllerService(config)
-    tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file)
+    tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file, service.store)
     metrics = ControllerMetrics(service)
+    audit = AuditLog(service.store, config.audit_log)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -131,7 +180,15 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                   description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.")
     app.state.service = service
     app.state.metrics = metrics
+    app.state.audit = audit
     _install_error_handlers(app)
+
+    def refuse_body(scope: Any, reason: str) -> None:
+        audit.record(AuditEntry(action=_action_of(scope.get("method", ""), scope.get("path", "")) or "request",
+                                outcome="refused", status=413, method=scope.get("method", ""),
+                                path=scope.get("path", ""), client=_client_of(scope.get("client")), reason=reason))
+
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, on_refusal=refuse_body)
     app.add_middleware(RequestCounter, metrics=metrics)
 
     bearer = HTTPBearer(auto_error=False, description="a token from `stockade token create`")
@@ -140,17 +197,32 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         principal = tokens.authenticate(credentials.credentials if credentials else None)
         request.state.caller = principal.name
+        request.state.principal = principal
         return principal
 
     def allowed(permission: Permission) -> Callable[[Principal], Principal]:
         def check(principal: Annotated[Principal, Depends(caller)]) -> Principal:
-            principal.require(permission)
+            rbac.require(principal, permission)
             return principal
         return check
 
-    Reader = Annotated[Principal, Depends(allowed(Permission.READ))]
-    Writer = Annotated[Principal, Depends(allowed(Permission.WRITE))]
+    Reader = Annotated[Principal, Depends(allowed(Permission.READ_OBJECTS))]
+    StateReader = Annotated[Principal, Depends(allowed(Permission.READ_STATE))]
+    StatusReader = Annotated[Principal, Depends(allowed(Permission.READ_STATUS))]
+    FlowReader = Annotated[Principal, Depends(allowed(Permission.READ_FLOWS))]
+    HistoryReader = Annotated[Principal, Depends(allowed(Permission.READ_HISTORY))]
+    AuditReader = Annotated[Principal, Depends(allowed(Permission.READ_AUDIT))]
+    Writer = Annotated[Principal, Depends(allowed(Permission.WRITE_OBJECTS))]
+    TokenAdmin = Annotated[Principal, Depends(allowed(Permission.MANAGE_TOKENS))]
     Reporter = Annotated[Principal, Depends(allowed(Permission.REPORT))]
+
+    def audit_write(request: Request, principal: Principal, action: str, result: dict[str, Any],
+                    **detail: Any) -> None:
+        objects = [r for r in result.get("results", []) if r.get("action") != "unchanged"]
+        audit.record(AuditEntry(action=action, outcome="ok", status=200, method=request.method,
+                                path=request.url.path, client=_client_of(request.client),
+                                actor=principal.describe(), revision=result.get("revision"),
+                                objects=objects, detail={k: v for k, v in detail.items() if v not in (None, "")}))
 
     @app.get("/healthz", response_model=HealthResponse, tags=["health"])
     def healthz() -> dict[str, Any]:
@@ -158,33 +230,60 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         return {"ok": True, "revision": service.revision()}
 
     @app.post(f"{API}/apply", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
-    def apply(body: ApplyRequest, principal: Writer) -> dict[str, Any]:
-        """Create or update objects, all or nothing, as one revision authored by the token's name."""
-        return service.apply(body.documents, principal.name, body.message, body.namespace).to_dict()
+    def apply(body: ApplyRequest, principal: Writer, request: Request) -> dict[str, Any]:
+        """Create or update objects, all or nothing, as one revision authored by the token's name.
+        Each object must be within the caller's role; a stale metadata.resourceVersion gives 409."""
+        result = service.apply(body.documents, principal.name, body.message, body.namespace,
+                               principal=principal).to_dict()
+        audit_write(request, principal, "apply", result, message=body.message)
+        return result
 
     @app.post(f"{API}/delete", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
-    def delete(body: DeleteRequest, principal: Writer) -> dict[str, Any]:
+    def delete(body: DeleteRequest, principal: Writer, request: Request) -> dict[str, Any]:
         """Delete objects, all or nothing, as one revision."""
         keys = [object_key(o.kind, o.namespace, o.name) for o in body.objects]
-        return service.delete(keys, principal.name, body.message).to_dict()
+        result = service.delete(keys, principal.name, body.message, principal=principal).to_dict()
+        audit_write(request, principal, "delete", result, message=body.message)
+        return result
+
+    @app.post(f"{API}/diff", response_model=DiffResponse, responses=_ERROR_RESPONSES, tags=["objects"])
+    def diff(body: DiffRequest, principal: Writer) -> dict[str, Any]:
+        """What applying these objects would change (object by object, field by field) and which recently
+        observed flows would change verdict. Refused exactly as the apply would be; stores nothing."""
+        revision, objects, flows = service.diff(body.documents, body.namespace, principal=principal)
+        return {"revision": revision, "objects": [o.to_dict() for o in objects],
+                "flows": [f.to_dict() for f in flows]}
+
+    @app.post(f"{API}/rollback", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
+    def rollback(body: RollbackRequest, principal: Writer, request: Request) -> dict[str, Any]:
+        """A new revision restoring every object as it was right after `revision`."""
+        result = service.rollback(body.revision, principal.name, body.message, principal=principal).to_dict()
+        audit_write(request, principal, "rollback", result, target=body.revision, message=body.message)
+        return result
 
     @app.get(f"{API}/objects/{{kind}}", response_model=ListResponse, responses=_ERROR_RESPONSES,
              tags=["objects"])
-    def list_objects(kind: str, _: Reader, namespace: str | None = None,
+    def list_objects(kind: str, principal: Reader, namespace: str | None = None,
                      name: str | None = None) -> dict[str, Any]:
-        """Objects of one kind (singular, plural or alias, any case); all namespaces unless one is given."""
+        """Objects of one kind (singular, plural or alias, any case); all namespaces unless one is given.
+        A tenant sees only its own namespaces."""
+        rbac.require_namespace(principal, namespace)
         revision, items = service.list_objects(kind, namespace, name)
+        if rbac.is_scoped(principal):
+            items = [d for d in items if rbac.may_read(principal, _key_of_doc(d))]
+            if name is not None and not items:
+                raise Forbidden(f"{principal.name!r} (role tenant) may not read {kind} {name}")
         return {"items": items, "revision": revision}
 
     @app.get(f"{API}/snapshot", response_model=SnapshotResponse, responses=_ERROR_RESPONSES, tags=["sync"])
-    def snapshot(_: Reader) -> dict[str, Any]:
+    def snapshot(_: StateReader) -> dict[str, Any]:
         """Every object at one revision: where a watcher starts, and restarts after 410."""
         revision, objects = service.snapshot()
         return {"revision": revision, "objects": objects}
 
     @app.get(f"{API}/watch", response_model=WatchResponse,
              responses={**_ERROR_RESPONSES, 410: {"model": ErrorBody}}, tags=["sync"])
-    async def watch(_: Reader, since: Annotated[int, Query(ge=0)],
+    async def watch(_: StateReader, since: Annotated[int, Query(ge=0, le=2**53)],
                     timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT)] = 30.0) -> dict[str, Any]:
         """Events after revision `since`; long-polls up to `timeout` seconds. 410: too old, relist."""
         revision, events = await service.watch(since, timeout)
@@ -194,7 +293,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
              tags=["agents"])
     def report_status(host: str, body: AgentStatusRequest, principal: Reporter) -> dict[str, Any]:
         """An agent reports the revision it enforces and its endpoints; an agent token only for its host."""
-        principal.require(Permission.REPORT, host=host)
+        rbac.require(principal, Permission.REPORT, host=host)
         report = AgentReport(
             revision=body.revision, program_hash=body.programHash, applied_at=body.appliedAt,
             in_sync=body.inSync, error=body.error, drift_repairs=body.driftRepairs,
@@ -210,15 +309,16 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     def report_flows(host: str, body: FlowBatchRequest, principal: Reporter) -> dict[str, Any]:
         """An agent sends flow records it enforced and how many it dropped or sampled since its last batch;
         an agent token only for its host, and every record must name that host."""
-        principal.require(Permission.REPORT, host=host)
+        rbac.require(principal, Permission.REPORT, host=host)
         records = [(parse_utc(r.time), r.model_dump()) for r in body.records]
         last = service.record_flows(host, records, body.dropped)
         return {"accepted": len(records), "lastSeq": last}
 
     @app.get(f"{API}/flows", response_model=FlowsResponse, responses=_ERROR_RESPONSES, tags=["flows"])
     async def flows(
-        _: Reader,
-        since_seq: Annotated[int | None, Query(ge=0, description="only records after this seq, oldest first")] = None,
+        principal: FlowReader,
+        since_seq: Annotated[int | None, Query(ge=0, le=2**53,
+                                               description="only records after this seq, oldest first")] = None,
         since: Annotated[str | None, Query(description="only records at or after this ISO 8601 time")] = None,
         namespace: Annotated[str | None, Query(description="either end is in this namespace")] = None,
         workload: Annotated[str | None, Query(description="either end is this workload (namespace/name)")] = None,
@@ -228,7 +328,17 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                                                description="long-poll up to this many seconds for new records")] = 0.0,
     ) -> dict[str, Any]:
         """Flow records from the controller's bounded history. Without `since_seq`, the newest `limit`
-        matching records; with it, the oldest `limit` after it. Follow by passing back `lastSeq`."""
+        matching records; with it, the oldest `limit` after it. Follow by passing back `lastSeq`.
+        A tenant must name one of its namespaces (or has only one, which is the default)."""
+        if rbac.is_scoped(principal):
+            if workload and not namespace:
+                namespace = workload.split("/", 1)[0]
+            if not namespace and len(principal.namespaces) == 1:
+                namespace = next(iter(principal.namespaces))
+            if not namespace:
+                raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
+                                f"({', '.join(sorted(principal.namespaces))})")
+            rbac.require_namespace(principal, namespace)
         when = None
         if since is not None:
             try:
@@ -240,16 +350,59 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         return page.to_dict()
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERROR_RESPONSES, tags=["agents"])
-    def status(_: Reader) -> dict[str, Any]:
+    def status(_: StatusReader) -> dict[str, Any]:
         """The controller's revision and what each agent enforces."""
         return service.status().to_dict()
 
     @app.get(f"{API}/revisions", response_model=RevisionsResponse, responses=_ERROR_RESPONSES,
              tags=["objects"])
-    def revisions(_: Reader, limit: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
-        """Revision history, newest first."""
-        return {"revisions": [{"revision": r.number, "author": r.author, "message": r.message, "time": r.time}
-                              for r in service.revisions(limit)]}
+    def revisions(principal: HistoryReader,
+                  limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> dict[str, Any]:
+        """Revision history, newest first, with the objects each revision changed
+        (a tenant sees the revisions that touched its namespaces)."""
+        return {"revisions": service.history(limit, principal)}
+
+    @app.get(f"{API}/audit", response_model=AuditResponse, responses=_ERROR_RESPONSES, tags=["audit"])
+    def audit_log(_: AuditReader,
+                  since: Annotated[str | None, Query(description="entries at or after this ISO 8601 time")] = None,
+                  limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = DEFAULT_QUERY_LIMIT) -> dict[str, Any]:
+        """Every write and every refusal: who, when, what, and the revision or the reason. Oldest first."""
+        when = None
+        if since is not None:
+            try:
+                when = parse_utc(since)
+            except ValueError as e:
+                raise ValidationError.single("request", "query.since", f"{since!r} is not an ISO 8601 time: {e}")
+        return {"entries": audit.query(when, limit)}
+
+    @app.post(f"{API}/tokens", response_model=TokenCreated, responses=_ERROR_RESPONSES, tags=["tokens"])
+    def create_token(body: TokenCreateRequest, principal: TokenAdmin, request: Request) -> dict[str, Any]:
+        """Make a token; the secret is in this answer only. Admins only."""
+        ttl = parse_ttl(body.ttl) if body.ttl else None
+        entry, secret = tokens.create(principal.name, body.role, body.namespaces, ttl, body.name, body.host)
+        info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
+        audit.record(AuditEntry(action="token.create", outcome="ok", status=200, method="POST",
+                                path=request.url.path, client=_client_of(request.client),
+                                actor=principal.describe(),
+                                detail={k: v for k, v in info.items() if k in ("id", "name", "role", "namespaces",
+                                                                                "host", "expires")}))
+        return {"token": secret, "info": info}
+
+    @app.get(f"{API}/tokens", response_model=TokensResponse, responses=_ERROR_RESPONSES, tags=["tokens"])
+    def list_tokens(_: TokenAdmin) -> dict[str, Any]:
+        """Every known token (file and API) without its secret or hash."""
+        return {"tokens": tokens.describe_all()}
+
+    @app.delete(f"{API}/tokens/{{ref}}", response_model=TokensResponse, responses=_ERROR_RESPONSES,
+                tags=["tokens"])
+    def revoke_token(ref: str, principal: TokenAdmin, request: Request) -> dict[str, Any]:
+        """Revoke a token by id (or unique name); it is refused from the next request on."""
+        entry = tokens.revoke(ref)
+        info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
+        audit.record(AuditEntry(action="token.revoke", outcome="ok", status=200, method="DELETE",
+                                path=request.url.path, client=_client_of(request.client),
+                                actor=principal.describe(), detail={"id": entry.id, "name": entry.name}))
+        return {"tokens": [info]}
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
@@ -258,3 +411,8 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _key_of_doc(doc: dict[str, Any]) -> ObjectKey:
+    meta = doc.get("metadata") or {}
+    return ObjectKey(str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))

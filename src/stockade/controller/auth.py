@@ -1,16 +1,17 @@
-"""Bearer tokens: who is calling, and may they do this.
+"""Bearer tokens: who is calling. (What they may do is `controller.rbac`.)
 
-The tokens file is JSON, a list of `{"name", "role", "sha256"[, "host"]}`. Only
-SHA-256 hashes are stored; a plaintext token exists once, when it is created,
-and is never written to disk or to a log.
+Tokens come from two places, checked the same way:
+- the tokens file (JSON list of `{"name", "role", "sha256"[, "host"][, "namespaces"][, "expires"]}`),
+  written by `lab up` or an operator to bootstrap the first admin and the agents;
+  re-read when it changes on disk;
+- the store, for tokens made through the API (`stockade token create`).
+Only SHA-256 hashes are kept anywhere; a plaintext token exists once, when it is
+created, and is never written to disk or to a log. A token's public `id` is the
+first 12 hex digits of its hash: enough to name it in `token list`, `revoke` and
+the audit log, useless for guessing it.
 
-Roles:
-- `admin`: everything.
-- `agent`: read desired state (objects, snapshot, watch) and report the status of
-  its own host (`host`, or its `name` when no host is given); nothing else.
-
-Unknown or missing token → `Unauthorized` (401); known token, wrong right → `Forbidden` (403).
-(Fuller RBAC and the audit log come later; this module stays the one place that decides.)
+Revocation is by hash and applies to both sources; expiry is checked on every request.
+Unknown, expired or revoked token → `Unauthorized` (401).
 """
 
 from __future__ import annotations
@@ -19,62 +20,90 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from stockade.errors import Forbidden, Unauthorized
+from stockade.controller.store import Store, StoredToken
+from stockade.errors import NotFoundError, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "stk_"
+ROLES: tuple[str, ...] = ("admin", "network-admin", "tenant", "viewer", "agent")
+ID_LENGTH = 12
+MAX_TTL = timedelta(days=3650)
+
+Clock = Callable[[], datetime]
 
 
-class Permission(Enum):
-    READ = "read desired state and status"          # objects, snapshot, watch, status, revisions
-    WRITE = "change objects (apply, delete)"
-    REPORT = "report an agent's status"
-
-
-ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "admin": frozenset(Permission),
-    "agent": frozenset({Permission.READ, Permission.REPORT}),
-}
-ROLES: tuple[str, ...] = tuple(ROLE_PERMISSIONS)
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
 class TokenEntry:
+    """One known token, from either source, without its secret."""
+
     name: str
     role: str
     sha256: str
     host: str | None = None
+    namespaces: tuple[str, ...] = ()
+    expires: datetime | None = None
+    source: str = "file"                 # "file" or "api"
+    created: str | None = None
+    created_by: str | None = None
+    revoked: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        out = {"name": self.name, "role": self.role, "sha256": self.sha256}
+    @property
+    def id(self) -> str:
+        return self.sha256[:ID_LENGTH]
+
+    def to_file_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "role": self.role, "sha256": self.sha256}
         if self.host is not None:
             out["host"] = self.host
+        if self.namespaces:
+            out["namespaces"] = list(self.namespaces)
+        if self.expires is not None:
+            out["expires"] = self.expires.isoformat()
         return out
+
+    def describe(self, now: datetime) -> dict[str, Any]:
+        """The public view for `token list`: everything but the hash."""
+        return {"id": self.id, "name": self.name, "role": self.role, "host": self.host,
+                "namespaces": list(self.namespaces), "source": self.source, "created": self.created,
+                "createdBy": self.created_by,
+                "expires": self.expires.isoformat(timespec="seconds") if self.expires else None,
+                "expired": bool(self.expires and self.expires <= now), "revoked": self.revoked}
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. `host` is the one host an agent may report for (None: any)."""
+    """An authenticated caller: the token's name and role, and its scope.
+
+    `host` is the one host an agent may report for; `namespaces` the namespaces a tenant owns.
+    """
 
     name: str
     role: str
     host: str | None = None
+    namespaces: frozenset[str] = field(default_factory=frozenset)
+    token_id: str = ""
 
-    def require(self, permission: Permission, host: str | None = None) -> None:
-        """Raise Forbidden unless this caller has `permission` (for `host`, when reporting)."""
-        if permission not in ROLE_PERMISSIONS.get(self.role, frozenset()):
-            raise Forbidden(f"{self.name!r} (role {self.role}) may not {permission.value}")
-        if host is not None and self.host is not None and host != self.host:
-            raise Forbidden(f"{self.name!r} may only report for host {self.host!r}, not {host!r}")
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "role": self.role, "tokenId": self.token_id}
+        if self.namespaces:
+            out["namespaces"] = sorted(self.namespaces)
+        if self.host:
+            out["host"] = self.host
+        return out
 
 
 def hash_token(token: str) -> str:
@@ -85,20 +114,59 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+_TTL = re.compile(r"^(\d+)([smhdw])$")
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """`90s`, `30m`, `12h`, `7d`, `2w` → a positive timedelta of at most ten years."""
+    m = _TTL.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise ValidationError.single("token", "ttl", f"{text!r} is not a duration like 90s, 30m, 12h, 7d or 2w")
+    ttl = timedelta(seconds=int(m.group(1)) * _TTL_UNITS[m.group(2)])
+    if ttl > MAX_TTL:
+        raise ValidationError.single("token", "ttl", f"{text!r} is longer than ten years")
+    return ttl
+
+
+def _check_scope(where: str, role: str, host: str | None, namespaces: Iterable[str]) -> None:
+    """Raise ValueError unless role, host and namespaces fit together."""
+    namespaces = list(namespaces)
+    if role not in ROLES:
+        raise ValueError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+    if role == "tenant" and not namespaces:
+        raise ValueError(f"{where}.namespaces: a tenant token needs at least one namespace")
+    if role != "tenant" and namespaces:
+        raise ValueError(f"{where}.namespaces: only tenant tokens are scoped to namespaces")
+    if host is not None and role != "agent":
+        raise ValueError(f"{where}.host: only agent tokens are bound to a host")
+
+
 def _entry_from(raw: Any, where: str) -> TokenEntry:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: must be an object with name, role and sha256")
     name, role, digest = raw.get("name"), raw.get("role"), raw.get("sha256")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}.name: must be a non-empty string")
-    if role not in ROLE_PERMISSIONS:
-        raise ValueError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
-    if not isinstance(digest, str) or len(digest) != 64:
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
         raise ValueError(f"{where}.sha256: must be a hex SHA-256 digest")
     host = raw.get("host")
     if host is not None and not isinstance(host, str):
         raise ValueError(f"{where}.host: must be a string")
-    return TokenEntry(name, role, digest.lower(), host)
+    namespaces = raw.get("namespaces") or []
+    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
+        raise ValueError(f"{where}.namespaces: must be a list of namespace names")
+    _check_scope(where, str(role), host, namespaces)
+    expires = raw.get("expires")
+    when: datetime | None = None
+    if expires is not None:
+        try:
+            when = datetime.fromisoformat(str(expires))
+        except ValueError:
+            raise ValueError(f"{where}.expires: {expires!r} is not an ISO 8601 time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    return TokenEntry(name, str(role), digest.lower(), host, tuple(namespaces), when)
 
 
 def read_token_file(path: Path) -> list[TokenEntry]:
@@ -117,7 +185,7 @@ def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump([e.to_dict() for e in entries], f, indent=2)
+            json.dump([e.to_file_dict() for e in entries], f, indent=2)
             f.write("\n")
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
@@ -127,8 +195,8 @@ def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
         raise
 
 
-def create_token_file(path: Path | str, entries: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Write a new tokens file for `entries` ({name, role[, host]}); return {name: plaintext token}."""
+def create_token_file(path: Path | str, entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Write a new tokens file for `entries` ({name, role[, host][, namespaces]}); return {name: plaintext}."""
     tokens: dict[str, str] = {}
     stored: list[TokenEntry] = []
     for i, e in enumerate(entries):
@@ -156,18 +224,30 @@ def add_token(path: Path | str, name: str, role: str, host: str | None = None) -
 
 
 class TokenAuthority:
-    """Checks bearer tokens against the tokens file, re-reading it when it changes on disk."""
+    """Checks bearer tokens against the tokens file and the store; makes and revokes API tokens.
 
-    def __init__(self, path: Path | str | None) -> None:
+    Only this process writes the store's token tables, so their cache is refreshed
+    by our own writes; the file is re-read when its mtime or size changes.
+    """
+
+    def __init__(self, path: Path | str | None, store: Store | None = None, clock: Clock = _utc_now) -> None:
         self.path = Path(path) if path is not None else None
+        self.store = store
+        self._clock = clock
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._by_hash: dict[str, TokenEntry] = {}
+        self._file: dict[str, TokenEntry] = {}
+        self._api: dict[str, TokenEntry] = {}
+        self._revoked: set[str] = set()
         if self.path is not None:
-            self._reload(strict=True)
+            self._reload_file(strict=True)
+        self._reload_store()
 
-    def _reload(self, strict: bool = False) -> None:
-        assert self.path is not None
+    # ------------------------------------------------------------ loading
+
+    def _reload_file(self, strict: bool = False) -> None:
+        if self.path is None:
+            return
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_size)
@@ -180,19 +260,96 @@ class TokenAuthority:
             # Keep the tokens we had: a broken edit must not lock every agent out.
             log.warning("tokens file %s unreadable, keeping the previous tokens: %s", self.path, e)
             return
-        self._by_hash = {e.sha256: e for e in entries}
+        self._file = {e.sha256: e for e in entries}
         self._stamp = stamp
+
+    def _reload_store(self) -> None:
+        if self.store is None:
+            return
+        self._api = {t.sha256: _entry_of_stored(t) for t in self.store.tokens()}
+        self._revoked = self.store.revoked_hashes()
+
+    # ------------------------------------------------------- authentication
 
     def authenticate(self, token: str | None) -> Principal:
         """The caller of `token`, or Unauthorized. The token itself is never logged."""
         if not token:
             raise Unauthorized("a bearer token is required (Authorization: Bearer TOKEN)")
-        if self.path is None:
-            raise Unauthorized("this controller has no tokens file; no token is valid")
+        digest = hash_token(token)
         with self._lock:
-            self._reload()
-            entry = self._by_hash.get(hash_token(token))
+            self._reload_file()
+            entry = self._api.get(digest) or self._file.get(digest)
+            revoked = digest in self._revoked
         if entry is None:
             raise Unauthorized("the bearer token is not valid")
+        if revoked or entry.revoked:
+            raise Unauthorized(f"the bearer token {entry.id} has been revoked")
+        if entry.expires is not None and entry.expires <= self._clock():
+            raise Unauthorized(f"the bearer token {entry.id} expired at {entry.expires.isoformat(timespec='seconds')}")
         host = entry.host if entry.host is not None else (entry.name if entry.role == "agent" else None)
-        return Principal(entry.name, entry.role, host)
+        return Principal(entry.name, entry.role, host, frozenset(entry.namespaces), entry.id)
+
+    # ----------------------------------------------------------- management
+
+    def entries(self) -> list[TokenEntry]:
+        with self._lock:
+            self._reload_file()
+            out = [e if e.sha256 not in self._revoked else _revoked_copy(e, "yes")
+                   for e in (*self._file.values(), *self._api.values())]
+        return sorted(out, key=lambda e: (e.source, e.name, e.id))
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [e.describe(now) for e in self.entries()]
+
+    def create(self, creator: str, role: str, namespaces: Iterable[str] = (), ttl: timedelta | None = None,
+               name: str | None = None, host: str | None = None) -> tuple[TokenEntry, str]:
+        """Make an API token; return its entry and the plaintext, which is not kept anywhere."""
+        if self.store is None:
+            raise ValidationError.single("token", "store", "this controller keeps no API tokens")
+        namespaces = tuple(sorted(set(namespaces)))
+        try:
+            _check_scope("token", role, host, namespaces)
+        except ValueError as e:
+            where, _, problem = str(e).partition(": ")
+            raise ValidationError.single("token", where.removeprefix("token."), problem) from None
+        if role == "agent" and not host:
+            raise ValidationError.single("token", "host", "an agent token is bound to one host; give --host")
+        token = new_token()
+        now = self._clock()
+        stored = StoredToken(
+            id=hash_token(token)[:ID_LENGTH], sha256=hash_token(token),
+            name=name or f"{role}-{secrets.token_hex(3)}", role=role, namespaces=namespaces, host=host,
+            created=now.isoformat(timespec="seconds"), created_by=creator,
+            expires=(now + ttl).isoformat(timespec="seconds") if ttl else None, revoked=None)
+        with self._lock:
+            self.store.add_token(stored)
+            self._reload_store()
+        return _entry_of_stored(stored), token
+
+    def revoke(self, ref: str) -> TokenEntry:
+        """Revoke the token with this id (or unique name); NotFound or Validation (ambiguous) otherwise."""
+        if self.store is None:
+            raise ValidationError.single("token", "store", "this controller keeps no revocations")
+        matches = [e for e in self.entries() if e.id == ref.lower()] or [e for e in self.entries() if e.name == ref]
+        if not matches:
+            raise NotFoundError(f"token {ref!r} not found (give its id from `stockade token list`)")
+        if len(matches) > 1:
+            ids = ", ".join(e.id for e in matches)
+            raise ValidationError.single(f"token {ref}", "name", f"names {len(matches)} tokens ({ids}); give the id")
+        entry = matches[0]
+        with self._lock:
+            self.store.revoke_hash(entry.sha256, self._clock().isoformat(timespec="seconds"))
+            self._reload_store()
+        return entry
+
+
+def _entry_of_stored(t: StoredToken) -> TokenEntry:
+    return TokenEntry(t.name, t.role, t.sha256, t.host, t.namespaces,
+                      datetime.fromisoformat(t.expires) if t.expires else None, "api", t.created,
+                      t.created_by, t.revoked)
+
+
+def _revoked_copy(e: TokenEntry, when: str) -> TokenEntry:
+    return TokenEntry(e.name, e.role, e.sha256, e.host, e.namespaces, e.expires, e.source, e.created,
+                      e.created_by, e.revoked or when)

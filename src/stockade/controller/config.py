@@ -18,6 +18,7 @@ DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
 DEFAULT_IPV6_POOL = ipaddress.IPv6Network("2001:db8:64::/64")
 DEFAULT_STALE_AFTER = 15.0
 DEFAULT_EVENT_RETENTION = 10_000
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ControllerConfig:
     agent_stale_after: float = DEFAULT_STALE_AFTER
     event_retention: int = DEFAULT_EVENT_RETENTION
     flow_history: int = DEFAULT_FLOW_HISTORY
+    audit_log: Path | None = None           # JSON lines mirror of the audit log (the store keeps it too)
+    max_body_bytes: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
         for pool in (self.ipv4_pool, self.ipv6_pool):

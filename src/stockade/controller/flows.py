@@ -176,6 +176,28 @@ class FlowLog:
                 last_seq = found[-1].seq
         return FlowPage(tuple(found), last_seq, first_seq, more, counts)
 
+    def recent_distinct(self, limit: int = 2_000) -> list[Mapping[str, Any]]:
+        """The newest record of each distinct workload-to-workload flow (ends, protocol, port),
+        newest first, at most `limit`: what `diff` re-evaluates under a proposed policy."""
+        with self._lock:
+            ring = list(self._ring)
+        seen: set[tuple[Any, ...]] = set()
+        out: list[Mapping[str, Any]] = []
+        for e in reversed(ring):
+            doc = e.document
+            src, dst = doc.get("src") or {}, doc.get("dst") or {}
+            if doc.get("event", "start") != "start" or not src.get("workload") or not dst.get("workload"):
+                continue
+            key = (src["workload"], dst["workload"], doc.get("protocol"), dst.get("port"), doc.get("family"),
+                   doc.get("icmpType"))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(doc)
+            if len(out) >= limit:
+                break
+        return out
+
     def _after(self, since_seq: int) -> list[FlowEntry]:
         """Records with seq > since_seq (the ring is sorted by seq and consecutive)."""
         if not self._ring or since_seq == self._seq:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_FLOW_BATCH = 5_000
+MAX_DOCUMENTS = 10_000
+MAX_MESSAGE = 2_000
 _WORKLOAD_REF = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -29,20 +31,43 @@ class _Response(BaseModel):
 # ------------------------------------------------------------------ requests
 
 class ApplyRequest(_Request):
-    documents: list[Any] = Field(description="Stockade objects (apiVersion, kind, metadata, spec), as in a YAML file")
-    message: str = Field(default="", description="why: stored with the revision")
-    namespace: str | None = Field(default=None, description="namespace for namespaced objects that name none")
+    documents: list[Any] = Field(max_length=MAX_DOCUMENTS,
+                                 description="Stockade objects (apiVersion, kind, metadata, spec), as in a YAML "
+                                 "file; an object with metadata.resourceVersion is written only if that is still "
+                                 "its version (else 409)")
+    message: str = Field(default="", max_length=MAX_MESSAGE, description="why: stored with the revision")
+    namespace: str | None = Field(default=None, max_length=63,
+                                  description="namespace for namespaced objects that name none")
+
+
+class DiffRequest(_Request):
+    documents: list[Any] = Field(max_length=MAX_DOCUMENTS, description="the objects an apply would send")
+    namespace: str | None = Field(default=None, max_length=63)
+
+
+class RollbackRequest(_Request):
+    revision: int = Field(ge=0, le=2**53, description="restore the objects as they were right after this revision")
+    message: str = Field(default="", max_length=MAX_MESSAGE)
+
+
+class TokenCreateRequest(_Request):
+    role: Literal["admin", "network-admin", "tenant", "viewer", "agent"]
+    namespaces: list[str] = Field(default_factory=list, max_length=100,
+                                  description="a tenant's namespaces (required for tenants, refused otherwise)")
+    ttl: str | None = Field(default=None, max_length=16, description="lifetime: 90s, 30m, 12h, 7d, 2w; none: no expiry")
+    name: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.@]*$")
+    host: str | None = Field(default=None, min_length=1, max_length=253, description="an agent token's host")
 
 
 class ObjectRef(_Request):
-    kind: str = Field(description="kind as kubectl takes it: singular, plural or alias, any case")
-    namespace: str | None = None
-    name: str
+    kind: str = Field(max_length=64, description="kind as kubectl takes it: singular, plural or alias, any case")
+    namespace: str | None = Field(default=None, max_length=63)
+    name: str = Field(max_length=253)
 
 
 class DeleteRequest(_Request):
-    objects: list[ObjectRef] = Field(min_length=1)
-    message: str = ""
+    objects: list[ObjectRef] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+    message: str = Field(default="", max_length=MAX_MESSAGE)
 
 
 class EndpointReport(BaseModel):
@@ -248,5 +273,50 @@ class RevisionModel(_Response):
     time: str
 
 
+class ChangedObject(_Response):
+    type: Literal["PUT", "DELETE"]
+    kind: str
+    namespace: str | None
+    name: str
+
+
+class HistoryEntry(RevisionModel):
+    objects: list[ChangedObject] = Field(description="what this revision put or deleted, in commit order")
+
+
 class RevisionsResponse(_Response):
-    revisions: list[RevisionModel] = Field(description="newest first")
+    revisions: list[HistoryEntry] = Field(description="newest first")
+
+
+class TokenInfo(_Response):
+    id: str = Field(description="first 12 hex digits of the token's SHA-256: names it, cannot be used as it")
+    name: str
+    role: str
+    host: str | None = None
+    namespaces: list[str] = Field(default_factory=list)
+    source: str = Field(description="file (bootstrap tokens file) or api (token create)")
+    created: str | None = None
+    createdBy: str | None = None
+    expires: str | None = None
+    expired: bool = False
+    revoked: str | None = None
+
+
+class TokenCreated(_Response):
+    token: str = Field(description="the secret: shown once, never stored")
+    info: TokenInfo
+
+
+class TokensResponse(_Response):
+    tokens: list[TokenInfo]
+
+
+class AuditResponse(_Response):
+    entries: list[dict[str, Any]] = Field(description="oldest first: time, actor, action, outcome, status, "
+                                          "revision or reason, objects")
+
+
+class DiffResponse(_Response):
+    revision: int = Field(description="the stored revision the diff was computed against")
+    objects: list[dict[str, Any]] = Field(description="per object: kind, namespace, name, action and field changes")
+    flows: list[dict[str, Any]] = Field(description="recently observed flows whose verdict would change")

@@ -13,6 +13,11 @@ Invariants:
 
 - Flow records live in a bounded in-memory `FlowLog` (see `controller.flows` for
   why), never in the store; they make no revision.
+- Authorization of writes is object by object (`rbac.check_write`) on the old and
+  the new document, inside the write lock, so what is checked is what is replaced.
+- Optimistic concurrency: an object sent with `metadata.resourceVersion` is written
+  only if that is still the revision that last changed it; else 409 and nothing changes.
+- Rollback and diff go through the same parse/validate/authorize path as apply.
 - The rollout latency of a (host, revision) is measured once: from the
   revision's commit time to the first report of that host enforcing it in sync.
 
@@ -26,7 +31,10 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
+from stockade.controller import rbac
+from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
+from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
@@ -39,7 +47,7 @@ from stockade.controller.records import (
     WriteResult,
 )
 from stockade.controller.store import Change, Event, Revision, Store
-from stockade.errors import ConflictError, FieldProblem, NotFoundError, ValidationError
+from stockade.errors import ConflictError, FieldProblem, NotFoundError, PayloadTooLarge, ValidationError
 from stockade.model.kinds import (
     KIND_ORDER,
     ObjectKey,
@@ -54,6 +62,8 @@ from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 
 Clock = Callable[[], datetime]
+
+MAX_OBJECTS_PER_WRITE = 10_000
 
 
 def utc_now() -> datetime:
@@ -121,41 +131,135 @@ class ControllerService:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, documents: Sequence[Any], author: str, message: str,
-              default_namespace: str | None = None) -> WriteResult:
-        """Create or update every object in `documents`, all or nothing, as one revision."""
+    @staticmethod
+    def _check_count(count: int, what: str) -> None:
+        if count > MAX_OBJECTS_PER_WRITE:
+            raise PayloadTooLarge(f"{count} {what} in one request; at most {MAX_OBJECTS_PER_WRITE} "
+                                  "(split the file)")
+
+    def _plan_apply(self, current: DesiredState, documents: Sequence[Any], default_namespace: str | None,
+                    principal: Principal | None) -> tuple[list[ObjectResult], list[StockadeObject], DesiredState]:
+        """What applying `documents` on `current` would do: results, changed objects, the state after.
+
+        Raises what apply would raise (validation, 403, 409 on a stale resourceVersion). Pure but for
+        the store read of resource versions; call it under the write lock when the result is committed.
+        """
         if not documents:
             raise ValidationError.single("", "documents", "nothing to apply: no documents given")
+        self._check_count(len(documents), "documents")
         objects = parse_documents(list(documents), default_namespace)
-
-        with self._write_lock:
-            current = self._current_state()
-            objects = assign_addresses(current, objects, self.pools)
-            results: list[ObjectResult] = []
-            changes: list[Change] = []
-            changed: list[StockadeObject] = []
-            for obj in objects:
-                key = key_of(obj)
-                doc = to_document(obj)
-                old = current.get(key)
-                action: Action
-                if old is None:
-                    action = "created"
-                elif to_document(old) == doc:
-                    action = "unchanged"
-                else:
-                    action = "configured"
-                results.append(ObjectResult(key, action))
-                if action != "unchanged":
-                    changes.append(Change(key, doc))
-                    changed.append(obj)
-            if not changes:
-                return WriteResult(current.revision, tuple(results))
-            after = current.with_changes(current.revision + 1, put=changed)
-            problems = validate_state(after, self.config.validation, only={c.key for c in changes})
+        self._check_versions(objects)
+        objects = assign_addresses(current, objects, self.pools)
+        results: list[ObjectResult] = []
+        changed: list[StockadeObject] = []
+        for obj in objects:
+            key = key_of(obj)
+            doc = to_document(obj)
+            old = current.get(key)
+            old_doc = to_document(old) if old is not None else None
+            action: Action
+            if old_doc is None:
+                action = "created"
+            elif old_doc == doc:
+                action = "unchanged"
+            else:
+                action = "configured"
+            results.append(ObjectResult(key, action))
+            if action != "unchanged":
+                if principal is not None:
+                    rbac.check_write(principal, key, old_doc, doc)
+                changed.append(obj)
+        after = current.with_changes(current.revision + 1, put=changed)
+        if changed:
+            problems = validate_state(after, self.config.validation, only={key_of(o) for o in changed})
             if problems:
                 raise ValidationError(problems)
+        return results, changed, after
+
+    def _check_versions(self, objects: Sequence[StockadeObject]) -> None:
+        """409 for any object sent with a `metadata.resourceVersion` that is no longer its version."""
+        pinned = [(key_of(o), o.metadata.resourceVersion) for o in objects if o.metadata.resourceVersion]
+        if not pinned:
+            return
+        versions = self.store.object_revisions()
+        stale: list[str] = []
+        for key, wanted in pinned:
+            now = versions.get(key)
+            if now is None:
+                stale.append(f"{key}: resourceVersion {wanted} was given but the object does not exist "
+                             "(deleted since it was read?)")
+            elif str(now) != str(wanted).strip():
+                stale.append(f"{key}: resourceVersion {wanted} is stale, the object was changed in "
+                             f"revision {now}; get it again and re-apply your change")
+        if stale:
+            raise ConflictError("; ".join(stale))
+
+    def apply(self, documents: Sequence[Any], author: str, message: str,
+              default_namespace: str | None = None, principal: Principal | None = None) -> WriteResult:
+        """Create or update every object in `documents`, all or nothing, as one revision.
+
+        With `principal`, every object it changes must be within that caller's rights.
+        """
+        with self._write_lock:
+            current = self._current_state()
+            results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
+            if not changed:
+                return WriteResult(current.revision, tuple(results))
+            changes = [Change(key_of(o), to_document(o)) for o in changed]
             revision = self.store.commit(self._ordered(changes), author, message, self._clock())
+            self._state = after if revision.number == after.revision else None
+        self._notifier.publish(revision.number)
+        return WriteResult(revision.number, tuple(results))
+
+    # ------------------------------------------------------- diff, rollback
+
+    def diff(self, documents: Sequence[Any], default_namespace: str | None = None,
+             principal: Principal | None = None) -> tuple[int, list[ObjectDiff], list[VerdictChange]]:
+        """What applying `documents` would change, object by object and field by field, and which
+        recently observed flows would get another verdict. Stores nothing."""
+        with self._write_lock:
+            current = self._current_state()
+        results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
+        new_docs = {key_of(o): to_document(o) for o in changed}
+        diffs = diff_documents([(r.key, r.action,
+                                 to_document(current.get(r.key)) if current.get(r.key) is not None else None,
+                                 new_docs.get(r.key)) for r in results])
+        recent = self.flow_log.recent_distinct()
+        return current.revision, diffs, verdict_changes(current, after, recent)
+
+    def rollback(self, target: int, author: str, message: str,
+                 principal: Principal | None = None) -> WriteResult:
+        """A new revision whose objects equal those right after revision `target`.
+
+        Validated and authorized like any write; no revision when the state already equals it.
+        """
+        with self._write_lock:
+            current = self._current_state()
+            if target < 0 or target > current.revision:
+                raise NotFoundError(f"revision {target} not found (the store is at revision {current.revision})")
+            wanted = {key_of(o): o for o in (parse_stored(d) for d in self.store.objects_at(target))}
+            have = {key_of(o): o for o in current.objects()}
+            puts = [o for k, o in wanted.items() if k not in have or to_document(have[k]) != to_document(o)]
+            deletes = [k for k in have if k not in wanted]
+            results = [ObjectResult(key_of(o), "created" if key_of(o) not in have else "configured") for o in puts]
+            results += [ObjectResult(k, "deleted") for k in deletes]
+            if not results:
+                return WriteResult(current.revision, ())
+            self._check_count(len(results), "changes")
+            if principal is not None:
+                for o in puts:
+                    k = key_of(o)
+                    rbac.check_write(principal, k, to_document(have[k]) if k in have else None, to_document(o))
+                for k in deletes:
+                    rbac.check_write(principal, k, to_document(have[k]), None)
+            after = current.with_changes(current.revision + 1, put=puts, delete=deletes)
+            problems = validate_state(after, self.config.validation, only={r.key for r in results})
+            if problems:
+                raise ValidationError(problems)
+            changes = [Change(key_of(o), to_document(o)) for o in puts]
+            changes = self._ordered(changes) + self._ordered((Change(k, None) for k in deletes), reverse=True)
+            revision = self.store.commit(changes, author, message or f"rollback to revision {target}",
+                                         self._clock())
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
@@ -168,7 +272,8 @@ class ControllerService:
 
     # ----------------------------------------------------------------- delete
 
-    def delete(self, keys: Iterable[ObjectKey], author: str, message: str) -> WriteResult:
+    def delete(self, keys: Iterable[ObjectKey], author: str, message: str,
+               principal: Principal | None = None) -> WriteResult:
         """Delete every object in `keys`, all or nothing, as one revision.
 
         NotFoundError when one is missing; ConflictError when a group would still
@@ -182,6 +287,11 @@ class ControllerService:
             missing = [k for k in wanted if current.get(k) is None]
             if missing:
                 raise NotFoundError("; ".join(f"{k} not found" for k in missing))
+            self._check_count(len(wanted), "objects")
+            if principal is not None:
+                for k in wanted:
+                    old = current.get(k)
+                    rbac.check_write(principal, k, to_document(old) if old is not None else None, None)
             after = current.with_changes(current.revision + 1, delete=wanted)
             conflicts: list[str] = []
             for k in wanted:
@@ -222,7 +332,33 @@ class ControllerService:
         if name is not None and not docs:
             where = f"{namespace}/" if k.namespaced and namespace else ""
             raise NotFoundError(f"{k.name} {where}{name} not found")
-        return revision, self._with_runtime_status(docs)
+        return revision, self._with_runtime_status(self._with_versions(docs))
+
+    def _with_versions(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Documents with `metadata.resourceVersion`: the revision that last changed each."""
+        versions = self.store.object_revisions()
+        for doc in docs:
+            meta = doc.get("metadata") or {}
+            key = ObjectKey(str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+            if key in versions:
+                meta["resourceVersion"] = str(versions[key])
+        return docs
+
+    def history(self, limit: int | None = None, principal: Principal | None = None) -> list[dict[str, Any]]:
+        """Revisions newest first with the objects each changed; a tenant sees only its namespaces'."""
+        revisions = self.store.revisions(limit if principal is None or not rbac.is_scoped(principal) else None)
+        changes = self.store.changes_of([r.number for r in revisions])
+        out: list[dict[str, Any]] = []
+        for r in revisions:
+            objects = [{"type": t, "kind": k.kind, "namespace": k.namespace or None, "name": k.name}
+                       for t, k in changes[r.number] if principal is None or rbac.may_read(principal, k)]
+            if not objects and principal is not None and rbac.is_scoped(principal):
+                continue
+            out.append({"revision": r.number, "author": r.author, "message": r.message, "time": r.time,
+                        "objects": objects})
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
         """(revision, every document) read in one transaction, in dependency order."""

@@ -8,6 +8,11 @@ Invariants:
 - The event log keeps whole revisions only: events of revisions <= `compacted`
   are gone, every later one is complete. A reader asking for events after a
   revision older than `compacted` gets `Gone` and must relist.
+- The history table keeps every change of every revision forever (the event log
+  above is only the watch's window): it answers "what changed in revision N" and
+  "what was the state at revision N" for history, diff and rollback.
+- Tokens made through the API live here, as SHA-256 hashes only; the audit log
+  keeps the newest `audit_retention` entries.
 - Documents are stored as given (already validated by the service); the store
   knows nothing of their meaning beyond kind, namespace and name.
 
@@ -63,6 +68,38 @@ CREATE TABLE IF NOT EXISTS agents (
     report    TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history (
+    rev       INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    type      TEXT NOT NULL CHECK (type IN ('PUT', 'DELETE')),
+    kind      TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    document  TEXT,
+    PRIMARY KEY (rev, seq)
+);
+CREATE INDEX IF NOT EXISTS history_by_object ON history (kind, namespace, name, rev);
+CREATE TABLE IF NOT EXISTS tokens (
+    id         TEXT PRIMARY KEY,
+    sha256     TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    namespaces TEXT NOT NULL,
+    host       TEXT,
+    created    TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires    TEXT,
+    revoked    TEXT
+);
+CREATE TABLE IF NOT EXISTS revoked_hashes (
+    sha256  TEXT PRIMARY KEY,
+    revoked TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    time  TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -96,6 +133,22 @@ class Event:
 
 
 @dataclass(frozen=True)
+class StoredToken:
+    """A token made through the API (hash only). `namespaces` is empty for roles without a scope."""
+
+    id: str
+    sha256: str
+    name: str
+    role: str
+    namespaces: tuple[str, ...]
+    host: str | None
+    created: str
+    created_by: str
+    expires: str | None
+    revoked: str | None
+
+
+@dataclass(frozen=True)
 class AgentRecord:
     host: str
     report: dict[str, Any]
@@ -105,11 +158,12 @@ class AgentRecord:
 class Store:
     """SQLite store; safe to call from any thread. Writers are serialized by SQLite itself."""
 
-    def __init__(self, path: Path | str, event_retention: int = 10_000) -> None:
+    def __init__(self, path: Path | str, event_retention: int = 10_000, audit_retention: int = 100_000) -> None:
         if event_retention < 1:
             raise ValueError("event_retention must be at least 1")
         self.path = Path(path)
         self.event_retention = event_retention
+        self.audit_retention = audit_retention
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -241,6 +295,39 @@ class Store:
                                (number,)).fetchone()
         return Revision(*row) if row is not None else None
 
+    def object_revisions(self) -> dict[ObjectKey, int]:
+        """The revision that last changed each object: its `metadata.resourceVersion`."""
+        with self._read() as conn:
+            return {ObjectKey(k, ns, n): rev
+                    for k, ns, n, rev in conn.execute("SELECT kind, namespace, name, rev FROM objects")}
+
+    def changes_of(self, revisions: Sequence[int]) -> dict[int, list[tuple[EventType, ObjectKey]]]:
+        """What each of `revisions` put or deleted, in commit order (from the full history)."""
+        out: dict[int, list[tuple[EventType, ObjectKey]]] = {r: [] for r in revisions}
+        if not revisions:
+            return out
+        marks = ",".join("?" * len(revisions))
+        with self._read() as conn:
+            for rev, typ, kind, ns, name in conn.execute(
+                    f"SELECT rev, type, kind, namespace, name FROM history WHERE rev IN ({marks}) "
+                    "ORDER BY rev, seq", list(revisions)):
+                out[rev].append((typ, ObjectKey(kind, ns, name)))
+        return out
+
+    def objects_at(self, revision: int) -> list[dict[str, Any]]:
+        """Every document as it stood right after `revision` (0: none), from the full history."""
+        with self._read() as conn:
+            if revision > self._revision(conn):
+                raise ValueError(f"revision {revision} does not exist yet")
+            rows = conn.execute(
+                "SELECT h.document FROM history h JOIN ("
+                "  SELECT kind, namespace, name, MAX(rev) AS rev FROM history WHERE rev <= ? "
+                "  GROUP BY kind, namespace, name) last "
+                "ON h.kind = last.kind AND h.namespace = last.namespace AND h.name = last.name "
+                "AND h.rev = last.rev WHERE h.type = 'PUT' ORDER BY h.kind, h.namespace, h.name",
+                (revision,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     # ---------------------------------------------------------------- writing
 
     def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime) -> Revision:
@@ -264,11 +351,12 @@ class Store:
                         "INSERT INTO objects (kind, namespace, name, document, rev) VALUES (?, ?, ?, ?, ?) "
                         "ON CONFLICT (kind, namespace, name) DO UPDATE SET document = excluded.document, "
                         "rev = excluded.rev", (k.kind, k.namespace, k.name, doc_json, rev))
-                conn.execute(
-                    "INSERT INTO events (rev, seq, type, kind, namespace, name, document) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (rev, seq, "PUT" if doc_json is not None else "DELETE", k.kind, k.namespace, k.name,
-                     doc_json))
+                row = (rev, seq, "PUT" if doc_json is not None else "DELETE", k.kind, k.namespace, k.name,
+                       doc_json)
+                conn.execute("INSERT INTO events (rev, seq, type, kind, namespace, name, document) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                conn.execute("INSERT INTO history (rev, seq, type, kind, namespace, name, document) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             self._compact(conn)
         return Revision(rev, author, message, when)
 
@@ -293,6 +381,58 @@ class Store:
         conn.execute("DELETE FROM events WHERE rev <= ?", (cut,))
         conn.execute("INSERT INTO meta (key, value) VALUES ('compacted', ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(cut),))
+
+    # ----------------------------------------------------------------- tokens
+
+    def add_token(self, token: StoredToken) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, sha256, name, role, namespaces, host, created, created_by, expires, "
+                "revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (token.id, token.sha256, token.name, token.role, json.dumps(list(token.namespaces)),
+                 token.host, token.created, token.created_by, token.expires, token.revoked))
+
+    def tokens(self) -> list[StoredToken]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, sha256, name, role, namespaces, host, created, created_by, expires, "
+                                "revoked FROM tokens ORDER BY created, id").fetchall()
+        return [StoredToken(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7], r[8], r[9])
+                for r in rows]
+
+    def revoke_hash(self, sha256: str, when: str) -> None:
+        """Revoke a token by hash, whether it was made through the API or comes from the tokens file."""
+        with self._write() as conn:
+            conn.execute("UPDATE tokens SET revoked = ? WHERE sha256 = ? AND revoked IS NULL", (when, sha256))
+            conn.execute("INSERT INTO revoked_hashes (sha256, revoked) VALUES (?, ?) "
+                         "ON CONFLICT (sha256) DO NOTHING", (sha256, when))
+
+    def revoked_hashes(self) -> set[str]:
+        with self._read() as conn:
+            return {r[0] for r in conn.execute("SELECT sha256 FROM revoked_hashes")}
+
+    # ------------------------------------------------------------------ audit
+
+    def append_audit(self, time: str, entry: dict[str, Any]) -> int:
+        """Keep one audit entry (already free of secrets); trims the oldest beyond the retention."""
+        with self._write() as conn:
+            cur = conn.execute("INSERT INTO audit (time, entry) VALUES (?, ?)",
+                               (time, json.dumps(entry, sort_keys=True)))
+            seq = int(cur.lastrowid or 0)
+            if seq % 1000 == 0:
+                conn.execute("DELETE FROM audit WHERE seq <= ?", (seq - self.audit_retention,))
+        return seq
+
+    def audit(self, since: str | None = None, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
+        """The newest `limit` audit entries at or after `since` (ISO time), oldest first."""
+        sql, args = "SELECT seq, entry FROM audit", []
+        if since is not None:
+            sql += " WHERE time >= ?"
+            args.append(since)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [(seq, json.loads(e)) for seq, e in reversed(rows)]
 
     # ----------------------------------------------------------------- agents
 

@@ -17,6 +17,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from stockade.model.objects import (
+    MAX_RULES_PER_DIRECTION,
     AppliesTo,
     LabelSelector,
     Metadata,
@@ -121,8 +122,8 @@ class NetworkPolicyEgressRule(Strict):
 class NetworkPolicySpec(Strict):
     podSelector: K8sLabelSelector
     policyTypes: list[Literal["Ingress", "Egress"]] | None = None
-    ingress: list[NetworkPolicyIngressRule] | None = None
-    egress: list[NetworkPolicyEgressRule] | None = None
+    ingress: list[NetworkPolicyIngressRule] | None = Field(default=None, max_length=MAX_RULES_PER_DIRECTION)
+    egress: list[NetworkPolicyEgressRule] | None = Field(default=None, max_length=MAX_RULES_PER_DIRECTION)
 
 
 class NetworkPolicy(Strict):

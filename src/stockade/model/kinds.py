@@ -142,6 +142,8 @@ def to_document(obj: StockadeObject) -> dict[str, Any]:
     for key in ("labels", "annotations"):
         if not doc["metadata"].get(key):
             doc["metadata"].pop(key, None)
+    # The store's version stamp, not desired state: served on reads, checked on writes, never stored.
+    doc["metadata"].pop("resourceVersion", None)
     return doc
 
 

@@ -21,6 +21,12 @@ from stockade.model.selectors import (
 )
 
 API_VERSION = "stockade.io/v1"
+# Hard limits on counts: a policy far beyond these is a mistake or an attack on the
+# controller's memory and the agents' compile time; refusing it names the field.
+MAX_RULES_PER_DIRECTION = 1_000
+MAX_LIST_ITEMS = 1_000          # peers or ports in one rule
+MAX_GROUP_ITEMS = 10_000        # static members or CIDRs in one group
+
 # Built-in tiers and their order; admins add tiers of their own with `Tier` objects.
 BUILTIN_TIERS: dict[str, int] = {"platform": 100, "application": 500, "baseline": 900}
 DEFAULT_TIERS: tuple[str, ...] = tuple(BUILTIN_TIERS)
@@ -218,8 +224,9 @@ class Workload(Strict):
 
 class GroupSpec(Strict):
     selector: LabelSelector | None = None
-    workloads: list[str] = Field(default_factory=list, description="static members, by name, in the group's namespace")
-    cidrs: list[str] = Field(default_factory=list)
+    workloads: list[str] = Field(default_factory=list, max_length=MAX_GROUP_ITEMS,
+                                 description="static members, by name, in the group's namespace")
+    cidrs: list[str] = Field(default_factory=list, max_length=MAX_GROUP_ITEMS)
     except_: list[str] = Field(default_factory=list, alias="except")
 
     _v_cidrs = field_validator("cidrs", "except_")(lambda cls, v: [_cidr(x) for x in v])
@@ -316,9 +323,9 @@ class Rule(Strict):
     id: str | None = None
     action: Action
     description: str | None = None
-    from_: list[Peer] | None = Field(default=None, alias="from")
-    to: list[Peer] | None = None
-    ports: list[PortSpec] | None = None
+    from_: list[Peer] | None = Field(default=None, alias="from", max_length=MAX_LIST_ITEMS)
+    to: list[Peer] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    ports: list[PortSpec] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
 
     @field_validator("id")
     @classmethod
@@ -348,8 +355,8 @@ class PolicySpec(Strict):
     types: list[Literal["Ingress", "Egress"]] | None = Field(
         default=None, description="directions this policy selects its workloads for; default: the "
         "directions it has rules for (an empty list of rules in a listed direction isolates)")
-    ingress: list[Rule] = Field(default_factory=list)
-    egress: list[Rule] = Field(default_factory=list)
+    ingress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES_PER_DIRECTION)
+    egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES_PER_DIRECTION)
 
     @field_validator("tier")
     @classmethod

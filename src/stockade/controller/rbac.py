@@ -1,0 +1,117 @@
+"""Who may do what: the one place that decides (pure functions of the caller and the objects).
+
+Roles:
+- `admin`: everything, including tokens.
+- `network-admin`: every object of every kind and tier, GlobalPolicy, Tiers, Namespaces; the
+  audit log and history; not tokens.
+- `tenant`: Workloads, Groups, Policies and NetworkPolicies in its own namespaces, and Policies
+  only in the `application` tier — so a tenant can never add, change, move or delete a
+  platform- or baseline-tier rule, a Tier, a GlobalPolicy or a Namespace (the provider's
+  guard rails). It reads only its own namespaces (plus the Tier list) and their flows/history.
+- `viewer`: reads everything (objects, status, flows, history, audit), writes nothing.
+- `agent`: reads desired state and reports status and flows for its own host; nothing else.
+
+A write is checked object by object against both the stored object (what it would replace or
+delete) and the new one, so that moving a policy out of a protected tier is as forbidden as
+moving it in.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Mapping
+
+from stockade.controller.auth import Principal
+from stockade.errors import Forbidden
+from stockade.model.kinds import ObjectKey
+
+TENANT_KINDS = frozenset({"Workload", "Group", "Policy", "NetworkPolicy"})
+TENANT_TIER = "application"
+TENANT_READABLE_CLUSTER_KINDS = frozenset({"Tier", "Namespace"})
+
+
+class Permission(Enum):
+    READ_OBJECTS = "read objects"
+    READ_STATE = "read the whole desired state (snapshot, watch)"
+    READ_STATUS = "read agent status"
+    READ_FLOWS = "read flow records"
+    READ_HISTORY = "read revision history"
+    READ_AUDIT = "read the audit log"
+    WRITE_OBJECTS = "change objects (apply, delete, rollback)"
+    MANAGE_TOKENS = "create, list or revoke tokens"
+    REPORT = "report an agent's status and flows"
+
+
+_ALL = frozenset(Permission)
+_READS = frozenset({Permission.READ_OBJECTS, Permission.READ_STATE, Permission.READ_STATUS,
+                    Permission.READ_FLOWS, Permission.READ_HISTORY, Permission.READ_AUDIT})
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "admin": _ALL,
+    "network-admin": _READS | {Permission.WRITE_OBJECTS},
+    "tenant": frozenset({Permission.READ_OBJECTS, Permission.READ_STATUS, Permission.READ_FLOWS,
+                         Permission.READ_HISTORY, Permission.WRITE_OBJECTS}),
+    "viewer": _READS,
+    "agent": frozenset({Permission.READ_OBJECTS, Permission.READ_STATE, Permission.REPORT}),
+}
+
+
+def _who(p: Principal) -> str:
+    return f"{p.name!r} (role {p.role})"
+
+
+def require(principal: Principal, permission: Permission, host: str | None = None) -> None:
+    """Forbidden unless `principal` has `permission` (and, for reports, reports for its own host)."""
+    if permission not in ROLE_PERMISSIONS.get(principal.role, frozenset()):
+        raise Forbidden(f"{_who(principal)} may not {permission.value}")
+    if host is not None and principal.host is not None and host != principal.host:
+        raise Forbidden(f"{_who(principal)} may only report for host {principal.host!r}, not {host!r}")
+
+
+def is_scoped(principal: Principal) -> bool:
+    """True when the caller sees only some namespaces (a tenant)."""
+    return principal.role == "tenant"
+
+
+def may_read(principal: Principal, key: ObjectKey) -> bool:
+    """Whether a scoped caller may see this object (everyone else sees everything they can list)."""
+    if not is_scoped(principal):
+        return True
+    if key.namespace:
+        return key.namespace in principal.namespaces
+    if key.kind == "Namespace":
+        return key.name in principal.namespaces
+    return key.kind in TENANT_READABLE_CLUSTER_KINDS
+
+
+def require_namespace(principal: Principal, namespace: str | None) -> None:
+    """A tenant asking for a namespace that is not theirs is refused, not shown an empty list."""
+    if is_scoped(principal) and namespace and namespace not in principal.namespaces:
+        raise Forbidden(f"{_who(principal)} may not read namespace {namespace!r} "
+                        f"(its namespaces: {', '.join(sorted(principal.namespaces))})")
+
+
+def _tier(doc: Mapping[str, Any] | None) -> str:
+    spec = (doc or {}).get("spec") or {}
+    return str(spec.get("tier") or TENANT_TIER)
+
+
+def check_write(principal: Principal, key: ObjectKey, old: Mapping[str, Any] | None,
+                new: Mapping[str, Any] | None) -> None:
+    """Forbidden unless `principal` may turn `old` into `new` (None: absent) for the object `key`."""
+    require(principal, Permission.WRITE_OBJECTS)
+    if principal.role in ("admin", "network-admin"):
+        return
+    # Only tenants get here (viewer and agent failed `require`).
+    where = f"{key.namespace}/{key.name}" if key.namespace else key.name
+    if key.kind not in TENANT_KINDS:
+        raise Forbidden(f"{_who(principal)} may not write {key.kind} {where}: tenants write only "
+                        f"{', '.join(sorted(TENANT_KINDS))} objects in their own namespaces")
+    if key.namespace not in principal.namespaces:
+        raise Forbidden(f"{_who(principal)} may not write {key.kind} {where}: namespace {key.namespace!r} "
+                        f"is not one of its namespaces ({', '.join(sorted(principal.namespaces))})")
+    if key.kind == "Policy":
+        for label, doc in (("stored", old), ("new", new)):
+            if doc is not None and _tier(doc) != TENANT_TIER:
+                raise Forbidden(f"{_who(principal)} may not write Policy {where}: the {label} policy is in "
+                                f"tier {_tier(doc)!r}; tenants write only tier {TENANT_TIER!r}")
