@@ -127,6 +127,38 @@ class _Calls:
     def revisions(limit: int | None) -> _Call:
         return _Call("GET", f"{API}/revisions", params={"limit": limit} if limit is not None else {})
 
+    @staticmethod
+    def diff(documents: Sequence[Any], namespace: str | None) -> _Call:
+        return _Call("POST", f"{API}/diff", json={"documents": list(documents), "namespace": namespace})
+
+    @staticmethod
+    def rollback(revision: int, message: str) -> _Call:
+        return _Call("POST", f"{API}/rollback", json={"revision": revision, "message": message})
+
+    @staticmethod
+    def audit(since: str | None, limit: int) -> _Call:
+        params: dict[str, Any] = {"limit": limit}
+        if since:
+            params["since"] = since
+        return _Call("GET", f"{API}/audit", params=params)
+
+    @staticmethod
+    def create_token(role: str, namespaces: Sequence[str], ttl: str | None, name: str | None,
+                     host: str | None) -> _Call:
+        body: dict[str, Any] = {"role": role, "namespaces": list(namespaces)}
+        for key, value in (("ttl", ttl), ("name", name), ("host", host)):
+            if value:
+                body[key] = value
+        return _Call("POST", f"{API}/tokens", json=body)
+
+    @staticmethod
+    def tokens() -> _Call:
+        return _Call("GET", f"{API}/tokens")
+
+    @staticmethod
+    def revoke_token(ref: str) -> _Call:
+        return _Call("DELETE", f"{API}/tokens/{quote(ref, safe='')}")
+
 
 def state_from_snapshot(snapshot: Mapping[str, Any]) -> DesiredState:
     """A snapshot answer as a DesiredState, keeping each object's `status` (addresses, netns)."""
@@ -286,9 +318,34 @@ class ControllerClient(_Base):
         return self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout))
 
     def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Revision history, newest first: [{revision, author, message, time}]."""
+        """Revision history, newest first: [{revision, author, message, time, objects}]."""
         revisions: list[dict[str, Any]] = self._run(_Calls.revisions(limit))["revisions"]
         return revisions
+
+    def diff(self, documents: Sequence[Any], namespace: str | None = None) -> dict[str, Any]:
+        """{"revision", "objects": [per-object action and field changes], "flows": [verdict changes]}."""
+        return self._run(_Calls.diff(documents, namespace))
+
+    def rollback(self, revision: int, message: str = "") -> dict[str, Any]:
+        """A new revision restoring the objects of `revision`; same answer as apply."""
+        return self._run(_Calls.rollback(revision, message))
+
+    def audit(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = self._run(_Calls.audit(since, limit))["entries"]
+        return entries
+
+    def create_token(self, role: str, namespaces: Sequence[str] = (), ttl: str | None = None,
+                     name: str | None = None, host: str | None = None) -> dict[str, Any]:
+        """{"token": secret (shown once), "info": {...}}."""
+        return self._run(_Calls.create_token(role, namespaces, ttl, name, host))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        tokens: list[dict[str, Any]] = self._run(_Calls.tokens())["tokens"]
+        return tokens
+
+    def revoke_token(self, ref: str) -> dict[str, Any]:
+        info: dict[str, Any] = self._run(_Calls.revoke_token(ref))["tokens"][0]
+        return info
 
     # Last in the class body, so that `list[...]` in the annotations above is still the builtin.
     def list(self, kind: str, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:

@@ -372,6 +372,8 @@ def _mount() -> None:
     app.add_typer(agent_app, name="agent", help="Run a host agent.")
     from stockade.cli.config_cmd import config_app
     app.add_typer(config_app, name="config", help="Show and edit the CLI config (contexts).")
+    from stockade.cli.changes import register
+    register(app)
 
 
 _mount()

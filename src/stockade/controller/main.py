@@ -280,6 +280,7 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
         extra["ipv6_pool"] = ipaddress.IPv6Network(ipv6_pool)
     if stale_after is not None:
         extra["agent_stale_after"] = stale_after
+    # The audit log's JSON-lines mirror lives beside the database, for a log shipper to follow.
     config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
-                              validation=settings, **extra)
+                              validation=settings, audit_log=Path(db).parent / "audit.jsonl", **extra)
     serve(config, host, port, socket_path, tls)

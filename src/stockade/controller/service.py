@@ -165,9 +165,11 @@ class ControllerService:
             else:
                 action = "configured"
             results.append(ObjectResult(key, action))
+            if principal is not None:
+                # Also for unchanged objects: a request naming anything outside the caller's
+                # rights is refused as a whole, whether or not it would change it.
+                rbac.check_write(principal, key, old_doc, doc)
             if action != "unchanged":
-                if principal is not None:
-                    rbac.check_write(principal, key, old_doc, doc)
                 changed.append(obj)
         after = current.with_changes(current.revision + 1, put=changed)
         if changed:
@@ -221,9 +223,12 @@ class ControllerService:
             current = self._current_state()
         results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
         new_docs = {key_of(o): to_document(o) for o in changed}
-        diffs = diff_documents([(r.key, r.action,
-                                 to_document(current.get(r.key)) if current.get(r.key) is not None else None,
-                                 new_docs.get(r.key)) for r in results])
+        items = []
+        for r in results:
+            stored = current.get(r.key)
+            old_doc = to_document(stored) if stored is not None else None
+            items.append((r.key, r.action, old_doc, old_doc if r.action == "unchanged" else new_docs.get(r.key)))
+        diffs = diff_documents(items)
         recent = self.flow_log.recent_distinct()
         return current.revision, diffs, verdict_changes(current, after, recent)
 
