@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockade.errors import PayloadTooLarge
 
+DRAIN_LIMIT = 64 * 1024 * 1024  # an over-limit body up to this size is read and dropped, so the 413 arrives
+
 
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int, on_refusal: Callable[[Scope, str], None] | None = None) -> None:
@@ -34,6 +36,14 @@ class BodyLimit:
         if too_big:
             if self.on_refusal is not None:
                 self.on_refusal(scope, self._message())
+            # Read and discard the body (chunk by chunk: nothing is kept) before answering, up to a
+            # bound: closing with unread request bytes makes the kernel reset the connection, and the
+            # client then sees "connection reset" instead of this 413.
+            if int(declared or 0) <= max(4 * self.max_bytes, DRAIN_LIMIT):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
             body = json.dumps(PayloadTooLarge(self._message()).to_dict()).encode()
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"),
