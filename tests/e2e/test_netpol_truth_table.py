@@ -181,8 +181,10 @@ def test_stockade_trace_command_agrees_with_packets(world: World) -> None:
             assert (traced["verdict"], seen) == (expect, "allowed" if expect == "allow" else "denied"), traced
             if expect == "allow":
                 assert traced["ingress"]["rules"][-1]["rule"] == "x/trace-me/ingress-0"
-        # `get networkpolicy -o yaml` serves the object exactly as it was applied
+        # `get networkpolicy -o yaml` serves the object exactly as it was applied, plus (as Kubernetes
+        # does) the server's metadata.resourceVersion, which a later apply may send back for a 409 check
         served = yaml.safe_load(world.lab.cli("get", "networkpolicy", "trace-me", "-n", "x", "-o", "yaml").stdout)
+        assert int(served["metadata"].pop("resourceVersion")) >= 1
         assert served == doc
     finally:
         world.lab.cli("delete", "networkpolicy", "trace-me", "-n", "x", "--wait", "--timeout", "60")
