@@ -46,7 +46,9 @@ class DiffRequest(_Request):
 
 
 class RollbackRequest(_Request):
-    revision: int = Field(ge=0, le=2**53, description="restore the objects as they were right after this revision")
+    # strict: lax mode would take true, 1.0 or "1" for revision 1 and roll back to it
+    revision: int = Field(ge=0, le=2**53, strict=True,
+                          description="restore the objects as they were right after this revision")
     message: str = Field(default="", max_length=MAX_MESSAGE)
 
 
