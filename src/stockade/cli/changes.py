@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, Optional
 
 import typer
@@ -29,7 +28,7 @@ def _short(value: Any, width: int = 70) -> str:
 
 def register(app: typer.Typer) -> None:
     from stockade.cli.main import ControllerOpt, OutputOpt, TokenOpt, _check_output, _client, _dump, _run, out
-    from stockade.cli.main import wait_for_revision
+    from stockade.cli.main import print_revision
     from stockade.cli.documents import read_documents
     from stockade.errors import ValidationError
 
@@ -118,12 +117,7 @@ def register(app: typer.Typer) -> None:
                 return
             for r in result["results"]:
                 out.print(f"{_ref(r)} {r['action']}", highlight=False)
-            out.print(f"revision {result['revision']}", style="dim")
-            if wait:
-                started = time.monotonic()
-                wait_for_revision(client, int(result["revision"]), timeout)
-                out.print(f"revision {result['revision']} enforced by every agent "
-                          f"({(time.monotonic() - started) * 1000:.0f} ms)", style="green")
+            print_revision(client, int(result["revision"]), wait, timeout)
         _run(go)
 
     @app.command()

@@ -66,6 +66,16 @@ def _dump(data: Any, output: str) -> None:
 
 # ------------------------------------------------------------------ apply
 
+def print_revision(client: Any, revision: int, wait: bool, timeout: float) -> None:
+    """Print the revision a write made; with `wait`, block until every agent enforces it."""
+    out.print(f"revision {revision}", style="dim")
+    if wait:
+        started = time.monotonic()
+        wait_for_revision(client, revision, timeout)
+        out.print(f"revision {revision} enforced by every agent "
+                  f"({(time.monotonic() - started) * 1000:.0f} ms)", style="green")
+
+
 def wait_for_revision(client: Any, revision: int, timeout: float) -> dict[str, Any]:
     """Block until every reporting agent enforces `revision` in sync; TimeoutError_ names the laggards."""
     deadline = time.monotonic() + timeout
@@ -105,12 +115,7 @@ def apply(
         for r in result["results"]:
             out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} "
                       f"{r['action']}", highlight=False)
-        out.print(f"revision {result['revision']}", style="dim")
-        if wait:
-            started = time.monotonic()
-            wait_for_revision(client, int(result["revision"]), timeout)
-            out.print(f"revision {result['revision']} enforced by every agent "
-                      f"({(time.monotonic() - started) * 1000:.0f} ms)", style="green")
+        print_revision(client, int(result["revision"]), wait, timeout)
     _run(go)
 
 

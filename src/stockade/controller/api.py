@@ -16,6 +16,7 @@ Invariants:
 
 import logging
 from contextlib import asynccontextmanager
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, AsyncIterator, Callable
 
@@ -339,12 +340,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                 raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
                                 f"({', '.join(sorted(principal.namespaces))})")
             rbac.require_namespace(principal, namespace)
-        when = None
-        if since is not None:
-            try:
-                when = parse_utc(since)
-            except ValueError as e:
-                raise ValidationError.single("request", "query.since", f"{since!r} is not an ISO 8601 time: {e}")
+        when = _since(since)
         page = await service.flows(FlowQuery(since_seq, when, namespace or None, workload or None, denied, limit),
                                    follow_timeout)
         return page.to_dict()
@@ -367,12 +363,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                   since: Annotated[str | None, Query(description="entries at or after this ISO 8601 time")] = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = DEFAULT_QUERY_LIMIT) -> dict[str, Any]:
         """Every write and every refusal: who, when, what, and the revision or the reason. Oldest first."""
-        when = None
-        if since is not None:
-            try:
-                when = parse_utc(since)
-            except ValueError as e:
-                raise ValidationError.single("request", "query.since", f"{since!r} is not an ISO 8601 time: {e}")
+        when = _since(since)
         return {"entries": audit.query(when, limit)}
 
     @app.post(f"{API}/tokens", response_model=TokenCreated, responses=_ERROR_RESPONSES, tags=["tokens"])
@@ -411,6 +402,16 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _since(text: str | None) -> datetime | None:
+    """The `since` query parameter as a UTC time (None when absent); 422 naming it when malformed."""
+    if text is None:
+        return None
+    try:
+        return parse_utc(text)
+    except ValueError as e:
+        raise ValidationError.single("request", "query.since", f"{text!r} is not an ISO 8601 time: {e}") from None
 
 
 def _key_of_doc(doc: dict[str, Any]) -> ObjectKey:
