@@ -117,6 +117,9 @@ def test_tenant_token_is_scoped_and_every_refusal_is_audited(shop: Lab, tmp_path
     assert any(e["status"] == 401 and "revoked" in e["reason"] for e in refused)
     assert any(e["action"] == "token.revoke" and e["detail"]["id"] == tid for e in entries)
     assert any(e["action"] == "rollback" and e["outcome"] == "ok" for e in entries)
+    recent = [json.loads(line) for line in shop.cli("audit", "--since", "1h", "-o", "json").stdout.splitlines()]
+    assert recent == entries                              # durations work as in `flows --since`
+    assert shop.cli("audit", "--since", "5m-ago", check=False).returncode == 2
     audit_file = (shop.state_dir / "audit.jsonl").read_text()
     admin_token = shop.context().token
     for text in (json.dumps(entries), audit_file, shop.logs()):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any, Optional
 
 import typer
@@ -28,6 +29,7 @@ def _short(value: Any, width: int = 70) -> str:
 
 def register(app: typer.Typer) -> None:
     from stockade.cli.main import ControllerOpt, OutputOpt, TokenOpt, _check_output, _client, _dump, _run, out
+    from stockade.cli import render
     from stockade.cli.main import print_revision
     from stockade.cli.documents import read_documents
     from stockade.errors import ValidationError
@@ -122,7 +124,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def audit(
-        since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 time, e.g. 2026-11-24T10:00:00Z"),
+        since: Optional[str] = typer.Option(None, "--since",
+                                            help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d."),
         limit: int = typer.Option(1000, "--limit"),
         output: str = typer.Option("table", "--output", "-o", help="table or json (JSON lines)"),
         controller: Optional[str] = ControllerOpt,
@@ -132,7 +135,8 @@ def register(app: typer.Typer) -> None:
         def go() -> None:
             if output not in ("table", "json"):
                 raise ValidationError.single("", "--output", f"{output!r} is not one of table, json")
-            entries = _client(controller, token).audit(since, limit)
+            when = render.parse_since(since, time.time(), "audit") if since else None
+            entries = _client(controller, token).audit(when, limit)
             if output == "json":
                 for e in entries:
                     sys.stdout.write(json.dumps(e, sort_keys=True) + "\n")

@@ -142,9 +142,9 @@ _VERDICT_STYLE = {"allow": "green", "deny": "red", "reject": "red", "would-allow
                   "would-deny": "yellow", "would-reject": "yellow", "log": "blue"}
 
 
-def parse_since(text: str, now: float) -> str:
+def parse_since(text: str, now: float, command: str = "flows") -> str:
     """`--since`: an ISO 8601 time (UTC when it names no zone) or a duration back from `now` (30s, 5m, 1h, 2d);
-    the UTC ISO time to ask the controller for."""
+    the UTC ISO time to ask the controller for. `command` names the command in the error."""
     m = _DURATION.match(text.strip())
     if m:
         when = datetime.fromtimestamp(now, timezone.utc) - timedelta(seconds=float(m[1]) * _UNIT_SECONDS[m[2]])
@@ -153,7 +153,7 @@ def parse_since(text: str, now: float) -> str:
     try:
         when = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError:
-        raise ValidationError.single("flows", "--since",
+        raise ValidationError.single(command, "--since",
                                      f"{text!r} is neither an ISO 8601 time nor a duration like 30s, 5m, 1h, 2d") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
