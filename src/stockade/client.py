@@ -13,25 +13,30 @@ Used by the CLI and by agents. Invariants:
 - The token goes only into the Authorization header; it is never part of an
   error message.
 
-`ControllerClient` is synchronous (the CLI; an agent may call it from a
-thread); `AsyncControllerClient` has the same methods as coroutines. Both
-describe each call once, in `_Call`, so they cannot drift apart.
+`ControllerClient` is synchronous (the CLI; an agent may call it from
+threads); `AsyncControllerClient` has the same methods as coroutines, each run in
+a worker thread. Both describe each call once, in `_Call`, so they cannot drift
+apart. HTTP is `stockade.transport` (the standard library's http.client, with
+kept-alive connections), not httpx: every agent process loads this module, and
+httpx cost each host ~8 MB of resident memory (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from stockade.errors import ControllerUnavailable, StockadeError, ValidationError, error_from_response
 from stockade.model.kinds import ObjectKey, parse_stored
 from stockade.model.state import DesiredState
+from stockade.transport import Response, Transport
 
 API = "/api/v1"
 DEFAULT_TIMEOUT = 10.0
@@ -174,14 +179,15 @@ def _tls_context(ca: str | Path | None) -> ssl.SSLContext:
             from None
 
 
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of `kind` in the chain httpx and httpcore build with `raise ... from`."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+# What a failed exchange raises (stockade.transport): OSError covers refused and reset
+# connections, timeouts and ssl.SSLError; HTTPException an answer that is not HTTP.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class _Base:
@@ -191,68 +197,80 @@ class _Base:
         self.timeout = timeout
         self.ca = ca
         parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        port: int | None = None
         if parts.scheme == "unix":
             if not parts.path:
                 raise ValidationError.single("", "url", f"{url!r}: a unix URL is unix:///path/to/socket")
             self._uds: str | None = parts.path
-            self._base_url = "http://stockade"  # the host part is unused on a unix socket
-        elif parts.scheme in ("http", "https") and parts.netloc:
+            self._prefix = ""
+        elif parts.scheme in ("http", "https") and parts.hostname:
             self._uds = None
-            self._base_url = url.rstrip("/")
+            self._prefix = parts.path.rstrip("/")  # requests go below the URL's path, if it has one
+            try:
+                port = parts.port or (443 if self._https else 80)
+            except ValueError:
+                raise ValidationError.single("", "url", f"{url!r}: the port is not a number up to 65535") from None
         else:
             raise ValidationError.single("", "url", f"{url!r}: expected http(s)://HOST:PORT or unix:///PATH")
-        self._https = parts.scheme == "https"
         # Built only for https: plain and unix URLs need no trust store (and an unused `ca` is harmless).
-        self._verify: ssl.SSLContext | bool = _tls_context(ca) if self._https else True
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        tls = _tls_context(ca) if self._https else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._transport = Transport(host=parts.hostname, port=port, unix_path=self._uds, tls=tls, headers=headers,
+                                    timeout=timeout)
 
-    def _timeout(self, call: _Call) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout, read=self.timeout + call.extra_timeout)
+    def close(self) -> None:
+        self._transport.close()
 
-    def _unavailable(self, exc: httpx.TransportError) -> ControllerUnavailable:
-        verify = _cause(exc, ssl.SSLCertVerificationError)
-        if verify is not None:
-            reason = getattr(verify, "verify_message", None) or str(verify)
+    def _exchange(self, call: _Call) -> dict[str, Any]:
+        """One call, blocking: the answer's JSON object, or the typed error."""
+        target = self._prefix + call.path
+        if call.params:
+            target += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})
+        body = None
+        if call.json is not None:
+            body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            response = self._transport.request(call.method, target, body,
+                                               timeout=self.timeout + call.extra_timeout)
+        except TRANSPORT_ERRORS as e:
+            raise self._unavailable(e) from None
+        return self._result(response)
+
+    def _unavailable(self, exc: BaseException) -> ControllerUnavailable:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = getattr(exc, "verify_message", None) or str(exc)
             where = f"the CA bundle {self.ca}" if self.ca is not None else "the system's trusted CAs"
             return ControllerUnavailable(
                 f"cannot verify the controller's TLS certificate at {self.url} against {where}: {reason}; "
                 f"is STOCKADE_CA / the config's `ca` right?")
-        if _cause(exc, ssl.SSLError) is not None:
+        if isinstance(exc, ssl.SSLError):
             return ControllerUnavailable(f"TLS with the controller at {self.url} failed: {exc}; "
                                          f"does it serve HTTPS on that port?")
         hint = ""
-        if not self._https and self._uds is None and isinstance(exc, httpx.RemoteProtocolError):
-            # What a TLS listener does to a plain HTTP request: closes without an answer.
+        if not self._https and self._uds is None and isinstance(exc, http.client.HTTPException):
+            # What a TLS listener does to a plain HTTP request: closes without an answer, or
+            # answers with a TLS alert, which is no HTTP status line.
             hint = "; if it serves HTTPS, use an https:// URL"
         return ControllerUnavailable(f"cannot reach the controller at {self.url}: {type(exc).__name__}: {exc}{hint}")
 
     @staticmethod
-    def _result(response: httpx.Response) -> dict[str, Any]:
+    def _result(response: Response) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.is_success:
             if not isinstance(body, dict):
-                raise StockadeError(f"the controller answered {response.status_code} without a JSON object")
+                raise StockadeError(f"the controller answered {response.status} without a JSON object")
             return body
         if not isinstance(body, dict):
-            body = {"message": response.text[:500] or response.reason_phrase}
-        raise error_from_response(response.status_code, body)
+            body = {"message": response.text[:500] or response.reason}
+        raise error_from_response(response.status, body)
 
 
 class ControllerClient(_Base):
     """Synchronous client. Use as a context manager, or call close()."""
-
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 ca: str | Path | None = None) -> None:
-        super().__init__(url, token, timeout, ca)
-        transport = httpx.HTTPTransport(uds=self._uds) if self._uds else None
-        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, transport=transport,
-                                  verify=self._verify)
-
-    def close(self) -> None:
-        self._http.close()
 
     def __enter__(self) -> "ControllerClient":
         return self
@@ -261,12 +279,7 @@ class ControllerClient(_Base):
         self.close()
 
     def _run(self, call: _Call) -> dict[str, Any]:
-        try:
-            response = self._http.request(call.method, call.path, json=call.json, params=call.params,
-                                          timeout=self._timeout(call))
-        except httpx.TransportError as e:
-            raise self._unavailable(e) from None
-        return self._result(response)
+        return self._exchange(call)
 
     def healthz(self) -> dict[str, Any]:
         """{"ok": true, "revision": N}; needs no token."""
@@ -354,17 +367,11 @@ class ControllerClient(_Base):
 
 
 class AsyncControllerClient(_Base):
-    """The same API as coroutines, for code on an event loop (the agent)."""
-
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 ca: str | Path | None = None) -> None:
-        super().__init__(url, token, timeout, ca)
-        transport = httpx.AsyncHTTPTransport(uds=self._uds) if self._uds else None
-        self._http = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, transport=transport,
-                                       verify=self._verify)
+    """The same API as coroutines, for code on an event loop. Each call runs in a worker thread
+    (asyncio.to_thread), on the same kept-alive connections as the synchronous client."""
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self.close()
 
     async def __aenter__(self) -> "AsyncControllerClient":
         return self
@@ -373,12 +380,7 @@ class AsyncControllerClient(_Base):
         await self.aclose()
 
     async def _run(self, call: _Call) -> dict[str, Any]:
-        try:
-            response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
-                                                timeout=self._timeout(call))
-        except httpx.TransportError as e:
-            raise self._unavailable(e) from None
-        return self._result(response)
+        return await asyncio.to_thread(self._exchange, call)
 
     async def healthz(self) -> dict[str, Any]:
         return await self._run(_Calls.healthz())

@@ -1,6 +1,9 @@
 """Build and run one agent process: `stockade agent run --host hv1 --controller URL ...`.
 
-`build_agent` is where the whole agent graph is wired, in one place.
+`build_agent` is where the whole agent graph is wired, in one place; `run_agent`
+runs it. The command lines are elsewhere (`agent.cli` for `stockade agent run`,
+`agent.__main__` for `python -m stockade.agent run`), so that this module, which
+every agent process imports, does not load typer (~7 MB resident, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -9,10 +12,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import typer
 
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
@@ -24,9 +24,6 @@ from stockade.dataplane.conntrack import ConntrackReader
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
-
-agent_app = typer.Typer(help="Run the per-host agent.", no_args_is_help=True)
-
 
 @dataclass
 class AgentSettings:
@@ -95,28 +92,14 @@ def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, me
     return pipeline
 
 
-@agent_app.command("run")
-def run(
-    host: str = typer.Option(..., help="This host's name, as workloads' spec.host gives it."),
-    controller: str = typer.Option(..., help="Controller URL: http(s)://HOST:PORT or unix:///PATH"),
-    token_file: Path = typer.Option(..., help="File holding this agent's API token."),
-    table: str = typer.Option("stockade", help="The nftables table this agent owns."),
-    lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
-    state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
-    metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
-    flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
-    flow_conntrack: bool = typer.Option(True, help="End records with packets and bytes from conntrack events "
-                                                   "(turns on net.netfilter.nf_conntrack_acct)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
+def run_agent(settings: AgentSettings, verbose: bool = False) -> None:
+    """Run one agent until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s agent[" + host + "] %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s agent[" + settings.host + "] %(name)s: %(message)s")
     limit_arenas()  # before any thread starts: see agent.memory
-    token = token_file.read_text().strip()
-    agent, metrics = build_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address,
-                                                   flow_log_group or None, flow_conntrack=flow_conntrack))
-    if metrics_address:
-        serve(metrics, metrics_address)
+    agent, metrics = build_agent(settings)
+    if settings.metrics_address:
+        serve(metrics, settings.metrics_address)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -368,7 +368,7 @@ def policy_test(
 
 
 def _mount() -> None:
-    from stockade.agent.main import agent_app
+    from stockade.agent.cli import agent_app
     from stockade.controller.cli import controller_app
     from stockade.lab.cli import lab_app
 
