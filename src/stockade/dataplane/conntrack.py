@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+import stockade.dataplane.pyroute2_lean  # noqa: F401,I001 - first: pyroute2 without its __init__
 from pyroute2.netlink import NETLINK_NETFILTER
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_DESTROY
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_DELETE, nfct_msg

@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
+import stockade.dataplane.pyroute2_lean  # noqa: F401,I001 - first: pyroute2 without its __init__
 from pyroute2.netlink import NETLINK_NETFILTER, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, nla
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_ULOG, nfgen_msg
 
