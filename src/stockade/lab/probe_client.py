@@ -1,10 +1,9 @@
 """The client half of a probe: one TCP connection or one UDP exchange, and the verdict it saw.
 
-    python -m stockade.lab.probe_client --protocol tcp --ip 198.18.10.12 --port 8080 \
-        [--timeout 1.0] [--src-ip 198.18.10.99]
+    probe_tcp("198.18.10.12", 8080, timeout=1.0, src_ip=None) -> ("allowed", "connected, got 'ok'")
 
-Runs inside the source workload's netns (started through nsenter by
-`probe.probe`) and prints one JSON line: {"verdict", "detail", "elapsed"}.
+Called by `probe.probe` in a thread that has entered the source workload's
+netns, so the socket is that workload's.
 
 How what the kernel reports becomes a verdict:
     TCP   reply read after connect → allowed;  no answer in time → denied;
@@ -14,20 +13,16 @@ How what the kernel reports becomes a verdict:
           ICMP port unreachable (ECONNREFUSED on the connected socket) → rejected;
           other ICMP errors → unreachable
     any   a local drop (EPERM) → denied;  anything else → error
-Standard library only; the whole exchange is bounded by --timeout.
+Standard library only; the whole exchange is bounded by the timeout.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import ipaddress
-import json
 import os
 import socket
-import sys
 import time
-from dataclasses import asdict, dataclass
 
 # Sending from a source address the netns does not have (a spoofing test) needs
 # IP_TRANSPARENT: freebind only allows the bind, and the output route lookup would
@@ -36,13 +31,6 @@ IP_TRANSPARENT = 19
 IPV6_TRANSPARENT = 75
 
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    verdict: str  # allowed | denied | rejected | unreachable | error
-    detail: str
-    elapsed: float
 
 
 def _classify(e: OSError) -> tuple[str, str]:
@@ -109,25 +97,3 @@ def probe_udp(ip: str, port: int, timeout: float, src_ip: str | None) -> tuple[s
                     return "allowed", "echo received"
         except OSError as e:
             return _classify(e)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stockade.lab.probe_client")
-    parser.add_argument("--protocol", choices=("tcp", "udp"), required=True)
-    parser.add_argument("--ip", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--timeout", type=float, default=1.0)
-    parser.add_argument("--src-ip", default=None)
-    args = parser.parse_args(argv)
-    start = time.monotonic()
-    fn = probe_tcp if args.protocol == "tcp" else probe_udp
-    try:
-        verdict, detail = fn(args.ip, args.port, args.timeout, args.src_ip)
-    except OSError as e:  # e.g. binding the source address failed
-        verdict, detail = "error", f"{type(e).__name__}: {e}"
-    print(json.dumps(asdict(Outcome(verdict, detail, round(time.monotonic() - start, 4)))), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
