@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 from stockade.errors import ControllerUnavailable, StockadeError, ValidationError, error_from_response
+from stockade.listing import loads_with_lazy_array
 from stockade.model.kinds import ObjectKey, parse_stored
 from stockade.model.state import DesiredState
 from stockade.transport import Response, Transport
@@ -222,8 +223,9 @@ class _Base:
     def close(self) -> None:
         self._transport.close()
 
-    def _exchange(self, call: _Call) -> dict[str, Any]:
-        """One call, blocking: the answer's JSON object, or the typed error."""
+    def _exchange(self, call: _Call, lazy: str | None = None) -> dict[str, Any]:
+        """One call, blocking: the answer's JSON object, or the typed error. With `lazy`, the array
+        under that key of a successful answer is a `listing.LazyArray` (parsed item by item)."""
         target = self._prefix + call.path
         if call.params:
             target += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})
@@ -235,6 +237,14 @@ class _Base:
                                                timeout=self.timeout + call.extra_timeout)
         except TRANSPORT_ERRORS as e:
             raise self._unavailable(e) from None
+        if lazy is not None and response.is_success:
+            status = response.status
+            try:
+                text = response.body.decode()
+                del response  # the text is what the lazy array parses; the bytes can go
+                return loads_with_lazy_array(text, lazy)
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError among them
+                raise StockadeError(f"the controller answered {status} without a JSON object") from None
         return self._result(response)
 
     def _unavailable(self, exc: BaseException) -> ControllerUnavailable:
@@ -299,6 +309,12 @@ class ControllerClient(_Base):
 
     def snapshot_state(self) -> DesiredState:
         return state_from_snapshot(self.snapshot())
+
+    def snapshot_lazy(self) -> dict[str, Any]:
+        """As snapshot(), but "objects" is a read-only sequence whose items are parsed from the answer's
+        text as they are read (`listing.LazyArray`): what the agent loads its cache from, so that
+        the whole listing is never held as dicts at once (docs/performance.md)."""
+        return self._exchange(_Calls.snapshot(), lazy="objects")
 
     def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT) -> dict[str, Any]:
         """{"revision", "events"} after `since`, long-polling up to `timeout` s; Gone: relist."""

@@ -68,3 +68,23 @@ def test_status_report_in_wire_form_is_accepted(admin: ControllerClient, agent: 
     assert admin.list("workload", "shop", "web-1")["items"][0]["status"]["netns"] == "n1"
     with pytest.raises(ValidationError):
         agent.report_status("hv1")  # neither a report nor a revision
+
+
+def test_a_lazy_snapshot_has_the_same_objects(admin: ControllerClient, agent: ControllerClient) -> None:
+    admin.apply(shop(), "")
+    eager, lazy = agent.snapshot(), agent.snapshot_lazy()
+    assert lazy["revision"] == eager["revision"] == 1
+    assert len(lazy["objects"]) == len(eager["objects"]) == 5
+    assert list(lazy["objects"]) == eager["objects"]
+
+
+def test_connections_are_kept_alive_and_shared_by_threads(admin: ControllerClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(r["ok"] for r in pool.map(lambda _: admin.healthz(), range(40)))
+    idle = admin._transport._idle
+    assert 1 <= len(idle) <= 4  # reused: at most one connection per thread at a time
+    sockets = {id(c.sock) for c in idle}
+    admin.healthz()
+    assert {id(c.sock) for c in admin._transport._idle} <= sockets

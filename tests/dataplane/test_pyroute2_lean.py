@@ -24,5 +24,6 @@ def test_the_rest_of_pyroute2_appears_on_first_use() -> None:
                "from pyroute2 import IPRoute, netns\n"
                "import pyroute2\n"
                "from stockade.dataplane.pyroute2_lean import is_lean\n"
-               "print(is_lean(), IPRoute.__name__, netns.__name__, pyroute2.__version__ != 'unknown', hasattr(pyroute2, 'nope'))")
+               "print(is_lean(), IPRoute.__name__, netns.__name__, pyroute2.__version__ != 'unknown',"
+               " hasattr(pyroute2, 'nope'))")
     assert out == "False IPRoute pyroute2.netns True False"

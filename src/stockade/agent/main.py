@@ -56,7 +56,13 @@ class LabEndpoints:
 def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     from stockade.client import ControllerClient
 
-    client = ControllerClient(settings.controller, settings.token, timeout=60.0)
+    class AgentClient(ControllerClient):
+        def snapshot(self) -> dict[str, Any]:
+            # The full listing's objects parsed one at a time as the cache loads them (a
+            # sequence, not a list): never the whole listing as dicts at once (docs/performance.md).
+            return self.snapshot_lazy()
+
+    client = AgentClient(settings.controller, settings.token, timeout=60.0)
     driver = NftDriver(table=settings.table)
     reconciler = Reconciler(driver, settings.host,
                             CompileOptions(table=settings.table, log_group=settings.flow_log_group))
