@@ -22,6 +22,7 @@ from stockade.compile.host import compile_host
 from stockade.dataplane import nft_driver
 from stockade.dataplane.nft_driver import NftDriver, counters_by_comment, run_command
 from stockade.errors import DataplaneError
+from stockade.lab import netns as ns_mod
 from stockade.model.kinds import parse_object
 from stockade.model.state import DesiredState
 from stockade.nft import render
@@ -385,3 +386,83 @@ def test_every_golden_program_loads_in_the_kernel(netns, driver, other_table, ca
 
 def test_run_command_is_the_default_runner():
     assert NftDriver().runner is nft_driver.run_command
+
+
+# ------------------------------------------------- the ruleset generation (the agent's way)
+# The agent's driver runs libnftables in its own thread's netns, so it can read the ruleset
+# generation there; these tests run driver and reconciler the same way, in a thread inside
+# the test's netns (`netns.run_in`).
+
+class CountingDriver(NftDriver):
+    """The real driver (default runner, in this thread's netns), counting its table listings."""
+
+    listings: int = 0
+
+    def list_table(self):
+        self.listings += 1
+        return super().list_table()
+
+
+def test_generation_counts_commits_not_listings(netns, other_table):
+    def inside():
+        driver = NftDriver()
+        g0 = driver.generation()
+        driver.apply(render.full_replace(compile_host(load_state(), HOST)))
+        g1 = driver.generation()
+        driver.list_table()
+        driver.fingerprint()
+        return g0, g1, driver.generation()
+
+    g0, g1, g2 = ns_mod.run_in(netns.name, inside)
+    assert g0 is not None and g1 == g0 + 1 and g2 == g1
+    netns.nft("add", "table", "inet", "someone_else")
+    assert ns_mod.run_in(netns.name, NftDriver().generation) == g2 + 1
+    assert NftDriver(runner=netns.runner).generation() is None  # another netns's runner: unknown here
+
+
+def test_changes_are_applied_without_listing_the_table_and_the_drift_check_lists_it_once(netns, other_table):
+    def inside():
+        driver = CountingDriver()
+        reconciler = Reconciler(driver, HOST)
+        state = load_state(revision=1)
+        kinds = [reconciler.reconcile(state).kind]
+        for revision, tier in ((2, "lb"), (3, "app"), (4, "lb")):
+            state = relabel(state, "shop", "app-1", {"tier": tier, "env": "prod"}, revision)
+            kinds.append(reconciler.reconcile(state).kind)
+        during_changes = driver.listings
+        checks = [reconciler.in_sync() for _ in range(3)]
+        return kinds, during_changes, driver.listings, checks
+
+    kinds, during_changes, after_checks, checks = ns_mod.run_in(netns.name, inside)
+    assert kinds == ["full", "delta", "delta", "delta"]
+    assert during_changes == 0
+    assert checks == [True, True, True] and after_checks == 1  # the fingerprint, taken once
+
+
+def test_with_generation_another_tables_commit_is_not_drift_but_a_hand_edit_of_ours_is(netns, other_table):
+    reconciler = Reconciler(NftDriver(), HOST)
+    ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=1)))
+    assert ns_mod.run_in(netns.name, reconciler.in_sync)  # takes our table's fingerprint
+    netns.nft("add", "table", "inet", "someone_else")  # a transaction of another program
+    assert ns_mod.run_in(netns.name, reconciler.in_sync)
+    assert ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=2))).kind == "none"
+    before = netns.listing("inet", "stockade")
+    netns.nft("add", "rule", "inet", "stockade", "ingress", "accept")
+    assert not ns_mod.run_in(netns.name, reconciler.in_sync)
+    outcome = ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=3)))
+    assert outcome.kind == "full" and outcome.drift_repaired
+    assert netns.listing("inet", "stockade") == before
+
+
+def test_with_generation_a_hand_edit_before_the_fingerprint_was_taken_is_repaired(netns, other_table):
+    reconciler = Reconciler(NftDriver(), HOST)
+    state = load_state(revision=1)
+    ns_mod.run_in(netns.name, lambda: reconciler.reconcile(state))
+    before = netns.listing("inet", "stockade")
+    netns.nft("add", "chain", "inet", "stockade", "intruder")
+    changed = relabel(state, "shop", "app-1", {"tier": "lb", "env": "prod"}, revision=2)
+    outcome = ns_mod.run_in(netns.name, lambda: reconciler.reconcile(changed))
+    assert outcome.kind == "full" and outcome.drift_repaired
+    assert "intruder" not in chains_in(netns.listing("inet", "stockade"))
+    assert before != netns.listing("inet", "stockade")  # the change itself is there too
+    assert ns_mod.run_in(netns.name, reconciler.in_sync)

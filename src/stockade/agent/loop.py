@@ -182,6 +182,9 @@ class Agent:
             state = self.cache.state()
             try:
                 outcome = await asyncio.to_thread(self.reconciler.reconcile, state)
+                # Enforcement starts when the transaction commits, not when the lab's interfaces
+                # have been checked after it: that moment is what `appliedAt` reports.
+                programmed_at = _now()
                 if outcome.drift_repaired:
                     self.status.drift_repairs += 1
                 if outcome.kind != "none" or outcome.drift_repaired:
@@ -195,7 +198,7 @@ class Agent:
                 self.status.revision = outcome.revision
                 self.status.program_hash = outcome.program_hash
                 if outcome.kind != "none" or self.status.applied_at is None:
-                    self.status.applied_at = _now()
+                    self.status.applied_at = programmed_at
                 self.status.in_sync = True
                 self.status.error = None
                 if self.on_outcome:

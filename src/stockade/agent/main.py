@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
@@ -39,18 +40,36 @@ class AgentSettings:
 
 
 class LabEndpoints:
-    """The lab's stand-in for a hypervisor or CNI: realises local workloads as namespaces + veths."""
+    """The lab's stand-in for a hypervisor or CNI: realises local workloads as namespaces + veths.
 
-    def __init__(self, prefix: str, host: str) -> None:
+    A pass dumps the hypervisor's links, addresses and routes over netlink: the largest part
+    of an agent's CPU for a change that leaves the endpoints as they were (a label, a policy),
+    and with twenty lab agents on two CPUs it delayed every rollout (docs/performance.md). So
+    a plan equal to the last one that was realised is checked again only once
+    `recheck_interval` has passed: plumbing broken by hand is repaired within that time, and
+    a new, moved or removed workload (a different plan) at once.
+    """
+
+    def __init__(self, prefix: str, host: str, recheck_interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix
         self.host = host
+        self.recheck_interval = recheck_interval
+        self.clock = clock
+        self._realised: tuple[Any, dict[str, dict[str, Any]], float] | None = None  # plan, statuses, when
 
     def reconcile(self, state: DesiredState) -> dict[str, dict[str, Any]]:
         from stockade.lab.endpoints import plan_endpoints, reconcile_endpoints
 
         plan = plan_endpoints(state, self.host, self.prefix)
-        statuses = reconcile_endpoints(plan, self.prefix, self.host)
-        return {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in statuses.items()}
+        if self._realised is not None:
+            last_plan, statuses, checked_at = self._realised
+            if last_plan == plan and self.clock() - checked_at < self.recheck_interval:
+                return statuses
+        realised = reconcile_endpoints(plan, self.prefix, self.host)  # raises when any part failed
+        statuses = {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in realised.items()}
+        self._realised = (plan, statuses, self.clock())
+        return statuses
 
 
 def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:

@@ -1,7 +1,9 @@
 """Make the kernel equal to the program of the desired state; the decision of how.
 
-Called only from the agent's loop. Each call compiles the host program (pure),
-reads the kernel's fingerprint, and applies the smallest correct transaction:
+Called only from the agent's loop (reconcile and the drift check may run in two worker
+threads at once; a lock keeps them apart). Each call compiles the host program (pure),
+checks that the kernel still holds what was applied last, and applies the smallest
+correct transaction:
 - nothing, when the kernel already holds exactly this program;
 - set-element changes, when only group membership moved and the kernel is untouched;
 - a full atomic replacement of our table otherwise (first run, drift, structure change).
@@ -10,6 +12,7 @@ reads the kernel's fingerprint, and applies the smallest correct transaction:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +37,19 @@ class Outcome:
 
 
 class Reconciler:
+    """Knows what it applied and how to tell whether the kernel still holds it.
+
+    The kernel's table is known to be ours at a ruleset generation (`driver.generation()`:
+    the netns's count of committed nftables transactions) or, where the generation cannot be
+    read, by the fingerprint of its listing. While the generation is unchanged nothing can
+    have changed the table, so neither the drift check nor a reconcile lists it: a label
+    change costs its delta transaction and two tiny netlink reads instead of two dumps of the
+    table (docs/performance.md). The fingerprint of what we applied is taken by the next
+    drift check instead, off the path of the change; from then on a transaction by someone
+    else is told from a change to our table by comparing fingerprints. A transaction by
+    someone else before that fingerprint was taken counts as drift (a full replace: safe).
+    """
+
     def __init__(self, driver: NftDriver, host: str, options: CompileOptions | None = None) -> None:
         self.driver = driver
         self.host = host
@@ -41,13 +57,23 @@ class Reconciler:
         self.applied: Ruleset | None = None
         self.applied_hash: str | None = None
         self.expected_fingerprint: str | None = None
+        self.expected_generation: int | None = None
+        self._lock = threading.Lock()
 
     def reconcile(self, state: DesiredState) -> Outcome:
+        with self._lock:
+            return self._reconcile(state)
+
+    def in_sync(self) -> bool:
+        """Does the kernel still hold what we applied? (False before the first apply.)"""
+        with self._lock:
+            return self._in_sync(take_fingerprint=True)
+
+    def _reconcile(self, state: DesiredState) -> Outcome:
         started = time.monotonic()
         ruleset = compile_host(state, self.host, self.options)
         new_hash = program_hash(ruleset)
-        kernel = self.driver.fingerprint()
-        drifted = self.applied is not None and kernel != self.expected_fingerprint
+        drifted = self.applied is not None and not self._in_sync(take_fingerprint=False)
         if drifted:
             log.warning("kernel table %s differs from the program we applied: repairing", self.driver.table)
         if not drifted and self.applied is not None and new_hash == self.applied_hash:
@@ -63,10 +89,27 @@ class Reconciler:
             kind = "full"
         self.driver.apply(program)
         self.applied, self.applied_hash = ruleset, new_hash
-        self.expected_fingerprint = self.driver.fingerprint()
+        self.expected_generation = self.driver.generation()
+        # Without a generation, the listing is the only way to know the table later; with one,
+        # the next drift check takes it (see the class docstring).
+        self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
                        drifted)
 
-    def in_sync(self) -> bool:
-        """Does the kernel still hold what we applied? (False before the first apply.)"""
-        return self.applied is not None and self.driver.fingerprint() == self.expected_fingerprint
+    def _in_sync(self, take_fingerprint: bool) -> bool:
+        """`take_fingerprint`: when our table's fingerprint is still to be taken (see the class
+        docstring), take it now; the drift check does, a reconcile does not (a burst of changes
+        would list the table once each)."""
+        if self.applied is None:
+            return False
+        generation = self.driver.generation() if self.expected_generation is not None else None
+        if generation is not None and generation == self.expected_generation:
+            if self.expected_fingerprint is None and take_fingerprint:
+                self.expected_fingerprint = self.driver.fingerprint()
+            return True
+        if self.expected_fingerprint is None:
+            return False  # someone committed before we knew our table's fingerprint: repair
+        if self.driver.fingerprint() != self.expected_fingerprint:
+            return False
+        self.expected_generation = generation  # another table changed, ours did not
+        return True

@@ -195,16 +195,24 @@ class Store:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `durable=False` commits without waiting for the disk (runtime
+        state that the next report replaces); the WAL keeps it atomic either way."""
         conn = self._conn()
-        # IMMEDIATE takes the write lock up front, so the revision number we read is ours.
-        conn.execute("BEGIN IMMEDIATE")
+        if not durable:
+            conn.execute("PRAGMA synchronous=OFF")  # only outside a transaction; restored below
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            # IMMEDIATE takes the write lock up front, so the revision number we read is ours.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -437,8 +445,12 @@ class Store:
     # ----------------------------------------------------------------- agents
 
     def put_agent(self, host: str, report: dict[str, Any], seen: datetime) -> None:
-        """Record an agent's latest report; this is runtime state, not a revision."""
-        with self._write() as conn:
+        """Record an agent's latest report; this is runtime state, not a revision.
+
+        Not flushed to disk on commit: twenty agents report after every rollout and every few
+        seconds, and an fsync each was most of the controller's work for a label change; a
+        report lost to a power cut is replaced by the agent's next one."""
+        with self._write(durable=False) as conn:
             conn.execute(
                 "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT (host) DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",

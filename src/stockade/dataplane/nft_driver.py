@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from stockade.dataplane import libnft
+from stockade.dataplane.nft_generation import ruleset_generation
 from stockade.errors import DataplaneError
 from stockade.nft.render import Json, delete_table, to_json
 
@@ -74,6 +75,18 @@ class NftDriver:
         if listing is None:
             return None
         return hashlib.sha256(_canonical_text(listing).encode()).hexdigest()[:16]
+
+    def generation(self) -> int | None:
+        """The netns's nftables ruleset generation (bumped by every committed transaction, to any
+        table), or None when it cannot be read here: only with the default runner, whose
+        libnftables runs in this thread's netns (a runner that enters another netns would make
+        this thread's generation meaningless)."""
+        if self.runner is not run_command or not libnft.available():
+            return None
+        try:
+            return ruleset_generation()
+        except OSError:
+            return None
 
     def counter(self, name: str) -> int | None:
         """Packets of a named counter object of our table, or None when it does not exist."""
