@@ -650,3 +650,17 @@ def test_with_a_log_group_every_decision_logs_behind_a_rate_limited_twin(case):
     # without a log group nothing of this exists (the golden files above prove the bytes)
     plain = compile_host(state, hosts[0])
     assert plain.limits == () and plain.counters == ()
+
+
+def test_program_hash_covers_structure_and_elements_and_a_known_structure_gives_the_same_hash():
+    from dataclasses import replace
+
+    from stockade.nft.render import program_hash, structure_digest
+
+    rs = compile_host(load_state("shop"), HOST)
+    moved = next(s for s in rs.sets if s.elements)
+    fewer = replace(rs, sets=tuple(replace(s, elements=s.elements[1:]) if s is moved else s for s in rs.sets))
+    shorter = replace(rs, chains=rs.chains[:-1])
+    assert len({program_hash(rs), program_hash(fewer), program_hash(shorter)}) == 3
+    assert program_hash(fewer, structure_digest(rs)) == program_hash(fewer)  # the structure is the same
+    assert program_hash(compile_host(load_state("shop"), HOST)) == program_hash(rs)  # deterministic

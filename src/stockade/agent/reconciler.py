@@ -21,7 +21,7 @@ from stockade.compile.host import CompileOptions, compile_host
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
-from stockade.nft.render import count_objects, full_replace, program_hash, set_delta
+from stockade.nft.render import count_objects, full_replace, program_hash, set_delta, structure_digest
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Reconciler:
         self.applied_hash: str | None = None
         self.expected_fingerprint: str | None = None
         self.expected_generation: int | None = None
+        self._structure: tuple[Ruleset, str] | None = None  # the last program's structure and its digest
         self._lock = threading.Lock()
 
     def reconcile(self, state: DesiredState) -> Outcome:
@@ -72,7 +73,7 @@ class Reconciler:
     def _reconcile(self, state: DesiredState) -> Outcome:
         started = time.monotonic()
         ruleset = compile_host(state, self.host, self.options)
-        new_hash = program_hash(ruleset)
+        new_hash = program_hash(ruleset, self._structure_digest(ruleset))
         drifted = self.applied is not None and not self._in_sync(take_fingerprint=False)
         if drifted:
             log.warning("kernel table %s differs from the program we applied: repairing", self.driver.table)
@@ -95,6 +96,12 @@ class Reconciler:
         self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
                        drifted)
+
+    def _structure_digest(self, ruleset: Ruleset) -> str:
+        structure = ruleset.structure()
+        if self._structure is None or self._structure[0] != structure:
+            self._structure = (structure, structure_digest(ruleset))
+        return self._structure[1]
 
     def _in_sync(self, take_fingerprint: bool) -> bool:
         """`take_fingerprint`: when our table's fingerprint is still to be taken (see the class

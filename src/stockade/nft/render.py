@@ -215,9 +215,23 @@ def to_json(program: Json) -> str:
     return json.dumps(program, sort_keys=True, separators=(",", ":"))
 
 
-def program_hash(rs: Ruleset) -> str:
-    """Hash of the full program: what `status` reports and what the kernel should hold."""
-    return hashlib.sha256(to_json(full_replace(rs)).encode()).hexdigest()[:16]
+def structure_digest(rs: Ruleset) -> str:
+    """Hash of the program without its set elements (see `Ruleset.structure`)."""
+    return hashlib.sha256(to_json(full_replace(rs.structure())).encode()).hexdigest()
+
+
+def program_hash(rs: Ruleset, structure: str | None = None) -> str:
+    """Hash of the full program, what `status` reports: its structure and every set's elements.
+
+    `structure` is `structure_digest(rs)` when the caller knows it: a membership change keeps
+    the structure, and then only the elements are hashed again instead of the JSON of the
+    whole program (which, for a large policy, costs more than compiling it).
+    """
+    digest = hashlib.sha256((structure or structure_digest(rs)).encode())
+    for s in rs.sets:
+        digest.update(f"\0{s.name}\0".encode())
+        digest.update("\n".join(map(str, s.elements)).encode())
+    return digest.hexdigest()[:16]
 
 
 def count_objects(program: Json) -> int:
