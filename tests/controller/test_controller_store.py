@@ -99,3 +99,53 @@ def test_agent_reports_are_kept_per_host(tmp_path: Path) -> None:
     [record] = store.agents()
     assert (record.host, record.report, record.last_seen) == ("hv1", {"revision": 2}, T0)
     assert store.revision() == 0  # reports are not revisions
+
+
+def test_recent_events_from_memory_equal_the_store_and_never_answer_empty(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.recent_events(0) is None  # nothing committed through this object yet
+    store.commit([Change(key("a"), doc("a"))], "t", "one", T0)
+    store.commit([Change(key("b"), doc("b")), Change(key("a"), None)], "t", "two", T0)
+    for since in (0, 1):
+        assert store.recent_events(since) == store.events_since(since)
+    assert store.recent_events(2) is None  # nothing newer: the store is asked
+    store.close()
+
+
+def test_recent_events_cover_only_the_newest_consecutive_revisions(tmp_path: Path) -> None:
+    from stockade.controller.store import RECENT_REVISIONS
+
+    store = Store(tmp_path / "s.db")
+    for n in range(RECENT_REVISIONS + 3):
+        store.commit([Change(key("a"), doc("a", n))], "t", f"r{n}", T0)
+    newest = RECENT_REVISIONS + 3
+    assert store.recent_events(2) is None  # fell out of memory: the store still has them
+    assert store.events_since(2)[0] == newest
+    assert store.recent_events(3) == store.events_since(3)
+    # A revision committed through another Store object on the same file: a gap for this one.
+    other = Store(tmp_path / "s.db")
+    other.commit([Change(key("b"), doc("b"))], "t", "elsewhere", T0)
+    store.commit([Change(key("c"), doc("c"))], "t", "after the gap", T0)
+    assert store.recent_events(newest) is None
+    assert store.recent_events(newest + 1) == store.events_since(newest + 1)
+    other.close()
+    store.close()
+
+
+def test_a_watch_answer_is_rendered_once_and_matches_its_schema(tmp_path: Path) -> None:
+    import json
+
+    from stockade.controller.records import WatchAnswers
+    from stockade.controller.schemas import WatchResponse
+
+    store = Store(tmp_path / "s.db")
+    store.commit([Change(key("a"), doc("a"))], "t", "one", T0)
+    answers = WatchAnswers(size=2)
+    first = answers.render(0, *store.events_since(0))
+    assert answers.render(0, *store.events_since(0)) is first  # the second watcher gets the same bytes
+    parsed = json.loads(first)
+    assert WatchResponse.model_validate(parsed).revision == 1
+    assert parsed["events"][0] == {"revision": 1, "type": "PUT", "kind": "Group", "namespace": "shop",
+                                   "name": "a", "object": doc("a")}
+    assert json.loads(answers.render(1, 1, [])) == {"revision": 1, "events": []}
+    store.close()

@@ -35,7 +35,7 @@ from stockade.controller.rbac import Permission
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, FlowQuery
 from stockade.controller.metrics import ControllerMetrics, RequestCounter
-from stockade.controller.records import AgentReport, Endpoint, event_to_dict
+from stockade.controller.records import AgentReport, Endpoint, WatchAnswers
 from stockade.controller.schemas import (
     AgentStatusRequest,
     ApplyRequest,
@@ -180,6 +180,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     app = FastAPI(title="Stockade controller", version=_version(), lifespan=lifespan,
                   description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.")
     app.state.service = service
+    watch_answers = WatchAnswers()
     app.state.metrics = metrics
     app.state.audit = audit
     _install_error_handlers(app)
@@ -287,10 +288,12 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     @app.get(f"{API}/watch", response_model=WatchResponse,
              responses={**_ERROR_RESPONSES, 410: {"model": ErrorBody}}, tags=["sync"])
     async def watch(_: StateReader, since: Annotated[int, Query(ge=0, le=2**53)],
-                    timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT)] = 30.0) -> dict[str, Any]:
+                    timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT)] = 30.0) -> Response:
         """Events after revision `since`; long-polls up to `timeout` seconds. 410: too old, relist."""
         revision, events = await service.watch(since, timeout)
-        return {"revision": revision, "events": [event_to_dict(e) for e in events]}
+        # Rendered once per commit for all watchers (records.WatchAnswers); the schema above is
+        # what it holds, for the OpenAPI document.
+        return Response(watch_answers.render(since, revision, events), media_type="application/json")
 
     @app.put(f"{API}/agents/{{host}}/status", response_model=OkResponse, responses=_ERROR_RESPONSES,
              tags=["agents"])

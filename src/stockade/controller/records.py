@@ -7,8 +7,11 @@ keys of its own.
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from stockade.controller.store import Event
 from stockade.model.kinds import ObjectKey
@@ -134,3 +137,33 @@ class ControllerStatus:
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "enforcedRevision": self.enforced_revision,
                 "agents": [a.to_dict() for a in self.agents]}
+
+
+class WatchAnswers:
+    """The JSON of watch answers, each rendered once for every watcher that gets it.
+
+    After a commit every agent's watch asks with the same `since` and gets the same events;
+    rendering (and validating) that answer once per agent was most of the controller's work
+    for a change (docs/performance.md). An answer is fixed by (since, revision): the events of
+    a revision never change. Keeps the newest `size` answers that carry events.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._answers: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, since: int, revision: int, events: Sequence[Event]) -> bytes:
+        key = (since, revision)
+        with self._lock:
+            cached = self._answers.get(key)
+        if cached is not None:
+            return cached
+        body = json.dumps({"revision": revision, "events": [event_to_dict(e) for e in events]},
+                          ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        if events:
+            with self._lock:
+                self._answers[key] = body
+                while len(self._answers) > self.size:
+                    self._answers.popitem(last=False)
+        return body

@@ -402,10 +402,18 @@ class ControllerService:
         """
         if since < 0:
             raise ValidationError.single("", "since", "must be 0 or more")
-        revision, events = await asyncio.to_thread(self.store.events_since, since)
-        if events or timeout <= 0:
-            return revision, events
-        await self._notifier.wait_beyond(since, timeout)
+        # An agent that is up to date asks with `since` = the newest revision committed here:
+        # nothing to read yet (and it cannot be Gone). After each commit every agent asks again.
+        if since != self._notifier.revision:
+            revision, events = await asyncio.to_thread(self.store.events_since, since)
+            if events or timeout <= 0:
+                return revision, events
+        elif timeout <= 0:
+            return since, []
+        if await self._notifier.wait_beyond(since, timeout):
+            recent = self.store.recent_events(since)  # the commit that woke us, from memory
+            if recent is not None:
+                return recent
         return await asyncio.to_thread(self.store.events_since, since)
 
     # ----------------------------------------------------------------- agents

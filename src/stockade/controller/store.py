@@ -19,6 +19,10 @@ Invariants:
 Every thread gets its own connection (sqlite3 connections are not for sharing
 across threads); WAL lets readers see a consistent snapshot while one writer
 commits.
+
+The events of the newest revisions committed through this object are also kept
+in memory (`recent_events`): after a commit every agent's watch asks for exactly
+those, and twenty agents meant twenty store reads per change (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from stockade.model.kinds import ObjectKey
 EventType = Literal["PUT", "DELETE"]
 
 _SCHEMA_VERSION = 1
+RECENT_REVISIONS = 64  # revisions whose events stay in memory for watchers
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
     rev     INTEGER PRIMARY KEY,
@@ -132,6 +137,31 @@ class Event:
     document: dict[str, Any] | None
 
 
+class _EventTail:
+    """The events of the newest consecutive revisions committed through one Store, in memory."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._revisions: list[tuple[int, list[Event]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, revision: int, events: list[Event]) -> None:
+        with self._lock:
+            if self._revisions and self._revisions[-1][0] != revision - 1:
+                self._revisions = []  # a gap: only consecutive revisions can answer a reader
+            self._revisions.append((revision, events))
+            del self._revisions[:-self.capacity]
+
+    def after(self, since: int) -> tuple[int, list[Event]] | None:
+        """(newest revision, events after `since`) when every revision after `since` up to the
+        newest is here and there is at least one; else None."""
+        with self._lock:
+            if not self._revisions or not self._revisions[0][0] - 1 <= since < self._revisions[-1][0]:
+                return None
+            events = [e for rev, evs in self._revisions if rev > since for e in evs]
+            return self._revisions[-1][0], events
+
+
 @dataclass(frozen=True)
 class StoredToken:
     """A token made through the API (hash only). `namespaces` is empty for roles without a scope."""
@@ -155,6 +185,12 @@ class AgentRecord:
     last_seen: datetime
 
 
+def _event(row: Sequence[Any]) -> Event:
+    """An event from its row: (rev, seq, type, kind, namespace, name, document JSON or None)."""
+    return Event(row[0], row[1], row[2], ObjectKey(row[3], row[4], row[5]),
+                 json.loads(row[6]) if row[6] is not None else None)
+
+
 class Store:
     """SQLite store; safe to call from any thread. Writers are serialized by SQLite itself."""
 
@@ -167,6 +203,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._tail = _EventTail(RECENT_REVISIONS)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         # WAL is a property of the database file: set once, every connection uses it.
@@ -277,9 +314,14 @@ class Store:
             rows = conn.execute(
                 "SELECT rev, seq, type, kind, namespace, name, document FROM events "
                 "WHERE rev > ? ORDER BY rev, seq", (since,)).fetchall()
-        events = [Event(r[0], r[1], r[2], ObjectKey(r[3], r[4], r[5]),
-                        json.loads(r[6]) if r[6] is not None else None) for r in rows]
-        return rev, events
+        return rev, [_event(r) for r in rows]
+
+    def recent_events(self, since: int) -> tuple[int, list[Event]] | None:
+        """What `events_since(since)` answers, from memory, when the events after `since` are
+        those of the newest revisions committed through this object and there is at least one;
+        else None (ask `events_since`). Never an empty answer: a writer other than this object
+        (a second controller on the file) would go unseen."""
+        return self._tail.after(since)
 
     def compacted(self) -> int:
         """Events of revisions up to this one have been dropped from the log."""
@@ -343,6 +385,7 @@ class Store:
         if not changes:
             raise ValueError("a revision needs at least one change")
         when = time.isoformat(timespec="milliseconds")
+        rows: list[tuple[int, int, str, str, str, str, str | None]] = []
         with self._write() as conn:
             rev = self._revision(conn) + 1
             conn.execute("INSERT INTO revisions (rev, author, message, time) VALUES (?, ?, ?, ?)",
@@ -365,7 +408,9 @@ class Store:
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 conn.execute("INSERT INTO history (rev, seq, type, kind, namespace, name, document) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                rows.append(row)
             self._compact(conn)
+        self._tail.add(rev, [_event(r) for r in rows])  # committed: readers may now see it
         return Revision(rev, author, message, when)
 
     def _compact(self, conn: sqlite3.Connection) -> None:
