@@ -198,7 +198,8 @@ RECENT_KEYS = 16_384
 
 
 class FlowRecorder:
-    """Thread-safe: `offer` runs in the reader thread, `take`/`update` in the loop."""
+    """Thread-safe: `offer` runs in the reader thread, `take`/`update` in the loop (only `offer`
+    reads and builds the lookups that `update` hands over)."""
 
     def __init__(self, host: str, capacity: int = 10_000, metrics: FlowMetrics | None = None,
                  clock: Callable[[], float] | None = None) -> None:
@@ -212,6 +213,7 @@ class FlowRecorder:
         self._queue: collections.deque[Record] = collections.deque()
         self._index: Mapping[str, LogSite] = {}
         self._resolver = Resolver()
+        self._pending: tuple[DesiredState, Ruleset | None] | None = None  # see update()
         self.unknown = 0                       # packets whose prefix is not ours
         self.dropped = dict.fromkeys(DROP_REASONS, 0)   # not yet shipped, by reason
         self._carried = 0                      # dropped counts of a batch that failed to send
@@ -222,8 +224,19 @@ class FlowRecorder:
         self.unmatched_ends = 0                # conntrack ends of connections not recorded as allowed
 
     def update(self, state: DesiredState, ruleset: Ruleset | None) -> None:
-        index, resolver = log_index(ruleset), Resolver.from_state(state)
-        self._index, self._resolver = index, resolver   # each a whole, immutable swap
+        # The lookups are built when the next logged packet needs them, in the reader's thread,
+        # not on every change: they are a pass over every workload's addresses and every rule,
+        # and a burst of changes (or a large fleet) would pay it each time (docs/performance.md).
+        self._pending = (state, ruleset)
+
+    def _lookups(self) -> tuple[Mapping[str, LogSite], "Resolver"]:
+        pending = self._pending
+        if pending is not None:
+            state, ruleset = pending
+            self._index, self._resolver = log_index(ruleset), Resolver.from_state(state)
+            if self._pending is pending:  # a newer update stays pending for the next packet
+                self._pending = None
+        return self._index, self._resolver
 
     def _seen_recently(self, record: Record, now: float) -> bool:
         """A retransmission of a connection attempt we already recorded (a dropped SYN is
@@ -242,7 +255,8 @@ class FlowRecorder:
 
     def offer(self, pkt: LoggedPacket) -> None:
         now = self.clock()
-        record = to_record(pkt, self.host, self._index, self._resolver, now)
+        index, resolver = self._lookups()
+        record = to_record(pkt, self.host, index, resolver, now)
         if record is None:
             self.unknown += 1
             return
