@@ -149,3 +149,16 @@ def test_a_watch_answer_is_rendered_once_and_matches_its_schema(tmp_path: Path) 
                                    "name": "a", "object": doc("a")}
     assert json.loads(answers.render(1, 1, [])) == {"revision": 1, "events": []}
     store.close()
+
+
+def test_recent_events_hold_a_bounded_number_of_events(tmp_path: Path) -> None:
+    from stockade.controller.store import RECENT_EVENTS
+
+    store = Store(tmp_path / "s.db")
+    store.commit([Change(key("a"), doc("a"))], "t", "small", T0)
+    store.commit([Change(key(f"g{i}"), doc(f"g{i}")) for i in range(RECENT_EVENTS + 1)], "t", "large", T0)
+    assert store.recent_events(1) is None and store.recent_events(0) is None  # read from the store
+    assert len(store.events_since(1)[1]) == RECENT_EVENTS + 1
+    store.commit([Change(key("b"), doc("b"))], "t", "small again", T0)
+    assert store.recent_events(2) == store.events_since(2)
+    store.close()

@@ -145,11 +145,13 @@ class WatchAnswers:
     After a commit every agent's watch asks with the same `since` and gets the same events;
     rendering (and validating) that answer once per agent was most of the controller's work
     for a change (docs/performance.md). An answer is fixed by (since, revision): the events of
-    a revision never change. Keeps the newest `size` answers that carry events.
+    a revision never change. Keeps the newest `size` answers that carry events, each of at
+    most `max_bytes` (a large apply's answer is rendered per watcher rather than held).
     """
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 8, max_bytes: int = 256 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self._answers: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -161,7 +163,7 @@ class WatchAnswers:
             return cached
         body = json.dumps({"revision": revision, "events": [event_to_dict(e) for e in events]},
                           ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-        if events:
+        if events and len(body) <= self.max_bytes:
             with self._lock:
                 self._answers[key] = body
                 while len(self._answers) > self.size:

@@ -43,6 +43,7 @@ EventType = Literal["PUT", "DELETE"]
 
 _SCHEMA_VERSION = 1
 RECENT_REVISIONS = 64  # revisions whose events stay in memory for watchers
+RECENT_EVENTS = 1_000  # and at most this many events in all
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
     rev     INTEGER PRIMARY KEY,
@@ -138,10 +139,13 @@ class Event:
 
 
 class _EventTail:
-    """The events of the newest consecutive revisions committed through one Store, in memory."""
+    """The events of the newest consecutive revisions committed through one Store, in memory:
+    at most `capacity` revisions and, beyond the newest one, `max_events` events (a large
+    apply is read from the store instead of being held twice)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_events: int) -> None:
         self.capacity = capacity
+        self.max_events = max_events
         self._revisions: list[tuple[int, list[Event]]] = []
         self._lock = threading.Lock()
 
@@ -151,6 +155,11 @@ class _EventTail:
                 self._revisions = []  # a gap: only consecutive revisions can answer a reader
             self._revisions.append((revision, events))
             del self._revisions[:-self.capacity]
+            held = sum(len(evs) for _, evs in self._revisions)
+            while len(self._revisions) > 1 and held > self.max_events:
+                held -= len(self._revisions.pop(0)[1])
+            if held > self.max_events:  # the newest alone is too large: keep nothing
+                self._revisions = []
 
     def after(self, since: int) -> tuple[int, list[Event]] | None:
         """(newest revision, events after `since`) when every revision after `since` up to the
@@ -203,7 +212,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._tail = _EventTail(RECENT_REVISIONS)
+        self._tail = _EventTail(RECENT_REVISIONS, RECENT_EVENTS)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         # WAL is a property of the database file: set once, every connection uses it.
