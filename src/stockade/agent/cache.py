@@ -22,6 +22,12 @@ T = TypeVar("T")
 _FIELDS_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
+def _share_fields_set(model: BaseModel) -> None:
+    fields = model.__pydantic_fields_set__
+    object.__setattr__(model, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(frozenset(fields),
+                                                                                frozenset(fields)))
+
+
 def share_fields_sets(obj: T) -> T:
     """`obj` with every nested model's `__pydantic_fields_set__` replaced by a shared frozenset.
 
@@ -35,9 +41,7 @@ def share_fields_sets(obj: T) -> T:
     while stack:
         node = stack.pop()
         if isinstance(node, BaseModel):
-            fields = node.__pydantic_fields_set__
-            shared = _FIELDS_SETS.setdefault(frozenset(fields), frozenset(fields))
-            object.__setattr__(node, "__pydantic_fields_set__", shared)
+            _share_fields_set(node)
             stack.extend(node.__dict__.values())
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (BaseModel, list, dict)))
@@ -88,9 +92,7 @@ class Sharing:
         values = node.__dict__
         for name, value in values.items():
             values[name] = self._share(value)
-        fields = node.__pydantic_fields_set__  # see share_fields_sets
-        object.__setattr__(node, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(frozenset(fields),
-                                                                                   frozenset(fields)))
+        _share_fields_set(node)  # see share_fields_sets
 
     def _share(self, value: Any) -> Any:
         t = type(value)

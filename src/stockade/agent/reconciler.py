@@ -58,7 +58,7 @@ class Reconciler:
         self.applied_hash: str | None = None
         self.expected_fingerprint: str | None = None
         self.expected_generation: int | None = None
-        self._structure: tuple[Ruleset, str] | None = None  # the last program's structure and its digest
+        self.applied_structure: str | None = None  # digest of the applied program without set elements
         self._lock = threading.Lock()
 
     def reconcile(self, state: DesiredState) -> Outcome:
@@ -73,35 +73,25 @@ class Reconciler:
     def _reconcile(self, state: DesiredState) -> Outcome:
         started = time.monotonic()
         ruleset = compile_host(state, self.host, self.options)
-        new_hash = program_hash(ruleset, self._structure_digest(ruleset))
         drifted = self.applied is not None and not self._in_sync(take_fingerprint=False)
         if drifted:
             log.warning("kernel table %s differs from the program we applied: repairing", self.driver.table)
-        if not drifted and self.applied is not None and new_hash == self.applied_hash:
+        delta = set_delta(self.applied, ruleset) if self.applied is not None and not drifted else None
+        # A delta exists only when the structure is the applied one, so its digest is known.
+        structure = (self.applied_structure if delta is not None else None) or structure_digest(ruleset)
+        new_hash = program_hash(ruleset, structure)
+        if delta is not None and new_hash == self.applied_hash:
             self.applied = ruleset  # same program; keep the newer revision
             return Outcome("none", state.revision, new_hash, 0, time.monotonic() - started, False)
-        program = None
-        kind: Literal["delta", "full"] = "full"
-        if not drifted and self.applied is not None:
-            program = set_delta(self.applied, ruleset)
-            kind = "delta"
-        if program is None:
-            program = full_replace(ruleset)
-            kind = "full"
+        program, kind = (delta, "delta") if delta is not None else (full_replace(ruleset), "full")
         self.driver.apply(program)
-        self.applied, self.applied_hash = ruleset, new_hash
+        self.applied, self.applied_hash, self.applied_structure = ruleset, new_hash, structure
         self.expected_generation = self.driver.generation()
         # Without a generation, the listing is the only way to know the table later; with one,
         # the next drift check takes it (see the class docstring).
         self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
                        drifted)
-
-    def _structure_digest(self, ruleset: Ruleset) -> str:
-        structure = ruleset.structure()
-        if self._structure is None or self._structure[0] != structure:
-            self._structure = (structure, structure_digest(ruleset))
-        return self._structure[1]
 
     def _in_sync(self, take_fingerprint: bool) -> bool:
         """`take_fingerprint`: when our table's fingerprint is still to be taken (see the class

@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 
-from stockade.dataplane.netlink_events import split_messages
+from stockade.dataplane.netlink_events import NLMSG_HDR, split_messages
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -27,7 +27,6 @@ NFT_MSG_GETGEN = 16
 NFTA_GEN_ID = 1
 NLM_F_REQUEST = 0x1
 NLMSG_ERROR = 0x2
-NLMSG_HDR = struct.Struct("=IHHII")
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, unused here)
 NLA_HDR = struct.Struct("=HH")
 _TIMEOUT = 2.0
