@@ -256,6 +256,13 @@ def _tier_of(doc: dict[str, Any]) -> str:
     return str(doc["spec"].get("tier", "application"))
 
 
+# create-<what>-<namespace>: the kind, the name prefix and the document of each
+NAMESPACED_CREATES: dict[str, tuple[str, str, Callable[[str, str], dict[str, Any]]]] = {
+    "workload": ("Workload", "wl", workload_doc), "group": ("Group", "grp", group_doc),
+    "policy": ("Policy", "pol", policy_doc), "netpol": ("NetworkPolicy", "np", netpol_doc),
+}
+
+
 def write_for(target: str, role: str) -> Write:
     i = ROLES.index(role)
     match target:
@@ -265,18 +272,11 @@ def write_for(target: str, role: str) -> Write:
             return Write("apply", "Tier", None, f"tier-{role}", tier_doc(f"tier-{role}", 200 + i))
         case "create-globalpolicy":
             return Write("apply", "GlobalPolicy", None, f"gp-{role}", global_policy_doc(f"gp-{role}"))
-        case "create-workload-a" | "create-workload-b":
-            ns = target[-1]
-            return Write("apply", "Workload", ns, f"wl-{role}", workload_doc(f"wl-{role}", ns))
-        case "create-group-a" | "create-group-b":
-            ns = target[-1]
-            return Write("apply", "Group", ns, f"grp-{role}", group_doc(f"grp-{role}", ns))
-        case "create-policy-a" | "create-policy-b":
-            ns = target[-1]
-            return Write("apply", "Policy", ns, f"pol-{role}", policy_doc(f"pol-{role}", ns))
-        case "create-netpol-a" | "create-netpol-b":
-            ns = target[-1]
-            return Write("apply", "NetworkPolicy", ns, f"np-{role}", netpol_doc(f"np-{role}", ns))
+        case "create-workload-a" | "create-workload-b" | "create-group-a" | "create-group-b" | \
+                "create-policy-a" | "create-policy-b" | "create-netpol-a" | "create-netpol-b":
+            what, ns = target.removeprefix("create-").split("-")
+            kind, prefix, make = NAMESPACED_CREATES[what]
+            return Write("apply", kind, ns, f"{prefix}-{role}", make(f"{prefix}-{role}", ns))
         case "create-policy-a-platform" | "create-policy-a-baseline":
             tier = target.rsplit("-", 1)[1]
             return Write("apply", "Policy", "a", f"{tier}-{role}", policy_doc(f"{tier}-{role}", "a", tier))

@@ -28,7 +28,7 @@ def _short(value: Any, width: int = 70) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from stockade.cli.main import ControllerOpt, OutputOpt, TokenOpt, _check_output, _client, _dump, _run, out
+    from stockade.cli.main import ControllerOpt, OutputOpt, SinceOpt, TokenOpt, _check_output, _client, _dump, _run, out
     from stockade.cli import render
     from stockade.cli.main import print_revision
     from stockade.cli.documents import read_documents
@@ -124,8 +124,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def audit(
-        since: Optional[str] = typer.Option(None, "--since",
-                                            help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d."),
+        since: Optional[str] = SinceOpt,
         limit: int = typer.Option(1000, "--limit"),
         output: str = typer.Option("table", "--output", "-o", help="table or json (JSON lines)"),
         controller: Optional[str] = ControllerOpt,
@@ -133,8 +132,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The audit log: every write and every refusal — who, when, what, revision or reason."""
         def go() -> None:
-            if output not in ("table", "json"):
-                raise ValidationError.single("", "--output", f"{output!r} is not one of table, json")
+            _check_output(output, ("table", "json"))
             when = render.parse_since(since, time.time(), "audit") if since else None
             entries = _client(controller, token).audit(when, limit)
             if output == "json":

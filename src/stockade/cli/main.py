@@ -32,6 +32,7 @@ T = TypeVar("T")
 ControllerOpt = typer.Option(None, "--controller", envvar="STOCKADE_CONTROLLER", help="Controller URL.")
 TokenOpt = typer.Option(None, "--token", envvar="STOCKADE_TOKEN", help="API token (overrides the config file).")
 OutputOpt = typer.Option("table", "--output", "-o", help="table, json or yaml")
+SinceOpt = typer.Option(None, "--since", help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d.")
 
 
 def _client(controller: str | None, token: str | None) -> Any:
@@ -52,9 +53,9 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(e.exit_code) from None
 
 
-def _check_output(output: str) -> None:
-    if output not in ("table", "json", "yaml"):
-        raise ValidationError.single("", "--output", f"{output!r} is not one of table, json, yaml")
+def _check_output(output: str, choices: tuple[str, ...] = ("table", "json", "yaml"), command: str = "") -> None:
+    if output not in choices:
+        raise ValidationError.single(command, "--output", f"{output!r} is not one of {', '.join(choices)}")
 
 
 def _dump(data: Any, output: str) -> None:
@@ -216,7 +217,7 @@ def flows(
     denied: bool = typer.Option(False, "--denied", help="Only deny, reject, would-deny and would-reject."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Either end is in this namespace."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Either end is this workload (NS/NAME)."),
-    since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d."),
+    since: Optional[str] = SinceOpt,
     limit: int = typer.Option(1000, "--limit", help="At most this many records (the newest) before following."),
     output: str = typer.Option("table", "--output", "-o", help="table, or json (one record per line)"),
     controller: Optional[str] = ControllerOpt,
@@ -224,8 +225,7 @@ def flows(
 ) -> None:
     """Flow records: who talked to whom, the verdict and the rule that decided it."""
     def go() -> None:
-        if output not in ("table", "json"):
-            raise ValidationError.single("flows", "--output", f"{output!r} is not one of table, json")
+        _check_output(output, ("table", "json"), "flows")
         when = render.parse_since(since, time.time()) if since else None
         client = _client(controller, token)
         filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied}
