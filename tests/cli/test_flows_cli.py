@@ -122,7 +122,10 @@ def _readline(proc: subprocess.Popen[str], sel: selectors.BaseSelector, timeout:
 def test_follow_prints_a_new_record_within_a_second_until_interrupted(
         env: dict[str, str], agent: ControllerClient) -> None:  # noqa: F811
     agent.send_flows("hv1", [record("allow")])
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "flows", "--follow", "--denied", "-o", "json"],
+    # Started with SIGINT ignored, as a shell without job control starts background commands (CI
+    # does): Ctrl-C must still end the follow.
+    proc = subprocess.Popen(["env", "--ignore-signal=INT", sys.executable, "-c", LAUNCH,
+                             "flows", "--follow", "--denied", "-o", "json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None

@@ -7,6 +7,7 @@ exits with the error's own exit code.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from typing import Any, Callable, Optional, TypeVar
@@ -242,6 +243,10 @@ def flows(
             return
         shown_dropped = None
         header = True
+        # A shell without job control starts background commands with SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt. Following has no other way to end, so SIGINT ends it
+        # however we were started.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while True:
                 if output == "json":
