@@ -17,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import threading
 
+from stockade.dataplane.close_later import close_later
+
 NFT_CTX_DEFAULT = 0
 NFT_CTX_OUTPUT_JSON = 1 << 4
 
@@ -64,7 +66,8 @@ def run(commands: str, json_output: bool) -> tuple[int, str, str]:
         ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise OSError("nft_ctx_new failed")
-        try:
+    try:
+        with _lock:
             if json_output:
                 lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
             lib.nft_ctx_buffer_output(ctx)
@@ -72,6 +75,14 @@ def run(commands: str, json_output: bool) -> tuple[int, str, str]:
             rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
             out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
             err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
-        finally:
-            lib.nft_ctx_free(ctx)
+    finally:
+        # The transaction is committed. Freeing the context closes its netlink socket, which can
+        # wait out an RCU grace period (dataplane.close_later): done off this path, and outside
+        # the lock, which the free takes.
+        close_later(lambda: _free(lib, ctx))
     return (0 if rc == 0 else 1), out, err
+
+
+def _free(lib: ctypes.CDLL, ctx: int) -> None:
+    with _lock:  # nft_ctx_free also releases process-wide caches
+        lib.nft_ctx_free(ctx)

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 
+from stockade.dataplane.close_later import close_later
 from stockade.dataplane.netlink_events import NLMSG_HDR, split_messages
 
 NETLINK_NETFILTER = 12
@@ -37,11 +38,16 @@ def ruleset_generation() -> int:
     body = NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
     request = NLMSG_HDR.pack(NLMSG_HDR.size + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
                              NLM_F_REQUEST, 1, 0) + body
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
         sock.settimeout(_TIMEOUT)
         sock.bind((0, 0))
         sock.send(request)
         data = sock.recv(4096)
+    finally:
+        # Closing it waits for the netns's pending nf_tables destroy work (dataplane.close_later):
+        # right after our own transaction that is an RCU grace period, so not on this path.
+        close_later(sock.close)
     for mtype, _flags, _seq, payload in split_messages(data):
         if mtype == NLMSG_ERROR:
             (code,) = struct.unpack_from("=i", payload)
