@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.compile.addresses import interval_elements
+from stockade.compile.addresses import address_text, address_value, interval_elements
 from stockade.compile.host import PASS_BIT, compile_host
 from stockade.model.kinds import parse_object
 from stockade.model.objects import StockadeObject
@@ -542,6 +542,26 @@ def test_interval_elements_split_by_family_and_collapse():
     # An address inside a cidr is absorbed; addresses are a union, not subject to excepts.
     assert interval_elements(["10.0.0.5", "10.0.0.130"], ["10.0.0.0/25"], ["10.0.0.128/25"], 4) == (
         "10.0.0.0/25", "10.0.0.130/32")
+
+
+def test_address_conversions_agree_with_ipaddress():
+    """The fast inet_pton/inet_ntop paths give exactly ipaddress's values and text, also for the
+    IPv6 forms glibc writes differently (IPv4-mapped, IPv4-compatible)."""
+    rng = random.Random(7)
+    samples4 = ["0.0.0.0", "255.255.255.255", "198.18.0.1"] + [
+        str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2000)]
+    samples6 = ["::", "::1", "::ffff:198.18.0.1", "::198.18.0.1", "2001:db8::", "2001:db8:0:1::1",
+                "1:0:0:1::1", "2001:DB8::AB"]
+    for _ in range(5000):
+        groups = [rng.choice([0, 0, 1, 0xffff, rng.getrandbits(16)]) for _ in range(8)]
+        samples6.append(":".join(f"{g:x}" for g in groups))
+    for version, samples in ((4, samples4), (6, samples6)):
+        for text in samples:
+            want = ipaddress.ip_address(text)
+            assert address_value(text, version) == int(want), text
+            assert address_text(int(want), version) == str(want), text
+    with pytest.raises(ValueError):
+        address_value("198.18.0.256", 4)
 
 
 def test_interval_elements_are_order_independent():

@@ -7,6 +7,7 @@ rest of the lab never handles pyroute2 exceptions or message objects.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,7 +65,10 @@ class RouteView:
         return self.dst, self.dst_len, self.oif, self.gateway
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def norm_ip(text: str) -> str:
+    # Cached: the endpoint plan normalises every workload's addresses on every reconcile, and
+    # one ipaddress object costs ~5 µs (0.5 ms per label change in a 20-workload lab).
     return str(ipaddress.ip_address(text))
 
 
