@@ -420,29 +420,63 @@ def test_generation_counts_commits_not_listings(netns, other_table):
     assert NftDriver(runner=netns.runner).generation() is None  # another netns's runner: unknown here
 
 
-def test_changes_are_applied_without_listing_the_table_and_the_drift_check_lists_it_once(netns, other_table):
+class ManualClock:
+    """The reconciler's clock, moved by the test (the kernel parts stay real)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_changes_are_applied_without_listing_the_table_and_the_drift_check_lists_it_once_quiet(
+        netns, other_table):
+    clock = ManualClock()
+
     def inside():
         driver = CountingDriver()
-        reconciler = Reconciler(driver, HOST)
+        reconciler = Reconciler(driver, HOST, fingerprint_quiet=2.0, clock=clock)
         state = load_state(revision=1)
         kinds = [reconciler.reconcile(state).kind]
         for revision, tier in ((2, "lb"), (3, "app"), (4, "lb")):
+            clock.now += 0.5
             state = relabel(state, "shop", "app-1", {"tier": tier, "env": "prod"}, revision)
             kinds.append(reconciler.reconcile(state).kind)
         during_changes = driver.listings
-        checks = [reconciler.in_sync() for _ in range(3)]
-        return kinds, during_changes, driver.listings, checks
+        clock.now += 1.0
+        churning = [reconciler.in_sync() for _ in range(3)]  # 1 s after the last change
+        while_churning = driver.listings
+        clock.now += 1.0
+        quiet = [reconciler.in_sync() for _ in range(3)]
+        return kinds, during_changes, churning, while_churning, quiet, driver.listings
 
-    kinds, during_changes, after_checks, checks = ns_mod.run_in(netns.name, inside)
+    kinds, during_changes, churning, while_churning, quiet, after_quiet = ns_mod.run_in(netns.name, inside)
     assert kinds == ["full", "delta", "delta", "delta"]
     assert during_changes == 0
-    assert checks == [True, True, True] and after_checks == 1  # the fingerprint, taken once
+    assert churning == [True, True, True] and while_churning == 0  # no listing while policy churns
+    assert quiet == [True, True, True] and after_quiet == 1  # the fingerprint, taken once, when quiet
+
+
+def test_another_tables_commit_before_our_fingerprint_is_taken_counts_as_drift(netns, other_table):
+    clock = ManualClock()
+    reconciler = Reconciler(NftDriver(), HOST, fingerprint_quiet=2.0, clock=clock)
+    ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=1)))
+    before = netns.listing("inet", "stockade")
+    assert ns_mod.run_in(netns.name, reconciler.in_sync)  # not quiet yet: no fingerprint
+    netns.nft("add", "table", "inet", "someone_else")
+    assert not ns_mod.run_in(netns.name, reconciler.in_sync)  # unknown whose: repaired, to be safe
+    outcome = ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=2)))
+    assert outcome.kind == "full" and outcome.drift_repaired
+    assert netns.listing("inet", "stockade") == before
 
 
 def test_with_generation_another_tables_commit_is_not_drift_but_a_hand_edit_of_ours_is(netns, other_table):
-    reconciler = Reconciler(NftDriver(), HOST)
+    clock = ManualClock()
+    reconciler = Reconciler(NftDriver(), HOST, fingerprint_quiet=2.0, clock=clock)
     ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=1)))
-    assert ns_mod.run_in(netns.name, reconciler.in_sync)  # takes our table's fingerprint
+    clock.now += 2.0
+    assert ns_mod.run_in(netns.name, reconciler.in_sync)  # quiet: takes our table's fingerprint
     netns.nft("add", "table", "inet", "someone_else")  # a transaction of another program
     assert ns_mod.run_in(netns.name, reconciler.in_sync)
     assert ns_mod.run_in(netns.name, lambda: reconciler.reconcile(load_state(revision=2))).kind == "none"

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 from stockade.compile.host import CompileOptions, compile_host
 from stockade.dataplane.nft_driver import NftDriver
@@ -44,16 +44,23 @@ class Reconciler:
     read, by the fingerprint of its listing. While the generation is unchanged nothing can
     have changed the table, so neither the drift check nor a reconcile lists it: a label
     change costs its delta transaction and two tiny netlink reads instead of two dumps of the
-    table (docs/performance.md). The fingerprint of what we applied is taken by the next
-    drift check instead, off the path of the change; from then on a transaction by someone
-    else is told from a change to our table by comparing fingerprints. A transaction by
-    someone else before that fingerprint was taken counts as drift (a full replace: safe).
+    table (docs/performance.md). The fingerprint of what we applied is taken by a drift check
+    instead, off the path of the change, once the table has gone `fingerprint_quiet` seconds
+    without a change of ours: listing the table costs ~2 ms for a lab host and far more at
+    scale, and while policy churns each listing would be outdated by the next change (and
+    would compete with it for the CPU). From then on a transaction by someone else is told
+    from a change to our table by comparing fingerprints. A transaction by someone else
+    before that fingerprint was taken counts as drift (a full replace: safe).
     """
 
-    def __init__(self, driver: NftDriver, host: str, options: CompileOptions | None = None) -> None:
+    def __init__(self, driver: NftDriver, host: str, options: CompileOptions | None = None,
+                 fingerprint_quiet: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.driver = driver
         self.host = host
         self.options = options or CompileOptions(table=driver.table)
+        self.fingerprint_quiet = fingerprint_quiet
+        self.clock = clock
+        self.applied_at: float | None = None  # clock() when our last transaction committed
         self.applied: Ruleset | None = None
         self.applied_hash: str | None = None
         self.expected_fingerprint: str | None = None
@@ -86,6 +93,7 @@ class Reconciler:
         program, kind = (delta, "delta") if delta is not None else (full_replace(ruleset), "full")
         self.driver.apply(program)
         self.applied, self.applied_hash, self.applied_structure = ruleset, new_hash, structure
+        self.applied_at = self.clock()
         self.expected_generation = self.driver.generation()
         # Without a generation, the listing is the only way to know the table later; with one,
         # the next drift check takes it (see the class docstring).
@@ -94,14 +102,14 @@ class Reconciler:
                        drifted)
 
     def _in_sync(self, take_fingerprint: bool) -> bool:
-        """`take_fingerprint`: when our table's fingerprint is still to be taken (see the class
-        docstring), take it now; the drift check does, a reconcile does not (a burst of changes
-        would list the table once each)."""
+        """`take_fingerprint`: when our table's fingerprint is still to be taken and the table
+        has been quiet long enough (see the class docstring), take it now; the drift check does,
+        a reconcile does not (a burst of changes would list the table once each)."""
         if self.applied is None:
             return False
         generation = self.driver.generation() if self.expected_generation is not None else None
         if generation is not None and generation == self.expected_generation:
-            if self.expected_fingerprint is None and take_fingerprint:
+            if self.expected_fingerprint is None and take_fingerprint and self._quiet():
                 self.expected_fingerprint = self.driver.fingerprint()
             return True
         if self.expected_fingerprint is None:
@@ -110,3 +118,6 @@ class Reconciler:
             return False
         self.expected_generation = generation  # another table changed, ours did not
         return True
+
+    def _quiet(self) -> bool:
+        return self.applied_at is None or self.clock() - self.applied_at >= self.fingerprint_quiet
