@@ -166,6 +166,24 @@ def test_shipper_sends_batches_with_dropped_count_and_retries_a_refused_batch() 
     assert asyncio.run(shipper.ship_once()) == 0 and len(client.calls) == 3  # nothing to send
 
 
+def test_shipper_reads_kernel_drop_counts_at_most_once_per_poll_interval() -> None:
+    rec = FlowRecorder("hv1", clock=lambda: NOW)
+    client = FakeClient()
+    polls: list[float] = []
+    now = [100.0]
+
+    def poll() -> dict[str, int]:
+        polls.append(now[0])
+        return {"kernel": 1}
+
+    shipper = FlowShipper(rec, client, "hv1", poll_dropped=poll, poll_interval=1.0, clock=lambda: now[0])
+    for step in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 2.1):
+        now[0] = 100.0 + step
+        asyncio.run(shipper.ship_once())
+    assert polls == [100.0, 101.0, 102.1]
+    assert sum(dropped for _, _, dropped in client.calls) == 3  # every count read is shipped
+
+
 def test_shipper_runs_on_its_interval_until_stopped() -> None:
     rec = FlowRecorder("hv1", clock=lambda: NOW)
     client = FakeClient()
@@ -213,7 +231,8 @@ def test_pipeline_reads_in_a_thread_ships_and_counts_kernel_losses_then_stops() 
     rec = FlowRecorder("hv1", clock=lambda: NOW)
     client = FakeClient()
     pipeline: FlowPipeline
-    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()})
+    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()},
+                          poll_interval=0.0)
     pipeline = FlowPipeline(lambda: reader, rec, shipper)
 
     async def main() -> None:
@@ -369,7 +388,8 @@ def test_pipeline_reads_conntrack_in_its_own_thread_and_counts_its_overruns_as_k
     rec = FlowRecorder("hv1", clock=lambda: NOW)
     client = FakeClient()
     pipeline: FlowPipeline
-    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()})
+    shipper = FlowShipper(rec, client, "hv1", interval=0.05, poll_dropped=lambda: {"kernel": pipeline.kernel_lost()},
+                          poll_interval=0.0)
     pipeline = FlowPipeline(FakeNflog, rec, shipper, retry_interval=0.05, conntrack_factory=lambda: ct)
 
     async def main() -> None:

@@ -346,18 +346,27 @@ class FlowShipper:
     """Sends what the recorder holds every `interval` seconds, in batches of at most `batch`."""
 
     def __init__(self, recorder: FlowRecorder, client: FlowSink, host: str, interval: float = 0.2,
-                 batch: int = 2_000, poll_dropped: Callable[[], dict[str, int]] | None = None) -> None:
+                 batch: int = 2_000, poll_dropped: Callable[[], dict[str, int]] | None = None,
+                 poll_interval: float = 1.0, clock: Callable[[], float] | None = None) -> None:
         self.recorder = recorder
         self.client = client
         self.host = host
         self.interval = interval
         self.batch = batch
         self.poll_dropped = poll_dropped  # counts from the kernel side, since the last call
+        # Drop counts are read at most this often: reading them is a hop to a worker thread,
+        # which at every 0.2 s round was most of an idle agent's CPU.
+        self.poll_interval = poll_interval
+        self.clock = clock or _monotonic
+        self._polled_at: float | None = None
         self.sent = 0
 
     async def ship_once(self) -> int:
-        """One round: collect kernel-side drop counts, send until the queue is empty; records sent."""
-        if self.poll_dropped is not None:
+        """One round: collect kernel-side drop counts (when due), send until the queue is empty;
+        records sent."""
+        now = self.clock()
+        if self.poll_dropped is not None and (self._polled_at is None or now - self._polled_at >= self.poll_interval):
+            self._polled_at = now
             try:
                 counts = await asyncio.to_thread(self.poll_dropped)
             except Exception as e:  # noqa: BLE001 - a failed read must not stop shipping
@@ -383,11 +392,8 @@ class FlowShipper:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
-            await self.ship_once()
+            await asyncio.sleep(self.interval)  # a plain sleep: no task per round, as wait_for makes
+            await self.ship_once()  # also once after `stop`: what was recorded is still sent
 
 
 def _monotonic() -> float:

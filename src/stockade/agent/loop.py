@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -95,7 +96,7 @@ class Agent:
         self.status = AgentStatus()
         self.dirty = asyncio.Event()
         self.reported = asyncio.Event()
-        self._report_lock = asyncio.Lock()
+        self._report_lock = threading.Lock()  # held in worker threads (see _report_now)
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(coro) for coro in (
@@ -179,47 +180,63 @@ class Agent:
             self.dirty.clear()
             if not self.cache.synced:
                 continue  # never program a partial view
-            state = self.cache.state()
-            try:
-                outcome = await asyncio.to_thread(self.reconciler.reconcile, state)
-                # Enforcement starts when the transaction commits, not when the lab's interfaces
-                # have been checked after it: that moment is what `appliedAt` reports.
-                programmed_at = _now()
-                if outcome.drift_repaired:
-                    self.status.drift_repairs += 1
-                if outcome.kind != "none" or outcome.drift_repaired:
-                    log.info("revision %d: %s transaction, %d objects, %.1f ms%s", outcome.revision,
-                             outcome.kind, outcome.objects_sent, outcome.seconds * 1000,
-                             " (drift repaired)" if outcome.drift_repaired else "")
-                if self.endpoints is not None:
-                    self.status.endpoints = await asyncio.to_thread(self.endpoints.reconcile, state)
-                if self.flows is not None:  # workloads and log sites of what the kernel now runs
-                    self.flows.update(state, self.reconciler.applied)
-                self.status.revision = outcome.revision
-                self.status.program_hash = outcome.program_hash
-                if outcome.kind != "none" or self.status.applied_at is None:
-                    self.status.applied_at = programmed_at
-                self.status.in_sync = True
-                self.status.error = None
-                if self.on_outcome:
-                    self.on_outcome(outcome)
-            except Exception as e:  # noqa: BLE001 - report, keep the old program, retry
-                msg = e.message if isinstance(e, StockadeError) else repr(e)
-                log.error("reconcile of revision %d failed: %s", state.revision, msg)
-                self.status.error = msg
-                self.status.in_sync = False
-                if self.on_failure:
-                    self.on_failure()
+            # The whole step in one worker thread: each hop from the loop to a thread costs about
+            # as much CPU as a small delta transaction, and a label change used to take four.
+            failed, reported = await asyncio.to_thread(self._step, self.cache.state())
+            if reported:
+                self.reported.set()
+            if failed:
                 asyncio.get_running_loop().call_later(self.config.retry_interval, self.dirty.set)
-            await self._report()
+
+    def _step(self, state: DesiredState) -> tuple[bool, bool]:
+        """Program the kernel, then the lab's interfaces, then report: (failed, reported)."""
+        failed = False
+        try:
+            outcome = self.reconciler.reconcile(state)
+            # Enforcement starts when the transaction commits, not when the lab's interfaces
+            # have been checked after it: that moment is what `appliedAt` reports.
+            programmed_at = _now()
+            if outcome.drift_repaired:
+                self.status.drift_repairs += 1
+            if outcome.kind != "none" or outcome.drift_repaired:
+                log.info("revision %d: %s transaction, %d objects, %.1f ms%s", outcome.revision,
+                         outcome.kind, outcome.objects_sent, outcome.seconds * 1000,
+                         " (drift repaired)" if outcome.drift_repaired else "")
+            if self.endpoints is not None:
+                self.status.endpoints = self.endpoints.reconcile(state)
+            if self.flows is not None:  # workloads and log sites of what the kernel now runs
+                self.flows.update(state, self.reconciler.applied)
+            self.status.revision = outcome.revision
+            self.status.program_hash = outcome.program_hash
+            if outcome.kind != "none" or self.status.applied_at is None:
+                self.status.applied_at = programmed_at
+            self.status.in_sync = True
+            self.status.error = None
+            if self.on_outcome:
+                self.on_outcome(outcome)
+        except Exception as e:  # noqa: BLE001 - report, keep the old program, retry
+            msg = e.message if isinstance(e, StockadeError) else repr(e)
+            log.error("reconcile of revision %d failed: %s", state.revision, msg)
+            self.status.error = msg
+            self.status.in_sync = False
+            if self.on_failure:
+                self.on_failure()
+            failed = True
+        return failed, self._report_now()
 
     async def _report(self) -> None:
+        if await asyncio.to_thread(self._report_now):
+            self.reported.set()
+
+    def _report_now(self) -> bool:
+        """Send the status (in a worker thread); False when the controller did not take it."""
         # One report at a time, its content taken once it is this one's turn: a heartbeat that
         # snapshotted revision N and was still in flight used to land after the reconcile's report
         # of N+1, so the controller showed the agent behind until the next heartbeat (5 s later).
-        async with self._report_lock:
+        with self._report_lock:
             try:
-                await asyncio.to_thread(self.client.report_status, self.config.host, self.status.report())
-                self.reported.set()
+                self.client.report_status(self.config.host, self.status.report())
+                return True
             except Exception as e:  # noqa: BLE001 - the controller may be down; we report again later
                 log.debug("status report failed: %r", e)
+                return False

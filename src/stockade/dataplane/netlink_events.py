@@ -104,8 +104,9 @@ class EventReader(Generic[T]):
             raise
         return list(self._decode(data))
 
-    def run(self, stop: threading.Event, sink: Callable[[T], None], poll: float = 0.2) -> None:
-        """Read until `stop` is set, handing each item to `sink` (which must not block)."""
+    def run(self, stop: threading.Event, sink: Callable[[T], None], poll: float = 1.0) -> None:
+        """Read until `stop` is set, handing each item to `sink` (which must not block). `poll`
+        only bounds how late `stop` is seen: data wakes the read at once."""
         while not stop.is_set():
             for item in self.read(poll):
                 sink(item)
