@@ -74,6 +74,7 @@ class Transport:
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
+        self._busy: set[http.client.HTTPConnection] = set()  # in an exchange now (see close)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -119,13 +120,15 @@ class Transport:
             try:
                 return self._exchange(conn, method, target, body, all_headers, timeout)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                if method not in RETRY_SAFE:
+                if method not in RETRY_SAFE or self._closed:  # closed by close(), not the server
                     raise
                 # closed by the server as we reused it: once more on a new connection
         return self._exchange(self._connect(), method, target, body, all_headers, timeout)
 
     def _exchange(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
                   headers: dict[str, str], timeout: float | None) -> Response:
+        with self._lock:
+            self._busy.add(conn)
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(self._timeout if timeout is None else timeout)
@@ -135,6 +138,9 @@ class Transport:
         except BaseException:
             conn.close()
             raise
+        finally:
+            with self._lock:
+                self._busy.discard(conn)
         if answer.will_close:
             conn.close()
         else:
@@ -142,8 +148,19 @@ class Transport:
         return Response(answer.status, answer.reason, data)
 
     def close(self) -> None:
+        """Close every connection. Exchanges in flight (a long-poll, say) end at once with an
+        error, not retried: their sockets are shut down, so the threads blocked on them return,
+        and a process that is stopping does not wait for the server's answer."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
         for conn in idle:
             conn.close()
+        for conn in busy:
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed or never connected: nothing is waiting on it

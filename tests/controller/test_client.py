@@ -88,3 +88,29 @@ def test_connections_are_kept_alive_and_shared_by_threads(admin: ControllerClien
     sockets = {id(c.sock) for c in idle}
     admin.healthz()
     assert {id(c.sock) for c in admin._transport._idle} <= sockets
+
+
+def test_close_ends_a_long_poll_in_flight_at_once_and_does_not_retry_it(agent: ControllerClient) -> None:
+    """What lets a stopping agent exit at once: its watch blocks a worker thread for up to 20 s."""
+    import threading
+
+    revision = int(agent.watch(0, 0)["revision"])
+    outcome: dict[str, object] = {}
+
+    def long_poll() -> None:
+        try:
+            outcome["answer"] = agent.watch(revision, 30)  # nothing changes: the controller holds it
+        except Exception as e:  # noqa: BLE001 - the test looks at what was raised
+            outcome["error"] = e
+
+    thread = threading.Thread(target=long_poll, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if agent._transport._busy:
+            break
+        thread.join(0.01)
+    assert agent._transport._busy, "the long-poll never went out"
+    agent.close()
+    thread.join(10)  # far less than the poll's 30 s, far more than the close needs
+    assert not thread.is_alive()
+    assert "answer" not in outcome and isinstance(outcome.get("error"), ControllerUnavailable)

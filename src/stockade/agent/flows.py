@@ -507,8 +507,8 @@ class FlowPipeline:
             for task in openers:
                 task.cancel()
             await asyncio.gather(*openers, return_exceptions=True)
-            for thread in threads:
-                await asyncio.to_thread(thread.join, 2.0)
+            # Together: each notices `thread_stop` within its read's poll (1 s).
+            await asyncio.gather(*(asyncio.to_thread(thread.join, 2.0) for thread in threads))
             for reader in (self._reader, self._conntrack):
                 if reader is not None:
                     reader.close()

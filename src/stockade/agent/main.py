@@ -131,6 +131,14 @@ def run_agent(settings: AgentSettings, verbose: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await agent.run(stop)
+        try:
+            await agent.run(stop)
+        finally:
+            # The watch's long-poll blocks a worker thread, and asyncio.run waits for worker threads
+            # before it returns: ending the poll lets a stopping agent exit at once, not up to
+            # a watch timeout (20 s) later.
+            closing = getattr(agent.client, "close", None)  # the HTTP client (stockade.client)
+            if closing is not None:
+                closing()
 
     asyncio.run(main())
