@@ -297,8 +297,10 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
 
     @app.put(f"{API}/agents/{{host}}/status", response_model=OkResponse, responses=_ERROR_RESPONSES,
              tags=["agents"])
-    def report_status(host: str, body: AgentStatusRequest, principal: Reporter) -> dict[str, Any]:
+    async def report_status(host: str, body: AgentStatusRequest, principal: Reporter) -> dict[str, Any]:
         """An agent reports the revision it enforces and its endpoints; an agent token only for its host."""
+        # On the event loop, not in a worker thread: nothing here waits (reports are kept in
+        # memory, recent revisions' times too), and twenty agents report after every change.
         rbac.require(principal, Permission.REPORT, host=host)
         report = AgentReport(
             revision=body.revision, program_hash=body.programHash, applied_at=body.appliedAt,

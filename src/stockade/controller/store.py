@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
+from stockade.controller.agent_reports import AgentRecord, AgentReports
 from stockade.errors import Gone
 from stockade.model.kinds import ObjectKey
 
@@ -187,13 +188,6 @@ class StoredToken:
     revoked: str | None
 
 
-@dataclass(frozen=True)
-class AgentRecord:
-    host: str
-    report: dict[str, Any]
-    last_seen: datetime
-
-
 def _event(row: Sequence[Any]) -> Event:
     """An event from its row: (rev, seq, type, kind, namespace, name, document JSON or None)."""
     return Event(row[0], row[1], row[2], ObjectKey(row[3], row[4], row[5]),
@@ -213,6 +207,8 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._tail = _EventTail(RECENT_REVISIONS, RECENT_EVENTS)
+        self._recent_revisions: dict[int, Revision] = {}  # committed through this Store
+        self._recent_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         # WAL is a property of the database file: set once, every connection uses it.
@@ -225,6 +221,7 @@ class Store:
                 if statement.strip():
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._agent_reports = AgentReports(self._load_agents(), self._save_agents)
 
     # ------------------------------------------------------------ connections
 
@@ -271,6 +268,7 @@ class Store:
             conn.execute("COMMIT")
 
     def close(self) -> None:
+        self._agent_reports.close()  # saves the reports not yet written
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -348,7 +346,12 @@ class Store:
             return [Revision(*row) for row in conn.execute(sql, args)]
 
     def revision_info(self, number: int) -> Revision | None:
-        """One revision's author, message and commit time; None for 0 or an unknown number."""
+        """One revision's author, message and commit time; None for 0 or an unknown number.
+        Recent ones from memory: every agent's first report of a revision asks for its time."""
+        with self._recent_lock:
+            known = self._recent_revisions.get(number)
+        if known is not None:
+            return known
         with self._read() as conn:
             row = conn.execute("SELECT rev, author, message, time FROM revisions WHERE rev = ?",
                                (number,)).fetchone()
@@ -420,7 +423,12 @@ class Store:
                 rows.append(row)
             self._compact(conn)
         self._tail.add(rev, [_event(r) for r in rows])  # committed: readers may now see it
-        return Revision(rev, author, message, when)
+        revision = Revision(rev, author, message, when)
+        with self._recent_lock:
+            self._recent_revisions[rev] = revision
+            for old in [r for r in self._recent_revisions if r <= rev - RECENT_REVISIONS]:
+                del self._recent_revisions[old]
+        return revision
 
     def _compact(self, conn: sqlite3.Connection) -> None:
         """Drop the oldest whole revisions from the event log until it fits the retention.
@@ -499,18 +507,24 @@ class Store:
     # ----------------------------------------------------------------- agents
 
     def put_agent(self, host: str, report: dict[str, Any], seen: datetime) -> None:
-        """Record an agent's latest report; this is runtime state, not a revision.
-
-        Not flushed to disk on commit: twenty agents report after every rollout and every few
-        seconds, and an fsync each was most of the controller's work for a label change; a
-        report lost to a power cut is replaced by the agent's next one."""
-        with self._write(durable=False) as conn:
-            conn.execute(
-                "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (host) DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",
-                (host, json.dumps(report, sort_keys=True), seen.isoformat(timespec="milliseconds")))
+        """Record an agent's latest report; this is runtime state, not a revision. Kept in
+        memory and saved behind, a burst at a time (controller.agent_reports)."""
+        self._agent_reports.put(AgentRecord(host, report, seen))
 
     def agents(self) -> list[AgentRecord]:
+        return self._agent_reports.all()
+
+    def _load_agents(self) -> list[AgentRecord]:
         with self._read() as conn:
             rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
         return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
+
+    def _save_agents(self, batch: list[AgentRecord]) -> None:
+        # Not flushed to disk on commit: a report lost to a power cut is replaced by the agent's
+        # next one, and an fsync per burst would queue behind (and delay) applies.
+        with self._write(durable=False) as conn:
+            conn.executemany(
+                "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",
+                [(r.host, json.dumps(r.report, sort_keys=True), r.last_seen.isoformat(timespec="milliseconds"))
+                 for r in batch])

@@ -1,0 +1,102 @@
+"""The agents' latest reports: held in memory, written to the store behind.
+
+Every agent reports after each change it programs and every few seconds besides, so with
+twenty hosts a label change brings twenty reports within tens of milliseconds. Each was
+a SQLite write transaction, queued behind any apply's durable commit, and the status
+view read them all back and parsed them again (docs/performance.md). A report is runtime
+state that the agent's next one replaces: the newest per host is kept here, readers get
+it from memory, and a writer thread saves what changed at most every `flush_delay`
+seconds in one transaction. A controller that stops saves first (`close`); one that
+crashes loses at most that long of reports, which the agents' next heartbeats replace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    host: str
+    report: dict[str, Any]
+    last_seen: datetime
+
+
+SaveBatch = Callable[[list[AgentRecord]], None]
+
+
+class AgentReports:
+    """Newest report per host; `save` writes a batch of them (called from one thread at a time)."""
+
+    def __init__(self, loaded: list[AgentRecord], save: SaveBatch, flush_delay: float = 0.5) -> None:
+        self._records: dict[str, AgentRecord] = {r.host: r for r in loaded}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._save = save
+        self._save_lock = threading.Lock()  # the writer thread and close() never save at once
+        self._flush_delay = flush_delay
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._stopping = False
+        self._writer: threading.Thread | None = None
+
+    def put(self, record: AgentRecord) -> None:
+        with self._lock:
+            self._records[record.host] = record
+            self._dirty.add(record.host)
+            if self._writer is None and not self._stopping:
+                self._writer = threading.Thread(target=self._write_behind, name="agent-reports", daemon=True)
+                self._writer.start()
+        self._wake.set()
+
+    def all(self) -> list[AgentRecord]:
+        """Every host's newest report, by host name."""
+        with self._lock:
+            return [self._records[h] for h in sorted(self._records)]
+
+    def flush(self) -> None:
+        """Save what changed since the last save, now."""
+        with self._save_lock:
+            with self._lock:
+                batch = [self._records[h] for h in sorted(self._dirty)]
+                self._dirty.clear()
+            if not batch:
+                return
+            try:
+                self._save(batch)
+            except Exception:
+                with self._lock:  # saved next time, unless a newer report came meanwhile
+                    self._dirty.update(r.host for r in batch)
+                raise
+
+    def close(self) -> None:
+        """Stop the writer and save what is left."""
+        with self._lock:
+            self._stopping = True
+            writer = self._writer
+        self._stop.set()
+        self._wake.set()
+        if writer is not None:
+            writer.join(10)
+        self.flush()
+
+    def _write_behind(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping:
+                return
+            # Reports come in bursts (every agent, right after a rollout): one transaction a burst.
+            self._stop.wait(self._flush_delay)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - kept in memory and retried by the next burst
+                log.exception("saving agent reports failed; they stay in memory")
+            if self._stopping:
+                return
