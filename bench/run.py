@@ -35,7 +35,7 @@ FIGURES: dict[str, tuple[Callable[[], Figure], Callable[[], Figure], int]] = {
                 lambda: packets.run(large=(200, 40), rounds=1, seconds=1.0, naive_cap=500), 420),
     "compile": (lambda: compile_bench.run(10_000, 2_000, 10),
                 lambda: compile_bench.run(100, 20, 10, repeats=1), 300),
-    "rollout": (lambda: rollout.run(20, 30, 30),
+    "rollout": (lambda: rollout.run(20, 30, 100),
                 lambda: rollout.run(2, 3, 3, small_hosts=0), 600),
     "txsize": (lambda: txsize.run((1_000, 200), (10_000, 2_000)),
                lambda: txsize.run((50, 10), (500, 100)), 180),
