@@ -177,8 +177,12 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         yield
         service.close()
 
+    # FastAPI's own OpenTelemetry hooks are off: the controller's metrics are Prometheus
+    # (/metrics), and asking for the global tracer, meter and logger providers on every request
+    # was ~2% of its CPU in a rollout (docs/performance.md).
     app = FastAPI(title="Stockade controller", version=_version(), lifespan=lifespan,
-                  description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.")
+                  description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.service = service
     watch_answers = WatchAnswers()
     app.state.metrics = metrics
