@@ -20,7 +20,8 @@ SEEN_AS = {"allow": "allowed", "deny": "denied"}
 
 def main() -> int:
     console = Console(width=max(Console().width, 132))  # the table stays readable when piped
-    client = load_config().client()  # resolved as every CLI command does: environment, then the config's context
+    cfg = load_config()  # resolved as every CLI command does: environment, then the config's context
+    client = cfg.client()
     flows = yaml.safe_load(FLOWS.read_text())
     table = Table(title="Three-tier shop: real packets through the lab", header_style="bold")
     state = client.snapshot_state()

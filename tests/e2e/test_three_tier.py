@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def test_workloads_report_namespace_and_addresses(shop: Lab) -> None:
         assert w["status"]["netns"].startswith(f"{shop.prefix}-{w['spec']['host']}.")
         ns_list = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert w["status"]["netns"] in ns_list
+
+
+def test_the_demo_walkthrough_runs_and_every_probe_matches(shop: Lab) -> None:
+    """What `make demo` runs after applying the example (before the tests below change the state)."""
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "three-tier" / "demo.py")], env=shop.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MISMATCH" not in done.stdout and "✓" in done.stdout
+    assert "Controller API: https://" in done.stdout
 
 
 def test_return_traffic_is_accepted_by_conntrack_but_reverse_connections_are_not(shop: Lab) -> None:
