@@ -66,8 +66,7 @@ def run(commands: str, json_output: bool) -> tuple[int, str, str]:
         ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise OSError("nft_ctx_new failed")
-    try:
-        with _lock:
+        try:
             if json_output:
                 lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
             lib.nft_ctx_buffer_output(ctx)
@@ -75,11 +74,13 @@ def run(commands: str, json_output: bool) -> tuple[int, str, str]:
             rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
             out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
             err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
-    finally:
-        # The transaction is committed. Freeing the context closes its netlink socket, which can
-        # wait out an RCU grace period (dataplane.close_later): done off this path, and outside
-        # the lock, which the free takes.
-        close_later(lambda: _free(lib, ctx))
+        except BaseException:
+            lib.nft_ctx_free(ctx)
+            raise
+    # The transaction is committed. Freeing the context closes its netlink socket, which can
+    # wait out an RCU grace period (dataplane.close_later): done off this path, and outside
+    # the lock, which the free takes.
+    close_later(lambda: _free(lib, ctx))
     return (0 if rc == 0 else 1), out, err
 
 
