@@ -137,8 +137,6 @@ def run_agent(settings: AgentSettings, verbose: bool = False) -> None:
             # The watch's long-poll blocks a worker thread, and asyncio.run waits for worker threads
             # before it returns: ending the poll lets a stopping agent exit at once, not up to
             # a watch timeout (20 s) later.
-            closing = getattr(agent.client, "close", None)  # the HTTP client (stockade.client)
-            if closing is not None:
-                closing()
+            agent.client.close()
 
     asyncio.run(main())
