@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stockade.controller.agent_reports import AgentRecord, AgentReports
-from stockade.controller.store import Change, Store
+from stockade.controller.store import RECENT_REVISIONS, Change, Store
 from stockade.errors import Gone
 from stockade.model.kinds import ObjectKey
 
@@ -101,6 +101,16 @@ def test_agent_reports_are_kept_per_host(tmp_path: Path) -> None:
     [record] = store.agents()
     assert (record.host, record.report, record.last_seen) == ("hv1", {"revision": 2}, T0)
     assert store.revision() == 0  # reports are not revisions
+
+
+def test_recent_revisions_info_from_memory_equals_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    for i in range(RECENT_REVISIONS + 5):
+        store.commit([Change(key(f"g{i}"), doc(f"g{i}", i))], "alice", f"change {i}", T0)
+    from_file = Store(tmp_path / "s.db")  # a new object: nothing committed through it, all from SQLite
+    for number in (0, 1, 5, RECENT_REVISIONS, RECENT_REVISIONS + 5, RECENT_REVISIONS + 6):
+        assert store.revision_info(number) == from_file.revision_info(number), number
+    assert store.revision_info(RECENT_REVISIONS + 5).message == f"change {RECENT_REVISIONS + 4}"
 
 
 def test_agent_reports_are_saved_behind_and_survive_a_restart(tmp_path: Path) -> None:

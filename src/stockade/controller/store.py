@@ -140,19 +140,19 @@ class Event:
 
 
 class _EventTail:
-    """The events of the newest consecutive revisions committed through one Store, in memory:
-    at most `capacity` revisions and, beyond the newest one, `max_events` events (a large
-    apply is read from the store instead of being held twice)."""
+    """The newest consecutive revisions committed through one Store, with their events, in
+    memory: at most `capacity` revisions and, beyond the newest one, `max_events` events (a
+    large apply is read from the store instead of being held twice)."""
 
     def __init__(self, capacity: int, max_events: int) -> None:
         self.capacity = capacity
         self.max_events = max_events
-        self._revisions: list[tuple[int, list[Event]]] = []
+        self._revisions: list[tuple[Revision, list[Event]]] = []
         self._lock = threading.Lock()
 
-    def add(self, revision: int, events: list[Event]) -> None:
+    def add(self, revision: Revision, events: list[Event]) -> None:
         with self._lock:
-            if self._revisions and self._revisions[-1][0] != revision - 1:
+            if self._revisions and self._revisions[-1][0].number != revision.number - 1:
                 self._revisions = []  # a gap: only consecutive revisions can answer a reader
             self._revisions.append((revision, events))
             del self._revisions[:-self.capacity]
@@ -166,10 +166,17 @@ class _EventTail:
         """(newest revision, events after `since`) when every revision after `since` up to the
         newest is here and there is at least one; else None."""
         with self._lock:
-            if not self._revisions or not self._revisions[0][0] - 1 <= since < self._revisions[-1][0]:
+            if not self._revisions or not self._revisions[0][0].number - 1 <= since < self._revisions[-1][0].number:
                 return None
-            events = [e for rev, evs in self._revisions if rev > since for e in evs]
-            return self._revisions[-1][0], events
+            events = [e for rev, evs in self._revisions if rev.number > since for e in evs]
+            return self._revisions[-1][0].number, events
+
+    def revision(self, number: int) -> Revision | None:
+        """The revision `number` when it is here."""
+        with self._lock:
+            if not self._revisions or not self._revisions[0][0].number <= number <= self._revisions[-1][0].number:
+                return None
+            return self._revisions[number - self._revisions[0][0].number][0]
 
 
 @dataclass(frozen=True)
@@ -207,8 +214,6 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._tail = _EventTail(RECENT_REVISIONS, RECENT_EVENTS)
-        self._recent_revisions: dict[int, Revision] = {}  # committed through this Store
-        self._recent_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         # WAL is a property of the database file: set once, every connection uses it.
@@ -348,8 +353,7 @@ class Store:
     def revision_info(self, number: int) -> Revision | None:
         """One revision's author, message and commit time; None for 0 or an unknown number.
         Recent ones from memory: every agent's first report of a revision asks for its time."""
-        with self._recent_lock:
-            known = self._recent_revisions.get(number)
+        known = self._tail.revision(number)
         if known is not None:
             return known
         with self._read() as conn:
@@ -422,12 +426,8 @@ class Store:
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 rows.append(row)
             self._compact(conn)
-        self._tail.add(rev, [_event(r) for r in rows])  # committed: readers may now see it
         revision = Revision(rev, author, message, when)
-        with self._recent_lock:
-            self._recent_revisions[rev] = revision
-            for old in [r for r in self._recent_revisions if r <= rev - RECENT_REVISIONS]:
-                del self._recent_revisions[old]
+        self._tail.add(revision, [_event(r) for r in rows])  # committed: readers may now see it
         return revision
 
     def _compact(self, conn: sqlite3.Connection) -> None:
