@@ -198,8 +198,9 @@ RECENT_KEYS = 16_384
 
 
 class FlowRecorder:
-    """Thread-safe: `offer` runs in the reader thread, `take`/`update` in the loop (only `offer`
-    reads and builds the lookups that `update` hands over)."""
+    """Thread-safe: `offer` runs in the reader thread, `take` in the loop, `update` in the
+    reconcile step's worker thread (only `offer` reads and builds the lookups that `update`
+    hands over)."""
 
     def __init__(self, host: str, capacity: int = 10_000, metrics: FlowMetrics | None = None,
                  clock: Callable[[], float] | None = None) -> None:
