@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := nftables iproute2 conntrack iputils-ping util-linux procps python3-venv
+# Every Debian package whose commands Stockade, its tests or its benchmarks run: one list,
+# deps/commands.tsv (command, package, who runs it), which tests/preflight.py checks before pytest.
+APT_PACKAGES := $(sort $(shell awk -F'\t' '!/^\#/ && NF == 3 {print $$2}' deps/commands.tsv) python3-venv)
 STAMP := $(VENV)/.installed
-# What the benchmarks measure packets with (see bench/packets.py), and curl for agents' /metrics.
-BENCH_APT_PACKAGES := wrk nginx-light curl
 
 .PHONY: install demo test test-unit bench clean lab-down
 
@@ -13,7 +13,7 @@ install: $(STAMP)
 	@ln -sf $(CURDIR)/$(VENV)/bin/stockade /usr/local/bin/stockade
 	@echo "stockade installed: $$(command -v stockade)"
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock deps/commands.tsv
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -29,12 +29,11 @@ demo: install
 	stockade flows --limit 30
 
 test: install
+	$(PY) -m tests.preflight
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # The benchmark suite (issue 8): figures as ratios measured in one run; writes bench/results.json.
 bench: install
-	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_APT_PACKAGES); fi
 	@$(PY) -m pip show -q py-spy >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	timeout 1500 $(PY) -m bench.run
 

@@ -20,6 +20,7 @@ from stockade.client import ControllerClient
 from stockade.controller.main import RunningController
 from stockade.errors import ValidationError
 from tests.controller.conftest import agent, config, controller, short_dir, tokens  # noqa: F401 (fixtures)
+from tests.controller.conftest import wait_for_long_polls
 from tests.controller.test_flows import record
 
 LAUNCH = "from stockade.cli.main import app; app()"
@@ -120,7 +121,7 @@ def _readline(proc: subprocess.Popen[str], sel: selectors.BaseSelector, timeout:
 
 
 def test_follow_prints_a_new_record_within_a_second_until_interrupted(
-        env: dict[str, str], agent: ControllerClient) -> None:  # noqa: F811
+        env: dict[str, str], agent: ControllerClient, controller: RunningController) -> None:  # noqa: F811
     agent.send_flows("hv1", [record("allow")])
     # Started with SIGINT ignored, as a shell without job control starts background commands (CI
     # does): Ctrl-C must still end the follow.
@@ -134,7 +135,7 @@ def test_follow_prints_a_new_record_within_a_second_until_interrupted(
         agent.send_flows("hv1", [record("deny", port=1)])
         first: dict[str, Any] = json.loads(_readline(proc, sel, 15))  # the CLI's start-up time is not measured
         assert (first["seq"], first["verdict"]) == (2, "deny")
-        time.sleep(0.3)  # now it is long-polling
+        wait_for_long_polls(controller, "flows")  # the CLI is long-polling now
         agent.send_flows("hv1", [record("allow"), record("would-deny", port=2)])
         sent = time.monotonic()
         line = _readline(proc, sel, 5)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import shutil
+import urllib.request
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.client import ControllerClient
 from stockade.controller.api import build_app
@@ -17,6 +19,7 @@ from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.controller.service import ControllerService
 from stockade.model.validation import ValidationSettings
+from tests.waiting import wait_until
 
 HOSTS = frozenset({"hv1", "hv2"})
 
@@ -74,3 +77,20 @@ def agent(controller: RunningController, tokens: dict[str, str]) -> Iterator[Con
     assert controller.unix_url is not None
     with ControllerClient(controller.unix_url, tokens["agent-hv1"]) as client:
         yield client
+
+
+def long_polls(running: RunningController, kind: str) -> int:
+    """How many long-polls of `kind` (watch | flows) the controller has waiting now, from /metrics."""
+    with urllib.request.urlopen(f"{running.url}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "stockade_controller_long_polls" and sample.labels.get("kind") == kind:
+                return int(sample.value)
+    raise AssertionError(f"/metrics has no stockade_controller_long_polls{{kind={kind!r}}}:\n{text}")
+
+
+def wait_for_long_polls(running: RunningController, kind: str, count: int = 1) -> None:
+    """Until `count` long-polls of `kind` are waiting in the controller (the caller's is in place)."""
+    wait_until(lambda: long_polls(running, kind) >= count, f"{count} {kind} long-poll(s) waiting in the controller",
+               describe=lambda: long_polls(running, kind))

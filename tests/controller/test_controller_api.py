@@ -15,6 +15,7 @@ from stockade.controller.api import build_app
 from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.errors import ConflictError, Forbidden, Gone, NotFoundError, Unauthorized, ValidationError
+from tests.controller.conftest import wait_for_long_polls
 from tests.controller.controller_docs import namespace, policy, shop, workload
 
 
@@ -118,8 +119,8 @@ def test_watch_resumes_from_a_revision(admin: ControllerClient, agent: Controlle
     assert answer["events"][0]["object"]["status"]["ips"]
 
 
-def test_watch_long_polls_and_returns_when_a_write_happens(admin: ControllerClient,
-                                                           agent: ControllerClient) -> None:
+def test_watch_long_polls_and_returns_when_a_write_happens(admin: ControllerClient, agent: ControllerClient,
+                                                           controller: RunningController) -> None:
     admin.apply(shop(), "one")
     result: dict[str, Any] = {}
 
@@ -130,7 +131,7 @@ def test_watch_long_polls_and_returns_when_a_write_happens(admin: ControllerClie
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(0.3)
+    wait_for_long_polls(controller, "watch")
     assert watcher.is_alive(), "the watch returned before anything changed"
     admin.delete([("policy", "shop", "web-ingress")], "two")
     watcher.join(5)
@@ -255,7 +256,7 @@ def test_stopping_the_controller_answers_pending_watches(config: ControllerConfi
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(0.2)
+    wait_for_long_polls(running, "watch")
     started = time.monotonic()
     running.stop()
     watcher.join(5)

@@ -17,7 +17,7 @@ from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.errors import Forbidden, ValidationError
 from stockade.model.validation import ValidationSettings
-from tests.controller.conftest import HOSTS
+from tests.controller.conftest import HOSTS, wait_for_long_polls
 from tests.controller.controller_docs import shop
 
 HISTORY = 40
@@ -100,9 +100,9 @@ def test_follow_returns_within_a_second_of_a_new_matching_record(controller: Run
 
     t = threading.Thread(target=follow)
     t.start()
-    time.sleep(0.3)
+    wait_for_long_polls(controller, "flows")
     agent.send_flows("hv1", [record("allow")])  # does not match: the poll keeps waiting
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window in which nothing may happen: the wrong record must not end the poll
     assert t.is_alive()
     sent = time.monotonic()
     agent.send_flows("hv1", [record("deny")])

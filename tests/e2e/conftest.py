@@ -8,14 +8,28 @@ import secrets
 import ssl
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.cli.config import Context, client_from_config, context_from_file
 from stockade.client import ControllerClient
+from stockade.lab.naming import node_addresses
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Prometheus text → {(sample name, sorted labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "three-tier"
@@ -65,6 +79,18 @@ class Lab:
     def nft(self, host: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", self.hv_netns(host), "nft", *args],
                               capture_output=True, text=True, timeout=30)
+
+    def controller_metrics(self) -> Samples:
+        with urllib.request.urlopen(f"{self.context().controller}/metrics", timeout=5, context=self.tls()) as r:
+            return metric_samples(r.read().decode())
+
+    def agent_metrics(self, host: str) -> Samples:
+        """Agents serve /metrics inside their hypervisor's namespace, as on a real host."""
+        url = f"http://{node_addresses(host)[0]}:9301/metrics"
+        code = f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{self.hv_netns(host)}", sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return metric_samples(out)
 
     def logs(self) -> str:
         out = []

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
-from tests.e2e.test_three_tier import _probe, _wait_for
+from tests.e2e.test_three_tier import _probe
+from tests.waiting import process_gone, wait_until
+
+CONTROLLER_ERRORS = ("stockade_agent_controller_errors_total", ())
 
 pytestmark = pytest.mark.kernel
 
@@ -26,15 +27,17 @@ def shop2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def _kill(lab: Lab, name: str) -> None:
     pid = int((lab.state_dir / "run" / f"{name}.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    assert _wait_for(lambda: not Path(f"/proc/{pid}").exists() or
-                     "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), timeout=5)
+    wait_until(lambda: process_gone(pid), f"{name} (pid {pid}) to die of SIGKILL", timeout=5)
 
 
 def test_agents_keep_enforcing_while_the_controller_is_down(shop2: Lab) -> None:
     before = {h: shop2.nft(h, "list", "table", "inet", "stockade").stdout for h in ("hv1", "hv2")}
     workloads = {ref: shop2.workload(ref) for ref in ("shop/lb-1", "shop/web-2", "shop/web-1", "shop/db-1")}
+    errors = {h: shop2.agent_metrics(h).get(CONTROLLER_ERRORS, 0.0) for h in ("hv1", "hv2")}
     _kill(shop2, "controller")
-    time.sleep(3)  # several watch retries and drift checks
+    for h in ("hv1", "hv2"):  # each agent has tried and failed to reach the controller, repeatedly
+        wait_until(lambda: shop2.agent_metrics(h).get(CONTROLLER_ERRORS, 0.0) >= errors[h] + 3,
+                   f"agent {h} to count 3 failed watches of the dead controller", timeout=15)
     for h in ("hv1", "hv2"):
         assert shop2.nft(h, "list", "table", "inet", "stockade").returncode == 0
         strip = lambda s: "\n".join(l for l in s.splitlines() if "counter" not in l)  # noqa: E731

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
 from tests.e2e.test_three_tier import _probe
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -95,7 +96,9 @@ def test_follow_shows_a_new_record_within_a_second(shop3: Lab) -> None:
                                  "--workload", "shop/app-1"], env=shop3.env, stdout=subprocess.PIPE,
                                 text=True)
     try:
-        time.sleep(1.5)  # the follower prints what exists, then waits
+        # The follower prints what exists, then long-polls: a probe from now on is new to it.
+        wait_until(lambda: shop3.controller_metrics().get(("stockade_controller_long_polls", (("kind", "flows"),)),
+                                                          0) >= 1, "the follower's long-poll in the controller")
         assert _probe(shop3, "shop/db-1", "shop/app-1", "tcp", 9000, timeout=0.5) == "denied"
         sent = time.monotonic()
         import selectors

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.dataplane.nft_driver import counters_by_comment
-from stockade.lab.naming import node_addresses
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
 from tests.e2e.test_three_tier import _probe, _wait_for
 
@@ -35,28 +33,6 @@ def _agent(lab: Lab, host: str) -> dict[str, Any]:
     return next(a for a in lab.json("status")["agents"] if a["host"] == host)
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def _controller_metrics(lab: Lab) -> dict:
-    url = lab.context().controller
-    return _samples(urllib.request.urlopen(f"{url}/metrics", timeout=5, context=lab.tls()).read().decode())
-
-
-def _agent_metrics(lab: Lab, host: str) -> dict:
-    """Agents serve /metrics inside their hypervisor's namespace, as on a real host."""
-    url = f"http://{node_addresses(host)[0]}:9301/metrics"
-    code = f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-    out = subprocess.run(["nsenter", f"--net=/run/netns/{lab.hv_netns(host)}", sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return _samples(out)
-
-
 def test_status_shows_drift_after_a_hand_edit_and_clean_state_after_repair(obs: Lab) -> None:
     before = _agent(obs, "hv1")["driftRepairs"]
     assert obs.nft("hv1", "flush", "chain", "inet", "stockade", "egress").returncode == 0
@@ -69,14 +45,14 @@ def test_status_shows_drift_after_a_hand_edit_and_clean_state_after_repair(obs: 
 
 
 def test_metrics_of_controller_and_agents_move_with_rollouts_and_traffic(obs: Lab) -> None:
-    controller = _controller_metrics(obs)
+    controller = obs.controller_metrics()
     assert controller[("stockade_controller_revision", ())] >= 1
     assert controller[("stockade_policy_rollout_seconds_count", ())] >= 2  # both agents, first apply
     rule = ("stockade_rule_packets_total", (("rule", "shop/web/http-from-lb"),))
-    before = _agent_metrics(obs, "hv2").get(rule, 0.0)
+    before = obs.agent_metrics("hv2").get(rule, 0.0)
     for _ in range(3):
         assert _probe(obs, "shop/lb-1", "shop/web-2", "tcp", 8080) == "allowed"
-    after = _agent_metrics(obs, "hv2")
+    after = obs.agent_metrics("hv2")
     assert after[rule] >= before + 3                      # one new connection each
     assert after[("stockade_agent_transactions_total", (("kind", "full"), ("result", "ok")))] >= 1
     assert after[("stockade_agent_in_sync", ())] == 1
@@ -87,7 +63,7 @@ kind: Group
 metadata: {name: spare, namespace: shop}
 spec: {cidrs: [198.19.77.0/24]}
 """, "--wait")
-    assert _wait_for(lambda: _controller_metrics(obs)[("stockade_policy_rollout_seconds_count", ())] >=
+    assert _wait_for(lambda: obs.controller_metrics()[("stockade_policy_rollout_seconds_count", ())] >=
                      rollouts + 2, timeout=10)
 
 

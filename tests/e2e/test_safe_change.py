@@ -5,7 +5,7 @@ resourceVersion, a tenant token refused outside its rights, and the audit log of
 from __future__ import annotations
 
 import json
-import time
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +14,7 @@ import yaml
 
 from stockade.lab.probe import probe
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -35,9 +36,17 @@ def _policies_text() -> str:
     return (EXAMPLES / "30-policies.yaml").read_text()
 
 
+def _lb_to_web_recorded(lab: Lab) -> bool:
+    """Has the controller received a flow record of lb-1 -> web-1:8080 (what `diff` replays)?"""
+    with lab.client() as client:
+        records = client.flows(workload="shop/lb-1", limit=1000)["records"]
+    return any(r["src"]["workload"] == "shop/lb-1" and r["dst"]["workload"] == "shop/web-1"
+               and r["dst"]["port"] == 8080 for r in records)
+
+
 def test_diff_history_rollback_enforced_in_the_kernel(shop: Lab, tmp_path: Path) -> None:
     assert _lb_to_web(shop) == "allowed"
-    time.sleep(0.6)  # the agents ship flow records every 0.2 s: the controller has seen lb -> web now
+    wait_until(lambda: _lb_to_web_recorded(shop), "the controller to hold the flow record of lb-1 -> web-1:8080")
     before = shop.client().revisions(1)[0]["revision"]
 
     changed = tmp_path / "changed.yaml"
@@ -66,10 +75,19 @@ def test_diff_history_rollback_enforced_in_the_kernel(shop: Lab, tmp_path: Path)
     latest = shop.json("history", "--limit", "1")[0]
     assert latest["revision"] == before + 2 and latest["message"] == f"rollback to revision {before}"
     assert "nothing to do" in shop.cli("rollback", str(before)).stdout   # already equal: no revision
+    entries = [json.loads(line) for line in shop.cli("audit", "-o", "json").stdout.splitlines()]
+    assert any(e["action"] == "rollback" and e["outcome"] == "ok" and e.get("revision") == before + 2
+               for e in entries), entries[-3:]
 
 
 def test_stale_resource_version_is_refused_and_changes_nothing(shop: Lab, tmp_path: Path) -> None:
-    got = shop.json("get", "policy", "lb", "-n", "shop")
+    # A policy of its own (selecting nothing), so that no other test sees its edits.
+    name = f"stale-{secrets.token_hex(3)}"
+    shop.apply_text(yaml.safe_dump({
+        "apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"order": 100, "appliesTo": {"selector": {"matchLabels": {"tier": "nobody"}}},
+                 "ingress": [{"action": "allow", "from": [{"cidr": "198.19.0.0/16"}]}]}}))
+    got = shop.json("get", "policy", name, "-n", "shop")
     version = got["metadata"]["resourceVersion"]
     doc = {k: v for k, v in got.items() if k != "status"}
     doc["metadata"] = {k: v for k, v in doc["metadata"].items() if k in ("name", "namespace", "resourceVersion")}
@@ -85,7 +103,8 @@ def test_stale_resource_version_is_refused_and_changes_nothing(shop: Lab, tmp_pa
     assert res.returncode == 4, res.stderr               # ConflictError
     assert f"resourceVersion {version} is stale" in res.stderr
     assert shop.client().revisions(1)[0]["revision"] == revision
-    assert shop.json("get", "policy", "lb", "-n", "shop")["spec"]["order"] == 101
+    assert shop.json("get", "policy", name, "-n", "shop")["spec"]["order"] == 101
+    shop.cli("delete", "policy", name, "-n", "shop")
 
 
 def test_tenant_token_is_scoped_and_every_refusal_is_audited(shop: Lab, tmp_path: Path) -> None:
@@ -116,7 +135,6 @@ def test_tenant_token_is_scoped_and_every_refusal_is_audited(shop: Lab, tmp_path
                and "platform" in e["reason"] for e in refused)
     assert any(e["status"] == 401 and "revoked" in e["reason"] for e in refused)
     assert any(e["action"] == "token.revoke" and e["detail"]["id"] == tid for e in entries)
-    assert any(e["action"] == "rollback" and e["outcome"] == "ok" for e in entries)
     recent = [json.loads(line) for line in shop.cli("audit", "--since", "1h", "-o", "json").stdout.splitlines()]
     assert recent == entries                              # durations work as in `flows --since`
     assert shop.cli("audit", "--since", "5m-ago", check=False).returncode == 2

@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,7 @@ from stockade.lab import naming, netns, supervisor
 from stockade.lab.supervisor import LabSettings
 from tests.lab.conftest import new_prefix
 from tests.lab.helpers import needs_root
+from tests.waiting import process_gone, wait_until
 
 
 @pytest.fixture
@@ -156,8 +156,9 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: L
     assert _pids(again) == _pids(first) and again.controller_url == first.controller_url
     assert {p: p.read_bytes() for p in certs} == certs
 
-    os.kill(_pids(first)["agent-hv1"] or 0, signal.SIGKILL)
-    time.sleep(0.2)
+    killed = _pids(first)["agent-hv1"] or 0
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: process_gone(killed), f"agent-hv1 (pid {killed}) to die of SIGKILL", timeout=5)
     healed = supervisor.up(settings)
     assert healed.reporting == ["hv1", "hv2"]
     assert _pids(healed)["agent-hv1"] != _pids(first)["agent-hv1"]

@@ -85,13 +85,15 @@ class Agent:
                  endpoints: EndpointDriver | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
                  on_failure: Callable[[], None] | None = None,
-                 flows: FlowSource | None = None) -> None:
+                 flows: FlowSource | None = None,
+                 on_controller_error: Callable[[], None] | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
         self.endpoints = endpoints
         self.on_outcome = on_outcome
         self.on_failure = on_failure
+        self.on_controller_error = on_controller_error
         self.flows = flows
         self.cache = StateCache()
         self.status = AgentStatus()
@@ -140,11 +142,17 @@ class Agent:
                     since = None
                     continue
                 log.warning("controller: %s; keeping the last program", e.message)
+                self._controller_failed()
                 await asyncio.sleep(self.config.retry_interval)
             except Exception as e:  # noqa: BLE001 - the loop must survive anything the network throws
                 self.status.controller_reachable = False
                 log.warning("watch failed: %r; keeping the last program", e)
+                self._controller_failed()
                 await asyncio.sleep(self.config.retry_interval)
+
+    def _controller_failed(self) -> None:
+        if self.on_controller_error is not None:
+            self.on_controller_error()
 
     async def _timer(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():

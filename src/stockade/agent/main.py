@@ -93,7 +93,8 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     if settings.flow_log_group is not None:
         flows = build_flows(settings, client, driver, metrics)
     agent = Agent(AgentConfig(host=settings.host), client, reconciler, endpoints,
-                  on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows)
+                  on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
+                  on_controller_error=metrics.controller_error)
     return agent, metrics
 
 

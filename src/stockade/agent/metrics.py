@@ -4,6 +4,9 @@
 - `stockade_agent_transaction_seconds`: compile + apply time of each transaction.
 - `stockade_agent_enforced_revision`, `stockade_agent_in_sync`.
 - `stockade_agent_drift_repairs_total`: hand edits of the table that were undone.
+- `stockade_agent_controller_errors_total`: lists and watches of the controller that failed
+  (unreachable, refused, timed out); it rises once per retry while the controller is away, and
+  the last program stays in force meanwhile.
 - `stockade_agent_rules_programmed`, `stockade_agent_set_elements`: size of the program.
 - `stockade_rule_packets_total{rule}` / `stockade_rule_bytes_total{rule}`: the kernel's
   per-rule counters, summed per rule id, read from the kernel at scrape time.
@@ -63,6 +66,8 @@ class AgentMetrics:
         self.revision = Gauge("stockade_agent_enforced_revision", "Revision enforced", registry=r)
         self.in_sync = Gauge("stockade_agent_in_sync", "1 when the kernel holds the program", registry=r)
         self.drift_repairs = Counter("stockade_agent_drift_repairs", "Hand edits undone", registry=r)
+        self.controller_errors = Counter("stockade_agent_controller_errors",
+                                         "Lists and watches of the controller that failed", registry=r)
         self.rules = Gauge("stockade_agent_rules_programmed", "Kernel rules in the program", registry=r)
         self.elements = Gauge("stockade_agent_set_elements", "Set elements in the program", registry=r)
         self.flow_records = Counter("stockade_flow_records", "Flow records made from logged packets",
@@ -93,6 +98,9 @@ class AgentMetrics:
 
     def flow_dropped(self, reason: str, count: int) -> None:
         self.flow_records_dropped.labels(reason).inc(count)
+
+    def controller_error(self) -> None:
+        self.controller_errors.inc()
 
     def failed(self) -> None:
         self.transactions.labels("unknown", "error").inc()

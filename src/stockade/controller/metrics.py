@@ -5,6 +5,8 @@ several apps in one process never share or clash).
 - `stockade_agent_enforced_revision{host}`: the revision each agent last reported enforcing.
 - `stockade_agent_reporting{host}`: 1 when that agent reported within the staleness window.
 - `stockade_agent_lag_revisions{host}`: controller revision minus the revision the agent enforces.
+- `stockade_controller_long_polls{kind}`: long-polls waiting right now: `watch` (about one per
+  connected agent) and `flows` (followers such as `stockade flows --follow`).
 - `stockade_api_requests_total{route,status}`: requests by route template (never the raw
   path, so object names cannot blow up the label set) and HTTP status.
 - `stockade_flow_records_received_total{host}`: flow records accepted from each agent.
@@ -47,6 +49,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently", labels=["host"])
         yield GaugeMetricFamily("stockade_agent_lag_revisions", "Controller revision minus the agent's",
                                 labels=["host"])
+        yield GaugeMetricFamily("stockade_controller_long_polls", "Long-polls waiting now", labels=["kind"])
         yield CounterMetricFamily("stockade_flow_records_received", "Flow records received", labels=["host"])
         yield CounterMetricFamily("stockade_flow_records_dropped", "Flow records dropped (agent) or evicted",
                                   labels=["host"])
@@ -68,6 +71,10 @@ class _StateCollector(Collector):
         yield enforced
         yield reporting
         yield lag
+        waiting = GaugeMetricFamily("stockade_controller_long_polls", "Long-polls waiting now", labels=["kind"])
+        for kind, n in sorted(self._service.long_polls().items()):
+            waiting.add_metric([kind], n)
+        yield waiting
         counts = self._service.flow_log.counts()
         received = CounterMetricFamily("stockade_flow_records_received", "Flow records received",
                                        labels=["host"])

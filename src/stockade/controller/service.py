@@ -94,6 +94,9 @@ class ControllerService:
         self._notifier = RevisionNotifier(self.store.revision())
         self.flow_log = FlowLog(config.flow_history)
         self._flow_notifier = RevisionNotifier(0)  # "revision" here is the flow log's last seq
+        # Long-polls waiting right now, by kind: agents waiting for the next revision (watch) and
+        # followers of the flow log (flows). Only the event loop changes them.
+        self._long_polls = {"watch": 0, "flows": 0}
         # Newest revision whose rollout was measured, per host. Seeded from the stored reports so a
         # restart does not measure an old revision again (with its age as the "latency").
         self._rollout_seen: dict[str, int] = {
@@ -410,11 +413,20 @@ class ControllerService:
                 return revision, events
         elif timeout <= 0:
             return since, []
-        if await self._notifier.wait_beyond(since, timeout):
+        self._long_polls["watch"] += 1
+        try:
+            woken = await self._notifier.wait_beyond(since, timeout)
+        finally:
+            self._long_polls["watch"] -= 1
+        if woken:
             recent = self.store.recent_events(since)  # the commit that woke us, from memory
             if recent is not None:
                 return recent
         return await asyncio.to_thread(self.store.events_since, since)
+
+    def long_polls(self) -> dict[str, int]:
+        """How many watches and flow follows are waiting right now (a watch per connected agent)."""
+        return dict(self._long_polls)
 
     # ----------------------------------------------------------------- agents
 
@@ -468,6 +480,13 @@ class ControllerService:
         page = await asyncio.to_thread(self.flow_log.query, query)
         if page.records or follow_timeout <= 0:
             return page
+        self._long_polls["flows"] += 1
+        try:
+            return await self._follow_flows(page, query, follow_timeout)
+        finally:
+            self._long_polls["flows"] -= 1
+
+    async def _follow_flows(self, page: FlowPage, query: FlowQuery, follow_timeout: float) -> FlowPage:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + follow_timeout
         while not page.records:
