@@ -28,9 +28,12 @@ demo: install
 	@sleep 1; echo; echo "Flow records of the probes above, as the agents logged them:"
 	stockade flows --limit 30
 
+# Two workers (this machine's cores), a test module per worker at a time so that a module's
+# lab is built once; tests run in a random order (pytest-randomly, seed printed at the top:
+# `-p randomly -p "randomly.seed=N"` ... see docs/testing.md to replay one).
 test: install
 	$(PY) -m tests.preflight
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
 
 # The benchmark suite (issue 8): figures as ratios measured in one run; writes bench/results.json.
 bench: install
