@@ -29,11 +29,15 @@ demo: install
 	stockade flows --limit 30
 
 # Two workers (this machine's cores), a test module per worker at a time so that a module's
-# lab is built once; tests run in a random order (pytest-randomly, seed printed at the top:
-# `-p randomly -p "randomly.seed=N"` ... see docs/testing.md to replay one).
+# lab is built once; tests run in a random order (pytest-randomly) whose seed is printed first:
+# `make test SEED=N` replays it. See docs/testing.md.
+ifndef SEED
+SEED := $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+endif
 test: install
 	$(PY) -m tests.preflight
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
+	@echo "tests in random order, seed $(SEED): replay with make test SEED=$(SEED)"
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25 -p randomly --randomly-seed=$(SEED)
 
 # The benchmark suite (issue 8): figures as ratios measured in one run; writes bench/results.json.
 bench: install
