@@ -517,11 +517,10 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
     ingress_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
     # Each local workload asks each policy that could select it "do you apply to me?"; a
-    # namespaced policy selects in its own namespace (or its group's) alone. Listing every
-    # policy's members and scanning them per local workload made this quadratic in the size
-    # of the whole policy (see docs/performance.md).
-    # A namespaced policy's home is its own namespace, even when its appliesTo names another's
-    # group (refused by validation; see compile.selection): it never decides for other tenants.
+    # namespaced policy selects in its own namespace alone, even when its appliesTo names
+    # another's group (refused by validation; see compile.selection), and a GlobalPolicy naming
+    # a group in that group's. Listing every policy's members and scanning them per local
+    # workload made this quadratic in the size of the whole policy (see docs/performance.md).
     by_ns: dict[str, list[AnyPolicy]] = {}
     for p in policies:
         target = p.spec.appliesTo.group
