@@ -330,3 +330,22 @@ def test_cli_without_objects_checks_the_stored_revision(controller: tuple[Runnin
     closed = stockade("-f", str(FLOWS), env=env)
     assert closed.returncode == 12
     assert "shop/default-deny/ingress" in closed.stdout and "shop/app-1" in closed.stdout
+
+
+def test_proposal_refuses_a_policy_applying_to_another_namespace() -> None:
+    docs = example_documents()
+    docs.append({"apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": "x", "namespace": "ops"},
+                 "spec": {"appliesTo": {"group": "shop/web"}, "ingress": [{"action": "allow"}]}})
+    with pytest.raises(ValidationError) as exc:
+        proposed_state(docs)
+    assert problems_of(exc) == {("Policy ops/x", "spec.appliesTo.group")}
+
+
+def test_proposal_refuses_two_workloads_on_one_interface() -> None:
+    docs = example_documents()
+    for name in ("vm-1", "vm-2"):
+        docs.append({"apiVersion": "stockade.io/v1", "kind": "Workload", "metadata": {"name": name, "namespace": "shop"},
+                     "spec": {"host": "hv1", "interface": "tap3"}})
+    with pytest.raises(ValidationError) as exc:
+        proposed_state(docs)
+    assert problems_of(exc) == {("Workload shop/vm-1", "spec.interface"), ("Workload shop/vm-2", "spec.interface")}

@@ -19,6 +19,7 @@ import yaml
 from stockade.compile.addresses import address_text, address_value, interval_elements
 from stockade.compile.host import PASS_BIT, compile_host
 from stockade.model.kinds import parse_object
+from stockade.model.naming import workload_interface
 from stockade.model.objects import StockadeObject
 from stockade.model.state import DesiredState
 from stockade.nft import render
@@ -684,3 +685,67 @@ def test_program_hash_covers_structure_and_elements_and_a_known_structure_gives_
     assert len({program_hash(rs), program_hash(fewer), program_hash(shorter)}) == 3
     assert program_hash(fewer, structure_digest(rs)) == program_hash(fewer)  # the structure is the same
     assert program_hash(compile_host(load_state("shop"), HOST)) == program_hash(rs)  # deterministic
+
+
+# ------------------------------------------- interfaces the kernel would refuse
+
+def _local(name: str, ns: str, ip: str, interface: str | None = None, host: str = HOST) -> StockadeObject:
+    spec = {"host": host, "ips": [ip], **({"interface": interface} if interface else {})}
+    return parse_object({"apiVersion": "stockade.io/v1", "kind": "Workload",
+                         "metadata": {"name": name, "namespace": ns}, "spec": spec})
+
+
+def _unvalidated(*workloads: StockadeObject) -> DesiredState:
+    """A state holding what validation refuses today, as one stored before it would."""
+    namespaces = [parse_object({"apiVersion": "stockade.io/v1", "kind": "Namespace", "metadata": {"name": n}})
+                  for n in ("a", "b")]
+    return DesiredState.from_objects(1, [*namespaces, *workloads])
+
+
+def _keys(rs: Ruleset) -> dict[str, list[str]]:
+    return {"egress": [k for k, _ in rs.vmap("egress_dispatch").elements],
+            "ingress": [k for k, _ in rs.vmap("ingress_dispatch").elements],
+            "ifaces": list(rs.set("workload_ifaces").elements)}
+
+
+@pytest.mark.parametrize("order", ["first-wins-in-input", "reversed-input"])
+def test_two_workloads_on_one_interface_program_the_first_and_report_the_other(order: str) -> None:
+    from stockade.compile.host import NotProgrammed, compile_host_program
+
+    # b/tap1 names the interface a/w derives for itself; a/w comes first by namespace/name.
+    a_w = _local("w", "a", "198.18.10.1")
+    derived = workload_interface(a_w)  # type: ignore[arg-type]
+    b_x = _local("x", "b", "198.18.10.2", interface=derived)
+    ordered = [a_w, b_x] if order == "first-wins-in-input" else [b_x, a_w]
+    compiled = compile_host_program(_unvalidated(*ordered), HOST)
+    keys = _keys(compiled.ruleset)
+    for name, elements in keys.items():
+        assert len(elements) == len(set(elements)) == 1, (name, elements)  # no key twice: the kernel takes it
+    assert workload_chain(compiled.ruleset, "a/w", "ingress")  # the first keeps the interface
+    assert not [c for c in compiled.ruleset.chains if c.comment and "Workload b/x" in c.comment]
+    [skipped] = compiled.not_programmed
+    assert skipped.workload == "b/x" and derived in skipped.reason and "a/w" in skipped.reason
+    assert skipped.to_dict() == {"object": "b/x", "reason": skipped.reason}
+    # The rendered transaction holds each dispatch key once, too.
+    text = render.to_json(render.full_replace(compiled.ruleset))
+    assert text.count(f'"{derived}"') == 3  # egress map, ingress map, workload_ifaces
+
+
+@pytest.mark.parametrize("iface", ["lo", "fab0"])
+def test_a_workload_on_an_interface_of_the_host_is_not_programmed(iface: str) -> None:
+    from stockade.compile.host import compile_host_program
+
+    compiled = compile_host_program(_unvalidated(_local("w", "a", "198.18.10.1"),
+                                                 _local("up", "b", "198.18.10.2", interface=iface)), HOST)
+    assert iface not in _keys(compiled.ruleset)["ifaces"]
+    assert [(n.workload, iface in n.reason) for n in compiled.not_programmed] == [("b/up", True)]
+
+
+def test_the_same_interface_on_two_hosts_is_programmed_on_each() -> None:
+    from stockade.compile.host import compile_host_program
+
+    state = _unvalidated(_local("w", "a", "198.18.10.1", interface="tap1"),
+                         _local("x", "b", "198.18.10.2", interface="tap1", host="hv2"))
+    for host in (HOST, "hv2"):
+        compiled = compile_host_program(state, host)
+        assert _keys(compiled.ruleset)["ifaces"] == ["tap1"] and compiled.not_programmed == ()

@@ -263,3 +263,17 @@ def test_stopping_the_controller_answers_pending_watches(config: ControllerConfi
     assert time.monotonic() - started < 1.5  # not the 2 s graceful-shutdown cut-off, nor the 30 s poll
     assert result["answer"] == {"revision": 0, "events": []}
     assert not (short_dir / "other.sock").exists()
+
+
+def test_workloads_an_agent_could_not_program_are_in_its_status(admin: ControllerClient,
+                                                                agent: ControllerClient) -> None:
+    admin.apply(shop(), "")
+    reason = "interface tap7 is also Workload shop/db-1's on host hv1, which keeps it"
+    agent.report_status("hv1", {"revision": 1, "programHash": "h1", "inSync": True, "error": None,
+                                "endpoints": {}, "notProgrammed": [{"object": "shop/web-1", "reason": reason}]})
+    [hv1] = [a for a in admin.status()["agents"] if a["host"] == "hv1"]
+    assert hv1["notProgrammed"] == [{"object": "shop/web-1", "reason": reason}]
+    # An agent that says nothing of it (an older one) has none.
+    agent.report_status("hv1", revision=1, program_hash="h1", in_sync=True)
+    [hv1] = [a for a in admin.status()["agents"] if a["host"] == "hv1"]
+    assert hv1["notProgrammed"] == []

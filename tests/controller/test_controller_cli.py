@@ -59,3 +59,18 @@ def test_serve_command_runs_the_controller_on_tcp_and_unix_socket(tmp_path: Path
         proc.wait(15)
     assert proc.returncode == 0
     assert not sock.exists()
+
+
+def test_interface_rules_come_from_the_command_line_or_keep_their_defaults() -> None:
+    from stockade.controller.main import validation_settings
+    from stockade.model.validation import DEFAULT_INTERFACE_PATTERN, DEFAULT_RESERVED_INTERFACES
+
+    default = validation_settings()
+    assert (default.interface_pattern, default.reserved_interfaces, default.known_hosts) == (
+        DEFAULT_INTERFACE_PATTERN, DEFAULT_RESERVED_INTERFACES, None)
+    custom = validation_settings("hv1, hv2", r"eth[1-9]", "lo, uplink0")
+    assert custom.interface_pattern == r"eth[1-9]"
+    assert custom.reserved_interfaces == frozenset({"lo", "uplink0"})
+    assert custom.known_hosts == frozenset({"hv1", "hv2"})
+    with pytest.raises(ValueError, match="not a regular expression"):
+        validation_settings(interface_pattern="(")

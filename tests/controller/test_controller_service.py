@@ -325,3 +325,123 @@ def test_concurrent_applies_get_consecutive_revisions_and_distinct_addresses(ser
     assert [r.number for r in service.revisions()] == list(range(9, 0, -1))
     flat = [ip for ips in ips_of(service).values() for ip in ips]
     assert len(flat) == len(set(flat)) == 16
+
+
+# ------------------------------------------------ tenant isolation (issue 13)
+
+def _tenant(*namespaces: str) -> Any:
+    from stockade.controller.auth import Principal
+
+    return Principal(name="tenant-a", role="tenant", namespaces=frozenset(namespaces))
+
+
+def _two_tenants(service: ControllerService) -> None:
+    service.apply([namespace("a"), namespace("b"), workload("web-a", ns="a", tier="web"),
+                   workload("web-b", ns="b", tier="web"), group("web", ns="a", tier="web"),
+                   group("web", ns="b", tier="web")], "admin", "two tenants")
+
+
+def _open(applies_to: str, from_group: str | None = None) -> dict[str, Any]:
+    doc = policy("x", ns="a", applies_to=applies_to, from_group=from_group)
+    doc["spec"]["ingress"] = [{"action": "allow", **({"from": [{"group": from_group}]} if from_group else {})}]
+    return doc
+
+
+@pytest.mark.parametrize("who", ["tenant", "admin"])
+def test_policy_applying_to_another_namespaces_group_is_refused_for_every_role(
+        service: ControllerService, who: str) -> None:
+    _two_tenants(service)
+    before = service.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        service.apply([_open("b/web")], who, "open b", principal=_tenant("a") if who == "tenant" else None)
+    [problem] = caught.value.problems
+    assert (problem.object_ref, problem.field) == ("Policy a/x", "spec.appliesTo.group")
+    assert caught.value.exit_code == 2 and caught.value.http_status == 422
+    assert service.snapshot() == before
+
+
+def test_policy_naming_another_namespaces_group_as_a_peer_is_accepted(service: ControllerService) -> None:
+    _two_tenants(service)
+    result = service.apply([_open("web", from_group="b/web")], "tenant-a", "", principal=_tenant("a"))
+    assert [r.action for r in result.results] == ["created"]
+
+
+def test_diff_refuses_a_cross_namespace_applies_to_like_apply(service: ControllerService) -> None:
+    _two_tenants(service)
+    with pytest.raises(ValidationError) as caught:
+        service.diff([_open("b/web")], principal=_tenant("a"))
+    assert [(p.object_ref, p.field) for p in caught.value.problems] == [("Policy a/x", "spec.appliesTo.group")]
+
+
+def test_rollback_to_a_revision_holding_a_cross_namespace_policy_is_refused(service: ControllerService) -> None:
+    from stockade.controller.store import Change
+    from stockade.model.kinds import key_of, parse_object, to_document
+
+    _two_tenants(service)
+    # Stored the way a controller before this check stored it: straight into the store.
+    bad = parse_object(_open("b/web"))
+    service.store.commit([Change(key_of(bad), to_document(bad))], "old-controller", "", datetime.now(timezone.utc))
+    holding = service.revision()
+    service.delete([key_of(bad)], "admin", "remove it")
+    before = service.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        service.rollback(holding, "admin", "")
+    assert [(p.object_ref, p.field) for p in caught.value.problems] == [("Policy a/x", "spec.appliesTo.group")]
+    assert service.snapshot() == before
+
+
+def _on_interface(name: str, ns: str, iface: str, host: str = "hv1") -> dict[str, Any]:
+    doc = workload(name, ns=ns, host=host)
+    doc["spec"]["interface"] = iface
+    return doc
+
+
+def test_workload_taking_another_workloads_interface_is_refused(service: ControllerService) -> None:
+    _two_tenants(service)
+    service.apply([_on_interface("vm-b", "b", "tap7")], "admin", "")
+    before = service.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        service.apply([_on_interface("vm-a", "a", "tap7")], "tenant-a", "", principal=_tenant("a"))
+    [problem] = caught.value.problems
+    assert (problem.object_ref, problem.field) == ("Workload a/vm-a", "spec.interface")
+    assert "Workload b/vm-b" in problem.problem
+    assert service.snapshot() == before
+    # The same name on another host is another interface.
+    service.apply([_on_interface("vm-a", "a", "tap7", host="hv2")], "tenant-a", "", principal=_tenant("a"))
+
+
+def test_moving_a_workload_onto_a_host_where_its_interface_is_taken_is_refused(service: ControllerService) -> None:
+    _two_tenants(service)
+    service.apply([_on_interface("vm-b", "b", "tap7"), _on_interface("vm-a", "a", "tap7", host="hv2")], "admin", "")
+    with pytest.raises(ValidationError, match="already used on host 'hv1'"):
+        service.apply([_on_interface("vm-a", "a", "tap7", host="hv1")], "admin", "")
+
+
+@pytest.mark.parametrize("iface,words", [("fab0", "belongs to the host"), ("lo", "belongs to the host"),
+                                         ("eth0", "not a workload interface name")])
+def test_workload_on_an_interface_of_the_host_is_refused(service: ControllerService, iface: str, words: str) -> None:
+    _two_tenants(service)
+    before = service.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        service.apply([_on_interface("up", "a", iface)], "tenant-a", "", principal=_tenant("a"))
+    [problem] = caught.value.problems
+    assert (problem.object_ref, problem.field) == ("Workload a/up", "spec.interface") and words in problem.problem
+    assert service.snapshot() == before
+
+
+def test_rollback_to_a_revision_with_a_taken_interface_is_refused(service: ControllerService) -> None:
+    from stockade.controller.store import Change
+    from stockade.model.kinds import key_of, parse_object, to_document
+
+    _two_tenants(service)
+    service.apply([_on_interface("vm-b", "b", "tap7")], "admin", "")
+    # A second workload on tap7, stored by a controller before this check.
+    bad = parse_object(_on_interface("vm-a", "a", "tap7"))
+    service.store.commit([Change(key_of(bad), to_document(bad))], "old-controller", "", datetime.now(timezone.utc))
+    holding = service.revision()
+    service.delete([key_of(bad)], "admin", "repair")
+    before = service.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        service.rollback(holding, "admin", "")
+    assert [(p.object_ref, p.field) for p in caught.value.problems] == [("Workload a/vm-a", "spec.interface")]
+    assert service.snapshot() == before

@@ -447,12 +447,13 @@ def test_missing_group_in_egress_peer_is_a_problem():
 
 
 def test_group_in_another_namespace_is_found_by_namespace_and_name():
-    doc = policy(appliesTo={"group": "ops/bastion"})
-    state = state_of(_ns("shop"), _ns("ops"), _grp("bastion", "ops"), _grp("lb"), _grp("app"), doc)
+    # As a peer: appliesTo may only name the policy's own namespace (tests/model/test_validation.py).
+    doc = policy(rule={"from": [{"group": "ops/bastion"}]})
+    state = state_of(_ns("shop"), _ns("ops"), _grp("bastion", "ops"), _grp("web"), _grp("app"), doc)
     assert problems_of(state) == []
-    state = state_of(_ns("shop"), _grp("lb"), _grp("app"), doc)
+    state = state_of(_ns("shop"), _grp("web"), _grp("app"), doc)
     (p,) = problems_of(state)
-    assert p.field == "spec.appliesTo.group" and "ops/bastion" in p.problem
+    assert p.field == "spec.ingress[0].from[0].group" and "ops/bastion" in p.problem
 
 
 def _global(applies_group: str) -> dict:

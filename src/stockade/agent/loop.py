@@ -73,11 +73,14 @@ class AgentStatus:
     controller_reachable: bool = False
     drift_repairs: int = 0
     last_drift_at: str | None = None
+    # Local workloads the program leaves out, and why: [{"object": "ns/name", "reason": ...}].
+    not_programmed: list[dict[str, str]] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
                 "inSync": self.in_sync, "error": self.error, "endpoints": self.endpoints,
-                "driftRepairs": self.drift_repairs, "lastDriftAt": self.last_drift_at}
+                "driftRepairs": self.drift_repairs, "lastDriftAt": self.last_drift_at,
+                "notProgrammed": self.not_programmed}
 
 
 class Agent:
@@ -217,6 +220,12 @@ class Agent:
                 self.flows.update(state, self.reconciler.applied)
             self.status.revision = outcome.revision
             self.status.program_hash = outcome.program_hash
+            not_programmed = [n.to_dict() for n in outcome.not_programmed]
+            if not_programmed != self.status.not_programmed:  # logged when it changes, not every resync
+                for n in outcome.not_programmed:
+                    log.warning("revision %d: Workload %s is not programmed: %s", outcome.revision,
+                                n.workload, n.reason)
+            self.status.not_programmed = not_programmed
             if outcome.kind != "none" or self.status.applied_at is None:
                 self.status.applied_at = programmed_at
             self.status.in_sync = True

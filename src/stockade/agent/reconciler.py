@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from stockade.compile.host import CompileOptions, compile_host
+from stockade.compile.host import CompileOptions, NotProgrammed, compile_host_program
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
@@ -34,6 +34,8 @@ class Outcome:
     objects_sent: int
     seconds: float
     drift_repaired: bool
+    # Local workloads the program leaves out (an interface taken twice, or the host's own).
+    not_programmed: tuple[NotProgrammed, ...] = ()
 
 
 class Reconciler:
@@ -79,7 +81,8 @@ class Reconciler:
 
     def _reconcile(self, state: DesiredState) -> Outcome:
         started = time.monotonic()
-        ruleset = compile_host(state, self.host, self.options)
+        compiled = compile_host_program(state, self.host, self.options)
+        ruleset = compiled.ruleset
         drifted = self.applied is not None and not self._in_sync(take_fingerprint=False)
         if drifted:
             log.warning("kernel table %s differs from the program we applied: repairing", self.driver.table)
@@ -89,7 +92,8 @@ class Reconciler:
         new_hash = program_hash(ruleset, structure)
         if delta is not None and new_hash == self.applied_hash:
             self.applied = ruleset  # same program; keep the newer revision
-            return Outcome("none", state.revision, new_hash, 0, time.monotonic() - started, False)
+            return Outcome("none", state.revision, new_hash, 0, time.monotonic() - started, False,
+                           compiled.not_programmed)
         program, kind = (delta, "delta") if delta is not None else (full_replace(ruleset), "full")
         self.driver.apply(program)
         self.applied, self.applied_hash, self.applied_structure = ruleset, new_hash, structure
@@ -99,7 +103,7 @@ class Reconciler:
         # the next drift check takes it (see the class docstring).
         self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
-                       drifted)
+                       drifted, compiled.not_programmed)
 
     def _in_sync(self, take_fingerprint: bool) -> bool:
         """`take_fingerprint`: when our table's fingerprint is still to be taken and the table

@@ -93,6 +93,12 @@ def status_table(console: Console, data: dict[str, Any]) -> None:
                       (a.get("error") or "") + (f" drift repaired {a['driftRepairs']}x, last {a['lastDriftAt']}"
                                                 if a.get("driftRepairs") else ""))
     console.print(table)
+    # Workloads a host leaves out of its program have no policy there: said under the table,
+    # one line each, because a reason does not fit a column.
+    for a in data.get("agents", []):
+        for n in a.get("notProgrammed") or []:
+            console.print(f"[red]not programmed[/red] on {a.get('host', '')}: Workload {n.get('object')}: "
+                          f"{n.get('reason')}", highlight=False)
 
 
 def probe_line(console: Console, result: dict[str, Any]) -> None:

@@ -37,6 +37,14 @@ into the `flowlog_suppressed` counter. Exactly one of the two takes each packet,
 so per-rule counters stay exact. Log and audit rules then always live in a
 record chain (their twins need a verdict that ends the evaluation: `return`).
 With `log_group=None`, log and audit rules use the kernel log and nothing else logs.
+
+Workloads that cannot be programmed: the dispatch maps are keyed by interface, and the
+kernel refuses the whole transaction ("File exists") when two keys are equal, which would
+leave every workload of the host without its new policy. So a local workload whose
+interface another local workload already has (the first by namespace/name keeps it), or
+that names an interface the host owns (`CompileOptions.reserved_interfaces`), is left out
+of the program and listed in `HostProgram.not_programmed`, for the agent to report.
+Validation refuses both; this guards states that predate it.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from stockade.model.k8s import SOURCE_KIND_ANNOTATION
 from stockade.model.naming import object_name, workload_interface
 from stockade.model.objects import GlobalPolicy, Peer, Policy, PortSpec, Rule
 from stockade.model.state import DesiredState
-from stockade.model.validation import group_ref
+from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, group_ref
 from stockade.nft.ir import (
     ICMP_CODE,
     ICMP_TYPE,
@@ -116,6 +124,27 @@ class CompileOptions:
     log_rate: int = 200           # flow records per second the kernel may log, for the whole table
     log_burst: int = 400          # packets the bucket may hold above the rate
     tiers: tuple[str, ...] | None = None  # None: the state's tiers (built-in and Tier objects)
+    # Interfaces of the host itself: a workload naming one is not programmed (see the module doc).
+    reserved_interfaces: frozenset[str] = DEFAULT_RESERVED_INTERFACES
+
+
+@dataclass(frozen=True)
+class NotProgrammed:
+    """A local workload the host program leaves out, and why; the agent reports it."""
+
+    workload: str  # "namespace/name"
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"object": self.workload, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class HostProgram:
+    """What compiling for one host gives: the program, and the local workloads it could not hold."""
+
+    ruleset: Ruleset
+    not_programmed: tuple[NotProgrammed, ...] = ()
 
 
 def rule_id(rule: Rule, direction: Direction, index: int) -> str:
@@ -451,28 +480,56 @@ def _base_chains(options: CompileOptions) -> list[Chain]:
     ]
 
 
+def programmable_workloads(state: DesiredState, host: str, reserved: frozenset[str] = DEFAULT_RESERVED_INTERFACES
+                           ) -> tuple[list[tuple[WorkloadKey, str]], tuple[NotProgrammed, ...]]:
+    """The local workloads with their interfaces, sorted, each interface once and none of the
+    host's own; and the local workloads left out. Deterministic: of two workloads on one
+    interface the first by namespace/name keeps it, whatever order the state came in."""
+    kept: list[tuple[WorkloadKey, str]] = []
+    owner: dict[str, WorkloadKey] = {}
+    skipped: list[NotProgrammed] = []
+    for key in sorted(k for k, wl in state.workloads.items() if wl.spec.host == host):
+        iface = workload_interface(state.workloads[key])
+        name = f"{key[0]}/{key[1]}"
+        if iface in reserved:
+            skipped.append(NotProgrammed(name, f"interface {iface} belongs to host {host}, not to a workload"))
+        elif iface in owner:
+            first = owner[iface]
+            skipped.append(NotProgrammed(name, f"interface {iface} is also Workload {first[0]}/{first[1]}'s "
+                                         f"on host {host}, which keeps it"))
+        else:
+            owner[iface] = key
+            kept.append((key, iface))
+    return kept, tuple(skipped)
+
+
 def compile_host(state: DesiredState, host: str, options: CompileOptions = CompileOptions()) -> Ruleset:
-    """The program that `host` must run for `state`."""
+    """The program that `host` must run for `state` (see `compile_host_program`)."""
+    return compile_host_program(state, host, options).ruleset
+
+
+def compile_host_program(state: DesiredState, host: str, options: CompileOptions = CompileOptions()) -> HostProgram:
+    """The program that `host` must run for `state`, and the local workloads it leaves out."""
     b = _Builder(state, host, options)
     policies = ordered_policies(state, b.tiers)
-    local = sorted(k for k, wl in state.workloads.items() if wl.spec.host == host)
+    local, not_programmed = programmable_workloads(state, host, options.reserved_interfaces)
     egress_map: list[tuple[str, Verdict]] = []
     ingress_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
     # Each local workload asks each policy that could select it "do you apply to me?"; a
-    # namespaced policy selects in its own namespace (or its group's) alone. Listing every
-    # policy's members and scanning them per local workload made this quadratic in the size
-    # of the whole policy (see docs/performance.md).
+    # namespaced policy selects in its own namespace alone, even when its appliesTo names
+    # another's group (refused by validation; see compile.selection), and a GlobalPolicy naming
+    # a group in that group's. Listing every policy's members and scanning them per local
+    # workload made this quadratic in the size of the whole policy (see docs/performance.md).
     by_ns: dict[str, list[AnyPolicy]] = {}
     for p in policies:
         target = p.spec.appliesTo.group
-        home = group_ref(p.metadata.namespace or "", target)[0] if target else (p.metadata.namespace or "")
+        home = p.metadata.namespace or (group_ref("", target)[0] if target else "")
         by_ns.setdefault(home, []).append(p)
     rank = {id(p): i for i, p in enumerate(policies)}
-    for key in local:
+    for key, iface in local:
         candidates = sorted(by_ns.get(key[0], []) + by_ns.get("", []), key=lambda p: rank[id(p)])
         applicable = [p for p in candidates if b.sel.applies_to(p, key)]
-        iface = workload_interface(state.workloads[key])
         ifaces.append(iface)
         egress_map.append((iface, Jump(b.workload_chain(key, "egress", applicable))))
         ingress_map.append((iface, Jump(b.workload_chain(key, "ingress", applicable))))
@@ -488,5 +545,6 @@ def compile_host(state: DesiredState, host: str, options: CompileOptions = Compi
     if options.log_group is not None:
         limits = (RateLimit(LOG_LIMIT, options.log_rate, "second", options.log_burst, over=True),)
         counters = (NamedCounter(LOG_SUPPRESSED),)
-    return Ruleset(options.table, "inet", tuple(sorted(sets, key=lambda s: s.name)), maps, tuple(chains),
-                   state.revision, limits=limits, counters=counters)
+    ruleset = Ruleset(options.table, "inet", tuple(sorted(sets, key=lambda s: s.name)), maps, tuple(chains),
+                      state.revision, limits=limits, counters=counters)
+    return HostProgram(ruleset, not_programmed)

@@ -3,6 +3,13 @@
 Selectors are parsed once per compilation (cached by their canonical form);
 every question the compiler asks about membership is answered here, so the
 same answers feed sets, named ports and the default action.
+
+Invariant: a namespaced policy (Policy, NetworkPolicy) applies to workloads of
+its own namespace only, whatever its `appliesTo` says. Validation refuses a
+group of another namespace there (and a namespaceSelector); this is the second
+line, for a state that predates that check or was handed to the compiler
+directly, so that no input can let one tenant's policy decide for another's
+workloads. Peers are not confined: they say whom a workload talks to.
 """
 
 from __future__ import annotations
@@ -88,11 +95,13 @@ class Selection:
                          None if ns_selector is None else self.parse(ns_selector), identity)
 
     def applied(self, policy: Policy | GlobalPolicy) -> tuple[WorkloadKey, ...]:
-        """The workloads a policy applies to."""
+        """The workloads a policy applies to (a namespaced one: of its namespace only)."""
         ns = policy.metadata.namespace or None
         target = policy.spec.appliesTo
         if target.group is not None:
-            return self.group_workloads(group_ref(ns or "", target.group))
+            members = self.group_workloads(group_ref(ns or "", target.group))
+            return members if ns is None else tuple(k for k in members if k[0] == ns)
+        # The namespaceSelector is ignored for a namespaced policy: its scope is its namespace.
         ns_sel = target.namespaceSelector if ns is None else None
         return self.members(self.scope(ns, target.selector or LabelSelector(), ns_sel))
 
@@ -101,6 +110,8 @@ class Selection:
         every member: a host asks this for its few local workloads, and listing the members of
         every policy (a platform policy selects most of the fleet) made compiling quadratic."""
         ns = policy.metadata.namespace or None
+        if ns is not None and key[0] != ns:
+            return False  # see the module docstring: a namespaced policy stays in its namespace
         target = policy.spec.appliesTo
         if target.group is not None:
             return self.in_group(group_ref(ns or "", target.group), key)

@@ -27,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from stockade.compile.host import NotProgrammed
 from stockade.controller import rbac
 from stockade.controller.audit import AuditEntry, AuditLog
 from stockade.controller.auth import Principal, TokenAuthority, parse_ttl
@@ -310,7 +311,8 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
             revision=body.revision, program_hash=body.programHash, applied_at=body.appliedAt,
             in_sync=body.inSync, error=body.error, drift_repairs=body.driftRepairs,
             last_drift_at=body.lastDriftAt,
-            endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()})
+            endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()},
+            not_programmed=tuple(NotProgrammed(n.object, n.reason) for n in body.notProgrammed))
         rollout = service.report_agent(host, report)
         if rollout is not None:
             metrics.rollout.observe(rollout)

@@ -28,6 +28,11 @@ def serve(
         help="comma-separated host names a Workload may run on (default: any)")] = None,
     ipv4_pool: Annotated[Optional[str], typer.Option(help="IPv4 pool for workloads without addresses")] = None,
     ipv6_pool: Annotated[Optional[str], typer.Option(help="IPv6 pool for workloads without addresses")] = None,
+    interface_pattern: Annotated[Optional[str], typer.Option(
+        help="regular expression a Workload's spec.interface must fully match (default: "
+             "stk*, tap*, vnet*, macvtap*, veth*)")] = None,
+    reserved_interfaces: Annotated[Optional[str], typer.Option(
+        help="comma-separated interfaces of the hosts no Workload may name (default: lo,fab0)")] = None,
     stale_after: Annotated[Optional[float], typer.Option(
         help="seconds after its last report an agent stops counting as reporting")] = None,
     tls_cert: Annotated[Optional[Path], typer.Option(
@@ -38,7 +43,7 @@ def serve(
     plain HTTP on a unix socket too."""
     try:
         run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
-                       tls_cert, tls_key)
+                       tls_cert, tls_key, interface_pattern, reserved_interfaces)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -263,19 +263,35 @@ def start_in_thread(config: ControllerConfig, listen_host: str = "127.0.0.1", li
     return RunningController(server, thread, sockets, f"{scheme}://{shown}:{port}", uds)
 
 
+def _names(text: str | list[str]) -> list[str]:
+    return [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+
+
+def validation_settings(known_hosts: str | list[str] | None = None, interface_pattern: str | None = None,
+                        reserved_interfaces: str | list[str] | None = None) -> ValidationSettings:
+    """The deployment's rules from the command line's plain values (comma-separated lists);
+    what is not given keeps ValidationSettings' default. ValueError for a bad pattern."""
+    extra: dict[str, Any] = {}
+    if interface_pattern:
+        extra["interface_pattern"] = interface_pattern
+    if reserved_interfaces:
+        extra["reserved_interfaces"] = frozenset(_names(reserved_interfaces))
+    hosts = _names(known_hosts) if known_hosts else []
+    return ValidationSettings(known_hosts=frozenset(hosts) if hosts else None, **extra)
+
+
 def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
                    tokens: Path | str | None = None, known_hosts: str | list[str] | None = None,
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
                    stale_after: float | None = None, tls_cert: Path | str | None = None,
-                   tls_key: Path | str | None = None) -> None:
+                   tls_key: Path | str | None = None, interface_pattern: str | None = None,
+                   reserved_interfaces: str | None = None) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
-    --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE]` does: build the config from plain
-    values and serve (blocking)."""
+    --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
+    [--reserved-interfaces lo,fab0]` does: build the config from plain values and serve (blocking)."""
     host, port = parse_listen(listen)
     tls = tls_files(tls_cert, tls_key)
-    if isinstance(known_hosts, str):
-        known_hosts = [h.strip() for h in known_hosts.split(",") if h.strip()]
-    settings = ValidationSettings(known_hosts=frozenset(known_hosts) if known_hosts else None)
+    settings = validation_settings(known_hosts, interface_pattern, reserved_interfaces)
     extra: dict[str, Any] = {}
     if ipv4_pool:
         extra["ipv4_pool"] = ipaddress.IPv4Network(ipv4_pool)

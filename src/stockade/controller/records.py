@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
+from stockade.compile.host import NotProgrammed
 from stockade.controller.store import Event
 from stockade.model.kinds import ObjectKey
 
@@ -76,7 +77,8 @@ class Endpoint:
 class AgentReport:
     """An agent's account of itself: the revision it enforces, the program's hash, its endpoints.
 
-    `endpoints` is keyed by `namespace/name` of the workload.
+    `endpoints` is keyed by `namespace/name` of the workload; `not_programmed` lists the local
+    workloads the agent's program leaves out (the host cannot enforce their policy), and why.
     """
 
     revision: int
@@ -87,12 +89,14 @@ class AgentReport:
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     drift_repairs: int = 0
     last_drift_at: str | None = None
+    not_programmed: tuple[NotProgrammed, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
                 "inSync": self.in_sync, "error": self.error, "driftRepairs": self.drift_repairs,
                 "lastDriftAt": self.last_drift_at,
-                "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())}}
+                "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())},
+                "notProgrammed": [n.to_dict() for n in self.not_programmed]}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "AgentReport":
@@ -101,7 +105,9 @@ class AgentReport:
                    applied_at=raw.get("appliedAt"), in_sync=bool(raw.get("inSync", False)),
                    error=raw.get("error"), drift_repairs=int(raw.get("driftRepairs") or 0),
                    last_drift_at=raw.get("lastDriftAt"),
-                   endpoints={k: Endpoint(**v) for k, v in (raw.get("endpoints") or {}).items()})
+                   endpoints={k: Endpoint(**v) for k, v in (raw.get("endpoints") or {}).items()},
+                   not_programmed=tuple(NotProgrammed(str(n["object"]), str(n["reason"]))
+                                        for n in raw.get("notProgrammed") or ()))
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class AgentStatus:
         return {"host": self.host, "revision": self.report.revision, "programHash": self.report.program_hash,
                 "appliedAt": self.report.applied_at, "inSync": self.report.in_sync, "error": self.report.error,
                 "driftRepairs": self.report.drift_repairs, "lastDriftAt": self.report.last_drift_at,
+                "notProgrammed": [n.to_dict() for n in self.report.not_programmed],
                 "lastSeen": self.last_seen, "reporting": self.reporting}
 
 

@@ -81,6 +81,14 @@ class EndpointReport(BaseModel):
     mac: str | None = None
 
 
+class NotProgrammedReport(BaseModel):
+    """A local workload the agent's program leaves out, and why (e.g. its interface is taken)."""
+
+    model_config = ConfigDict(extra="ignore")
+    object: str = Field(max_length=254, description="namespace/name of the workload")
+    reason: str = Field(max_length=1000)
+
+
 class AgentStatusRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     revision: int = Field(ge=0, description="the revision whose program the agent enforces")
@@ -91,6 +99,9 @@ class AgentStatusRequest(BaseModel):
     endpoints: dict[str, EndpointReport] = Field(default_factory=dict, description="keyed by namespace/name")
     driftRepairs: int = Field(default=0, ge=0, description="hand edits of the kernel table undone so far")
     lastDriftAt: str | None = Field(default=None, description="when drift was last seen, UTC ISO 8601")
+    notProgrammed: list[NotProgrammedReport] = Field(
+        default_factory=list, max_length=100_000,
+        description="local workloads left out of the program (the host cannot enforce their policy), and why")
 
 
 def parse_utc(value: str) -> datetime:
@@ -239,6 +250,8 @@ class AgentStatusModel(_Response):
     error: str | None
     driftRepairs: int = 0
     lastDriftAt: str | None = None
+    notProgrammed: list[NotProgrammedReport] = Field(
+        default_factory=list, description="local workloads the host's program leaves out, and why")
     lastSeen: str
     reporting: bool = Field(description="a report arrived within the staleness window")
 

@@ -3,29 +3,65 @@
 Per-object shape is checked by pydantic in `model.objects`; here we check what
 needs the other objects: namespaces exist, referenced groups exist, addresses
 are in the allowed ranges and not taken twice, hosts are known.
+
+Two rules keep one tenant from acting on another's workloads or host:
+- a namespaced Policy applies only to workloads of its own namespace: its
+  `appliesTo` may name a group of that namespace only (peers in `from`/`to`
+  may name any namespace's group); only a GlobalPolicy selects across
+  namespaces (the compiler confines selection the same way, see
+  `compile.selection`);
+- a Workload's effective interface (`spec.interface`, or the one derived from
+  its name, `model.naming.workload_interface`) is unique on its host, is never
+  one the host owns (`ValidationSettings.reserved_interfaces`: loopback, the lab
+  uplink), and a given name fits the deployment's scheme of workload ports
+  (`ValidationSettings.interface_pattern`). Two workloads on one interface make
+  the host's whole nftables transaction fail ("File exists"), for everyone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from stockade.errors import FieldProblem
 from stockade.model.kinds import ObjectKey, key_of
+from stockade.model.naming import workload_interface
 from stockade.model.objects import GlobalPolicy, Group, Policy, PolicySpec, Workload
 from stockade.model.state import DesiredState
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# The names a workload port may have when `spec.interface` is given: the names Stockade
+# derives itself (`stk<hash>`), a VM's tap (`tap*`, libvirt's `vnet*`, `macvtap*`) and a
+# container's host-side veth (`veth*`). Anything else on a host (`eth0`, `ens3`, a bridge,
+# `docker0`) is the host's own, and a workload naming it would put the host's traffic under
+# that workload's policy. A deployment with other names widens this (`--interface-pattern`).
+DEFAULT_INTERFACE_PATTERN = r"(stk|tap|vnet|macvtap|veth)[A-Za-z0-9_.-]*"
+# Never a workload port, whatever the pattern: the loopback and the lab hypervisors' uplink
+# (`stockade.lab.naming.FABRIC_IFACE`; a test keeps the two equal, the model may not import the lab).
+DEFAULT_RESERVED_INTERFACES = frozenset({"lo", "fab0"})
+
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    """What the deployment allows: where workload addresses may come from, which hosts exist."""
+    """What the deployment allows: where workload addresses may come from, which hosts exist,
+    which interface names a workload may give (a full match of `interface_pattern`, never one
+    of `reserved_interfaces`)."""
 
     workload_ranges: tuple[IPNetwork, ...] = field(default_factory=lambda: (
         ipaddress.ip_network("198.18.0.0/17"), ipaddress.ip_network("2001:db8::/33")))
     known_hosts: frozenset[str] | None = None  # None: any host name is accepted
+    interface_pattern: str = DEFAULT_INTERFACE_PATTERN
+    reserved_interfaces: frozenset[str] = DEFAULT_RESERVED_INTERFACES
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.interface_pattern)
+        except re.error as e:
+            raise ValueError(f"interface pattern {self.interface_pattern!r} is not a regular expression: {e}") \
+                from None
 
 
 def group_ref(policy_ns: str, ref: str) -> tuple[str, str]:
@@ -52,12 +88,14 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
                    only: set[ObjectKey] | None = None) -> list[FieldProblem]:
     """Problems of the objects in `only` (all when None) against the rest of `state`."""
     problems: list[FieldProblem] = []
-    # Who uses each address, built once: checking each address against every other workload
-    # made validating a batch of workloads quadratic in the size of the fleet.
+    # Who uses each address and each (host, interface), built once: checking each workload
+    # against every other made validating a batch of workloads quadratic in the size of the fleet.
     owners: dict[str, list[tuple[str, str]]] = {}
+    iface_owners: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for wkey, other in state.workloads.items():
         for ip in state.workload_ips(other):
             owners.setdefault(ip, []).append(wkey)
+        iface_owners.setdefault((other.spec.host, workload_interface(other)), []).append(wkey)
 
     def wanted(key: ObjectKey) -> bool:
         return only is None or key in only
@@ -72,8 +110,10 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
             problems.append(FieldProblem(ref, "metadata.namespace", f"namespace {ns!r} does not exist"))
         if isinstance(obj, Workload):
             problems += _workload_problems(obj, state, settings, ref, owners)
+            problems += _interface_problems(obj, settings, ref, iface_owners)
         elif isinstance(obj, (Policy, GlobalPolicy)):
             problems += _policy_shape_problems(obj, ref)
+            problems += _policy_scope_problems(obj, ref)
             if obj.spec.tier not in state.tier_order():
                 problems.append(FieldProblem(ref, "spec.tier", f"tier {obj.spec.tier!r} does not exist "
                                              f"(tiers: {', '.join(state.tier_order())})"))
@@ -118,6 +158,47 @@ def _policy_shape_problems(policy: Policy | GlobalPolicy, ref: str) -> list[Fiel
                 problems.append(FieldProblem(ref, f"{where}.id", f"rule id {rid!r} is also the id of "
                                              f"{seen[rid]}; ids must be unique within a policy"))
             seen.setdefault(rid, where)
+    return problems
+
+
+def _policy_scope_problems(policy: Policy | GlobalPolicy, ref: str) -> list[FieldProblem]:
+    """A namespaced Policy applies to its own namespace's workloads only (Kubernetes' rule): a
+    group of another namespace in `appliesTo` would let one tenant open another's workloads.
+    As a peer (`from`/`to`) such a group only names whom the policy's own workloads talk to."""
+    target = policy.spec.appliesTo.group
+    ns = policy.metadata.namespace
+    if not isinstance(policy, Policy) or target is None or not ns:
+        return []
+    group_ns, group_name = group_ref(ns, target)
+    if group_ns == ns:
+        return []
+    return [FieldProblem(ref, "spec.appliesTo.group",
+                         f"group {group_ns}/{group_name} is in namespace {group_ns!r}, but a Policy "
+                         f"applies only to workloads of its own namespace {ns!r}; name a group of "
+                         f"{ns!r} here (another namespace's group may be a peer in from/to), or use a "
+                         "GlobalPolicy")]
+
+
+def _interface_problems(wl: Workload, settings: ValidationSettings, ref: str,
+                        iface_owners: dict[tuple[str, str], list[tuple[str, str]]]) -> list[FieldProblem]:
+    """The workload's effective interface is its own on its host, and a workload port's name."""
+    iface = workload_interface(wl)
+    given = wl.spec.interface is not None
+    what = f"interface {iface!r}" + ("" if given else " (derived from the workload's name)")
+    problems: list[FieldProblem] = []
+    if iface in settings.reserved_interfaces:
+        problems.append(FieldProblem(ref, "spec.interface", f"{what} belongs to the host {wl.spec.host!r}, "
+                                     "not to a workload (reserved: "
+                                     f"{', '.join(sorted(settings.reserved_interfaces))})"))
+    elif given and not re.fullmatch(settings.interface_pattern, iface):
+        problems.append(FieldProblem(ref, "spec.interface", f"{what} is not a workload interface name: "
+                                     f"it must match {settings.interface_pattern!r} (other interfaces "
+                                     "belong to the host)"))
+    mine = (wl.metadata.namespace or "", wl.metadata.name)
+    for other in iface_owners.get((wl.spec.host, iface), []):
+        if other != mine:
+            problems.append(FieldProblem(ref, "spec.interface", f"{what} is already used on host "
+                                         f"{wl.spec.host!r} by Workload {other[0]}/{other[1]}"))
     return problems
 
 
