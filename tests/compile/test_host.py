@@ -22,20 +22,27 @@ from stockade.model.kinds import parse_object
 from stockade.model.naming import workload_interface
 from stockade.model.objects import StockadeObject
 from stockade.model.state import DesiredState
+from stockade.model.validation import WORKLOAD_INTERFACE_PREFIXES
 from stockade.nft import render
 from stockade.nft.ir import (
     IP6_SADDR,
     IP_DADDR,
     IP_SADDR,
+    META_IIFNAME,
     META_L4PROTO,
+    META_OIFNAME,
     Accept,
     Chain,
     Cmp,
     Continue,
+    CtState,
+    Dispatch,
     Drop,
+    Goto,
     InSet,
     Jump,
     MarkHas,
+    NamePrefix,
     MarkSet,
     Reject,
     Return,
@@ -313,14 +320,56 @@ def test_audit_policy_does_not_close_allow_until_selected():
     assert any(isinstance(r.verdict, Jump) for r in chain.rules)
 
 
+def spoof_chain(rs: Ruleset, ref: str) -> Chain:
+    found = [c for c in rs.chains if c.comment == f"Workload {ref} sends as itself"]
+    assert len(found) == 1, f"no single spoof chain for workload {ref}"
+    return found[0]
+
+
 def test_antispoofing_drops_foreign_source_and_missing_family():
     rs = compile_host(load_state("single_family"), HOST)
-    v4 = workload_chain(rs, "lab/v4-only", "egress").rules[:2]
-    v6 = workload_chain(rs, "lab/v6-only", "egress").rules[:2]
+    v4 = [r for r in spoof_chain(rs, "lab/v4-only").rules if r.comment == "antispoof"]
+    v6 = [r for r in spoof_chain(rs, "lab/v6-only").rules if r.comment == "antispoof"]
     assert [(r.matches, r.verdict) for r in v4] == [
         ((Cmp(IP_SADDR, "198.18.60.4", negate=True),), Drop()), ((Cmp(("meta", "nfproto"), "ipv6"),), Drop())]
     assert [(r.matches, r.verdict) for r in v6] == [
         ((Cmp(("meta", "nfproto"), "ipv4"),), Drop()), ((Cmp(IP6_SADDR, "2001:db8:60::6", negate=True),), Drop())]
+
+
+def test_spoof_checks_run_before_conntrack_so_a_forged_packet_cannot_ride_an_established_flow():
+    rs = compile_host(load_state("single_family"), HOST)
+    guard = rs.chain("guard")
+    assert guard.base is not None and guard.base.hook == "prerouting" and guard.base.priority < -200  # conntrack: -200
+    assert guard.rules[0].verdict == Dispatch(META_IIFNAME, "guard_dispatch")
+    iface = dict(rs.vmap("egress_dispatch").elements)
+    for ref in ("lab/v4-only", "lab/v6-only"):
+        target = spoof_chain(rs, ref).name
+        assert [k for k, v in rs.vmap("guard_dispatch").elements if v == Goto(target)] == \
+            [k for k, v in iface.items() if v == Jump(workload_chain(rs, ref, "egress").name)]
+    # and the established-accept of the forward chains is no longer where spoofing is checked
+    assert not any(r.comment == "antispoof" for r in workload_chain(rs, "lab/v4-only", "egress").rules)
+
+
+def test_a_known_mac_is_checked_before_addresses() -> None:
+    state = _unvalidated(parse_object({"apiVersion": "stockade.io/v1", "kind": "Workload",
+                                       "metadata": {"name": "w", "namespace": "a"},
+                                       "spec": {"host": HOST, "ips": ["198.18.61.1"], "mac": "02:AA:00:00:00:01"}}))
+    first = spoof_chain(compile_host(state, HOST), "a/w").rules[0]
+    assert (first.matches, first.verdict) == ((Cmp(("ether", "saddr"), "02:aa:00:00:00:01", negate=True),), Drop())
+
+
+def test_an_unknown_workload_port_is_dropped_both_ways_and_the_hosts_own_are_not() -> None:
+    rs = compile_host(load_state("single_family"), HOST)
+    guard_prefixes = [m.prefix for r in rs.chain("guard").rules for m in r.matches if isinstance(m, NamePrefix)
+                      and r.verdict == Drop() and r.comment == "unknown-interface"]
+    assert guard_prefixes == list(WORKLOAD_INTERFACE_PREFIXES)
+    to_unknown = [r for r in rs.chain("ingress").rules if r.comment == "unknown-interface"]
+    assert len(to_unknown) == len(WORKLOAD_INTERFACE_PREFIXES)
+    # before `ct state established accept`: an established flow to a port that lost its program ends
+    first_ct = next(i for i, r in enumerate(rs.chain("ingress").rules) if any(isinstance(m, CtState) for m in r.matches))
+    assert all(rs.chain("ingress").rules.index(r) < first_ct for r in to_unknown)
+    assert all(InSet((META_OIFNAME,), "workload_ifaces", True) in r.matches for r in to_unknown)
+    assert not any(p in ("fab", "eth", "lo") for p in guard_prefixes)
 
 
 # ------------------------------------------------------------------ membership is data
@@ -663,7 +712,7 @@ def test_with_a_log_group_every_decision_logs_behind_a_rate_limited_twin(case):
                     assert (twin.limit, twin.count_into, twin.log) == (LOG_LIMIT, LOG_SUPPRESSED, None)
                     assert dc_replace(twin, limit=None, count_into=None) == dc_replace(rule, log=None)
                 elif rule.comment and rule.counter and rule.limit is None and rule.mark is None \
-                        and rule.comment not in ("antispoof", "invalid", "workload-to-host"):
+                        and rule.comment not in ("antispoof", "invalid", "workload-to-host", "unknown-interface"):
                     raise AssertionError(f"{chain.name}: decision {rule.comment} does not log")
         assert logging_rules > 0
         text = render.to_json(render.full_replace(rs))
@@ -728,7 +777,7 @@ def test_two_workloads_on_one_interface_program_the_first_and_report_the_other(o
     assert skipped.to_dict() == {"object": "b/x", "reason": skipped.reason}
     # The rendered transaction holds each dispatch key once, too.
     text = render.to_json(render.full_replace(compiled.ruleset))
-    assert text.count(f'"{derived}"') == 3  # egress map, ingress map, workload_ifaces
+    assert text.count(f'"{derived}"') == 4  # guard, egress and ingress maps, workload_ifaces
 
 
 @pytest.mark.parametrize("iface", ["lo", "fab0"])

@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--token-file", required=True, type=Path, help="File holding this agent's API token.")
     run.add_argument("--table", default="stockade", help="The nftables table this agent owns.")
     run.add_argument("--lab-prefix", help="Lab mode: realise local workloads' namespaces.")
-    run.add_argument("--state-dir", type=Path, help="Directory for the agent's own files (lab).")
+    run.add_argument("--state-dir", type=Path, help="Directory for the agent's own files: the last applied program, put back at boot.")
     run.add_argument("--metrics-address", help="Serve Prometheus /metrics on HOST:PORT.")
     run.add_argument("--flow-log-group", type=int, default=100,
                      help="NFLOG group for flow records; 0 turns flow logging off.")
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     token = args.token_file.read_text().strip()
     run_agent(AgentSettings(args.host, args.controller, token, args.table, args.lab_prefix, args.metrics_address,
-                            args.flow_log_group or None, flow_conntrack=args.flow_conntrack), args.verbose)
+                            args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
+                            state_dir=args.state_dir), args.verbose)
 
 
 if __name__ == "__main__":

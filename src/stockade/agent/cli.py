@@ -10,7 +10,6 @@ from pathlib import Path
 
 import typer
 
-from stockade.agent.main import AgentSettings, run_agent
 
 agent_app = typer.Typer(help="Run the per-host agent.", no_args_is_help=True)
 
@@ -22,13 +21,16 @@ def run(
     token_file: Path = typer.Option(..., help="File holding this agent's API token."),
     table: str = typer.Option("stockade", help="The nftables table this agent owns."),
     lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
-    state_dir: Path | None = typer.Option(None, help="Directory for the agent's own files (lab)."),
+    state_dir: Path | None = typer.Option(
+        None, help="Directory for the agent's own files: the last applied program, put back at boot."),
     metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
     flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
     flow_conntrack: bool = typer.Option(True, help="End records with packets and bytes from conntrack events "
                                                    "(turns on net.netfilter.nf_conntrack_acct)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
+    from stockade.agent.main import AgentSettings, run_agent  # the agent's graph only when it runs
+
     token = token_file.read_text().strip()
     run_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address, flow_log_group or None,
-                            flow_conntrack=flow_conntrack), verbose)
+                            flow_conntrack=flow_conntrack, state_dir=state_dir), verbose)

@@ -6,8 +6,11 @@ reconcile task takes the latest desired state and makes the host equal to it
 workload never exists without its policy). Blocking work (HTTP, nft,
 netlink) runs in threads, off the loop.
 
-Invariants: nothing is programmed before the first full sync; when the
-controller is unreachable the last program stays in force (we never flush).
+Invariants: nothing computed from a partial view is programmed before the first full
+sync; when the controller is unreachable the last program stays in force (we never
+flush). At start, before that sync, the last program this host applied (saved on local
+disk) is put back if the kernel has no table of ours (a reboot), and kept there until the
+first sync replaces it: a host never runs open while its controller is away.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Callable, Protocol
 from stockade.agent.cache import StateCache
 from stockade.agent.memory import release_free_memory
 from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.agent.saved_program import SavedProgram
 from stockade.errors import StockadeError
 from stockade.model.state import DesiredState
 
@@ -56,6 +60,7 @@ class AgentConfig:
     drift_interval: float = 1.0
     heartbeat_interval: float = 5.0
     retry_interval: float = 1.0
+    save_interval: float = 1.0  # how soon a newly applied program is saved to disk
 
 
 def _now() -> str:
@@ -89,7 +94,8 @@ class Agent:
                  on_outcome: Callable[[Outcome], None] | None = None,
                  on_failure: Callable[[], None] | None = None,
                  flows: FlowSource | None = None,
-                 on_controller_error: Callable[[], None] | None = None) -> None:
+                 on_controller_error: Callable[[], None] | None = None,
+                 saved: SavedProgram | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -97,6 +103,9 @@ class Agent:
         self.on_outcome = on_outcome
         self.on_failure = on_failure
         self.on_controller_error = on_controller_error
+        self.saved = saved
+        self._saved_hash: str | None = None
+        self._restored: dict[str, Any] | None = None  # the saved program, while it is what we enforce
         self.flows = flows
         self.cache = StateCache()
         self.status = AgentStatus()
@@ -105,9 +114,11 @@ class Agent:
         self._report_lock = threading.Lock()  # held in worker threads (see _report_now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.saved is not None:
+            await asyncio.to_thread(self._restore)
         tasks = [asyncio.create_task(coro) for coro in (
             self._watch_loop(stop), self._reconcile_loop(stop), self._timer(stop, self.config.resync_interval),
-            self._drift_loop(stop), self._heartbeat_loop(stop))]
+            self._drift_loop(stop), self._heartbeat_loop(stop), self._save_loop(stop))]
         if self.flows is not None:
             tasks.append(asyncio.create_task(self.flows.run(stop)))
         try:
@@ -162,11 +173,57 @@ class Agent:
             await asyncio.sleep(interval)
             self.dirty.set()
 
+    # ----------------------------------------------------- the saved program
+
+    def _restore(self) -> None:
+        """At start: put the saved program back when the kernel has no table of ours."""
+        assert self.saved is not None
+        saved = self.saved.load()
+        if saved is None:
+            return
+        self._saved_hash = saved.program_hash
+        try:
+            if self.reconciler.driver.list_table() is not None:
+                return  # the kernel kept its program (an agent restart): the first sync takes over
+            self.reconciler.driver.apply(saved.program)
+        except StockadeError as e:
+            log.error("restoring the saved program failed: %s", e.message)
+            return
+        self._restored = saved.program
+        self.status.revision, self.status.program_hash = saved.revision, saved.program_hash
+        log.warning("no table in the kernel: enforcing the saved program of revision %d until the controller "
+                    "answers", saved.revision)
+
+    def _repair_restored(self) -> None:
+        """Before the first sync, the saved program is what we enforce: put it back if removed."""
+        if self._restored is not None and self.reconciler.driver.list_table() is None:
+            log.warning("our table was removed before the first sync: restoring the saved program")
+            self.reconciler.driver.apply(self._restored)
+            self.status.drift_repairs += 1
+
+    async def _save_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self.saved is not None:
+            await asyncio.sleep(self.config.save_interval)
+            applied, applied_hash = self.reconciler.applied, self.reconciler.applied_hash
+            if applied is None or applied_hash is None or applied_hash == self._saved_hash:
+                continue
+            try:
+                await asyncio.to_thread(self.saved.save, applied, applied_hash)
+                self._saved_hash = applied_hash
+            except OSError as e:
+                log.warning("saving the applied program failed: %r", e)
+
     async def _drift_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.config.drift_interval)
             if self.reconciler.applied is None:
+                if self._restored is not None:
+                    try:
+                        await asyncio.to_thread(self._repair_restored)
+                    except StockadeError as e:
+                        log.warning("restoring the saved program failed: %s", e.message)
                 continue
+            self._restored = None
             try:
                 in_sync = await asyncio.to_thread(self.reconciler.in_sync)
             except StockadeError as e:

@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
@@ -20,6 +21,7 @@ from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
 from stockade.agent.memory import limit_arenas
 from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
+from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
 from stockade.dataplane.conntrack import ConntrackReader
 from stockade.dataplane.nflog import NflogReader
@@ -37,6 +39,9 @@ class AgentSettings:
     flow_log_group: int | None = 100   # NFLOG group of flow records; None: no flow logging
     flow_queue: int = 10_000
     flow_conntrack: bool = True        # end records (packets, bytes) from conntrack DESTROY events
+    # Where the last applied program is saved (agent-<host>.program.json) and put back at boot;
+    # None: nothing is saved (the host is open after a reboot until the controller answers).
+    state_dir: Path | None = None
 
 
 class LabEndpoints:
@@ -92,9 +97,10 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     flows = None
     if settings.flow_log_group is not None:
         flows = build_flows(settings, client, driver, metrics)
+    saved = SavedProgram(settings.state_dir / f"agent-{settings.host}.program.json") if settings.state_dir else None
     agent = Agent(AgentConfig(host=settings.host), client, reconciler, endpoints,
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
-                  on_controller_error=metrics.controller_error)
+                  on_controller_error=metrics.controller_error, saved=saved)
     return agent, metrics
 
 

@@ -10,6 +10,9 @@
 - `stockade_agent_rules_programmed`, `stockade_agent_set_elements`: size of the program.
 - `stockade_rule_packets_total{rule}` / `stockade_rule_bytes_total{rule}`: the kernel's
   per-rule counters, summed per rule id, read from the kernel at scrape time.
+- `stockade_agent_unknown_interface_drops_total`: packets from or to a port in the workload
+  naming scheme that has no program here (a VM started before its object exists, or whose
+  object was deleted), dropped: Stockade fails closed. Read from the kernel at scrape time.
 - `stockade_flow_records_total{verdict}`: flow records made from logged packets.
 - `stockade_flow_records_dropped_total{reason}`: records lost: `queue` (the agent's
   bounded queue was full), `kernel` (NFLOG could not deliver: socket buffer full),
@@ -26,12 +29,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.compile.host import UNKNOWN_INTERFACE
 from stockade.dataplane.nft_driver import counters_by_comment
 
 log = logging.getLogger(__name__)
 
 # Comments that are not policy rules: kept out of the per-rule series.
-_NOT_RULES = ("tier-passed", "invalid", "neighbour-discovery", "workload-to-host")
+_NOT_RULES = ("tier-passed", "invalid", "neighbour-discovery", "workload-to-host", UNKNOWN_INTERFACE)
 
 
 class _RuleCounters(Collector):
@@ -46,13 +50,17 @@ class _RuleCounters(Collector):
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because nft did
             log.warning("reading rule counters failed: %r", e)
             listing = {}
-        for rule, (p, b) in sorted(counters_by_comment(listing).items()):
+        counts = counters_by_comment(listing)
+        for rule, (p, b) in sorted(counts.items()):
             if rule in _NOT_RULES or rule.startswith("tier "):
                 continue
             packets.add_metric([rule], p)
             octets.add_metric([rule], b)
         yield packets
         yield octets
+        yield CounterMetricFamily("stockade_agent_unknown_interface_drops",
+                                  "Packets dropped from or to a workload port that has no program (fail closed)",
+                                  value=counts.get(UNKNOWN_INTERFACE, (0, 0))[0])
 
 
 class AgentMetrics:

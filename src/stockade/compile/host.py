@@ -58,8 +58,9 @@ from stockade.model.k8s import SOURCE_KIND_ANNOTATION
 from stockade.model.naming import object_name, workload_interface
 from stockade.model.objects import GlobalPolicy, Peer, Policy, PortSpec, Rule
 from stockade.model.state import DesiredState
-from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, group_ref
+from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, WORKLOAD_INTERFACE_PREFIXES, group_ref
 from stockade.nft.ir import (
+    ETHER_SADDR,
     ICMP_CODE,
     ICMP_TYPE,
     ICMPV6_CODE,
@@ -82,6 +83,7 @@ from stockade.nft.ir import (
     Dispatch,
     Drop,
     FieldRef,
+    Goto,
     InAnon,
     InRange,
     InSet,
@@ -90,6 +92,7 @@ from stockade.nft.ir import (
     MarkHas,
     MarkSet,
     Match,
+    NamePrefix,
     NamedCounter,
     NamedSet,
     RateLimit,
@@ -106,8 +109,10 @@ TABLE = "stockade"
 # Packet-mark bit meaning "a policy of the current tier said pass". Cleared
 # before every tier; documented in docs/architecture.md.
 PASS_BIT = 0x10000000
+PRIORITY_GUARD = -300  # prerouting, before conntrack (-200): a forged packet never reaches a ct lookup
 PRIORITY_EGRESS = -10
 PRIORITY_INGRESS = 0
+UNKNOWN_INTERFACE = "unknown-interface"  # comment (and counter) of the fail-closed drops
 ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation/advert, redirect
 L4_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp", "ICMPv6": "ipv6-icmp"}
 DIR_SUFFIX = {"ingress": "in", "egress": "eg"}
@@ -126,6 +131,9 @@ class CompileOptions:
     tiers: tuple[str, ...] | None = None  # None: the state's tiers (built-in and Tier objects)
     # Interfaces of the host itself: a workload naming one is not programmed (see the module doc).
     reserved_interfaces: frozenset[str] = DEFAULT_RESERVED_INTERFACES
+    # Names that are workload ports on this host: one of these without a program (a VM started
+    # before its object exists, or whose object was deleted) is dropped, not left open.
+    workload_interface_prefixes: tuple[str, ...] = WORKLOAD_INTERFACE_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -421,8 +429,6 @@ class _Builder:
         wl = self.state.workloads[key]
         name = object_name("wl", f"{key[0]}/{key[1]}", key[1]) + "_" + DIR_SUFFIX[direction]
         rules: list[NftRule] = []
-        if direction == "egress":
-            rules.extend(self.antispoof(key))
         # Every policy with something to do in this direction runs; only some of them isolate.
         active = [p for p in policies if policy_rules(p, direction) or selects(p, direction)]
         for tier in self.tiers:
@@ -447,6 +453,21 @@ class _Builder:
         self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
         return name
 
+    def spoof_chain(self, key: WorkloadKey) -> str:
+        """The guard chain of one local workload: what it sends must carry its own MAC (when
+        known) and addresses. Neighbour discovery (link-local or unspecified sources) goes on to
+        the input chain, which takes nothing else from workloads."""
+        name = object_name("sp", f"{key[0]}/{key[1]}", key[1])
+        wl = self.state.workloads[key]
+        rules: list[NftRule] = []
+        if wl.spec.mac:
+            rules.append(NftRule((Cmp(ETHER_SADDR, wl.spec.mac.lower(), negate=True),), Drop(), "antispoof", True))
+        rules.append(NftRule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, ND_TYPES)), Accept(),
+                             "neighbour-discovery"))
+        rules.extend(self.antispoof(key))
+        self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} sends as itself")
+        return name
+
     def antispoof(self, key: WorkloadKey) -> list[NftRule]:
         """A workload may only send from its own addresses (one per family)."""
         ips = self.state.workload_ips(self.state.workloads[key])
@@ -465,10 +486,21 @@ def _base_chains(options: CompileOptions) -> list[Chain]:
         NftRule((CtState(("established", "related")),), Accept()),
         NftRule((CtState(("invalid",)),), Drop(), "invalid", True),
     )
+    # Fail closed: a workload port with no program (not in the dispatch maps) is dropped in both
+    # directions, established flows included, and counted; the host's own interfaces are untouched.
+    unknown_from = tuple(NftRule((NamePrefix(META_IIFNAME, prefix),), Drop(), UNKNOWN_INTERFACE, True)
+                         for prefix in options.workload_interface_prefixes)
+    unknown_to = tuple(NftRule((NamePrefix(META_OIFNAME, prefix), InSet((META_OIFNAME,), "workload_ifaces", True)),
+                               Drop(), UNKNOWN_INTERFACE, True)
+                       for prefix in options.workload_interface_prefixes)
     return [
+        # Before conntrack: spoof checks come first, so a forged packet can never ride another
+        # workload's established flow (the `ct state established accept` below never sees it).
+        Chain("guard", (NftRule((), Dispatch(META_IIFNAME, "guard_dispatch")),) + unknown_from,
+              BaseHook("prerouting", PRIORITY_GUARD), "each workload sends as itself; unknown ports drop"),
         Chain("egress", stateful + (NftRule((), Dispatch(META_IIFNAME, "egress_dispatch")),),
               BaseHook("forward", PRIORITY_EGRESS), "egress policy of the source workload"),
-        Chain("ingress", stateful + (NftRule((), Dispatch(META_OIFNAME, "ingress_dispatch")),),
+        Chain("ingress", unknown_to + stateful + (NftRule((), Dispatch(META_OIFNAME, "ingress_dispatch")),),
               BaseHook("forward", PRIORITY_INGRESS), "ingress policy of the destination workload"),
         Chain("input", (NftRule((InSet((META_IIFNAME,), "workload_ifaces"),), Jump("from_workloads")),),
               BaseHook("input", 0), "traffic from workloads to this host"),
@@ -515,6 +547,7 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
     local, not_programmed = programmable_workloads(state, host, options.reserved_interfaces)
     egress_map: list[tuple[str, Verdict]] = []
     ingress_map: list[tuple[str, Verdict]] = []
+    guard_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
     # Each local workload asks each policy that could select it "do you apply to me?"; a
     # namespaced policy selects in its own namespace alone, even when its appliesTo names
@@ -531,6 +564,7 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
         candidates = sorted(by_ns.get(key[0], []) + by_ns.get("", []), key=lambda p: rank[id(p)])
         applicable = [p for p in candidates if b.sel.applies_to(p, key)]
         ifaces.append(iface)
+        guard_map.append((iface, Goto(b.spoof_chain(key))))  # goto: its end accepts, no unknown-port drop
         egress_map.append((iface, Jump(b.workload_chain(key, "egress", applicable))))
         ingress_map.append((iface, Jump(b.workload_chain(key, "ingress", applicable))))
     chains = _base_chains(options) + sorted(b.chains.values(), key=lambda c: c.name)
@@ -538,6 +572,7 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
     sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False, "local workload interfaces"))
     maps = (
         VerdictMap("egress_dispatch", "ifname", tuple(sorted(egress_map, key=lambda e: e[0]))),
+        VerdictMap("guard_dispatch", "ifname", tuple(sorted(guard_map, key=lambda e: e[0]))),
         VerdictMap("ingress_dispatch", "ifname", tuple(sorted(ingress_map, key=lambda e: e[0]))),
     )
     limits: tuple[RateLimit, ...] = ()

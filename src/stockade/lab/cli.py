@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from stockade.errors import StockadeError
-from stockade.lab import supervisor
+
+if TYPE_CHECKING:  # the supervisor pulls in the controller's web stack: imported when a lab command runs
+    from stockade.lab import supervisor
 
 lab_app = typer.Typer(help="Build, inspect and tear down the one-machine lab.", no_args_is_help=True)
 _out = Console()
@@ -59,6 +61,8 @@ def _render(st: supervisor.LabStatus) -> None:
 def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=250,
                                           help="Number of hypervisors (default 2; never fewer than exist).")) -> None:
     """Build the lab and start its controller and agents; idempotent. Configures the CLI."""
+    from stockade.lab import supervisor
+
     st = _run(lambda: supervisor.up(supervisor.LabSettings.from_env(), hosts))
     _render(st)
     _out.print(f"ready: the CLI now talks to {st.controller_url}", highlight=False)
@@ -67,6 +71,8 @@ def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=250,
 @lab_app.command()
 def down() -> None:
     """Stop the lab's processes and remove its namespaces, state and CLI config."""
+    from stockade.lab import supervisor
+
     removed = _run(lambda: supervisor.down(supervisor.LabSettings.from_env()))
     _out.print(f"lab down: removed {len(removed)} item(s)", highlight=False)
     for item in removed:
@@ -79,6 +85,8 @@ def status(output: str = typer.Option("table", "--output", "-o", help="table or 
     if output not in ("table", "json"):
         _err.print(f"[red]error:[/red] --output: {output!r} is not one of table, json")
         raise typer.Exit(2)
+    from stockade.lab import supervisor
+
     st = _run(lambda: supervisor.status(supervisor.LabSettings.from_env()))
     if output == "json":
         sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")

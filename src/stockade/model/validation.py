@@ -38,7 +38,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # container's host-side veth (`veth*`). Anything else on a host (`eth0`, `ens3`, a bridge,
 # `docker0`) is the host's own, and a workload naming it would put the host's traffic under
 # that workload's policy. A deployment with other names widens this (`--interface-pattern`).
-DEFAULT_INTERFACE_PATTERN = r"(stk|tap|vnet|macvtap|veth)[A-Za-z0-9_.-]*"
+WORKLOAD_INTERFACE_PREFIXES = ("stk", "tap", "vnet", "macvtap", "veth")
+DEFAULT_INTERFACE_PATTERN = f"({'|'.join(WORKLOAD_INTERFACE_PREFIXES)})" + r"[A-Za-z0-9_.-]*"
 # Never a workload port, whatever the pattern: the loopback and the lab hypervisors' uplink
 # (`stockade.lab.naming.FABRIC_IFACE`; a test keeps the two equal, the model may not import the lab).
 DEFAULT_RESERVED_INTERFACES = frozenset({"lo", "fab0"})

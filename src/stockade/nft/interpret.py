@@ -32,6 +32,7 @@ from stockade.nft.ir import (
     InSet,
     Jump,
     MarkHas,
+    NamePrefix,
     Match,
     NamedSet,
     Reject,
@@ -157,6 +158,9 @@ class Interpreter:
                 return p.ct_state in m.states
             if isinstance(m, MarkHas):
                 return bool(p.mark & m.bit) != m.negate
+            if isinstance(m, NamePrefix):
+                v = _field_value(p, m.field)
+                return isinstance(v, str) and v.startswith(m.prefix)
         except _Missing:
             return False
         raise TypeError(f"unknown match {m!r}")

@@ -24,6 +24,7 @@ META_IIFNAME: FieldRef = ("meta", "iifname")
 META_OIFNAME: FieldRef = ("meta", "oifname")
 META_L4PROTO: FieldRef = ("meta", "l4proto")
 META_NFPROTO: FieldRef = ("meta", "nfproto")
+ETHER_SADDR: FieldRef = ("ether", "saddr")
 IP_SADDR: FieldRef = ("ip", "saddr")
 IP_DADDR: FieldRef = ("ip", "daddr")
 IP6_SADDR: FieldRef = ("ip6", "saddr")
@@ -87,7 +88,15 @@ class MarkHas:
     negate: bool = False
 
 
-Match = Union[Cmp, InRange, InSet, InAnon, CtState, MarkHas]
+@dataclass(frozen=True)
+class NamePrefix:
+    """`iifname "stk*"`: an interface name that starts with `prefix` (nft's trailing wildcard)."""
+
+    field: FieldRef
+    prefix: str
+
+
+Match = Union[Cmp, InRange, InSet, InAnon, CtState, MarkHas, NamePrefix]
 
 
 # ---------------------------------------------------------------- verdicts

@@ -1,0 +1,69 @@
+"""The last program this agent applied, kept on local disk, so that a host enforces it again at
+boot before the controller can be reached (fail closed across a reboot).
+
+Written atomically (a private temporary file, fsync, rename, fsync of the directory): after a
+power cut the file holds either the previous program or the new one, never a mix. Only the
+agent's loop writes it, off the path of a change (see `Agent._save_loop`). A file that cannot
+be read back is ignored with a warning: the agent then waits for the controller, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stockade.nft.ir import Ruleset
+from stockade.nft.render import full_replace
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Saved:
+    revision: int
+    program_hash: str
+    program: dict[str, Any]  # a full-replace transaction of our table (nft JSON)
+
+
+class SavedProgram:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, ruleset: Ruleset, program_hash: str) -> None:
+        body = json.dumps({"format": FORMAT, "revision": ruleset.revision, "programHash": program_hash,
+                           "program": full_replace(ruleset)}, separators=(",", ":"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from the start
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
+
+    def load(self) -> Saved | None:
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("format") != FORMAT or not isinstance(doc.get("program"), dict):
+                raise ValueError(f"unknown format {doc.get('format')!r}")
+            return Saved(int(doc["revision"]), str(doc["programHash"]), doc["program"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("saved program %s cannot be read (%s): waiting for the controller instead", self.path, e)
+            return None

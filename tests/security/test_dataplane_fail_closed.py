@@ -1,0 +1,270 @@
+"""Issue 13 in the real kernel: the dataplane fails closed and spoofing is checked first.
+
+- A workload cannot inject a packet into a neighbour's established UDP flow by forging the
+  neighbour's address and port: the spoof check runs before `ct state established accept`.
+- A port in the workload naming scheme that Stockade has no program for (a VM started before
+  its object exists) is dropped, to the host and to workloads, and counted.
+
+One lab (two hypervisors) for the module; the verdicts are real sockets in the namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from stockade.lab.probe import probe
+from tests.e2e.conftest import Lab, make_lab
+from tests.waiting import process_gone, wait_until
+
+pytestmark = pytest.mark.kernel
+
+WAIT = ("--wait", "--timeout", "60")
+PORT = 5353
+
+WORLD = f"""
+apiVersion: stockade.io/v1
+kind: Namespace
+metadata: {{name: fc}}
+---
+apiVersion: stockade.io/v1
+kind: Namespace
+metadata: {{name: fc-open}}
+spec: {{defaultAction: allowUntilSelected}}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {{name: client, namespace: fc, labels: {{role: client}}}}
+spec: {{host: hv1}}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {{name: attacker, namespace: fc, labels: {{role: attacker}}}}
+spec: {{host: hv1}}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {{name: server, namespace: fc, labels: {{role: server}}}}
+spec: {{host: hv2}}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {{name: open, namespace: fc-open}}
+spec: {{host: hv1}}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {{name: peer, namespace: fc-open}}
+spec: {{host: hv1}}
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {{name: client-to-server, namespace: fc}}
+spec:
+  appliesTo: {{selector: {{matchLabels: {{role: client}}}}}}
+  egress: [{{action: allow, to: [{{selector: {{matchLabels: {{role: server}}}}}}], ports: [{{protocol: UDP, port: {PORT}}}]}}]
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {{name: server-from-client, namespace: fc}}
+spec:
+  appliesTo: {{selector: {{matchLabels: {{role: server}}}}}}
+  ingress: [{{action: allow, from: [{{selector: {{matchLabels: {{role: client}}}}}}], ports: [{{protocol: UDP, port: {PORT}}}]}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    for lab in make_lab(tmp_path_factory.mktemp("failclosed"), hosts=2):
+        lab.apply_text(WORLD, *WAIT)
+        yield lab
+
+
+def _ipv4(workload: dict[str, Any]) -> str:
+    return next(ip for ip in workload["status"]["ips"] if ":" not in ip)
+
+
+def _in_netns(netns: str, code: str, timeout: float = 30) -> subprocess.Popen[str]:
+    return subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", textwrap.dedent(code)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {port}))
+s.settimeout(20)
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    print(data.decode(), flush=True)
+    if data == b"END":
+        break
+    s.sendto(b"ack " + data, peer)
+"""
+
+CLIENT = """
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.bind(("{src}", {sport}))
+c.settimeout(3)
+def ask(text):
+    for _ in range(5):
+        c.sendto(text.encode(), ("{dst}", {port}))
+        try:
+            return c.recvfrom(2048)[0].decode()
+        except socket.timeout:
+            continue
+    sys.exit("no answer to " + text)
+print(ask("genuine-1"), flush=True)      # the flow is established in both hosts' conntrack
+sys.stdin.readline()                     # the attacker forges now
+print(ask("genuine-2"), flush=True)      # answered after the forged packets were sent
+c.sendto(b"END", ("{dst}", {port}))
+"""
+
+FORGER = """
+import socket
+f = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+f.bind(("{src}", {sport}))  # the neighbour's address, which the test gave the attacker's eth0 too
+for i in range(3):
+    f.sendto(b"forged-%d" % i, ("{dst}", {port}))
+print("sent", flush=True)
+"""
+
+
+def test_a_forged_packet_cannot_ride_a_neighbours_established_udp_flow(lab: Lab) -> None:
+    client, attacker, server = (lab.workload(f"fc/{n}") for n in ("client", "attacker", "server"))
+    src, dst, sport = _ipv4(client), _ipv4(server), 40000 + secrets.randbelow(20000)
+    srv = _in_netns(server["status"]["netns"], SERVER.format(port=PORT))
+    cli: subprocess.Popen[str] | None = None
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready", srv.stderr
+        cli = subprocess.Popen(["nsenter", f"--net=/run/netns/{client['status']['netns']}", sys.executable, "-c",
+                                textwrap.dedent(CLIENT.format(src=src, sport=sport, dst=dst, port=PORT))],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert cli.stdout is not None and cli.stdin is not None
+        assert cli.stdout.readline().strip() == "ack genuine-1", cli.stderr.read() if cli.stderr else ""
+        # The attacker, on the same host, sends as the client: same address, same port, same flow.
+        subprocess.run(["ip", "-n", attacker["status"]["netns"], "addr", "add", f"{src}/32", "dev", "eth0"], check=True)
+        forged = subprocess.run(["nsenter", f"--net=/run/netns/{attacker['status']['netns']}", sys.executable, "-c",
+                                 textwrap.dedent(FORGER.format(src=src, sport=sport, dst=dst, port=PORT))],
+                                capture_output=True, text=True, timeout=30)
+        assert forged.stdout.strip() == "sent", forged.stderr
+        cli.stdin.write("go\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "ack genuine-2"
+        cli.wait(10)
+        received = srv.communicate(timeout=20)[0].split()
+    finally:
+        subprocess.run(["ip", "-n", attacker["status"]["netns"], "addr", "del", f"{src}/32", "dev", "eth0"],
+                       capture_output=True)
+        for proc in (cli, srv):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert received[:1] == ["genuine-1"] and received[-2:] == ["genuine-2", "END"], received
+    assert not [r for r in received if r.startswith("forged")], received
+
+
+@pytest.fixture
+def rogue_port(lab: Lab) -> Iterator[str]:
+    """A VM-like port on hv1 (`stk...`) that no Workload describes, with a namespace behind it
+    on 198.18.249.2/30; hv1's end is 198.18.249.1. Removed after the test."""
+    port = f"stkr{secrets.token_hex(4)}"
+    netns = f"{lab.prefix}-rogue{secrets.token_hex(2)}"
+    hv = lab.hv_netns("hv1")
+    steps = [["ip", "netns", "add", netns],
+             ["ip", "-n", hv, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns],
+             ["ip", "-n", hv, "addr", "add", "198.18.249.1/30", "dev", port],
+             ["ip", "-n", hv, "link", "set", port, "up"],
+             ["ip", "-n", netns, "addr", "add", "198.18.249.2/30", "dev", "eth0"],
+             ["ip", "-n", netns, "link", "set", "lo", "up"],
+             ["ip", "-n", netns, "link", "set", "eth0", "up"],
+             ["ip", "-n", netns, "route", "add", "default", "via", "198.18.249.1"]]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+        yield netns
+    finally:
+        subprocess.run(["ip", "-n", hv, "link", "del", port], capture_output=True)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def _unknown_drops(lab: Lab) -> float:
+    return lab.agent_metrics("hv1").get(("stockade_agent_unknown_interface_drops_total", ()), 0.0)
+
+
+def test_a_port_without_a_program_is_dropped_to_the_host_and_to_workloads_and_counted(
+        lab: Lab, rogue_port: str) -> None:
+    before = _unknown_drops(lab)
+    # To the host itself (input): the hypervisor's end of the port answers ping when allowed.
+    assert probe(rogue_port, None, "198.18.249.1", "icmp", None).verdict == "denied"
+    # To a workload whose namespace is open to everyone (allowUntilSelected, no policy).
+    open_wl = lab.workload("fc-open/open")
+    assert probe(rogue_port, open_wl["status"]["netns"], _ipv4(open_wl), "tcp", 80).verdict == "denied"
+    wait_until(lambda: _unknown_drops(lab) > before, "hv1's agent to count the unknown port's drops",
+               describe=lambda: _unknown_drops(lab))
+    # Control: the open workload is reachable from a known workload (of its open namespace).
+    peer = lab.workload("fc-open/peer")
+    assert probe(peer["status"]["netns"], open_wl["status"]["netns"], _ipv4(open_wl), "tcp", 80).verdict == "allowed"
+
+
+def _pid(lab: Lab, name: str) -> int:
+    return int((lab.state_dir / "run" / f"{name}.pid").read_text())
+
+
+def _kill9(pid: int, what: str) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: process_gone(pid), f"{what} (pid {pid}) to die of SIGKILL", timeout=5)
+
+
+def _table(lab: Lab, host: str) -> bool:
+    return lab.nft(host, "list", "table", "inet", "stockade").returncode == 0
+
+
+def test_a_rebooted_host_enforces_its_saved_program_while_the_controller_is_down(lab: Lab) -> None:
+    saved = lab.state_dir / "agent-hv1.program.json"
+    in_status = next(a for a in lab.json("status")["agents"] if a["host"] == "hv1")["programHash"]
+    wait_until(lambda: saved.exists() and json.loads(saved.read_text())["programHash"] == in_status,
+               "hv1's agent to save the program it enforces")
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    peer, client = lab.workload("fc-open/peer"), lab.workload("fc/client")
+    assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+
+    agent_pid = _pid(lab, "agent-hv1")
+    # The agent runs in its hypervisor's netns (the lab starts it through nsenter, which execs it).
+    argv = [b"nsenter", f"--net=/run/netns/{lab.hv_netns('hv1')}".encode(),
+            *Path(f"/proc/{agent_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        # A power cut: controller and agent gone, and the kernel's tables with them.
+        _kill9(_pid(lab, "controller"), "the controller")
+        _kill9(agent_pid, "agent-hv1")
+        assert lab.nft("hv1", "delete", "table", "inet", "stockade").returncode == 0
+        # The host boots; its agent starts while the controller is still down.
+        log = (lab.state_dir / "logs" / "agent-hv1-restarted.log").open("wb")
+        restarted = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: _table(lab, "hv1"), "the restarted agent to put its saved program back", timeout=10,
+                   describe=lab.logs)
+        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+        # Before the first sync too, a removal of our table is repaired within about a second.
+        assert lab.nft("hv1", "delete", "table", "inet", "stockade").returncode == 0
+        wait_until(lambda: _table(lab, "hv1"), "the saved program to be put back after a removal", timeout=5)
+        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+    finally:
+        if restarted is not None and restarted.poll() is None:
+            restarted.kill()
+            restarted.wait()
+        lab.cli("lab", "up", "--hosts", "2")  # controller and agent back under the lab's supervision
+    wait_until(lambda: next(a for a in lab.json("status")["agents"] if a["host"] == "hv1")["inSync"],
+               "hv1's agent, supervised again, to report in sync")
