@@ -2,14 +2,22 @@
 
 Layout of the program (one `inet` table, owned by Stockade alone):
 
+    chain guard    hook prerouting prio -300  iifname vmap @guard_dispatch (goto sp_<name>);
+                                           iifname "stk*" (each workload prefix) drop: no program
     chain egress   hook forward prio -10   ct established,related accept; ct invalid drop;
                                            iifname vmap @egress_dispatch
-    chain ingress  hook forward prio 0     ct established,related accept; ct invalid drop;
+    chain ingress  hook forward prio 0     oifname "stk*" oifname != @workload_ifaces drop;
+                                           ct established,related accept; ct invalid drop;
                                            oifname vmap @ingress_dispatch
     chain input    hook input   prio 0     iifname @workload_ifaces jump from_workloads
 
+    sp_<name>_<h>            one per local workload: its MAC (when known) and its
+                             addresses, else drop; neighbour discovery goes on.
+                             Before conntrack (-200), so a forged packet never
+                             matches another workload's established flow.
+
     wl_<name>_<h>_eg / _in   one per local workload and direction:
-                             anti-spoofing (egress), then per tier: clear the
+                             per tier: clear the
                              pass mark, jump each policy chain of that tier in
                              order; then the namespace's default action
     pol_<name>_<h>_eg / _in  one per policy and direction, shared by every local
@@ -18,6 +26,12 @@ Layout of the program (one `inet` table, owned by Stockade alone):
     rec_<name>_<h>_eg / _in  one per log or audit rule with peer x port alternatives
                              that one packet could match together: the first that
                              matches logs and returns, so a packet is recorded once
+
+Fail closed: a port whose name is in the workload naming scheme
+(`CompileOptions.workload_interface_prefixes`) but that has no program here (a VM
+started before its object exists, or whose object was deleted while it runs) is
+dropped in both directions, established flows included, and counted
+(`unknown-interface`). The host's own interfaces are not touched.
 
 Egress and ingress are separate base chains on the forward hook, so `accept`
 in egress ends only the egress decision and the destination's ingress policy
