@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import synthetic
 from stockade.agent.cache import StateCache
 from stockade.compile.host import compile_host
@@ -54,3 +56,16 @@ def test_a_lazily_parsed_listing_loads_the_same() -> None:
     from_lazy.replace(9, lazy["objects"])
     from_list.replace(9, docs)
     assert from_lazy.state().objects() == from_list.state().objects()
+
+
+def test_a_listing_that_fails_half_way_leaves_the_previous_state_whole() -> None:
+    docs = _documents()
+    cache = StateCache()
+    cache.replace(5, json.loads(json.dumps(docs)))
+    before = cache.state()
+    broken = json.loads(json.dumps(docs[:20])) + [{"apiVersion": "stockade.io/v1", "kind": "Workload",
+                                                   "metadata": {"name": "x"}, "spec": {"nonsense": 1}}]
+    with pytest.raises(Exception):
+        cache.replace(9, broken)
+    assert cache.revision == 5 and cache.synced
+    assert cache.state().objects() == before.objects()  # not the 20 objects parsed before the bad one

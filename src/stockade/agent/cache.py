@@ -129,9 +129,11 @@ class StateCache:
     def replace(self, revision: int, documents: Iterable[Mapping[str, Any]]) -> None:
         """Load a full listing (first sync, or after the watch fell too far behind).
 
-        Consumes `documents`: a list's items are set to None as they are parsed."""
-        self._objects = {}
-        self._state = None
+        Consumes `documents`: a list's items are set to None as they are parsed. All or
+        nothing: the new objects are built aside and take the old ones' place only once every
+        one has parsed, so a listing that fails half way never leaves a partial state behind
+        to be programmed (the old one stays, with its revision)."""
+        objects: dict[ObjectKey, StockadeObject] = {}
         # A listing of 10,000 workloads is ~43 MB of JSON dicts next to ~45 MB of parsed
         # objects: each dict is dropped from the caller's list once parsed (or, from
         # ControllerClient.snapshot_lazy, only parsed when reached), so both never coexist in
@@ -140,10 +142,11 @@ class StateCache:
         sharing = Sharing()
         for i, d in enumerate(documents):
             obj = sharing.object(parse_stored(d))
-            self._objects[key_of(obj)] = obj
+            objects[key_of(obj)] = obj
             if mutable:
                 documents[i] = None  # type: ignore[index]
         del sharing
+        self._objects = objects
         self.revision = revision
         self.synced = True
         self._state = None
