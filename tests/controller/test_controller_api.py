@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -21,7 +22,9 @@ from tests.controller.controller_docs import namespace, policy, shop, workload
 
 def test_healthz_needs_no_token(controller: RunningController) -> None:
     with ControllerClient(controller.url) as anonymous:
-        assert anonymous.healthz() == {"ok": True, "revision": 0}
+        health = anonymous.healthz()
+    cluster = health.pop("clusterId")
+    assert health == {"ok": True, "revision": 0} and re.fullmatch(r"[0-9a-f]{32}", cluster)
 
 
 def test_apply_records_the_token_name_as_author(admin: ControllerClient) -> None:
@@ -47,7 +50,7 @@ def test_bad_file_is_422_with_object_and_field_and_stores_nothing(admin: Control
         admin.apply(file, "with a typo")
     [problem] = caught.value.problems
     assert problem.object_ref.startswith("Policy shop/broken") and problem.field == "spec.ingress[0].ports[0]"
-    assert admin.snapshot() == {"revision": 0, "objects": []}
+    assert {k: v for k, v in admin.snapshot().items() if k != "clusterId"} == {"revision": 0, "objects": []}
 
 
 def test_malformed_request_body_is_a_typed_validation_error(controller: RunningController,
@@ -142,7 +145,8 @@ def test_watch_long_polls_and_returns_when_a_write_happens(admin: ControllerClie
 
 
 def test_watch_times_out_empty(agent: ControllerClient) -> None:
-    assert agent.watch(since=0, timeout=0.2) == {"revision": 0, "events": []}
+    answer = agent.watch(since=0, timeout=0.2)
+    assert answer == {"revision": 0, "events": [], "clusterId": agent.snapshot()["clusterId"]}
 
 
 def test_watch_from_before_the_kept_events_is_410(tokens: dict[str, str], config: ControllerConfig,
@@ -261,7 +265,7 @@ def test_stopping_the_controller_answers_pending_watches(config: ControllerConfi
     running.stop()
     watcher.join(5)
     assert time.monotonic() - started < 1.5  # not the 2 s graceful-shutdown cut-off, nor the 30 s poll
-    assert result["answer"] == {"revision": 0, "events": []}
+    assert {k: v for k, v in result["answer"].items() if k != "clusterId"} == {"revision": 0, "events": []}
     assert not (short_dir / "other.sock").exists()
 
 

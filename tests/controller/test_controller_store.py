@@ -186,15 +186,27 @@ def test_a_watch_answer_is_rendered_once_and_matches_its_schema(tmp_path: Path) 
 
     store = Store(tmp_path / "s.db")
     store.commit([Change(key("a"), doc("a"))], "t", "one", T0)
-    answers = WatchAnswers(size=2)
+    answers = WatchAnswers(store.cluster_id, size=2)
     first = answers.render(0, *store.events_since(0))
     assert answers.render(0, *store.events_since(0)) is first  # the second watcher gets the same bytes
     parsed = json.loads(first)
     assert WatchResponse.model_validate(parsed).revision == 1
     assert parsed["events"][0] == {"revision": 1, "type": "PUT", "kind": "Group", "namespace": "shop",
                                    "name": "a", "object": doc("a")}
-    assert json.loads(answers.render(1, 1, [])) == {"revision": 1, "events": []}
+    assert json.loads(answers.render(1, 1, [])) == {"revision": 1, "clusterId": store.cluster_id, "events": []}
     store.close()
+
+
+def test_the_store_has_an_identity_made_once_at_creation(tmp_path: Path) -> None:
+    first = Store(tmp_path / "s.db")
+    identity = first.cluster_id
+    first.close()
+    again = Store(tmp_path / "s.db")
+    assert again.cluster_id == identity and len(identity) == 32
+    again.close()
+    other = Store(tmp_path / "other.db")
+    assert other.cluster_id != identity  # another database is another store
+    other.close()
 
 
 def test_recent_events_hold_a_bounded_number_of_events(tmp_path: Path) -> None:

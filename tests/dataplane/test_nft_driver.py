@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from stockade.agent.reconciler import Reconciler
-from stockade.compile.host import compile_host
+from stockade.compile.host import HostProgram, compile_host
 from stockade.dataplane import nft_driver
 from stockade.dataplane.nft_driver import NftDriver, counters_by_comment, run_command
 from stockade.errors import DataplaneError
@@ -289,7 +289,8 @@ def test_reconcile_of_a_program_the_kernel_refuses_keeps_the_previous_one(
     good = load_state(revision=1)
     reconciler.reconcile(good)
     before = netns.listing("inet", "stockade")
-    monkeypatch.setattr("stockade.agent.reconciler.compile_host", lambda state, host, options: _broken_ruleset())
+    monkeypatch.setattr("stockade.agent.reconciler.compile_host_program",
+                        lambda state, host, options: HostProgram(_broken_ruleset()))
     with pytest.raises(DataplaneError):
         reconciler.reconcile(load_state(revision=2))
     assert netns.listing("inet", "stockade") == before

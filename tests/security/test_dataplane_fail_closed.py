@@ -268,3 +268,41 @@ def test_a_rebooted_host_enforces_its_saved_program_while_the_controller_is_down
         lab.cli("lab", "up", "--hosts", "2")  # controller and agent back under the lab's supervision
     wait_until(lambda: next(a for a in lab.json("status")["agents"] if a["host"] == "hv1")["inSync"],
                "hv1's agent, supervised again, to report in sync")
+
+
+def test_a_controller_on_an_empty_database_does_not_empty_the_hosts(lab: Lab) -> None:
+    peer, client, srv = (lab.workload(ref) for ref in ("fc-open/peer", "fc/client", "fc/server"))
+    db = lab.state_dir / "controller.db"
+    aside = lab.state_dir / "aside"
+    aside.mkdir(exist_ok=True)
+    try:
+        # The controller is restarted on an empty database (a wrong path, a lost volume).
+        _kill9(_pid(lab, "controller"), "the controller")
+        for f in lab.state_dir.glob("controller.db*"):
+            f.rename(aside / f.name)
+        lab.cli("lab", "up", "--hosts", "2")
+        assert lab.json("status")["revision"] == 0
+
+        def conflicts() -> dict[str, str] | None:
+            agents = {a["host"]: a.get("error") or "" for a in lab.json("status")["agents"]}
+            return agents if len(agents) == 2 and all("store conflict" in e for e in agents.values()) else None
+
+        errors = wait_until(conflicts, "both agents to report the store conflict", timeout=20,
+                            describe=lambda: lab.json("status"))
+        assert all("--accept-new-store" in e for e in errors.values())
+        # Every host still enforces the last policy of the real store.
+        assert _table(lab, "hv1") and _table(lab, "hv2")
+        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+        assert probe(client["status"]["netns"], srv["status"]["netns"], _ipv4(srv), "udp", PORT).verdict == "allowed"
+    finally:
+        # The operator puts the right database back: the agents carry on from it.
+        _kill9(_pid(lab, "controller"), "the controller")
+        for f in lab.state_dir.glob("controller.db*"):
+            f.unlink()
+        for f in aside.glob("controller.db*"):
+            f.rename(lab.state_dir / f.name)
+        lab.cli("lab", "up", "--hosts", "2")
+    assert db.exists()
+    wait_until(lambda: all(a["inSync"] and not a.get("error") for a in lab.json("status")["agents"]),
+               "the agents to report in sync without a conflict once the right store is back", timeout=20,
+               describe=lambda: lab.json("status"))

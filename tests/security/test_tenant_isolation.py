@@ -85,6 +85,8 @@ spec:
   ingress: [{id: http-from-own-clients, action: allow, from: [{group: clients}], ports: [{protocol: TCP, port: 80}]}]
 """
 
+B_WEB_POLICY = WORLD[WORLD.index("apiVersion: stockade.io/v1\nkind: Policy\nmetadata: {name: web, namespace: iso-b}"):]
+
 # b opens its web workloads to a's clients on 8080, as b may: a peer may name another namespace.
 B_OPENS_8080_TO_A = """
 apiVersion: stockade.io/v1
@@ -171,9 +173,12 @@ metadata: {{name: {name}, namespace: iso-a}}
 spec: {{host: hv2, interface: {iface}}}
 """, tenant_a, f"Workload iso-a/{name}: spec.interface")
     # hv2 still takes new changes: b opens 8080 to a's clients, and real packets see it at once.
-    lab.apply_text(B_OPENS_8080_TO_A, "--wait", "--timeout", "10")
-    wait_until(lambda: seen(world, "iso-a/client", "iso-b/web", 8080) == "allowed",
-               "hv2 to enforce b's new rule", timeout=5.0, interval=0.2)
-    agents = {a["host"]: a for a in lab.json("status")["agents"]}
-    assert agents["hv2"]["inSync"] and not agents["hv2"]["error"], agents["hv2"]
-    assert agents["hv2"]["notProgrammed"] == []
+    try:
+        lab.apply_text(B_OPENS_8080_TO_A, "--wait", "--timeout", "10")
+        wait_until(lambda: seen(world, "iso-a/client", "iso-b/web", 8080) == "allowed",
+                   "hv2 to enforce b's new rule", timeout=5.0, interval=0.2)
+        agents = {a["host"]: a for a in lab.json("status")["agents"]}
+        assert agents["hv2"]["inSync"] and not agents["hv2"]["error"], agents["hv2"]
+        assert agents["hv2"]["notProgrammed"] == []
+    finally:  # b's policy as the module's world has it, for the other tests in whatever order
+        lab.apply_text(B_WEB_POLICY, "--wait", "--timeout", "60")

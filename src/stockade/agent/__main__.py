@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--flow-conntrack", action=argparse.BooleanOptionalAction, default=True,
                      help="End records with packets and bytes from conntrack events "
                           "(turns on net.netfilter.nf_conntrack_acct).")
+    run.add_argument("--accept-new-store", action="store_true",
+                     help="Take the controller's state even from another store (another identity) or one "
+                          "behind the revision this host enforces; without it the agent keeps its program.")
     run.add_argument("--verbose", "-v", action="store_true")
     return p
 
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     token = args.token_file.read_text().strip()
     run_agent(AgentSettings(args.host, args.controller, token, args.table, args.lab_prefix, args.metrics_address,
                             args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
-                            state_dir=args.state_dir), args.verbose)
+                            state_dir=args.state_dir, accept_new_store=args.accept_new_store), args.verbose)
 
 
 if __name__ == "__main__":

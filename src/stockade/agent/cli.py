@@ -27,10 +27,14 @@ def run(
     flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
     flow_conntrack: bool = typer.Option(True, help="End records with packets and bytes from conntrack events "
                                                    "(turns on net.netfilter.nf_conntrack_acct)."),
+    accept_new_store: bool = typer.Option(
+        False, "--accept-new-store", help="Take the controller's state even from another store (another identity) or one behind "
+                    "the revision this host enforces; without it the agent keeps its program."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     from stockade.agent.main import AgentSettings, run_agent  # the agent's graph only when it runs
 
     token = token_file.read_text().strip()
     run_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address, flow_log_group or None,
-                            flow_conntrack=flow_conntrack, state_dir=state_dir), verbose)
+                            flow_conntrack=flow_conntrack, state_dir=state_dir,
+                            accept_new_store=accept_new_store), verbose)

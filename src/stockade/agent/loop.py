@@ -61,6 +61,10 @@ class AgentConfig:
     heartbeat_interval: float = 5.0
     retry_interval: float = 1.0
     save_interval: float = 1.0  # how soon a newly applied program is saved to disk
+    # Take the controller's state even from another store, or one behind what this host
+    # enforces (an operator's decision after a restore: `--accept-new-store`).
+    accept_new_store: bool = False
+    conflict_retry_interval: float = 5.0
 
 
 def _now() -> str:
@@ -106,6 +110,8 @@ class Agent:
         self.saved = saved
         self._saved_hash: str | None = None
         self._restored: dict[str, Any] | None = None  # the saved program, while it is what we enforce
+        self.cluster_id: str | None = None  # identity of the store whose state we enforce
+        self._conflict: str | None = None
         self.flows = flows
         self.cache = StateCache()
         self.status = AgentStatus()
@@ -136,6 +142,11 @@ class Agent:
             try:
                 if since is None:
                     snap = await asyncio.to_thread(self.client.snapshot)
+                    conflict = self._store_conflict(snap.get("clusterId"), int(snap["revision"]))
+                    if conflict is not None:
+                        del snap
+                        await self._hold(conflict)
+                        continue
                     listed = len(snap["objects"])
                     self.cache.replace(int(snap["revision"]), snap["objects"])
                     del snap
@@ -145,6 +156,10 @@ class Agent:
                     self.dirty.set()
                 result = await asyncio.to_thread(self.client.watch, since, self.config.watch_timeout)
                 self.status.controller_reachable = True
+                if result.get("clusterId", self.cluster_id) != self.cluster_id:
+                    log.warning("the controller now answers from another store: listing again")
+                    since = None
+                    continue
                 if result.get("events"):
                     self.cache.apply_events(int(result["revision"]), result["events"])
                     self.dirty.set()
@@ -168,6 +183,35 @@ class Agent:
         if self.on_controller_error is not None:
             self.on_controller_error()
 
+    def _store_conflict(self, cluster_id: str | None, revision: int) -> str | None:
+        """Why the listed state must not replace what this host enforces, or None (and the
+        store's identity is taken as ours). A controller started on an empty or another
+        database would otherwise make every agent program its (empty) state within a second."""
+        enforced = self.status.revision
+        problem = None
+        if self.cluster_id is not None and cluster_id is not None and cluster_id != self.cluster_id:
+            problem = (f"the controller's store is another one (identity {cluster_id}, we enforce revision "
+                       f"{enforced} of store {self.cluster_id})")
+        elif revision < enforced:
+            problem = f"the controller's store is at revision {revision}, behind revision {enforced} that we enforce"
+        if problem is not None and not self.config.accept_new_store:
+            return (f"store conflict: {problem}; keeping the program we enforce. If that store is right, restart "
+                    f"this agent with --accept-new-store")
+        if problem is not None:
+            log.warning("accepting a new store (--accept-new-store): %s", problem)
+        self.cluster_id = cluster_id
+        self._conflict = None
+        return None
+
+    async def _hold(self, conflict: str) -> None:
+        """Keep the program, say why in the status report, and ask again later."""
+        if conflict != self._conflict:
+            log.error("%s", conflict)
+            self._conflict = conflict
+        self.status.error = conflict
+        await self._report()
+        await asyncio.sleep(self.config.conflict_retry_interval)
+
     async def _timer(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
             await asyncio.sleep(interval)
@@ -182,6 +226,8 @@ class Agent:
         if saved is None:
             return
         self._saved_hash = saved.program_hash
+        self.cluster_id = saved.cluster_id
+        self.status.revision = saved.revision  # what this host enforced last: a store behind it is suspect
         try:
             if self.reconciler.driver.list_table() is not None:
                 return  # the kernel kept its program (an agent restart): the first sync takes over
@@ -208,7 +254,7 @@ class Agent:
             if applied is None or applied_hash is None or applied_hash == self._saved_hash:
                 continue
             try:
-                await asyncio.to_thread(self.saved.save, applied, applied_hash)
+                await asyncio.to_thread(self.saved.save, applied, applied_hash, self.cluster_id)
                 self._saved_hash = applied_hash
             except OSError as e:
                 log.warning("saving the applied program failed: %r", e)
@@ -286,7 +332,7 @@ class Agent:
             if outcome.kind != "none" or self.status.applied_at is None:
                 self.status.applied_at = programmed_at
             self.status.in_sync = True
-            self.status.error = None
+            self.status.error = self._conflict  # a store conflict stays in the report until resolved
             if self.on_outcome:
                 self.on_outcome(outcome)
         except Exception as e:  # noqa: BLE001 - report, keep the old program, retry

@@ -42,6 +42,7 @@ class AgentSettings:
     # Where the last applied program is saved (agent-<host>.program.json) and put back at boot;
     # None: nothing is saved (the host is open after a reboot until the controller answers).
     state_dir: Path | None = None
+    accept_new_store: bool = False     # take a store with another identity, or one behind us
 
 
 class LabEndpoints:
@@ -98,7 +99,7 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     if settings.flow_log_group is not None:
         flows = build_flows(settings, client, driver, metrics)
     saved = SavedProgram(settings.state_dir / f"agent-{settings.host}.program.json") if settings.state_dir else None
-    agent = Agent(AgentConfig(host=settings.host), client, reconciler, endpoints,
+    agent = Agent(AgentConfig(host=settings.host, accept_new_store=settings.accept_new_store), client, reconciler, endpoints,
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
                   on_controller_error=metrics.controller_error, saved=saved)
     return agent, metrics

@@ -29,15 +29,16 @@ class Saved:
     revision: int
     program_hash: str
     program: dict[str, Any]  # a full-replace transaction of our table (nft JSON)
+    cluster_id: str | None   # the identity of the store the program came from
 
 
 class SavedProgram:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def save(self, ruleset: Ruleset, program_hash: str) -> None:
+    def save(self, ruleset: Ruleset, program_hash: str, cluster_id: str | None) -> None:
         body = json.dumps({"format": FORMAT, "revision": ruleset.revision, "programHash": program_hash,
-                           "program": full_replace(ruleset)}, separators=(",", ":"))
+                           "clusterId": cluster_id, "program": full_replace(ruleset)}, separators=(",", ":"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from the start
@@ -61,7 +62,9 @@ class SavedProgram:
             doc = json.loads(self.path.read_text())
             if doc.get("format") != FORMAT or not isinstance(doc.get("program"), dict):
                 raise ValueError(f"unknown format {doc.get('format')!r}")
-            return Saved(int(doc["revision"]), str(doc["programHash"]), doc["program"])
+            cluster = doc.get("clusterId")
+            return Saved(int(doc["revision"]), str(doc["programHash"]), doc["program"],
+                         str(cluster) if cluster else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -185,7 +185,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                   description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.",
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.service = service
-    watch_answers = WatchAnswers()
+    watch_answers = WatchAnswers(service.cluster_id)
     app.state.metrics = metrics
     app.state.audit = audit
     _install_error_handlers(app)
@@ -236,7 +236,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     @app.get("/healthz", response_model=HealthResponse, tags=["health"])
     def healthz() -> dict[str, Any]:
         """Liveness and the current revision; needs no token."""
-        return {"ok": True, "revision": service.revision()}
+        return {"ok": True, "revision": service.revision(), "clusterId": service.cluster_id}
 
     @app.post(f"{API}/apply", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
     def apply(body: ApplyRequest, principal: Writer, request: Request) -> dict[str, Any]:
@@ -288,7 +288,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     def snapshot(_: StateReader) -> dict[str, Any]:
         """Every object at one revision: where a watcher starts, and restarts after 410."""
         revision, objects = service.snapshot()
-        return {"revision": revision, "objects": objects}
+        return {"revision": revision, "clusterId": service.cluster_id, "objects": objects}
 
     @app.get(f"{API}/watch", response_model=WatchResponse,
              responses={**_ERROR_RESPONSES, 410: {"model": ErrorBody}}, tags=["sync"])

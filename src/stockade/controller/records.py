@@ -156,7 +156,8 @@ class WatchAnswers:
     most `max_bytes` (a large apply's answer is rendered per watcher rather than held).
     """
 
-    def __init__(self, size: int = 8, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, cluster_id: str, size: int = 8, max_bytes: int = 256 * 1024) -> None:
+        self.cluster_id = cluster_id
         self.size = size
         self.max_bytes = max_bytes
         self._answers: OrderedDict[tuple[int, int], bytes] = OrderedDict()
@@ -168,7 +169,8 @@ class WatchAnswers:
             cached = self._answers.get(key)
         if cached is not None:
             return cached
-        body = json.dumps({"revision": revision, "events": [event_to_dict(e) for e in events]},
+        body = json.dumps({"revision": revision, "clusterId": self.cluster_id,
+                           "events": [event_to_dict(e) for e in events]},
                           ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         if events and len(body) <= self.max_bytes:
             with self._lock:

@@ -199,6 +199,7 @@ class ErrorBody(_Response):
 class HealthResponse(_Response):
     ok: bool
     revision: int
+    clusterId: str
 
 
 class ObjectResultModel(_Response):
@@ -220,6 +221,7 @@ class ListResponse(_Response):
 
 class SnapshotResponse(_Response):
     revision: int
+    clusterId: str = Field(description="the store's identity, made when its database was created")
     objects: list[dict[str, Any]]
 
 
@@ -234,6 +236,7 @@ class EventModel(_Response):
 
 class WatchResponse(_Response):
     revision: int = Field(description="resume the next watch from here")
+    clusterId: str = Field(description="the store's identity: an agent relists if it changed")
     events: list[EventModel]
 
 

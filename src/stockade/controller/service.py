@@ -119,6 +119,11 @@ class ControllerService:
     def revision(self) -> int:
         return self.store.revision()
 
+    @property
+    def cluster_id(self) -> str:
+        """The store's identity (made when its database was created); agents check it."""
+        return self.store.cluster_id
+
     def _current_state(self) -> DesiredState:
         """The stored state, cached between writes (only this service writes the file)."""
         rev = self.store.revision()

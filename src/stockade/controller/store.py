@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -226,6 +227,11 @@ class Store:
                 if statement.strip():
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            # The store's identity, made once when the database is created: an agent that finds
+            # another identity (a controller started on an empty or a different database) keeps
+            # the program it enforces instead of swapping in a stranger's state.
+            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster_id', ?)", (uuid.uuid4().hex,))
+            self.cluster_id: str = c.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0]
         self._agent_reports = AgentReports(self._load_agents(), self._save_agents)
 
     # ------------------------------------------------------------ connections
