@@ -63,7 +63,6 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService, object_key
-from stockade.model.kinds import ObjectKey
 from stockade.errors import (
     ERRORS_BY_CODE,
     FieldProblem,
@@ -275,13 +274,9 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     def list_objects(kind: str, principal: Reader, namespace: str | None = None,
                      name: str | None = None) -> dict[str, Any]:
         """Objects of one kind (singular, plural or alias, any case); all namespaces unless one is given.
-        A tenant sees only its own namespaces."""
-        rbac.require_namespace(principal, namespace)
-        revision, items = service.list_objects(kind, namespace, name)
-        if rbac.is_scoped(principal):
-            items = [d for d in items if rbac.may_read(principal, _key_of_doc(d))]
-            if name is not None and not items:
-                raise Forbidden(f"{principal.name!r} (role tenant) may not read {kind} {name}")
+        A tenant sees only its own namespaces; naming an object it may not read is 403 whether or not
+        the object exists."""
+        revision, items = service.list_objects(kind, namespace, name, principal=principal)
         return {"items": items, "revision": revision}
 
     @app.get(f"{API}/snapshot", response_model=SnapshotResponse, responses=_ERROR_RESPONSES, tags=["sync"])
@@ -343,25 +338,18 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     ) -> dict[str, Any]:
         """Flow records from the controller's bounded history. Without `since_seq`, the newest `limit`
         matching records; with it, the oldest `limit` after it. Follow by passing back `lastSeq`.
-        A tenant must name one of its namespaces (or has only one, which is the default)."""
-        if rbac.is_scoped(principal):
-            if workload and not namespace:
-                namespace = workload.split("/", 1)[0]
-            if not namespace and len(principal.namespaces) == 1:
-                namespace = next(iter(principal.namespaces))
-            if not namespace:
-                raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
-                                f"({', '.join(sorted(principal.namespaces))})")
-            rbac.require_namespace(principal, namespace)
+        A tenant must name one of its namespaces (or has only one, which is the default); the other
+        end of its flows shows that end's namespace, not its workload name or rule id."""
         when = _since(since)
         page = await service.flows(FlowQuery(since_seq, when, namespace or None, workload or None, denied, limit),
-                                   follow_timeout)
-        return page.to_dict()
+                                   follow_timeout, principal=principal)
+        return service.scope_flow_page(page, principal)
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERROR_RESPONSES, tags=["agents"])
-    def status(_: StatusReader) -> dict[str, Any]:
-        """The controller's revision and what each agent enforces."""
-        return service.status().to_dict()
+    def status(principal: StatusReader) -> dict[str, Any]:
+        """The controller's revision and what each agent enforces (a tenant: without error texts and
+        other namespaces' workloads)."""
+        return service.status(principal).to_dict()
 
     @app.get(f"{API}/revisions", response_model=RevisionsResponse, responses=_ERROR_RESPONSES,
              tags=["objects"])
@@ -426,7 +414,3 @@ def _since(text: str | None) -> datetime | None:
     except ValueError as e:
         raise ValidationError.single("request", "query.since", f"{text!r} is not an ISO 8601 time: {e}") from None
 
-
-def _key_of_doc(doc: dict[str, Any]) -> ObjectKey:
-    meta = doc.get("metadata") or {}
-    return ObjectKey(str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
