@@ -198,3 +198,25 @@ def test_diff_replays_only_the_tenants_flows_and_hides_the_far_end(service: Cont
     assert change.before == "allow" and change.before_rule == "a/in/from-db"
     _, _, whole = service.diff([closed], principal=None)
     assert [c.src for c in whole] == ["b/secret-db"]
+
+
+# ------------------------------------------------------------ /metrics
+
+
+@pytest.mark.parametrize("metrics_auth", [False, True])
+def test_metrics_auth_asks_a_viewer_or_better_token(tmp_path: Path, metrics_auth: bool) -> None:
+    tokens = create_token_file(tmp_path / "tokens.json", [
+        {"name": "vera", "role": "viewer"}, {"name": "tenant-a", "role": "tenant", "namespaces": ["a"]},
+        {"name": "agent-hv1", "role": "agent", "host": "hv1"}])
+    config = ControllerConfig(db_path=tmp_path / "stockade.db", tokens_file=tmp_path / "tokens.json",
+                              validation=ValidationSettings(known_hosts=HOSTS), metrics_auth=metrics_auth)
+    with TestClient(build_app(config)) as client:
+        def status(token: str | None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return client.get("/metrics", headers=headers).status_code
+        if not metrics_auth:
+            assert status(None) == 200  # the default is unchanged: a scraper needs no token
+            return
+        assert status(None) == 401
+        assert status(tokens["tenant-a"]) == 403 and status(tokens["agent-hv1"]) == 403
+        assert status(tokens["vera"]) == 200

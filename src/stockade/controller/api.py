@@ -396,10 +396,21 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                                 actor=principal.describe(), detail={"id": entry.id, "name": entry.name}))
         return {"tokens": [info]}
 
+    MetricsReader = Annotated[Principal, Depends(allowed(Permission.READ_METRICS))]
+
+    async def nobody() -> None:
+        return None
+
+    # /metrics names every host and its error state: `--metrics-auth` asks a viewer-or-better token
+    # for it (a scraper then sends one); without it, it stays open as before, for a scraper on a
+    # trusted network.
+    metrics_guard = MetricsReader if config.metrics_auth else Annotated[None, Depends(nobody)]
+
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-    def prometheus_metrics() -> Response:
-        """Prometheus metrics; needs no token."""
+    def prometheus_metrics(_: metrics_guard) -> Response:  # type: ignore[valid-type]
+        """Prometheus metrics; needs no token unless the controller runs with --metrics-auth
+        (then admin, network-admin or viewer)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
