@@ -63,6 +63,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService, object_key
+from stockade.redaction import install_log_redaction
 from stockade.errors import (
     ERRORS_BY_CODE,
     FieldProblem,
@@ -167,6 +168,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def build_app(config: ControllerConfig, *, service: ControllerService | None = None,
               tokens: TokenAuthority | None = None) -> FastAPI:
     """The controller's HTTP app. `service` and `tokens` may be given (tests); else built from `config`."""
+    install_log_redaction()  # no token reaches this process's logs, whatever logs it
     service = service if service is not None else ControllerService(config)
     tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file, service.store)
     metrics = ControllerMetrics(service)
@@ -388,7 +390,8 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     @app.delete(f"{API}/tokens/{{ref}}", response_model=TokensResponse, responses=_ERROR_RESPONSES,
                 tags=["tokens"])
     def revoke_token(ref: str, principal: TokenAdmin, request: Request) -> dict[str, Any]:
-        """Revoke a token by id (or unique name); it is refused from the next request on."""
+        """Revoke a token by id, unique name, or the token itself; it is refused from the next request
+        on. (The CLI sends a token's id, never the token: a path ends up in access logs.)"""
         entry = tokens.revoke(ref)
         info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
         audit.record(AuditEntry(action="token.revoke", outcome="ok", status=200, method="DELETE",
