@@ -101,6 +101,8 @@ class ControllerService:
         self.config = config
         self.store = store if store is not None else Store(config.db_path, config.event_retention)
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
+        # The pools' network and broadcast addresses are no workload's: validation knows them.
+        self.validation = replace(config.validation, pools=(config.ipv4_pool, config.ipv6_pool))
         self._clock = clock
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
@@ -194,7 +196,7 @@ class ControllerService:
                 changed.append(obj)
         after = current.with_changes(current.revision + 1, put=changed)
         if changed:
-            problems = validate_state(after, self.config.validation, only={key_of(o) for o in changed},
+            problems = validate_state(after, self.validation, only={key_of(o) for o in changed},
                                       visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)
@@ -292,7 +294,7 @@ class ControllerService:
                 for k in deletes:
                     rbac.check_write(principal, k, to_document(have[k]), None)
             after = current.with_changes(current.revision + 1, put=puts, delete=deletes)
-            problems = validate_state(after, self.config.validation, only={r.key for r in results},
+            problems = validate_state(after, self.validation, only={r.key for r in results},
                                       visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)

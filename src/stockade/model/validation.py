@@ -48,11 +48,13 @@ DEFAULT_RESERVED_INTERFACES = frozenset({"lo", "fab0"})
 class ValidationSettings:
     """What the deployment allows: where workload addresses may come from, which hosts exist,
     which interface names a workload may give (a full match of `interface_pattern`, never one
-    of `reserved_interfaces`)."""
+    of `reserved_interfaces`). The network and broadcast addresses of every workload range and
+    every pool are never a workload's address."""
 
     workload_ranges: tuple[IPNetwork, ...] = field(default_factory=lambda: (
         ipaddress.ip_network("198.18.0.0/17"), ipaddress.ip_network("2001:db8::/33")))
     known_hosts: frozenset[str] | None = None  # None: any host name is accepted
+    pools: tuple[IPNetwork, ...] = ()          # IPAM pools: their network/broadcast addresses are refused too
     interface_pattern: str = DEFAULT_INTERFACE_PATTERN
     reserved_interfaces: frozenset[str] = DEFAULT_RESERVED_INTERFACES
 
@@ -231,11 +233,32 @@ def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSe
         if not any(addr in net for net in settings.workload_ranges):
             ranges = ", ".join(str(n) for n in settings.workload_ranges)
             problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is outside the allowed workload ranges ({ranges})"))
+        special = _network_or_broadcast(addr, (*settings.workload_ranges, *settings.pools))
+        if special:
+            problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is {special}, not a host address"))
         for other_key in owners.get(ip, []):
             if other_key != mine:
                 problems.append(FieldProblem(ref, f"spec.ips[{i}]",
                                              f"{ip} is already used by {_owner(other_key, visible)}"))
     return problems
+
+
+def _network_or_broadcast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                          nets: Iterable[IPNetwork]) -> str | None:
+    """What `addr` is when it is the network or (IPv4) broadcast address of one of `nets`.
+
+    A packet to a network's broadcast address goes to every host on it, and a workload holding
+    it (or the network address, IPv6's subnet-router anycast) would receive what is meant for
+    its neighbours. /31 and /32 (/127, /128) have no such addresses (RFC 3021).
+    """
+    for net in nets:
+        if net.version != addr.version or addr not in net or net.prefixlen >= net.max_prefixlen - 1:
+            continue
+        if addr == net.network_address:
+            return f"the network address of {net}"
+        if net.version == 4 and addr == net.broadcast_address:
+            return f"the broadcast address of {net}"
+    return None
 
 
 def referrers_of_group(state: DesiredState, group: tuple[str, str],
