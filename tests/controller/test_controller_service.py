@@ -404,7 +404,9 @@ def test_workload_taking_another_workloads_interface_is_refused(service: Control
         service.apply([_on_interface("vm-a", "a", "tap7")], "tenant-a", "", principal=_tenant("a"))
     [problem] = caught.value.problems
     assert (problem.object_ref, problem.field) == ("Workload a/vm-a", "spec.interface")
-    assert "Workload b/vm-b" in problem.problem
+    # Taken, but not by whom: the holder is another tenant's workload (issue 13).
+    assert "already used on host 'hv1' by a workload of another namespace" in problem.problem
+    assert "vm-b" not in problem.problem
     assert service.snapshot() == before
     # The same name on another host is another interface.
     service.apply([_on_interface("vm-a", "a", "tap7", host="hv2")], "tenant-a", "", principal=_tenant("a"))

@@ -23,6 +23,7 @@ from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.reconciler import Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
+from stockade.redaction import install_log_redaction
 from stockade.dataplane.conntrack import ConntrackReader
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
@@ -127,6 +128,7 @@ def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, me
 
 def run_agent(settings: AgentSettings, verbose: bool = False) -> None:
     """Run one agent until SIGTERM or SIGINT."""
+    install_log_redaction()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + settings.host + "] %(name)s: %(message)s")
     limit_arenas()  # before any thread starts: see agent.memory

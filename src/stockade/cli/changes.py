@@ -28,7 +28,10 @@ def _short(value: Any, width: int = 70) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from stockade.cli.main import ControllerOpt, OutputOpt, SinceOpt, TokenOpt, _check_output, _client, _dump, _run, out
+    from stockade.cli.main import (
+        ControllerOpt, OutputOpt, SinceOpt, TokenFileOpt, TokenOpt, _check_output, _client, _dump, _run, out,
+    )
+    from stockade.cli.config import revocation_ref
     from stockade.cli import render
     from stockade.cli.main import print_revision
     from stockade.cli.documents import read_documents
@@ -40,11 +43,12 @@ def register(app: typer.Typer) -> None:
         output: str = OutputOpt,
         controller: Optional[str] = ControllerOpt,
         token: Optional[str] = TokenOpt,
+        token_file: Optional[str] = TokenFileOpt,
     ) -> None:
         """Revisions, newest first: number, author, message, time and the objects each changed."""
         def go() -> None:
             _check_output(output)
-            revisions = _client(controller, token).revisions(limit)
+            revisions = _client(controller, token, token_file).revisions(limit)
             if output != "table":
                 _dump(revisions, output)
                 return
@@ -63,6 +67,7 @@ def register(app: typer.Typer) -> None:
         output: str = OutputOpt,
         controller: Optional[str] = ControllerOpt,
         token: Optional[str] = TokenOpt,
+        token_file: Optional[str] = TokenFileOpt,
     ) -> None:
         """What applying FILE would add, change and remove, object by object, and which recently observed
         flows would change verdict. Stores nothing. Exits 1 when there are differences (like diff(1))."""
@@ -71,7 +76,7 @@ def register(app: typer.Typer) -> None:
             docs = read_documents(filename)
             if not docs:
                 raise ValidationError.single(filename, "", "contains no objects")
-            result = _client(controller, token).diff(docs, namespace)
+            result = _client(controller, token, token_file).diff(docs, namespace)
             changed = any(o["action"] != "unchanged" for o in result["objects"])
             if output != "table":
                 _dump(result, output)
@@ -109,10 +114,11 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(30.0, "--timeout"),
         controller: Optional[str] = ControllerOpt,
         token: Optional[str] = TokenOpt,
+        token_file: Optional[str] = TokenFileOpt,
     ) -> None:
         """Make a new revision whose objects equal those of REVISION (enforced like any apply)."""
         def go() -> None:
-            client = _client(controller, token)
+            client = _client(controller, token, token_file)
             result = client.rollback(revision, message or f"rollback to revision {revision}")
             if not result["results"]:
                 out.print(f"nothing to do: the objects already equal revision {revision}", style="dim")
@@ -129,12 +135,13 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option("table", "--output", "-o", help="table or json (JSON lines)"),
         controller: Optional[str] = ControllerOpt,
         token: Optional[str] = TokenOpt,
+        token_file: Optional[str] = TokenFileOpt,
     ) -> None:
         """The audit log: every write and every refusal — who, when, what, revision or reason."""
         def go() -> None:
             _check_output(output, ("table", "json"))
             when = render.parse_since(since, time.time(), "audit") if since else None
-            entries = _client(controller, token).audit(when, limit)
+            entries = _client(controller, token, token_file).audit(when, limit)
             if output == "json":
                 for e in entries:
                     sys.stdout.write(json.dumps(e, sort_keys=True) + "\n")
@@ -162,10 +169,11 @@ def register(app: typer.Typer) -> None:
         host: Optional[str] = typer.Option(None, "--host", help="An agent token's host."),
         controller: Optional[str] = ControllerOpt,
         token: Optional[str] = TokenOpt,
+        token_file: Optional[str] = TokenFileOpt,
     ) -> None:
         """Make a token and print it, alone, on standard output (it is not shown again)."""
         def go() -> None:
-            created = _client(controller, token).create_token(role, namespace, ttl, name, host)
+            created = _client(controller, token, token_file).create_token(role, namespace, ttl, name, host)
             sys.stdout.write(created["token"] + "\n")
             info = created["info"]
             typer.echo(f"token {info['id']} ({info['name']}, role {info['role']}"
@@ -174,11 +182,11 @@ def register(app: typer.Typer) -> None:
 
     @token_app.command("list")
     def token_list(output: str = OutputOpt, controller: Optional[str] = ControllerOpt,
-                   token: Optional[str] = TokenOpt) -> None:
+                   token: Optional[str] = TokenOpt, token_file: Optional[str] = TokenFileOpt) -> None:
         """Every token the controller knows, without secrets."""
         def go() -> None:
             _check_output(output)
-            tokens = _client(controller, token).tokens()
+            tokens = _client(controller, token, token_file).tokens()
             if output != "table":
                 _dump(tokens, output)
                 return
@@ -191,11 +199,18 @@ def register(app: typer.Typer) -> None:
         _run(go)
 
     @token_app.command("revoke")
-    def token_revoke(ref: str = typer.Argument(..., help="Token id (from token list) or its unique name."),
-                     controller: Optional[str] = ControllerOpt, token: Optional[str] = TokenOpt) -> None:
+    def token_revoke(ref: str = typer.Argument(..., help="Token id (from token list), its unique name, the "
+                                                         "token itself, or - to read the token from stdin."),
+                     controller: Optional[str] = ControllerOpt, token: Optional[str] = TokenOpt,
+                     token_file: Optional[str] = TokenFileOpt) -> None:
         """Revoke a token: refused from the next request on."""
         def go() -> None:
-            info = _client(controller, token).revoke_token(ref)
+            if ref == "-" and token_file == "-":
+                raise ValidationError.single("token revoke", "--token-file",
+                                             "standard input cannot hold both the token to revoke and yours")
+            # A token in hand becomes its public id here: the secret itself never leaves this machine.
+            target = revocation_ref(sys.stdin.read() if ref == "-" else ref)
+            info = _client(controller, token, token_file).revoke_token(target)
             out.print(f"token {info['id']} ({info['name']}) revoked", highlight=False)
         _run(go)
 

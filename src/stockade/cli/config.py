@@ -8,12 +8,15 @@ shaped like a kubeconfig, in JSON:
 
 Each of controller, token and CA is resolved on its own, first found wins:
 
-    1. the flags: --controller, --token (and a `ca` argument from code)
+    1. the flags: --controller, --token or --token-file (and a `ca` argument from code)
     2. the environment: STOCKADE_CONTROLLER, STOCKADE_TOKEN, STOCKADE_CA
     3. the selected context of the file: STOCKADE_CONTEXT if set, else "current-context"
 
 The flat file of earlier versions ({"controller", "token"}) still reads, as
 one context named "default".
+
+`--token` puts the secret in the process's command line, which every local user can read
+in /proc; `--token-file PATH` (or `-` for standard input) does not.
 
 Invariants: the file holds secrets, so it is written 0600 (through a
 temporary file and a rename, so a reader never sees half of it) and a token is
@@ -22,13 +25,15 @@ never part of an error message or of `redacted()`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from stockade.errors import StockadeError
+from stockade.errors import StockadeError, ValidationError
 
 if TYPE_CHECKING:
     from stockade.client import ControllerClient
@@ -125,6 +130,43 @@ def _write_private(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+TOKEN_PREFIX = "stk_"  # as `controller.auth` makes them
+TOKEN_ID_LENGTH = 12
+
+
+def read_token(token: str | None, token_file: str | None, stdin: TextIO | None = None) -> str | None:
+    """The token from --token or --token-file (`-`: standard input); None when neither is given.
+
+    The file holds the token alone (surrounding whitespace is ignored). Errors name the file,
+    never its content.
+    """
+    if token_file is None:
+        return token
+    if token:
+        raise ValidationError.single("", "--token-file", "give --token or --token-file, not both")
+    source = "standard input" if token_file == "-" else token_file
+    try:
+        text = (stdin or sys.stdin).read() if token_file == "-" else Path(token_file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValidationError.single(source, "--token-file", f"cannot read it: "
+                                     f"{e.strerror if isinstance(e, OSError) else 'not text'}") from None
+    value = text.strip()
+    if not value:
+        raise ValidationError.single(source, "--token-file", "holds no token")
+    if any(c.isspace() for c in value):
+        raise ValidationError.single(source, "--token-file", "must hold one token alone")
+    return value
+
+
+def revocation_ref(ref: str) -> str:
+    """What `token revoke` sends: a token in hand becomes its public id (the first 12 hex digits
+    of its SHA-256, as `token list` shows it), so the secret never travels or lands in a log."""
+    ref = ref.strip()
+    if ref.startswith(TOKEN_PREFIX):
+        return hashlib.sha256(ref.encode()).hexdigest()[:TOKEN_ID_LENGTH]
+    return ref
 
 
 @dataclass(frozen=True)

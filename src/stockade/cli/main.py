@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 
 from stockade.cli import render
-from stockade.cli.config import load_config
+from stockade.cli.config import load_config, read_token
 from stockade.cli.documents import read_documents
 from stockade.errors import StockadeError, TimeoutError_, ValidationError
 from stockade.model.kinds import resolve_kind
@@ -31,15 +31,20 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 ControllerOpt = typer.Option(None, "--controller", envvar="STOCKADE_CONTROLLER", help="Controller URL.")
-TokenOpt = typer.Option(None, "--token", envvar="STOCKADE_TOKEN", help="API token (overrides the config file).")
+# STOCKADE_TOKEN is read by `load_config`, after the flags: --token-file must win over it.
+TokenOpt = typer.Option(None, "--token", help="API token (overrides STOCKADE_TOKEN and the config file). "
+                        "Other users can read a command line (/proc/PID/cmdline): prefer --token-file.")
+TokenFileOpt = typer.Option(None, "--token-file",
+                            help="Read the API token from this file, or from standard input with -.")
 OutputOpt = typer.Option("table", "--output", "-o", help="table, json or yaml")
 SinceOpt = typer.Option(None, "--since", help="ISO 8601 time, or a duration back from now: 30s, 5m, 1h, 2d.")
 
 
-def _client(controller: str | None, token: str | None) -> Any:
+def _client(controller: str | None, token: str | None, token_file: str | None = None) -> Any:
+    """The one place every command's controller and credential options are resolved."""
     from stockade.client import ControllerClient
 
-    cfg = load_config(controller, token)  # the CA comes from STOCKADE_CA or the config's context
+    cfg = load_config(controller, read_token(token, token_file))  # the CA comes from STOCKADE_CA or the config's context
     return ControllerClient(cfg.controller, cfg.token, ca=cfg.ca)
 
 
@@ -106,13 +111,14 @@ def apply(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace for objects without one."),
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """Create or update the objects in a file, all or nothing, as one revision."""
     def go() -> None:
         docs = read_documents(filename)
         if not docs:
             raise ValidationError.single(filename, "", "contains no objects")
-        client = _client(controller, token)
+        client = _client(controller, token, token_file)
         result = client.apply(docs, message=message or f"apply -f {filename}", namespace=namespace)
         for r in result["results"]:
             out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} "
@@ -133,6 +139,7 @@ def delete(
     timeout: float = typer.Option(30.0, "--timeout"),
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """Remove objects named in a file, or one object by kind and name."""
     def go() -> None:
@@ -150,7 +157,7 @@ def delete(
             refs.append({"kind": k.name, "namespace": (namespace or "") if k.namespaced else "", "name": name})
         else:
             raise ValidationError.single("", "arguments", "give -f FILE, or KIND NAME")
-        client = _client(controller, token)
+        client = _client(controller, token, token_file)
         result = client.delete(refs, message=f"delete {filename or f'{kind}/{name}'}")
         for r in result["results"]:
             out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} deleted",
@@ -171,13 +178,14 @@ def get(
     output: str = OutputOpt,
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """List objects, or show one."""
     def go() -> None:
         _check_output(output)
         k = resolve_kind(kind)
         ns = None if (all_namespaces or not k.namespaced) else namespace
-        result = _client(controller, token).list(k.name, namespace=ns, name=name)
+        result = _client(controller, token, token_file).list(k.name, namespace=ns, name=name)
         items = result["items"]
         if output == "table":
             render.objects_table(out, k.name, items)
@@ -195,11 +203,12 @@ def status(
     output: str = OutputOpt,
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """The controller's revision and, per agent, what it enforces and whether the kernel matches."""
     def go() -> None:
         _check_output(output)
-        data = _client(controller, token).status()
+        data = _client(controller, token, token_file).status()
         if output == "table":
             render.status_table(out, data)
         else:
@@ -223,12 +232,13 @@ def flows(
     output: str = typer.Option("table", "--output", "-o", help="table, or json (one record per line)"),
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """Flow records: who talked to whom, the verdict and the rule that decided it."""
     def go() -> None:
         _check_output(output, ("table", "json"), "flows")
         when = render.parse_since(since, time.time()) if since else None
-        client = _client(controller, token)
+        client = _client(controller, token, token_file)
         filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied}
         page = client.flows(limit=limit, **filters)
         if not follow:
@@ -279,13 +289,14 @@ def probe(
     output: str = OutputOpt,
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """Send real packets from one lab workload to another and report the verdict seen."""
     def go() -> None:
         from stockade.cli.probing import run_probe
 
         _check_output(output)
-        result = run_probe(_client(controller, token), src, dst, port, protocol, family, namespace, timeout)
+        result = run_probe(_client(controller, token, token_file), src, dst, port, protocol, family, namespace, timeout)
         if output == "table":
             render.probe_line(out, result)
         else:
@@ -306,6 +317,7 @@ def trace(
     output: str = OutputOpt,
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """The verdict the policy gives a flow, and the rules that decide it, from the compiled host programs."""
     def go() -> None:
@@ -317,7 +329,7 @@ def trace(
             raise ValidationError.single("trace", "--protocol", f"{protocol!r} is not one of tcp, udp, sctp, icmp")
         if family not in (4, 6):
             raise ValidationError.single("trace", "--family", "must be 4 or 6")
-        client = _client(controller, token)
+        client = _client(controller, token, token_file)
         keys = []
         for ref in (src, dst):
             wl = resolve_workload(client, ref, namespace)
@@ -344,6 +356,7 @@ def policy_test(
     output: str = OutputOpt,
     controller: Optional[str] = ControllerOpt,
     token: Optional[str] = TokenOpt,
+    token_file: Optional[str] = TokenFileOpt,
 ) -> None:
     """Check expected verdicts with trace, against proposed objects (offline) or the stored revision."""
     def go() -> None:
@@ -360,7 +373,7 @@ def policy_test(
             docs = [d for path in paths for d in read_documents(path)]
             state = proposed_state(docs)
         else:
-            state = _client(controller, token).snapshot_state()
+            state = _client(controller, token, token_file).snapshot_state()
         report = evaluate(state, expectations)
         if output == "table":
             # CI logs are not terminals: keep each row of the table on one line there.

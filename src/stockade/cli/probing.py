@@ -25,7 +25,8 @@ def resolve_workload(client: Any, ref: str, namespace: str | None) -> dict[str, 
 
 def run_probe(client: Any, src: str, dst: str, port: int, protocol: str, family: int,
               namespace: str | None, timeout: float) -> dict[str, Any]:
-    from stockade.lab.probe import probe
+    from stockade.lab.probe import check_workload_netns, probe
+    from stockade.lab.supervisor import LabSettings
 
     protocol = protocol.lower()
     if protocol not in ("tcp", "udp", "icmp"):
@@ -39,6 +40,10 @@ def run_probe(client: Any, src: str, dst: str, port: int, protocol: str, family:
         if not (w.get("status") or {}).get("netns"):
             raise ValidationError.single(f"Workload {w['metadata']['namespace']}/{w['metadata']['name']}", which,
                                          "has no lab network namespace (is it on a lab host, and is its agent running?)")
+    prefix = LabSettings.from_env().prefix
+    for w in (s, d):
+        meta = w["metadata"]
+        check_workload_netns(w["status"]["netns"], prefix, w["spec"]["host"], meta["namespace"], meta["name"])
     dst_ips = [ip for ip in (d.get("status") or {}).get("ips", []) if ipaddress.ip_address(ip).version == family]
     if not dst_ips:
         raise ValidationError.single(f"Workload {dst}", "status.ips", f"has no IPv{family} address")

@@ -63,7 +63,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService, object_key
-from stockade.model.kinds import ObjectKey
+from stockade.redaction import install_log_redaction
 from stockade.errors import (
     ERRORS_BY_CODE,
     FieldProblem,
@@ -168,6 +168,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def build_app(config: ControllerConfig, *, service: ControllerService | None = None,
               tokens: TokenAuthority | None = None) -> FastAPI:
     """The controller's HTTP app. `service` and `tokens` may be given (tests); else built from `config`."""
+    install_log_redaction()  # no token reaches this process's logs, whatever logs it
     service = service if service is not None else ControllerService(config)
     tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file, service.store)
     metrics = ControllerMetrics(service)
@@ -275,13 +276,9 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     def list_objects(kind: str, principal: Reader, namespace: str | None = None,
                      name: str | None = None) -> dict[str, Any]:
         """Objects of one kind (singular, plural or alias, any case); all namespaces unless one is given.
-        A tenant sees only its own namespaces."""
-        rbac.require_namespace(principal, namespace)
-        revision, items = service.list_objects(kind, namespace, name)
-        if rbac.is_scoped(principal):
-            items = [d for d in items if rbac.may_read(principal, _key_of_doc(d))]
-            if name is not None and not items:
-                raise Forbidden(f"{principal.name!r} (role tenant) may not read {kind} {name}")
+        A tenant sees only its own namespaces; naming an object it may not read is 403 whether or not
+        the object exists."""
+        revision, items = service.list_objects(kind, namespace, name, principal=principal)
         return {"items": items, "revision": revision}
 
     @app.get(f"{API}/snapshot", response_model=SnapshotResponse, responses=_ERROR_RESPONSES, tags=["sync"])
@@ -343,25 +340,18 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     ) -> dict[str, Any]:
         """Flow records from the controller's bounded history. Without `since_seq`, the newest `limit`
         matching records; with it, the oldest `limit` after it. Follow by passing back `lastSeq`.
-        A tenant must name one of its namespaces (or has only one, which is the default)."""
-        if rbac.is_scoped(principal):
-            if workload and not namespace:
-                namespace = workload.split("/", 1)[0]
-            if not namespace and len(principal.namespaces) == 1:
-                namespace = next(iter(principal.namespaces))
-            if not namespace:
-                raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
-                                f"({', '.join(sorted(principal.namespaces))})")
-            rbac.require_namespace(principal, namespace)
+        A tenant must name one of its namespaces (or has only one, which is the default); the other
+        end of its flows shows that end's namespace, not its workload name or rule id."""
         when = _since(since)
         page = await service.flows(FlowQuery(since_seq, when, namespace or None, workload or None, denied, limit),
-                                   follow_timeout)
-        return page.to_dict()
+                                   follow_timeout, principal=principal)
+        return service.scope_flow_page(page, principal)
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERROR_RESPONSES, tags=["agents"])
-    def status(_: StatusReader) -> dict[str, Any]:
-        """The controller's revision and what each agent enforces."""
-        return service.status().to_dict()
+    def status(principal: StatusReader) -> dict[str, Any]:
+        """The controller's revision and what each agent enforces (a tenant: without error texts and
+        other namespaces' workloads)."""
+        return service.status(principal).to_dict()
 
     @app.get(f"{API}/revisions", response_model=RevisionsResponse, responses=_ERROR_RESPONSES,
              tags=["objects"])
@@ -400,7 +390,8 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     @app.delete(f"{API}/tokens/{{ref}}", response_model=TokensResponse, responses=_ERROR_RESPONSES,
                 tags=["tokens"])
     def revoke_token(ref: str, principal: TokenAdmin, request: Request) -> dict[str, Any]:
-        """Revoke a token by id (or unique name); it is refused from the next request on."""
+        """Revoke a token by id, unique name, or the token itself; it is refused from the next request
+        on. (The CLI sends a token's id, never the token: a path ends up in access logs.)"""
         entry = tokens.revoke(ref)
         info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
         audit.record(AuditEntry(action="token.revoke", outcome="ok", status=200, method="DELETE",
@@ -408,10 +399,21 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                                 actor=principal.describe(), detail={"id": entry.id, "name": entry.name}))
         return {"tokens": [info]}
 
+    MetricsReader = Annotated[Principal, Depends(allowed(Permission.READ_METRICS))]
+
+    async def nobody() -> None:
+        return None
+
+    # /metrics names every host and its error state: `--metrics-auth` asks a viewer-or-better token
+    # for it (a scraper then sends one); without it, it stays open as before, for a scraper on a
+    # trusted network.
+    metrics_guard = MetricsReader if config.metrics_auth else Annotated[None, Depends(nobody)]
+
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-    def prometheus_metrics() -> Response:
-        """Prometheus metrics; needs no token."""
+    def prometheus_metrics(_: metrics_guard) -> Response:  # type: ignore[valid-type]
+        """Prometheus metrics; needs no token unless the controller runs with --metrics-auth
+        (then admin, network-admin or viewer)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -426,7 +428,3 @@ def _since(text: str | None) -> datetime | None:
     except ValueError as e:
         raise ValidationError.single("request", "query.since", f"{text!r} is not an ISO 8601 time: {e}") from None
 
-
-def _key_of_doc(doc: dict[str, Any]) -> ObjectKey:
-    meta = doc.get("metadata") or {}
-    return ObjectKey(str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))

@@ -3,7 +3,9 @@
 Entries go to the store (queryable: `GET /api/v1/audit`, `stockade audit`) and, when
 configured, are appended as JSON lines to a file for a SIEM to ship. An entry is built
 only from the caller's public identity (token name, role, token id), the request's route
-and the outcome: never a token, a header or a request body, so no secret can reach it.
+and the outcome: never a token, a header or a request body. And whatever field a token may
+still arrive in (a path like `DELETE /tokens/stk_…`, a name, a reason quoting input), anything
+token-shaped is masked on the way in (`stockade.redaction`), in the store and in the file alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from stockade.controller.store import Store
+from stockade.redaction import redact_value
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class AuditLog:
         self._file_lock = threading.Lock()
 
     def record(self, entry: AuditEntry) -> dict[str, Any]:
-        doc = entry.to_dict(self._clock().isoformat(timespec="milliseconds"))
+        doc = redact_value(entry.to_dict(self._clock().isoformat(timespec="milliseconds")))
         seq = self.store.append_audit(doc["time"], doc)
         doc = {"seq": seq, **doc}
         if self.jsonl_path is not None:

@@ -179,7 +179,11 @@ def read_token_file(path: Path) -> list[TokenEntry]:
 
 
 def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
-    """Replace the file atomically (readers never see half of it), readable by its owner only."""
+    """Replace the file atomically (readers never see half of it), readable by its owner only.
+
+    `mkstemp` creates the temporary file with O_CREAT|O_EXCL and mode 0600, so there is no
+    moment at which it is readable by anyone else, whatever the umask; the rename keeps that mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -187,7 +191,6 @@ def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump([e.to_file_dict() for e in entries], f, indent=2)
             f.write("\n")
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -328,12 +331,21 @@ class TokenAuthority:
         return _entry_of_stored(stored), token
 
     def revoke(self, ref: str) -> TokenEntry:
-        """Revoke the token with this id (or unique name); NotFound or Validation (ambiguous) otherwise."""
+        """Revoke the token with this id, unique name, or the token itself (what a person holding
+        a leaked token has in hand); NotFound or Validation (ambiguous) otherwise. A token given
+        here is only hashed: it is never echoed in an error."""
         if self.store is None:
             raise ValidationError.single("token", "store", "this controller keeps no revocations")
-        matches = [e for e in self.entries() if e.id == ref.lower()] or [e for e in self.entries() if e.name == ref]
+        if ref.startswith(TOKEN_PREFIX):
+            digest = hash_token(ref)
+            matches = [e for e in self.entries() if e.sha256 == digest]
+            if not matches:
+                raise NotFoundError("the token given is not known here (nothing revoked)")
+        else:
+            matches = ([e for e in self.entries() if e.id == ref.lower()]
+                       or [e for e in self.entries() if e.name == ref])
         if not matches:
-            raise NotFoundError(f"token {ref!r} not found (give its id from `stockade token list`)")
+            raise NotFoundError(f"token {ref!r} not found (give its id from `stockade token list`, or the token)")
         if len(matches) > 1:
             ids = ", ".join(e.id for e in matches)
             raise ValidationError.single(f"token {ref}", "name", f"names {len(matches)} tokens ({ids}); give the id")

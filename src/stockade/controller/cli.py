@@ -40,6 +40,8 @@ def serve(
     tls_cert: Annotated[Optional[Path], typer.Option(
         help="PEM certificate (chain): serve HTTPS on HOST:PORT (needs --tls-key)")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert")] = None,
+    metrics_auth: Annotated[bool, typer.Option(
+        "--metrics-auth", help="/metrics needs an admin, network-admin or viewer token (default: open)")] = False,
 ) -> None:
     """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
     plain HTTP on a unix socket too."""
@@ -47,7 +49,7 @@ def serve(
 
     try:
         run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
-                       tls_cert, tls_key, interface_pattern, reserved_interfaces)
+                       tls_cert, tls_key, interface_pattern, reserved_interfaces, metrics_auth=metrics_auth)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

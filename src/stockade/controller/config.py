@@ -42,6 +42,7 @@ class ControllerConfig:
     flow_history: int = DEFAULT_FLOW_HISTORY
     audit_log: Path | None = None           # JSON lines mirror of the audit log (the store keeps it too)
     max_body_bytes: int = DEFAULT_MAX_BODY
+    metrics_auth: bool = False              # /metrics needs an admin, network-admin or viewer token
 
     def __post_init__(self) -> None:
         for pool in (self.ipv4_pool, self.ipv6_pool):

@@ -285,10 +285,10 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
                    stale_after: float | None = None, tls_cert: Path | str | None = None,
                    tls_key: Path | str | None = None, interface_pattern: str | None = None,
-                   reserved_interfaces: str | None = None) -> None:
+                   reserved_interfaces: str | None = None, *, metrics_auth: bool = False) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
-    [--reserved-interfaces lo,fab0]` does: build the config from plain values and serve (blocking)."""
+    [--reserved-interfaces lo,fab0] [--metrics-auth]` does: build the config from plain values and serve (blocking)."""
     host, port = parse_listen(listen)
     tls = tls_files(tls_cert, tls_key)
     settings = validation_settings(known_hosts, interface_pattern, reserved_interfaces)
@@ -301,5 +301,6 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
         extra["agent_stale_after"] = stale_after
     # The audit log's JSON-lines mirror lives beside the database, for a log shipper to follow.
     config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
-                              validation=settings, audit_log=Path(db).parent / "audit.jsonl", **extra)
+                              validation=settings, audit_log=Path(db).parent / "audit.jsonl",
+                              metrics_auth=metrics_auth, **extra)
     serve(config, host, port, socket_path, tls)

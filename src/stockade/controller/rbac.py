@@ -9,7 +9,14 @@ Roles:
   platform- or baseline-tier rule, a Tier, a GlobalPolicy or a Namespace (the provider's
   guard rails). It reads only its own namespaces (plus the Tier list) and their flows/history.
 - `viewer`: reads everything (objects, status, flows, history, audit), writes nothing.
-- `agent`: reads desired state and reports status and flows for its own host; nothing else.
+- `agent`: reads desired state (snapshot, watch) and reports status and flows for its own host;
+  nothing else — not the object listing, which is for people (an agent needs the whole state
+  anyway: its local workloads' peers may be any namespace's group members).
+
+What a tenant reads is cut down to its namespaces by `may_read` (whole objects) and by
+`controller.visibility` (answers that mix its namespaces with others': flows, status, diff).
+An object in a namespace it may not read gets 403 whether or not it exists (`require_namespace`,
+`require_readable`), so the answer never tells another tenant's object names apart.
 
 A write is checked object by object against both the stored object (what it would replace or
 delete) and the new one, so that moving a policy out of a protected tier is as forbidden as
@@ -19,7 +26,7 @@ moving it in.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from stockade.controller.auth import Principal
 from stockade.errors import Forbidden
@@ -40,11 +47,13 @@ class Permission(Enum):
     WRITE_OBJECTS = "change objects (apply, delete, rollback)"
     MANAGE_TOKENS = "create, list or revoke tokens"
     REPORT = "report an agent's status and flows"
+    READ_METRICS = "read the controller's metrics (with --metrics-auth)"
 
 
 _ALL = frozenset(Permission)
 _READS = frozenset({Permission.READ_OBJECTS, Permission.READ_STATE, Permission.READ_STATUS,
-                    Permission.READ_FLOWS, Permission.READ_HISTORY, Permission.READ_AUDIT})
+                    Permission.READ_FLOWS, Permission.READ_HISTORY, Permission.READ_AUDIT,
+                    Permission.READ_METRICS})
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "admin": _ALL,
@@ -52,7 +61,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "tenant": frozenset({Permission.READ_OBJECTS, Permission.READ_STATUS, Permission.READ_FLOWS,
                          Permission.READ_HISTORY, Permission.WRITE_OBJECTS}),
     "viewer": _READS,
-    "agent": frozenset({Permission.READ_OBJECTS, Permission.READ_STATE, Permission.REPORT}),
+    # Not READ_OBJECTS: an agent syncs through snapshot and watch; listing objects by kind and
+    # namespace is how a person browses, and a stolen agent token should not be a browser.
+    "agent": frozenset({Permission.READ_STATE, Permission.REPORT}),
 }
 
 
@@ -82,6 +93,24 @@ def may_read(principal: Principal, key: ObjectKey) -> bool:
     if key.kind == "Namespace":
         return key.name in principal.namespaces
     return key.kind in TENANT_READABLE_CLUSTER_KINDS
+
+
+def visible_namespaces(principal: Principal) -> Callable[[str], bool]:
+    """namespace → whether `principal` may read it (always True for an unscoped caller)."""
+    if not is_scoped(principal):
+        return lambda namespace: True
+    mine = principal.namespaces
+    return lambda namespace: namespace in mine
+
+
+def require_readable(principal: Principal, key: ObjectKey) -> None:
+    """403 unless the caller may read `key` — asked before looking, so that the answer is the same
+    whether the object exists or not."""
+    if not may_read(principal, key):
+        where = f"{key.namespace}/{key.name}" if key.namespace else key.name
+        raise Forbidden(f"{_who(principal)} may not read {key.kind} {where}"
+                        + (f" (its namespaces: {', '.join(sorted(principal.namespaces))})"
+                           if principal.namespaces else ""))
 
 
 def require_namespace(principal: Principal, namespace: str | None) -> None:

@@ -18,6 +18,11 @@ Invariants:
 - Optimistic concurrency: an object sent with `metadata.resourceVersion` is written
   only if that is still the revision that last changed it; else 409 and nothing changes.
 - Rollback and diff go through the same parse/validate/authorize path as apply.
+- Reads are scoped here, not in the routes: with a `principal`, every answer holds only what
+  that caller may read (`rbac.may_read`), and answers that mix its namespaces with others'
+  (flows, status, diff, validation problems) are cut down by `controller.visibility`. What a
+  caller may not read gets the same answer whether it exists or not (403), and is looked at
+  only after the caller's right to it was checked.
 - The rollout latency of a (host, revision) is measured once: from the
   revision's commit time to the first report of that host enforcing it in sync.
 
@@ -28,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
-from stockade.controller import rbac
+from stockade.controller import rbac, visibility
 from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
@@ -47,7 +53,14 @@ from stockade.controller.records import (
     WriteResult,
 )
 from stockade.controller.store import Change, Event, Revision, Store
-from stockade.errors import ConflictError, FieldProblem, NotFoundError, PayloadTooLarge, ValidationError
+from stockade.errors import (
+    ConflictError,
+    FieldProblem,
+    Forbidden,
+    NotFoundError,
+    PayloadTooLarge,
+    ValidationError,
+)
 from stockade.model.kinds import (
     KIND_ORDER,
     ObjectKey,
@@ -88,6 +101,8 @@ class ControllerService:
         self.config = config
         self.store = store if store is not None else Store(config.db_path, config.event_retention)
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
+        # The pools' network and broadcast addresses are no workload's: validation knows them.
+        self.validation = replace(config.validation, pools=(config.ipv4_pool, config.ipv6_pool))
         self._clock = clock
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
@@ -156,6 +171,11 @@ class ControllerService:
             raise ValidationError.single("", "documents", "nothing to apply: no documents given")
         self._check_count(len(documents), "documents")
         objects = parse_documents(list(documents), default_namespace)
+        if principal is not None:
+            # Before anything is looked up: a stale or unknown resourceVersion (409) on an object
+            # the caller may not write would tell it whether that object exists.
+            for obj in objects:
+                rbac.check_write(principal, key_of(obj), None, to_document(obj))
         self._check_versions(objects)
         objects = assign_addresses(current, objects, self.pools)
         results: list[ObjectResult] = []
@@ -181,10 +201,15 @@ class ControllerService:
                 changed.append(obj)
         after = current.with_changes(current.revision + 1, put=changed)
         if changed:
-            problems = validate_state(after, self.config.validation, only={key_of(o) for o in changed})
+            problems = validate_state(after, self.validation, only={key_of(o) for o in changed},
+                                      visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)
         return results, changed, after
+
+    @staticmethod
+    def _visible(principal: Principal | None) -> Callable[[str], bool] | None:
+        return rbac.visible_namespaces(principal) if principal is not None else None
 
     def _check_versions(self, objects: Sequence[StockadeObject]) -> None:
         """409 for any object sent with a `metadata.resourceVersion` that is no longer its version."""
@@ -238,7 +263,15 @@ class ControllerService:
             items.append((r.key, r.action, old_doc, old_doc if r.action == "unchanged" else new_docs.get(r.key)))
         diffs = diff_documents(items)
         recent = self.flow_log.recent_distinct()
-        return current.revision, diffs, verdict_changes(current, after, recent)
+        if principal is None or not rbac.is_scoped(principal):
+            return current.revision, diffs, verdict_changes(current, after, recent)
+        # A tenant's change can only matter to flows with one end in its namespaces; others'
+        # flows are not replayed for it at all, and the far end of its own is shown cut down.
+        visible = rbac.visible_namespaces(principal)
+        mine = [r for r in recent if visibility.touches(
+            ((r.get("src") or {}).get("namespace"), (r.get("dst") or {}).get("namespace")), visible)]
+        changes = [visibility.verdict_change(c, visible) for c in verdict_changes(current, after, mine)]
+        return current.revision, diffs, changes
 
     def rollback(self, target: int, author: str, message: str,
                  principal: Principal | None = None) -> WriteResult:
@@ -266,7 +299,8 @@ class ControllerService:
                 for k in deletes:
                     rbac.check_write(principal, k, to_document(have[k]), None)
             after = current.with_changes(current.revision + 1, put=puts, delete=deletes)
-            problems = validate_state(after, self.config.validation, only={r.key for r in results})
+            problems = validate_state(after, self.validation, only={r.key for r in results},
+                                      visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)
             changes = [Change(key_of(o), to_document(o)) for o in puts]
@@ -297,19 +331,21 @@ class ControllerService:
             raise ValidationError.single("", "objects", "nothing to delete: no objects given")
         with self._write_lock:
             current = self._current_state()
-            missing = [k for k in wanted if current.get(k) is None]
-            if missing:
-                raise NotFoundError("; ".join(f"{k} not found" for k in missing))
             self._check_count(len(wanted), "objects")
             if principal is not None:
+                # Rights first, then existence: deleting another tenant's object is 403 whether or
+                # not it exists (404 for one and 403 for the other would tell them apart).
                 for k in wanted:
                     old = current.get(k)
                     rbac.check_write(principal, k, to_document(old) if old is not None else None, None)
+            missing = [k for k in wanted if current.get(k) is None]
+            if missing:
+                raise NotFoundError("; ".join(f"{k} not found" for k in missing))
             after = current.with_changes(current.revision + 1, delete=wanted)
             conflicts: list[str] = []
             for k in wanted:
                 if k.kind == "Group":
-                    users = referrers_of_group(after, (k.namespace, k.name))
+                    users = referrers_of_group(after, (k.namespace, k.name), self._visible(principal))
                     if users:
                         conflicts.append(f"{k} is still used by {', '.join(users)}; "
                                          "change or delete those first")
@@ -333,15 +369,29 @@ class ControllerService:
 
     # ------------------------------------------------------------------ reads
 
-    def list_objects(self, kind: str, namespace: str | None = None,
-                     name: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    def list_objects(self, kind: str, namespace: str | None = None, name: str | None = None,
+                     principal: Principal | None = None) -> tuple[int, list[dict[str, Any]]]:
         """(revision, documents) of one kind; namespace None means all namespaces.
 
-        NotFoundError when a name is given and no such object exists.
+        NotFoundError when a name is given and no such object exists. With a scoped `principal`
+        (a tenant), only what it may read; and a name it may not read — in a namespace not its
+        own, of a kind it may not read, or asked across all namespaces and not found in its
+        own — is Forbidden whether or not it exists, so no answer tells others' names apart.
         """
         k = resolve_kind(kind)
+        scoped = principal is not None and rbac.is_scoped(principal)
+        if principal is not None and scoped:
+            rbac.require_namespace(principal, namespace if k.namespaced else None)
+            if name is not None and (not k.namespaced or namespace):
+                rbac.require_readable(principal, ObjectKey(k.name, (namespace or "") if k.namespaced else "", name))
         ns_filter = (namespace or None) if k.namespaced else ""
         revision, docs = self.store.objects(k.name, ns_filter, name)
+        if principal is not None and scoped:
+            docs = [d for d in docs if rbac.may_read(principal, _key_of_doc(d))]
+            if name is not None and not docs and not namespace and k.namespaced:
+                # Searched across namespaces: "not in yours" is all a tenant may learn.
+                raise Forbidden(f"{principal.name!r} (role tenant) may read no {k.name} named {name!r} "
+                                f"in its namespaces ({', '.join(sorted(principal.namespaces))})")
         if name is not None and not docs:
             where = f"{namespace}/" if k.namespaced and namespace else ""
             raise NotFoundError(f"{k.name} {where}{name} not found")
@@ -479,9 +529,39 @@ class ControllerService:
             self._flow_notifier.publish(last)
         return last
 
-    async def flows(self, query: FlowQuery, follow_timeout: float = 0.0) -> FlowPage:
+    @staticmethod
+    def scope_flow_query(query: FlowQuery, principal: Principal | None) -> FlowQuery:
+        """The query a caller may ask: a tenant names one of its namespaces (or has only one, the
+        default), and a `workload` filter only of its namespaces (filtering on another tenant's
+        workload name would tell whether it exists). Forbidden otherwise."""
+        if principal is None or not rbac.is_scoped(principal):
+            return query
+        namespace, workload = query.namespace, query.workload
+        if workload:
+            rbac.require_namespace(principal, workload.split("/", 1)[0])
+            namespace = namespace or workload.split("/", 1)[0]
+        if not namespace and len(principal.namespaces) == 1:
+            namespace = next(iter(principal.namespaces))
+        if not namespace:
+            raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
+                            f"({', '.join(sorted(principal.namespaces))})")
+        rbac.require_namespace(principal, namespace)
+        return replace(query, namespace=namespace, workload=workload)
+
+    def scope_flow_page(self, page: FlowPage, principal: Principal | None) -> dict[str, Any]:
+        """The page's wire form as the caller may see it (see `visibility.flow_record`)."""
+        out = page.to_dict()
+        if principal is not None and rbac.is_scoped(principal):
+            visible = rbac.visible_namespaces(principal)
+            out["records"] = [visibility.flow_record(r, visible) for r in out["records"]]
+        return out
+
+    async def flows(self, query: FlowQuery, follow_timeout: float = 0.0,
+                    principal: Principal | None = None) -> FlowPage:
         """Matching flow records; with `follow_timeout`, waits up to that long for new matching
-        ones when there are none yet (a long-poll like `watch`)."""
+        ones when there are none yet (a long-poll like `watch`). With `principal`, the query is
+        first scoped to what it may read (`scope_flow_query`); render with `scope_flow_page`."""
+        query = self.scope_flow_query(query, principal)
         page = await asyncio.to_thread(self.flow_log.query, query)
         if page.records or follow_timeout <= 0:
             return page
@@ -508,7 +588,15 @@ class ControllerService:
             page = await asyncio.to_thread(self.flow_log.query, query)
         return page
 
-    def status(self) -> ControllerStatus:
+    def status(self, principal: Principal | None = None) -> ControllerStatus:
+        """The revision and every agent's report; a tenant's view hides error texts and other
+        namespaces' workloads (`visibility.controller_status`)."""
+        status = self._status()
+        if principal is not None and rbac.is_scoped(principal):
+            return visibility.controller_status(status, rbac.visible_namespaces(principal))
+        return status
+
+    def _status(self) -> ControllerStatus:
         now = self._clock()
         agents = []
         for record in self.store.agents():
@@ -524,3 +612,8 @@ class ControllerService:
     # `list` reads naturally at call sites (service.list("workloads")); defined last so
     # it does not shadow the builtin inside this class body.
     list = list_objects
+
+
+def _key_of_doc(doc: dict[str, Any]) -> ObjectKey:
+    meta = doc.get("metadata") or {}
+    return ObjectKey(str(doc.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))

@@ -171,9 +171,11 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        # Before any byte is written: the umask may have narrowed `mode` (a certificate should stay
+        # world-readable); it is never widened beyond `mode`, so a key is 0600 from its creation.
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)  # the umask may have narrowed it; never widened beyond `mode`
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
-from stockade.errors import LabError
+from stockade.errors import LabError, ValidationError
+from stockade.lab import naming
 from stockade.lab import netns as ns
 from stockade.lab import probe_client
 
@@ -58,7 +59,26 @@ class ProbeServer:
     pid: int
 
 
+def check_workload_netns(reported: str, prefix: str, host: str, namespace: str, name: str) -> str:
+    """`reported` if it is the netns this lab (`prefix`) gives that workload, else ValidationError.
+
+    A workload's `status.netns` comes from its host's agent. Probing enters it as root
+    (nsenter), so an agent — or anyone holding its token — that reported `/proc/1/ns/net`, a
+    path with `..`, or another lab's or another workload's namespace would have `probe` run its
+    client or server there: the probe must enter only this lab's namespace for that workload.
+    """
+    expected = naming.workload_netns(prefix, host, namespace, name)
+    if reported != expected:
+        raise ValidationError.single(f"Workload {namespace}/{name}", "status.netns",
+                                     f"{reported!r} is not this lab's network namespace for the workload "
+                                     f"(expected {expected!r} for lab prefix {prefix!r}); not entering it")
+    return reported
+
+
 def _nsenter(netns: str, argv: list[str]) -> list[str]:
+    # A name, never a path: /run/netns/<name> joined with "/proc/1/ns/net" would be that path.
+    if not netns or "/" in netns or netns.startswith("."):
+        raise LabError(f"{netns!r} is not a network namespace name")
     if not ns.exists(netns):
         raise LabError(f"network namespace {netns} does not exist")
     return ["nsenter", f"--net={ns.netns_path(netns)}", *argv]

@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import httpx
 
@@ -234,10 +234,26 @@ def _process_status(settings: LabSettings, name: str) -> ProcessStatus:
     return ProcessStatus(name, pid, alive, str(settings.log_file(name)))
 
 
+# What a lab process inherits from the operator's environment: how to find programs and Python,
+# and the locale. Nothing else — in particular no STOCKADE_TOKEN, STOCKADE_CONFIG or cloud
+# credentials: the controller and agents get every setting on their command line and their
+# token from a 0600 file, and a long-lived daemon must not carry (nor leak into its
+# /proc/PID/environ, its children or its crash reports) the credentials of whoever started it.
+LAB_ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "HOME", "TMPDIR")
+
+
+def lab_process_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a lab process (controller, agent) starts with, built from `environ`."""
+    env = {k: environ[k] for k in LAB_ENV_PASSTHROUGH if k in environ}
+    env.setdefault("PATH", os.defpath)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def _start(settings: LabSettings, name: str, argv: list[str]) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = lab_process_env(os.environ)
     with open(settings.log_file(name), "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
@@ -331,11 +347,22 @@ def _write_record(settings: LabSettings, record: LabRecord) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Write a secret: a fresh sibling made 0600 by O_CREAT|O_EXCL, then renamed over `path`.
+
+    Never by truncating `path` in place: a file left with wider rights (an older version, a hand
+    edit) would hold the new secret with its old mode until a chmod after the write.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)  # also when the file existed with wider rights
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _free_port() -> int:

@@ -100,11 +100,20 @@ def _ip(v: str) -> str:
         raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
 
 
+# IPv4-mapped IPv6 (::ffff:a.b.c.d): no packet on the wire carries such an address — an IPv4
+# packet is matched as IPv4 — so a rule or a workload address inside it silently means nothing.
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def _cidr(v: str) -> str:
     try:
-        return str(ipaddress.ip_network(v, strict=True))
+        net = ipaddress.ip_network(v, strict=True)
     except ValueError as e:
         raise ValueError(f"{v!r} is not a valid CIDR ({e})") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(IPV4_MAPPED):
+        raise ValueError(f"{v!r} is inside {IPV4_MAPPED} (IPv4-mapped IPv6), which never matches a packet; "
+                         "write the IPv4 CIDR")
+    return str(net)
 
 
 # ---------------------------------------------------------------------- Tier
@@ -184,6 +193,11 @@ class WorkloadSpec(Strict):
     @classmethod
     def _ips(cls, v: list[str]) -> list[str]:
         out = [_ip(x) for x in v]
+        for i, x in enumerate(out):
+            addr = ipaddress.ip_address(x)
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                raise ValueError(f"[{i}] {x} is an IPv4-mapped IPv6 address ({IPV4_MAPPED}); "
+                                 f"write {addr.ipv4_mapped} as the workload's IPv4 address")
         fams = [ipaddress.ip_address(x).version for x in out]
         if fams.count(4) > 1 or fams.count(6) > 1:
             raise ValueError("at most one IPv4 and one IPv6 address")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from stockade.errors import FieldProblem
 from stockade.model.kinds import ObjectKey, key_of
@@ -49,11 +49,13 @@ DEFAULT_RESERVED_INTERFACES = frozenset({"lo", "fab0"})
 class ValidationSettings:
     """What the deployment allows: where workload addresses may come from, which hosts exist,
     which interface names a workload may give (a full match of `interface_pattern`, never one
-    of `reserved_interfaces`)."""
+    of `reserved_interfaces`). The network and broadcast addresses of every workload range and
+    every pool are never a workload's address."""
 
     workload_ranges: tuple[IPNetwork, ...] = field(default_factory=lambda: (
         ipaddress.ip_network("198.18.0.0/17"), ipaddress.ip_network("2001:db8::/33")))
     known_hosts: frozenset[str] | None = None  # None: any host name is accepted
+    pools: tuple[IPNetwork, ...] = ()          # IPAM pools: their network/broadcast addresses are refused too
     interface_pattern: str = DEFAULT_INTERFACE_PATTERN
     reserved_interfaces: frozenset[str] = DEFAULT_RESERVED_INTERFACES
 
@@ -85,9 +87,24 @@ def _policy_group_refs(spec: PolicySpec) -> Iterable[tuple[str, str]]:
                     yield f"spec.{direction}[{i}].{peer_field}[{j}].group", peer.group
 
 
+Visible = Callable[[str], bool]
+
+
+def _owner(key: tuple[str, str], visible: Visible | None) -> str:
+    """How a problem names the workload that holds an address or an interface: by name only to a
+    caller who may read its namespace; a tenant learns that it is taken, not by whom."""
+    if visible is None or visible(key[0]):
+        return f"Workload {key[0]}/{key[1]}"
+    return "a workload of another namespace"
+
+
 def validate_state(state: DesiredState, settings: ValidationSettings,
-                   only: set[ObjectKey] | None = None) -> list[FieldProblem]:
-    """Problems of the objects in `only` (all when None) against the rest of `state`."""
+                   only: set[ObjectKey] | None = None, visible: Visible | None = None) -> list[FieldProblem]:
+    """Problems of the objects in `only` (all when None) against the rest of `state`.
+
+    `visible` (namespace → may the caller read it; None: everything) decides whether a problem
+    may name another workload that stands in the way.
+    """
     problems: list[FieldProblem] = []
     # Who uses each address and each (host, interface), built once: checking each workload
     # against every other made validating a batch of workloads quadratic in the size of the fleet.
@@ -110,8 +127,8 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
         if ns and ns not in state.namespaces:
             problems.append(FieldProblem(ref, "metadata.namespace", f"namespace {ns!r} does not exist"))
         if isinstance(obj, Workload):
-            problems += _workload_problems(obj, state, settings, ref, owners)
-            problems += _interface_problems(obj, settings, ref, iface_owners)
+            problems += _workload_problems(obj, state, settings, ref, owners, visible)
+            problems += _interface_problems(obj, settings, ref, iface_owners, visible)
         elif isinstance(obj, (Policy, GlobalPolicy)):
             problems += _policy_shape_problems(obj, ref)
             problems += _policy_scope_problems(obj, ref)
@@ -181,7 +198,8 @@ def _policy_scope_problems(policy: Policy | GlobalPolicy, ref: str) -> list[Fiel
 
 
 def _interface_problems(wl: Workload, settings: ValidationSettings, ref: str,
-                        iface_owners: dict[tuple[str, str], list[tuple[str, str]]]) -> list[FieldProblem]:
+                        iface_owners: dict[tuple[str, str], list[tuple[str, str]]],
+                        visible: Visible | None = None) -> list[FieldProblem]:
     """The workload's effective interface is its own on its host, and a workload port's name."""
     iface = workload_interface(wl)
     given = wl.spec.interface is not None
@@ -199,12 +217,13 @@ def _interface_problems(wl: Workload, settings: ValidationSettings, ref: str,
     for other in iface_owners.get((wl.spec.host, iface), []):
         if other != mine:
             problems.append(FieldProblem(ref, "spec.interface", f"{what} is already used on host "
-                                         f"{wl.spec.host!r} by Workload {other[0]}/{other[1]}"))
+                                         f"{wl.spec.host!r} by {_owner(other, visible)}"))
     return problems
 
 
 def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSettings,
-                       ref: str, owners: dict[str, list[tuple[str, str]]]) -> list[FieldProblem]:
+                       ref: str, owners: dict[str, list[tuple[str, str]]],
+                       visible: Visible | None = None) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     if settings.known_hosts is not None and wl.spec.host not in settings.known_hosts:
         known = ", ".join(sorted(settings.known_hosts)) or "none"
@@ -215,21 +234,50 @@ def _workload_problems(wl: Workload, state: DesiredState, settings: ValidationSe
         if not any(addr in net for net in settings.workload_ranges):
             ranges = ", ".join(str(n) for n in settings.workload_ranges)
             problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is outside the allowed workload ranges ({ranges})"))
+        special = _network_or_broadcast(addr, (*settings.workload_ranges, *settings.pools))
+        if special:
+            problems.append(FieldProblem(ref, f"spec.ips[{i}]", f"{ip} is {special}, not a host address"))
         for other_key in owners.get(ip, []):
             if other_key != mine:
                 problems.append(FieldProblem(ref, f"spec.ips[{i}]",
-                                             f"{ip} is already used by Workload {other_key[0]}/{other_key[1]}"))
+                                             f"{ip} is already used by {_owner(other_key, visible)}"))
     return problems
 
 
-def referrers_of_group(state: DesiredState, group: tuple[str, str]) -> list[str]:
-    """Policies that name this group: a group in use cannot be deleted."""
+def _network_or_broadcast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                          nets: Iterable[IPNetwork]) -> str | None:
+    """What `addr` is when it is the network or (IPv4) broadcast address of one of `nets`.
+
+    A packet to a network's broadcast address goes to every host on it, and a workload holding
+    it (or the network address, IPv6's subnet-router anycast) would receive what is meant for
+    its neighbours. /31 and /32 (/127, /128) have no such addresses (RFC 3021).
+    """
+    for net in nets:
+        if net.version != addr.version or addr not in net or net.prefixlen >= net.max_prefixlen - 1:
+            continue
+        if addr == net.network_address:
+            return f"the network address of {net}"
+        if net.version == 4 and addr == net.broadcast_address:
+            return f"the broadcast address of {net}"
+    return None
+
+
+def referrers_of_group(state: DesiredState, group: tuple[str, str],
+                       visible: Visible | None = None) -> list[str]:
+    """Policies that name this group: a group in use cannot be deleted. Those of a namespace the
+    caller may not read (`visible`) are counted, not named."""
     out = []
+    hidden = 0
     for (ns, name), pol in sorted(state.policies.items()):
         for _, target in _policy_group_refs(pol.spec):
             if group_ref(ns, target) == group:
-                out.append(f"{pol.kind} {ns + '/' if ns else ''}{name}")
+                if visible is None or (ns and visible(ns)):
+                    out.append(f"{pol.kind} {ns + '/' if ns else ''}{name}")
+                else:
+                    hidden += 1
                 break
+    if hidden:
+        out.append(f"{hidden} {'policy' if hidden == 1 else 'policies'} of other namespaces or global")
     return out
 
 

@@ -29,7 +29,8 @@ DEFAULT_POOLS = Pools(DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL)
 
 
 def proposed_state(documents: Sequence[Any], pools: Pools = DEFAULT_POOLS,
-                   settings: ValidationSettings = ValidationSettings()) -> DesiredState:
+                   settings: ValidationSettings = ValidationSettings(
+                       pools=(DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL))) -> DesiredState:
     """The state `documents` make on their own (revision 0), or a ValidationError naming each problem."""
     if not documents:
         raise ValidationError.single("", "--objects", "no objects given")
