@@ -20,6 +20,8 @@ Invariants:
 - Rollback and diff go through the same parse/validate/authorize path as apply.
 - The rollout latency of a (host, revision) is measured once: from the
   revision's commit time to the first report of that host enforcing it in sync.
+- A write given a `WriteAudit` stores its revision and that revision's audit entry in one
+  transaction (`AuditLog.commit_revision`): both exist, or neither.
 
 Sync methods block on SQLite; call them off the event loop. `watch` and `flows` are async.
 """
@@ -32,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from stockade.controller import rbac
+from stockade.controller.audit import AuditLog, WriteAudit
 from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
@@ -87,6 +90,7 @@ class ControllerService:
     def __init__(self, config: ControllerConfig, store: Store | None = None, clock: Clock = utc_now) -> None:
         self.config = config
         self.store = store if store is not None else Store(config.db_path, config.event_retention)
+        self.audit = AuditLog(self.store, config.audit_log)
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
         self._clock = clock
         self._write_lock = threading.Lock()
@@ -112,6 +116,7 @@ class ControllerService:
     def close(self) -> None:
         self._notifier.release()
         self._flow_notifier.release()
+        self.audit.close()  # stores the entries still queued
         self.store.close()
 
     # ------------------------------------------------------------------ state
@@ -200,21 +205,36 @@ class ControllerService:
             raise ConflictError("; ".join(stale))
 
     def apply(self, documents: Sequence[Any], author: str, message: str,
-              default_namespace: str | None = None, principal: Principal | None = None) -> WriteResult:
+              default_namespace: str | None = None, principal: Principal | None = None,
+              audit: WriteAudit | None = None) -> WriteResult:
         """Create or update every object in `documents`, all or nothing, as one revision.
 
-        With `principal`, every object it changes must be within that caller's rights.
+        With `principal`, every object it changes must be within that caller's rights; with
+        `audit`, the revision's audit entry is stored with it (and one is recorded when nothing changed).
         """
         with self._write_lock:
             current = self._current_state()
             results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
             if not changed:
+                if audit is not None:
+                    self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, tuple(results))
             changes = [Change(key_of(o), to_document(o)) for o in changed]
-            revision = self.store.commit(self._ordered(changes), author, message, self._clock())
+            revision = self._commit(self._ordered(changes), author, message, results, audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
+
+    def _commit(self, changes: list[Change], author: str, message: str, results: Sequence[ObjectResult],
+                audit: WriteAudit | None) -> Revision:
+        """Commit `changes` as one revision; with `audit`, its audit entry in the same transaction."""
+        if audit is None:
+            return self.store.commit(changes, author, message, self._clock())
+        objects = [r.to_dict() for r in results if r.action != "unchanged"]
+        when = self._clock()
+        return self.audit.commit_revision(
+            lambda rows: self.store.commit_audited(changes, author, message, when, rows),
+            lambda revision: audit.entry(revision, objects))
 
     # ------------------------------------------------------- diff, rollback
 
@@ -236,7 +256,7 @@ class ControllerService:
         return current.revision, diffs, verdict_changes(current, after, recent)
 
     def rollback(self, target: int, author: str, message: str,
-                 principal: Principal | None = None) -> WriteResult:
+                 principal: Principal | None = None, audit: WriteAudit | None = None) -> WriteResult:
         """A new revision whose objects equal those right after revision `target`.
 
         Validated and authorized like any write; no revision when the state already equals it.
@@ -252,6 +272,8 @@ class ControllerService:
             results = [ObjectResult(key_of(o), "created" if key_of(o) not in have else "configured") for o in puts]
             results += [ObjectResult(k, "deleted") for k in deletes]
             if not results:
+                if audit is not None:
+                    self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, ())
             self._check_count(len(results), "changes")
             if principal is not None:
@@ -266,8 +288,8 @@ class ControllerService:
                 raise ValidationError(problems)
             changes = [Change(key_of(o), to_document(o)) for o in puts]
             changes = self._ordered(changes) + self._ordered((Change(k, None) for k in deletes), reverse=True)
-            revision = self.store.commit(changes, author, message or f"rollback to revision {target}",
-                                         self._clock())
+            revision = self._commit(changes, author, message or f"rollback to revision {target}", results,
+                                    audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
@@ -281,7 +303,7 @@ class ControllerService:
     # ----------------------------------------------------------------- delete
 
     def delete(self, keys: Iterable[ObjectKey], author: str, message: str,
-               principal: Principal | None = None) -> WriteResult:
+               principal: Principal | None = None, audit: WriteAudit | None = None) -> WriteResult:
         """Delete every object in `keys`, all or nothing, as one revision.
 
         NotFoundError when one is missing; ConflictError when a group would still
@@ -320,11 +342,12 @@ class ControllerService:
                         conflicts.append(f"{k} still holds {len(held)} object(s): {shown}; delete them first")
             if conflicts:
                 raise ConflictError("; ".join(conflicts))
-            revision = self.store.commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
-                                         author, message, self._clock())
+            results = [ObjectResult(k, "deleted") for k in wanted]
+            revision = self._commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
+                                    author, message, results, audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
-        return WriteResult(revision.number, tuple(ObjectResult(k, "deleted") for k in wanted))
+        return WriteResult(revision.number, tuple(results))
 
     # ------------------------------------------------------------------ reads
 
