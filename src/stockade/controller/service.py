@@ -39,6 +39,7 @@ from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
+from stockade.controller import quotas
 from stockade.controller.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
@@ -92,6 +93,7 @@ class ControllerService:
         self.store = store if store is not None else Store(config.db_path, config.event_retention)
         self.audit = AuditLog(self.store, config.audit_log)
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
+        self._quotas = config.quotas
         self._clock = clock
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
@@ -181,10 +183,17 @@ class ControllerService:
                 changed.append(obj)
         after = current.with_changes(current.revision + 1, put=changed)
         if changed:
+            self._check_quotas(current, after, changed)
             problems = validate_state(after, self.config.validation, only={key_of(o) for o in changed})
             if problems:
                 raise ValidationError(problems)
         return results, changed, after
+
+    def _check_quotas(self, current: DesiredState, after: DesiredState, changed: Iterable[StockadeObject]) -> None:
+        """QuotaExceeded (403) when the change grows a namespace beyond one of its limits."""
+        touched = {o.metadata.namespace or "" for o in changed} | {o.metadata.name for o in changed
+                                                                     if o.kind == "Namespace"}
+        quotas.check(current, after, touched, self._quotas, (self.pools.ipv4, self.pools.ipv6))
 
     def _check_versions(self, objects: Sequence[StockadeObject]) -> None:
         """409 for any object sent with a `metadata.resourceVersion` that is no longer its version."""
@@ -283,6 +292,7 @@ class ControllerService:
                 for k in deletes:
                     rbac.check_write(principal, k, to_document(have[k]), None)
             after = current.with_changes(current.revision + 1, put=puts, delete=deletes)
+            self._check_quotas(current, after, puts)
             problems = validate_state(after, self.config.validation, only={r.key for r in results})
             if problems:
                 raise ValidationError(problems)
