@@ -6,11 +6,14 @@
     ├── ConflictError                  409, exit 4   e.g. deleting a group a policy still uses
     ├── Unauthorized                   401, exit 5
     ├── Forbidden                      403, exit 6
+    │   └── QuotaExceeded              403, exit 6   a namespace would hold more than its quota allows
     ├── TimeoutError_                  504, exit 7   e.g. `apply --wait` ran out of time
     ├── ControllerUnavailable          503, exit 8   the CLI or an agent cannot reach the controller
     ├── DataplaneError                 500, exit 9   a kernel command failed (cmd, returncode, stderr)
     ├── LabError                       500, exit 10  the lab could not be built or inspected
     ├── Gone                           410, exit 11  a watch resumed from a revision the event log no longer holds: relist
+    ├── PayloadTooLarge                413, exit 13  a body or a count over the controller's limits
+    ├── TooManyRequests                429, exit 14  this client failed authentication too often; retry after a while
     └── PolicyTestFailed               422, exit 12  `stockade test`: some expected verdicts did not hold
 
 Each class knows its HTTP status and its CLI exit code, so the API's exception
@@ -97,6 +100,12 @@ class Forbidden(StockadeError):
     code = "forbidden"
 
 
+class QuotaExceeded(Forbidden):
+    """A write that would make a namespace hold more workloads, addresses or policies than its quota."""
+
+    code = "quota_exceeded"
+
+
 class TimeoutError_(StockadeError):
     http_status = 504
     exit_code = 7
@@ -148,6 +157,18 @@ class PayloadTooLarge(StockadeError):
     code = "too_large"
 
 
+class TooManyRequests(StockadeError):
+    """The client failed authentication more often than the controller allows; `retry_after` seconds."""
+
+    http_status = 429
+    exit_code = 14
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PolicyTestFailed(StockadeError):
     """Expectations were checked and some did not hold: the CI gate's "no" (bad input is a ValidationError)."""
 
@@ -170,11 +191,13 @@ ERRORS_BY_CODE: dict[str, type[StockadeError]] = {
         ConflictError,
         Unauthorized,
         Forbidden,
+        QuotaExceeded,
         TimeoutError_,
         ControllerUnavailable,
         LabError,
         Gone,
         PayloadTooLarge,
+        TooManyRequests,
     )
 }
 
@@ -192,7 +215,7 @@ def error_from_response(status: int, body: dict[str, Any]) -> StockadeError:
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         cls = {401: Unauthorized, 403: Forbidden, 404: NotFoundError, 409: ConflictError,
-               410: Gone, 422: ValidationError, 503: ControllerUnavailable}.get(status, StockadeError)
+               410: Gone, 422: ValidationError, 429: TooManyRequests, 503: ControllerUnavailable}.get(status, StockadeError)
         if cls is ValidationError:
             return ValidationError.single("", "", message)
     return cls(message)

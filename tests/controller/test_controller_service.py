@@ -164,7 +164,8 @@ def test_naming_an_address_already_assigned_to_another_workload_is_refused(servi
 def test_ipam_pool_exhaustion_is_a_validation_error(config: ControllerConfig) -> None:
     import dataclasses
     import ipaddress
-    tiny = dataclasses.replace(config, ipv4_pool=ipaddress.IPv4Network("198.18.64.0/30"))  # two hosts
+    # Two hosts, both for one namespace: the pool itself runs out, not the namespace's share of it.
+    tiny = dataclasses.replace(config, ipv4_pool=ipaddress.IPv4Network("198.18.64.0/30"), namespace_pool_share=1.0)
     svc = ControllerService(tiny)
     try:
         svc.apply([namespace("shop"), workload("a"), workload("b")], "alice", "")

@@ -28,6 +28,7 @@ import pytest
 from stockade.controller.api import build_app
 from stockade.controller.auth import create_token_file
 from stockade.controller.config import ControllerConfig
+from stockade.controller.ratelimit import AuthFailureLimits
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.model.validation import ValidationSettings
 
@@ -158,7 +159,10 @@ def _start(tmp: Path, file_tokens: list[dict[str, Any]]) -> tuple[RunningControl
     tokens = create_token_file(tmp / "tokens.json", file_tokens)
     config = ControllerConfig(db_path=tmp / "stockade.db", tokens_file=tmp / "tokens.json",
                               validation=ValidationSettings(known_hosts=HOSTS),
-                              audit_log=tmp / "audit.jsonl", max_body_bytes=MAX_BODY)
+                              audit_log=tmp / "audit.jsonl", max_body_bytes=MAX_BODY,
+                              # This module sends hundreds of bad tokens from 127.0.0.1 on purpose, to
+                              # see each 401 audited; the failure rate limit has tests of its own.
+                              auth_failures=AuthFailureLimits(burst=100_000))
     return start_in_thread(config, app=build_app(config)), tokens, tmp / "audit.jsonl"
 
 

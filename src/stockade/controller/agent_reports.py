@@ -8,14 +8,23 @@ state that the agent's next one replaces: the newest per host is kept here, read
 it from memory, and a writer thread saves what changed at most every `flush_delay`
 seconds in one transaction. A controller that stops saves first (`close`); one that
 crashes loses at most that long of reports, which the agents' next heartbeats replace.
+
+`ReportFile` saves them in a SQLite file of their own, committed without fsync
+(`synchronous=OFF`): a report lost to a power cut is replaced by the agent's next one.
+Never in the revisions' database: there an unsynced commit may run the WAL checkpoint,
+which would then copy revisions into the database file without an fsync and recycle the
+WAL, and a power cut could lose a committed revision (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -100,3 +109,43 @@ class AgentReports:
                 log.exception("saving agent reports failed; they stay in memory")
             if self._stopping:
                 return
+
+
+class ReportFile:
+    """Agent reports on disk: one table in a SQLite file that holds nothing else.
+
+    One connection, used under a lock (the writer thread saves, `close` may save from another
+    thread); fsync is off for every transaction on this file, and this file only.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS agents (host TEXT PRIMARY KEY, report TEXT NOT NULL, "
+                           "last_seen TEXT NOT NULL)")
+
+    def load(self) -> list[AgentRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
+        return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
+
+    def save(self, batch: list[AgentRecord]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) ON CONFLICT (host) "
+                    "DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",
+                    [(r.host, json.dumps(r.report, sort_keys=True),
+                      r.last_seen.isoformat(timespec="milliseconds")) for r in batch])
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

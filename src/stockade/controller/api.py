@@ -1,12 +1,14 @@
 """The controller's REST API: `build_app(config)` wires store, service, auth and metrics into one FastAPI app.
 
 Invariants:
-- No business logic here: each route authenticates, authorizes, calls one
-  service method and returns its `to_dict()`.
+- No business logic here: each route authorizes, calls one service method and
+  returns its `to_dict()`. Authentication happens before the route, from the headers
+  alone (`gate.AuthGate`), so no body of an unauthenticated request is read.
 - Every error leaves as `{"error", "message"[, "problems"]}` with the status of
   its `StockadeError` class (one handler), including FastAPI's own request
   validation and routing errors, so the client can always rebuild the typed error.
-- Refused requests (401/403) are logged with route and caller, never with a token.
+- Refused requests (401/403/413/429) are logged with route and caller, never with a token,
+  and audited through the audit log's queue (no disk I/O on the event loop).
 - Blocking routes are sync `def` (FastAPI runs them in its thread pool, off the
   event loop); `watch` is async and waits on the loop without holding a thread.
 """
@@ -29,9 +31,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stockade.compile.host import NotProgrammed
 from stockade.controller import rbac
-from stockade.controller.audit import AuditEntry, AuditLog
+from stockade.controller.audit import AuditEntry, AuditLog, WriteAudit
 from stockade.controller.auth import Principal, TokenAuthority, parse_ttl
+from stockade.controller.gate import PUBLIC_PATHS, AuthGate
 from stockade.controller.limits import BodyLimit
+from stockade.controller.ratelimit import UNIX_PEER, FailureLimiter
 from stockade.controller.rbac import Permission
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, FlowQuery
@@ -79,8 +83,9 @@ API = "/api/v1"
 MAX_WATCH_TIMEOUT = 300.0
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 422)
+    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 422, 429)
 }
+_REFUSALS = (401, 403, 413, 429)
 
 # Routes that change something: every outcome of these is audited (refusals of any route are too).
 _WRITES: dict[tuple[str, str], str] = {
@@ -98,18 +103,23 @@ def _action_of(method: str, path: str) -> str | None:
 
 
 def _client_of(scope_client: Any) -> str:
-    return f"{scope_client[0]}" if scope_client else "unix-socket"
+    """The audit log's `client`: the peer's address, or `unix-socket pid N` (`unix-socket` when unknown)."""
+    if not scope_client:
+        return UNIX_PEER
+    if scope_client[0] == UNIX_PEER:
+        return f"{UNIX_PEER} pid {scope_client[1]}"
+    return f"{scope_client[0]}"
 
 
 def _audit_failure(request: Request, status: int, reason: str) -> None:
-    """Audit a refused (401/403) request of any route, or a failed write; nothing else."""
+    """Audit a refused (401/403/413/429) request of any route, or a failed write; nothing else."""
     audit: AuditLog | None = getattr(request.app.state, "audit", None)
     action = _action_of(request.method, request.url.path)
-    if audit is None or (action is None and status not in (401, 403, 413)):
+    if audit is None or (action is None and status not in _REFUSALS):
         return
     principal: Principal | None = getattr(request.state, "principal", None)
     audit.record(AuditEntry(
-        action=action or "request", outcome="refused" if status in (401, 403, 413) else "failed",
+        action=action or "request", outcome="refused" if status in _REFUSALS else "failed",
         status=status, method=request.method, path=request.url.path,
         client=_client_of(request.client), actor=principal.describe() if principal else None,
         reason=reason))
@@ -172,7 +182,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     service = service if service is not None else ControllerService(config)
     tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file, service.store)
     metrics = ControllerMetrics(service)
-    audit = AuditLog(service.store, config.audit_log)
+    audit = service.audit
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -191,23 +201,35 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     app.state.audit = audit
     _install_error_handlers(app)
 
-    def refuse_body(scope: Any, reason: str) -> None:
+    def refuse(scope: Any, status: int, reason: str) -> None:
+        # Queued, not written: a refusal costs the event loop no disk I/O (audit.AuditLog).
+        principal: Principal | None = (scope.get("state") or {}).get("principal")
         audit.record(AuditEntry(action=_action_of(scope.get("method", ""), scope.get("path", "")) or "request",
-                                outcome="refused", status=413, method=scope.get("method", ""),
-                                path=scope.get("path", ""), client=_client_of(scope.get("client")), reason=reason))
+                                outcome="refused", status=status, method=scope.get("method", ""),
+                                path=scope.get("path", ""), client=_client_of(scope.get("client")),
+                                actor=principal.describe() if principal else None, reason=reason))
 
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, on_refusal=refuse_body)
+    # Outermost first: count every request; authenticate from the headers; only then bound
+    # (and let the route read) the body.
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes,
+                       on_refusal=lambda scope, reason: refuse(scope, 413, reason))
+    # With --metrics-auth, /metrics is no public path: the gate authenticates it like any route.
+    public = PUBLIC_PATHS - {"/metrics"} if config.metrics_auth else PUBLIC_PATHS
+    app.add_middleware(AuthGate, authenticate=tokens.authenticate, limiter=FailureLimiter(config.auth_failures),
+                       public_paths=public,
+                       on_refusal=refuse)
     app.add_middleware(RequestCounter, metrics=metrics)
 
     bearer = HTTPBearer(auto_error=False, description="a token from `stockade token create`")
 
     # The two dependencies every request runs are coroutines on purpose: a plain `def` is run
-    # in the thread pool, two thread hand-offs per request (authenticate only looks up a hash).
+    # in the thread pool, two thread hand-offs per request. The token was checked by AuthGate
+    # before the body was read; `bearer` stays here so the OpenAPI document shows the scheme.
     async def caller(request: Request,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-        principal = tokens.authenticate(credentials.credentials if credentials else None)
-        request.state.caller = principal.name
-        request.state.principal = principal
+                     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:  # only if the app is mounted without its gate
+            raise Unauthorized("a bearer token is required (Authorization: Bearer TOKEN)")
         return principal
 
     def allowed(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
@@ -226,13 +248,11 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     TokenAdmin = Annotated[Principal, Depends(allowed(Permission.MANAGE_TOKENS))]
     Reporter = Annotated[Principal, Depends(allowed(Permission.REPORT))]
 
-    def audit_write(request: Request, principal: Principal, action: str, result: dict[str, Any],
-                    **detail: Any) -> None:
-        objects = [r for r in result.get("results", []) if r.get("action") != "unchanged"]
-        audit.record(AuditEntry(action=action, outcome="ok", status=200, method=request.method,
-                                path=request.url.path, client=_client_of(request.client),
-                                actor=principal.describe(), revision=result.get("revision"),
-                                objects=objects, detail={k: v for k, v in detail.items() if v not in (None, "")}))
+    def write_audit(request: Request, principal: Principal, action: str, **detail: Any) -> WriteAudit:
+        """What the audit entry of this write's revision says besides the revision; the service
+        stores it in the revision's own transaction."""
+        return WriteAudit(action=action, method=request.method, path=request.url.path,
+                          client=_client_of(request.client), actor=principal.describe(), detail=detail)
 
     @app.get("/healthz", response_model=HealthResponse, tags=["health"])
     def healthz() -> dict[str, Any]:
@@ -243,18 +263,15 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     def apply(body: ApplyRequest, principal: Writer, request: Request) -> dict[str, Any]:
         """Create or update objects, all or nothing, as one revision authored by the token's name.
         Each object must be within the caller's role; a stale metadata.resourceVersion gives 409."""
-        result = service.apply(body.documents, principal.name, body.message, body.namespace,
-                               principal=principal).to_dict()
-        audit_write(request, principal, "apply", result, message=body.message)
-        return result
+        return service.apply(body.documents, principal.name, body.message, body.namespace, principal=principal,
+                             audit=write_audit(request, principal, "apply", message=body.message)).to_dict()
 
     @app.post(f"{API}/delete", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
     def delete(body: DeleteRequest, principal: Writer, request: Request) -> dict[str, Any]:
         """Delete objects, all or nothing, as one revision."""
         keys = [object_key(o.kind, o.namespace, o.name) for o in body.objects]
-        result = service.delete(keys, principal.name, body.message, principal=principal).to_dict()
-        audit_write(request, principal, "delete", result, message=body.message)
-        return result
+        return service.delete(keys, principal.name, body.message, principal=principal,
+                              audit=write_audit(request, principal, "delete", message=body.message)).to_dict()
 
     @app.post(f"{API}/diff", response_model=DiffResponse, responses=_ERROR_RESPONSES, tags=["objects"])
     def diff(body: DiffRequest, principal: Writer) -> dict[str, Any]:
@@ -267,9 +284,9 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
     @app.post(f"{API}/rollback", response_model=WriteResponse, responses=_ERROR_RESPONSES, tags=["objects"])
     def rollback(body: RollbackRequest, principal: Writer, request: Request) -> dict[str, Any]:
         """A new revision restoring every object as it was right after `revision`."""
-        result = service.rollback(body.revision, principal.name, body.message, principal=principal).to_dict()
-        audit_write(request, principal, "rollback", result, target=body.revision, message=body.message)
-        return result
+        entry = write_audit(request, principal, "rollback", target=body.revision, message=body.message)
+        return service.rollback(body.revision, principal.name, body.message, principal=principal,
+                                audit=entry).to_dict()
 
     @app.get(f"{API}/objects/{{kind}}", response_model=ListResponse, responses=_ERROR_RESPONSES,
              tags=["objects"])
@@ -375,11 +392,11 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         ttl = parse_ttl(body.ttl) if body.ttl else None
         entry, secret = tokens.create(principal.name, body.role, body.namespaces, ttl, body.name, body.host)
         info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
-        audit.record(AuditEntry(action="token.create", outcome="ok", status=200, method="POST",
-                                path=request.url.path, client=_client_of(request.client),
-                                actor=principal.describe(),
-                                detail={k: v for k, v in info.items() if k in ("id", "name", "role", "namespaces",
-                                                                                "host", "expires")}))
+        audit.record_now(AuditEntry(action="token.create", outcome="ok", status=200, method="POST",
+                                    path=request.url.path, client=_client_of(request.client),
+                                    actor=principal.describe(),
+                                    detail={k: v for k, v in info.items()
+                                            if k in ("id", "name", "role", "namespaces", "host", "expires")}))
         return {"token": secret, "info": info}
 
     @app.get(f"{API}/tokens", response_model=TokensResponse, responses=_ERROR_RESPONSES, tags=["tokens"])
@@ -394,9 +411,9 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         on. (The CLI sends a token's id, never the token: a path ends up in access logs.)"""
         entry = tokens.revoke(ref)
         info = next(d for d in tokens.describe_all() if d["id"] == entry.id)
-        audit.record(AuditEntry(action="token.revoke", outcome="ok", status=200, method="DELETE",
-                                path=request.url.path, client=_client_of(request.client),
-                                actor=principal.describe(), detail={"id": entry.id, "name": entry.name}))
+        audit.record_now(AuditEntry(action="token.revoke", outcome="ok", status=200, method="DELETE",
+                                    path=request.url.path, client=_client_of(request.client),
+                                    actor=principal.describe(), detail={"id": entry.id, "name": entry.name}))
         return {"tokens": [info]}
 
     MetricsReader = Annotated[Principal, Depends(allowed(Permission.READ_METRICS))]

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from stockade.controller.store import Store
+from stockade.controller.store import AuditRows, Revision, Store
 from stockade.redaction import redact_value
 
 log = logging.getLogger(__name__)
@@ -55,27 +56,157 @@ class AuditEntry:
         return out
 
 
+@dataclass(frozen=True)
+class WriteAudit:
+    """Who asked for a write and how: the audit entry of the revision it makes, but the revision."""
+
+    action: str                                  # apply, delete, rollback
+    method: str
+    path: str
+    client: str
+    actor: dict[str, Any] | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def entry(self, revision: int, objects: list[dict[str, Any]]) -> AuditEntry:
+        return AuditEntry(action=self.action, outcome="ok", status=200, method=self.method, path=self.path,
+                          client=self.client, actor=self.actor, revision=revision, objects=objects,
+                          detail={k: v for k, v in self.detail.items() if v not in (None, "")})
+
+
 class AuditLog:
+    """Records audit entries in the order they happen, without making a request wait for the disk.
+
+    - `record` (refusals, failed writes) stamps the entry and queues it; a writer thread stores
+      what is queued in one durable transaction per batch, so a flood of refusals costs the
+      event loop a list append each, and the disk one fsync per batch, not one per refusal.
+    - `record_now` (token create/revoke) returns once the entry, and all before it, are stored.
+    - `commit_revision` stores what is queued, a revision and that revision's own entry in one
+      transaction (the store's `commit_audited`): a revision without its entry cannot exist.
+    - `query` stores what is queued first, so a reader sees every entry recorded before it asked.
+
+    Order: entries reach the store (their `seq`) in the order they were recorded, because one
+    lock (`_order`) is held from taking the queue until its transaction commits, by whichever
+    of the writer thread, `record_now`, `commit_revision` or `query` stores it. Lock order:
+    `_order`, then SQLite's write lock, everywhere. An entry whose write fails stays queued, in
+    its place, and is retried; none is dropped.
+    """
+
     def __init__(self, store: Store, jsonl_path: Path | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 retry_delay: float = 1.0) -> None:
         self.store = store
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None
         self._clock = clock
-        self._file_lock = threading.Lock()
+        self._retry_delay = retry_delay
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()     # guards _pending and the writer's life
+        self._order = threading.Lock()    # one writer of entries at a time (see the class docstring)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer: threading.Thread | None = None
 
-    def record(self, entry: AuditEntry) -> dict[str, Any]:
-        doc = redact_value(entry.to_dict(self._clock().isoformat(timespec="milliseconds")))
-        seq = self.store.append_audit(doc["time"], doc)
-        doc = {"seq": seq, **doc}
-        if self.jsonl_path is not None:
+    def _stamp(self, entry: AuditEntry) -> dict[str, Any]:
+        # Masked here, once, whatever field a token-shaped secret arrived in (stockade.redaction).
+        return redact_value(entry.to_dict(self._clock().isoformat(timespec="milliseconds")))
+
+    def record(self, entry: AuditEntry) -> None:
+        """Queue `entry`; it is stored in the background, after every entry recorded before it."""
+        doc = self._stamp(entry)
+        with self._lock:
+            self._pending.append(doc)
+            if self._writer is None and not self._stopping:
+                self._writer = threading.Thread(target=self._write_behind, name="audit-writer", daemon=True)
+                self._writer.start()
+        self._wake.set()
+
+    def record_now(self, entry: AuditEntry) -> None:
+        """Store `entry` (and every entry queued before it) before returning."""
+        doc = self._stamp(entry)
+        with self._lock:
+            self._pending.append(doc)
+        self.flush()
+
+    def flush(self) -> None:
+        """Store every queued entry now, in order, in one transaction."""
+        with self._order:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
             try:
-                with self._file_lock, open(self.jsonl_path, "a") as f:
-                    f.write(json.dumps(doc, sort_keys=True) + "\n")
-            except OSError as e:
-                # The store holds the entry; a full or unwritable file must not fail the request.
-                log.error("cannot append to the audit file %s: %s", self.jsonl_path, e)
-        return doc
+                seqs = self.store.append_audit_batch(batch)
+            except BaseException:
+                self._requeue(batch)
+                raise
+            self._mirror(batch, seqs)
+
+    def commit_revision(self, commit: Callable[[AuditRows], tuple[Revision, list[int]]],
+                        entry_for: Callable[[int], AuditEntry]) -> Revision:
+        """Run `commit` (a store commit taking the audit rows to write with the revision) so that
+        the queued entries and `entry_for(revision number)` are stored in the revision's own
+        transaction: the revision and its entry exist both, or neither."""
+        with self._order:
+            with self._lock:
+                earlier, self._pending = self._pending, []
+            written: list[dict[str, Any]] = []
+
+            def rows(revision: int) -> list[dict[str, Any]]:
+                written[:] = [*earlier, self._stamp(entry_for(revision))]
+                return written
+
+            try:
+                revision, seqs = commit(rows)
+            except BaseException:
+                self._requeue(earlier)
+                raise
+            self._mirror(written, seqs)
+        return revision
 
     def query(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        self.flush()
         when = since.astimezone(timezone.utc).isoformat(timespec="milliseconds") if since else None
         return [{"seq": seq, **doc} for seq, doc in self.store.audit(when, limit)]
+
+    def pending(self) -> int:
+        """How many entries are recorded but not stored yet."""
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Stop the writer and store what is left."""
+        with self._lock:
+            self._stopping = True
+            writer = self._writer
+        self._wake.set()
+        if writer is not None:
+            writer.join(10)
+        self.flush()
+
+    def _requeue(self, batch: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pending[:0] = batch  # back in front of what came meanwhile: the order holds
+
+    def _write_behind(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return  # close() stores the rest
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - kept queued, in order, and retried
+                log.exception("storing audit entries failed; they stay queued and are retried")
+                time.sleep(self._retry_delay)
+                self._wake.set()
+
+    def _mirror(self, docs: list[dict[str, Any]], seqs: list[int]) -> None:
+        """Append stored entries to the JSON-lines file (called under `_order`: in seq order)."""
+        if self.jsonl_path is None or not docs:
+            return
+        lines = "".join(json.dumps({"seq": seq, **doc}, sort_keys=True) + "\n" for seq, doc in zip(seqs, docs))
+        try:
+            with open(self.jsonl_path, "a") as f:
+                f.write(lines)
+        except OSError as e:
+            # The store holds the entries; a full or unwritable file must not fail the request.
+            log.error("cannot append to the audit file %s: %s", self.jsonl_path, e)

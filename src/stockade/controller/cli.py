@@ -42,6 +42,17 @@ def serve(
     tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert")] = None,
     metrics_auth: Annotated[bool, typer.Option(
         "--metrics-auth", help="/metrics needs an admin, network-admin or viewer token (default: open)")] = False,
+    auth_failure_burst: Annotated[Optional[int], typer.Option(
+        help="failed authentications a client (address, IPv6 /64, unix-socket process) may make in a row "
+             "before it gets 429 (default 10)")] = None,
+    auth_failure_refill: Annotated[Optional[float], typer.Option(
+        help="seconds after which a client regains one failed authentication (default 6)")] = None,
+    namespace_workloads: Annotated[Optional[int], typer.Option(
+        help="default quota: workloads per namespace (default 2000; a Namespace's spec.quota overrides)")] = None,
+    namespace_policies: Annotated[Optional[int], typer.Option(
+        help="default quota: Policies and NetworkPolicies per namespace (default 1000)")] = None,
+    namespace_pool_share: Annotated[Optional[float], typer.Option(
+        help="default quota: share of the IPv4 pool's addresses one namespace may hold (default 0.25)")] = None,
 ) -> None:
     """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
     plain HTTP on a unix socket too."""
@@ -49,7 +60,9 @@ def serve(
 
     try:
         run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
-                       tls_cert, tls_key, interface_pattern, reserved_interfaces, metrics_auth=metrics_auth)
+                       tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
+                       auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
+                       metrics_auth=metrics_auth)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

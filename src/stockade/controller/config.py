@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stockade.controller.flows import DEFAULT_FLOW_HISTORY
+from stockade.controller.quotas import DEFAULT_POLICIES, DEFAULT_POOL_SHARE, DEFAULT_WORKLOADS, Quotas, default_quotas
+from stockade.controller.ratelimit import AuthFailureLimits
 from stockade.model.validation import ValidationSettings
 
 DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
@@ -30,6 +32,10 @@ class ControllerConfig:
     `agent_stale_after` is how many seconds after its last report an agent still
     counts as reporting. `event_retention` bounds the watch event log.
     `flow_history` bounds the in-memory flow record history (see `controller.flows`).
+    `auth_failures`: how often one client may fail authentication before it gets 429
+    (`controller.ratelimit`). `namespace_workloads`, `namespace_policies` and
+    `namespace_pool_share` (of the IPv4 pool's addresses) are each namespace's default quota,
+    which a Namespace's `spec.quota` overrides (`controller.quotas`); None: no limit.
     """
 
     db_path: Path
@@ -43,6 +49,16 @@ class ControllerConfig:
     audit_log: Path | None = None           # JSON lines mirror of the audit log (the store keeps it too)
     max_body_bytes: int = DEFAULT_MAX_BODY
     metrics_auth: bool = False              # /metrics needs an admin, network-admin or viewer token
+    auth_failures: AuthFailureLimits = field(default_factory=AuthFailureLimits)
+    namespace_workloads: int | None = DEFAULT_WORKLOADS
+    namespace_policies: int | None = DEFAULT_POLICIES
+    namespace_pool_share: float = DEFAULT_POOL_SHARE
+
+    @property
+    def quotas(self) -> Quotas:
+        """Each namespace's default quota."""
+        return default_quotas(self.namespace_workloads, self.namespace_policies, self.namespace_pool_share,
+                              self.ipv4_pool)
 
     def __post_init__(self) -> None:
         for pool in (self.ipv4_pool, self.ipv6_pool):
@@ -56,3 +72,9 @@ class ControllerConfig:
             raise ValueError("event_retention must be at least 1")
         if self.flow_history < 1:
             raise ValueError("flow_history must be at least 1")
+        if not 0 < self.namespace_pool_share <= 1:
+            raise ValueError("namespace_pool_share must be more than 0 and at most 1")
+        for name in ("namespace_workloads", "namespace_policies"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")

@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import stat
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fastapi import FastAPI
 
 from stockade.controller.api import build_app
 from stockade.controller.config import ControllerConfig
+from stockade.controller.ratelimit import UNIX_PEER, AuthFailureLimits
 from stockade.model.validation import ValidationSettings
 
 DEFAULT_PORT = 7470
@@ -123,6 +125,36 @@ def tls_files(cert: Path | str | None, key: Path | str | None) -> TlsFiles | Non
     return TlsFiles(Path(cert), Path(key)) if cert is not None and key is not None else None
 
 
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _unix_peer_pid(transport: asyncio.BaseTransport) -> int | None:
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        pid, _uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    except OSError:
+        return None
+    return pid
+
+
+def _naming_unix_peers(protocol: type) -> type:
+    """uvicorn's HTTP protocol, giving a unix-socket connection the client ("unix-socket", peer pid)
+    instead of none: the audit log then says which process called, and a process that keeps
+    failing authentication is refused alone, not every agent sharing the socket (ratelimit)."""
+
+    class UnixPeerProtocol(protocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            if self.client is None:
+                pid = _unix_peer_pid(transport)
+                if pid is not None:
+                    self.client = (UNIX_PEER, pid)
+
+    return UnixPeerProtocol
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the app that shutdown begins before it waits for requests
     to finish: long-polling watches then answer at once instead of being cancelled.
@@ -135,6 +167,9 @@ class _Server(uvicorn.Server):
         self._on_shutdown = on_shutdown
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if not getattr(self.config.http_protocol_class, "_names_unix_peers", False):
+            self.config.http_protocol_class = _naming_unix_peers(self.config.http_protocol_class)
+            self.config.http_protocol_class._names_unix_peers = True  # type: ignore[attr-defined]
         plain = [s for s in sockets or [] if s.family == socket.AF_UNIX]
         if self.config.ssl is None or not plain:
             await super().startup(sockets)
@@ -285,10 +320,16 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
                    stale_after: float | None = None, tls_cert: Path | str | None = None,
                    tls_key: Path | str | None = None, interface_pattern: str | None = None,
-                   reserved_interfaces: str | None = None, *, metrics_auth: bool = False) -> None:
+                   reserved_interfaces: str | None = None, auth_failure_burst: int | None = None,
+                   auth_failure_refill: float | None = None, namespace_workloads: int | None = None,
+                   namespace_policies: int | None = None, namespace_pool_share: float | None = None, *,
+                   metrics_auth: bool = False) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
-    [--reserved-interfaces lo,fab0] [--metrics-auth]` does: build the config from plain values and serve (blocking)."""
+    [--reserved-interfaces lo,fab0] [--auth-failure-burst N --auth-failure-refill S]
+    [--namespace-workloads N --namespace-policies N --namespace-pool-share F] [--metrics-auth]` does: build the
+    config from plain values and serve (blocking). A limit of 0 for workloads or policies is 0;
+    omitted options keep ControllerConfig's defaults."""
     host, port = parse_listen(listen)
     tls = tls_files(tls_cert, tls_key)
     settings = validation_settings(known_hosts, interface_pattern, reserved_interfaces)
@@ -299,6 +340,15 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
         extra["ipv6_pool"] = ipaddress.IPv6Network(ipv6_pool)
     if stale_after is not None:
         extra["agent_stale_after"] = stale_after
+    if auth_failure_burst is not None or auth_failure_refill is not None:
+        default = AuthFailureLimits()
+        extra["auth_failures"] = AuthFailureLimits(
+            auth_failure_burst if auth_failure_burst is not None else default.burst,
+            auth_failure_refill if auth_failure_refill is not None else default.refill_seconds)
+    for name, value in (("namespace_workloads", namespace_workloads), ("namespace_policies", namespace_policies),
+                        ("namespace_pool_share", namespace_pool_share)):
+        if value is not None:
+            extra[name] = value
     # The audit log's JSON-lines mirror lives beside the database, for a log shipper to follow.
     config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
                               validation=settings, audit_log=Path(db).parent / "audit.jsonl",

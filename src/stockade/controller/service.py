@@ -25,6 +25,8 @@ Invariants:
   only after the caller's right to it was checked.
 - The rollout latency of a (host, revision) is measured once: from the
   revision's commit time to the first report of that host enforcing it in sync.
+- A write given a `WriteAudit` stores its revision and that revision's audit entry in one
+  transaction (`AuditLog.commit_revision`): both exist, or neither.
 
 Sync methods block on SQLite; call them off the event loop. `watch` and `flows` are async.
 """
@@ -38,10 +40,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from stockade.controller import rbac, visibility
+from stockade.controller.audit import AuditLog, WriteAudit
 from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
+from stockade.controller import quotas
 from stockade.controller.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
@@ -100,9 +104,11 @@ class ControllerService:
     def __init__(self, config: ControllerConfig, store: Store | None = None, clock: Clock = utc_now) -> None:
         self.config = config
         self.store = store if store is not None else Store(config.db_path, config.event_retention)
+        self.audit = AuditLog(self.store, config.audit_log)
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
         # The pools' network and broadcast addresses are no workload's: validation knows them.
         self.validation = replace(config.validation, pools=(config.ipv4_pool, config.ipv6_pool))
+        self._quotas = config.quotas
         self._clock = clock
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
@@ -127,6 +133,7 @@ class ControllerService:
     def close(self) -> None:
         self._notifier.release()
         self._flow_notifier.release()
+        self.audit.close()  # stores the entries still queued
         self.store.close()
 
     # ------------------------------------------------------------------ state
@@ -201,6 +208,7 @@ class ControllerService:
                 changed.append(obj)
         after = current.with_changes(current.revision + 1, put=changed)
         if changed:
+            self._check_quotas(current, after, changed)
             problems = validate_state(after, self.validation, only={key_of(o) for o in changed},
                                       visible=self._visible(principal))
             if problems:
@@ -210,6 +218,12 @@ class ControllerService:
     @staticmethod
     def _visible(principal: Principal | None) -> Callable[[str], bool] | None:
         return rbac.visible_namespaces(principal) if principal is not None else None
+
+    def _check_quotas(self, current: DesiredState, after: DesiredState, changed: Iterable[StockadeObject]) -> None:
+        """QuotaExceeded (403) when the change grows a namespace beyond one of its limits."""
+        touched = {o.metadata.namespace or "" for o in changed} | {o.metadata.name for o in changed
+                                                                     if o.kind == "Namespace"}
+        quotas.check(current, after, touched, self._quotas, (self.pools.ipv4, self.pools.ipv6))
 
     def _check_versions(self, objects: Sequence[StockadeObject]) -> None:
         """409 for any object sent with a `metadata.resourceVersion` that is no longer its version."""
@@ -230,21 +244,36 @@ class ControllerService:
             raise ConflictError("; ".join(stale))
 
     def apply(self, documents: Sequence[Any], author: str, message: str,
-              default_namespace: str | None = None, principal: Principal | None = None) -> WriteResult:
+              default_namespace: str | None = None, principal: Principal | None = None,
+              audit: WriteAudit | None = None) -> WriteResult:
         """Create or update every object in `documents`, all or nothing, as one revision.
 
-        With `principal`, every object it changes must be within that caller's rights.
+        With `principal`, every object it changes must be within that caller's rights; with
+        `audit`, the revision's audit entry is stored with it (and one is recorded when nothing changed).
         """
         with self._write_lock:
             current = self._current_state()
             results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
             if not changed:
+                if audit is not None:
+                    self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, tuple(results))
             changes = [Change(key_of(o), to_document(o)) for o in changed]
-            revision = self.store.commit(self._ordered(changes), author, message, self._clock())
+            revision = self._commit(self._ordered(changes), author, message, results, audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
+
+    def _commit(self, changes: list[Change], author: str, message: str, results: Sequence[ObjectResult],
+                audit: WriteAudit | None) -> Revision:
+        """Commit `changes` as one revision; with `audit`, its audit entry in the same transaction."""
+        if audit is None:
+            return self.store.commit(changes, author, message, self._clock())
+        objects = [r.to_dict() for r in results if r.action != "unchanged"]
+        when = self._clock()
+        return self.audit.commit_revision(
+            lambda rows: self.store.commit_audited(changes, author, message, when, rows),
+            lambda revision: audit.entry(revision, objects))
 
     # ------------------------------------------------------- diff, rollback
 
@@ -274,7 +303,7 @@ class ControllerService:
         return current.revision, diffs, changes
 
     def rollback(self, target: int, author: str, message: str,
-                 principal: Principal | None = None) -> WriteResult:
+                 principal: Principal | None = None, audit: WriteAudit | None = None) -> WriteResult:
         """A new revision whose objects equal those right after revision `target`.
 
         Validated and authorized like any write; no revision when the state already equals it.
@@ -290,6 +319,8 @@ class ControllerService:
             results = [ObjectResult(key_of(o), "created" if key_of(o) not in have else "configured") for o in puts]
             results += [ObjectResult(k, "deleted") for k in deletes]
             if not results:
+                if audit is not None:
+                    self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, ())
             self._check_count(len(results), "changes")
             if principal is not None:
@@ -299,14 +330,15 @@ class ControllerService:
                 for k in deletes:
                     rbac.check_write(principal, k, to_document(have[k]), None)
             after = current.with_changes(current.revision + 1, put=puts, delete=deletes)
+            self._check_quotas(current, after, puts)
             problems = validate_state(after, self.validation, only={r.key for r in results},
                                       visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)
             changes = [Change(key_of(o), to_document(o)) for o in puts]
             changes = self._ordered(changes) + self._ordered((Change(k, None) for k in deletes), reverse=True)
-            revision = self.store.commit(changes, author, message or f"rollback to revision {target}",
-                                         self._clock())
+            revision = self._commit(changes, author, message or f"rollback to revision {target}", results,
+                                    audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
@@ -320,7 +352,7 @@ class ControllerService:
     # ----------------------------------------------------------------- delete
 
     def delete(self, keys: Iterable[ObjectKey], author: str, message: str,
-               principal: Principal | None = None) -> WriteResult:
+               principal: Principal | None = None, audit: WriteAudit | None = None) -> WriteResult:
         """Delete every object in `keys`, all or nothing, as one revision.
 
         NotFoundError when one is missing; ConflictError when a group would still
@@ -361,11 +393,12 @@ class ControllerService:
                         conflicts.append(f"{k} still holds {len(held)} object(s): {shown}; delete them first")
             if conflicts:
                 raise ConflictError("; ".join(conflicts))
-            revision = self.store.commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
-                                         author, message, self._clock())
+            results = [ObjectResult(k, "deleted") for k in wanted]
+            revision = self._commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
+                                    author, message, results, audit)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
-        return WriteResult(revision.number, tuple(ObjectResult(k, "deleted") for k in wanted))
+        return WriteResult(revision.number, tuple(results))
 
     # ------------------------------------------------------------------ reads
 

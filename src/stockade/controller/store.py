@@ -1,4 +1,4 @@
-"""The controller's SQLite store: objects, numbered revisions, a bounded event log, agent reports.
+"""The controller's SQLite store: objects, numbered revisions, a bounded event log, tokens, the audit log.
 
 Invariants:
 - Every write of desired state is ONE transaction that creates ONE revision
@@ -13,6 +13,14 @@ Invariants:
   "what was the state at revision N" for history, diff and rollback.
 - Tokens made through the API live here, as SHA-256 hashes only; the audit log
   keeps the newest `audit_retention` entries.
+- A revision and the audit entries handed to `commit_audited` are one transaction:
+  both are stored, or neither.
+- Durability: every transaction on this file commits with `synchronous=FULL` (the WAL is
+  fsynced before COMMIT returns, and so is every checkpoint), and nothing ever lowers it.
+  Agent reports, which are cheap runtime state committed without fsync, live in a file of
+  their own (`agent_reports.ReportFile`): a checkpoint run by an unsynced commit would
+  otherwise copy revisions into the database file without an fsync and then recycle the
+  WAL, so a power cut could lose a revision that had been acknowledged as committed.
 - Documents are stored as given (already validated by the service); the store
   knows nothing of their meaning beyond kind, namespace and name.
 
@@ -35,13 +43,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
-from stockade.controller.agent_reports import AgentRecord, AgentReports
+from stockade.controller.agent_reports import AgentRecord, AgentReports, ReportFile
 from stockade.errors import Gone
 from stockade.model.kinds import ObjectKey
 
 EventType = Literal["PUT", "DELETE"]
+AuditRows = Callable[[int], Sequence[dict[str, Any]]]  # revision number → audit entries to store with it
 
 _SCHEMA_VERSION = 1
 RECENT_REVISIONS = 64  # revisions whose events stay in memory for watchers
@@ -71,6 +80,7 @@ CREATE TABLE IF NOT EXISTS events (
     document  TEXT,
     PRIMARY KEY (rev, seq)
 );
+-- agents: written by versions before agent reports moved to their own file, now read once to migrate
 CREATE TABLE IF NOT EXISTS agents (
     host      TEXT PRIMARY KEY,
     report    TEXT NOT NULL,
@@ -232,7 +242,8 @@ class Store:
             # the program it enforces instead of swapping in a stranger's state.
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster_id', ?)", (uuid.uuid4().hex,))
             self.cluster_id: str = c.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0]
-        self._agent_reports = AgentReports(self._load_agents(), self._save_agents)
+        self._report_file = ReportFile(reports_path(self.path))
+        self._agent_reports = AgentReports(self._load_agents(), self._report_file.save)
 
     # ------------------------------------------------------------ connections
 
@@ -249,24 +260,17 @@ class Store:
         return conn
 
     @contextmanager
-    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction. `durable=False` commits without waiting for the disk (runtime
-        state that the next report replaces); the WAL keeps it atomic either way."""
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One durable write transaction (the connection's synchronous=FULL is never changed)."""
         conn = self._conn()
-        if not durable:
-            conn.execute("PRAGMA synchronous=OFF")  # only outside a transaction; restored below
+        # IMMEDIATE takes the write lock up front, so the revision number we read is ours.
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            # IMMEDIATE takes the write lock up front, so the revision number we read is ours.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            if not durable:
-                conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -280,6 +284,7 @@ class Store:
 
     def close(self) -> None:
         self._agent_reports.close()  # saves the reports not yet written
+        self._report_file.close()
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -404,10 +409,17 @@ class Store:
 
     def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime) -> Revision:
         """Apply `changes` as one new revision, atomically; return it."""
+        return self.commit_audited(changes, author, message, time, None)[0]
+
+    def commit_audited(self, changes: Sequence[Change], author: str, message: str, time: datetime,
+                       audit: AuditRows | None) -> tuple[Revision, list[int]]:
+        """Apply `changes` as one new revision and store the audit entries `audit(revision number)`
+        gives in the same transaction: both or neither. Returns the revision and the entries' seqs."""
         if not changes:
             raise ValueError("a revision needs at least one change")
         when = time.isoformat(timespec="milliseconds")
         rows: list[tuple[int, int, str, str, str, str, str | None]] = []
+        seqs: list[int] = []
         with self._write() as conn:
             rev = self._revision(conn) + 1
             conn.execute("INSERT INTO revisions (rev, author, message, time) VALUES (?, ?, ?, ?)",
@@ -432,9 +444,11 @@ class Store:
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 rows.append(row)
             self._compact(conn)
+            if audit is not None:
+                seqs = self._insert_audit(conn, audit(rev))
         revision = Revision(rev, author, message, when)
         self._tail.add(revision, [_event(r) for r in rows])  # committed: readers may now see it
-        return revision
+        return revision, seqs
 
     def _compact(self, conn: sqlite3.Connection) -> None:
         """Drop the oldest whole revisions from the event log until it fits the retention.
@@ -489,14 +503,24 @@ class Store:
     # ------------------------------------------------------------------ audit
 
     def append_audit(self, time: str, entry: dict[str, Any]) -> int:
-        """Keep one audit entry (already free of secrets); trims the oldest beyond the retention."""
+        """Keep one audit entry (already free of secrets, `time` is its "time")."""
+        return self.append_audit_batch([{**entry, "time": time}])[0]
+
+    def append_audit_batch(self, entries: Sequence[dict[str, Any]]) -> list[int]:
+        """Keep audit entries (free of secrets, each with its ISO "time"), in order, in one durable
+        transaction; returns their seqs. Trims the oldest beyond the retention."""
         with self._write() as conn:
+            return self._insert_audit(conn, entries)
+
+    def _insert_audit(self, conn: sqlite3.Connection, entries: Sequence[dict[str, Any]]) -> list[int]:
+        seqs: list[int] = []
+        for entry in entries:
             cur = conn.execute("INSERT INTO audit (time, entry) VALUES (?, ?)",
-                               (time, json.dumps(entry, sort_keys=True)))
-            seq = int(cur.lastrowid or 0)
-            if seq % 1000 == 0:
-                conn.execute("DELETE FROM audit WHERE seq <= ?", (seq - self.audit_retention,))
-        return seq
+                               (entry["time"], json.dumps(entry, sort_keys=True)))
+            seqs.append(int(cur.lastrowid or 0))
+        if seqs and seqs[-1] // 1000 != (seqs[0] - 1) // 1000:  # crossed a multiple of 1000
+            conn.execute("DELETE FROM audit WHERE seq <= ?", (seqs[-1] - self.audit_retention,))
+        return seqs
 
     def audit(self, since: str | None = None, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
         """The newest `limit` audit entries at or after `since` (ISO time), oldest first."""
@@ -521,16 +545,16 @@ class Store:
         return self._agent_reports.all()
 
     def _load_agents(self) -> list[AgentRecord]:
+        """The reports file's records; on the first start after the upgrade, the ones an older
+        version kept in this database (its `agents` table, no longer written)."""
+        loaded = self._report_file.load()
+        if loaded:
+            return loaded
         with self._read() as conn:
             rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
         return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
 
-    def _save_agents(self, batch: list[AgentRecord]) -> None:
-        # Not flushed to disk on commit: a report lost to a power cut is replaced by the agent's
-        # next one, and an fsync per burst would queue behind (and delay) applies.
-        with self._write(durable=False) as conn:
-            conn.executemany(
-                "INSERT INTO agents (host, report, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (host) DO UPDATE SET report = excluded.report, last_seen = excluded.last_seen",
-                [(r.host, json.dumps(r.report, sort_keys=True), r.last_seen.isoformat(timespec="milliseconds"))
-                 for r in batch])
+
+def reports_path(db: Path) -> Path:
+    """Where the agent reports of the store at `db` live: `stockade.db` → `stockade-agents.db`."""
+    return db.with_name(f"{db.stem}-agents{db.suffix}")

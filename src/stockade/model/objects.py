@@ -141,8 +141,18 @@ class Tier(Strict):
 
 # ----------------------------------------------------------------- Namespace
 
+class NamespaceQuota(Strict):
+    """Limits on what one namespace may hold; a limit left out is the controller's default.
+    Only admins and network-admins write Namespaces, so a tenant cannot raise its own."""
+
+    workloads: int | None = Field(default=None, ge=0)
+    addresses: int | None = Field(default=None, ge=0)   # per family, of the IPAM pools
+    policies: int | None = Field(default=None, ge=0)    # Policies and NetworkPolicies
+
+
 class NamespaceSpec(Strict):
     defaultAction: Literal["deny", "allowUntilSelected"] = "deny"
+    quota: NamespaceQuota | None = None
 
 
 class Namespace(Strict):
