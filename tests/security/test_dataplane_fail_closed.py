@@ -306,3 +306,92 @@ def test_a_controller_on_an_empty_database_does_not_empty_the_hosts(lab: Lab) ->
     wait_until(lambda: all(a["inSync"] and not a.get("error") for a in lab.json("status")["agents"]),
                "the agents to report in sync without a conflict once the right store is back", timeout=20,
                describe=lambda: lab.json("status"))
+
+
+def _tracked(lab: Lab, host: str, address: str) -> int:
+    """How many conntrack entries of `host` have `address` as source or destination."""
+    total = 0
+    for direction in ("-s", "-d"):
+        out = subprocess.run(["ip", "netns", "exec", lab.hv_netns(host), "conntrack", "-L", direction, address],
+                             capture_output=True, text=True, timeout=10).stdout
+        total += len([line for line in out.splitlines() if line.strip()])
+    return total
+
+
+def test_deleting_a_workload_ends_its_connections_on_every_host(lab: Lab) -> None:
+    lab.apply_text("""
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: leaving, namespace: fc-open}
+spec: {host: hv2}
+""", *WAIT)
+    peer, leaving = lab.workload("fc-open/peer"), lab.workload("fc-open/leaving")
+    address = _ipv4(leaving)
+    assert probe(peer["status"]["netns"], leaving["status"]["netns"], address, "udp", PORT).verdict == "allowed"
+    assert _tracked(lab, "hv1", address) > 0 and _tracked(lab, "hv2", address) > 0  # UDP lives 30 s and more
+    lab.cli("delete", "workload", "leaving", "-n", "fc-open", "--wait")
+    for host in ("hv1", "hv2"):  # the address may go to someone else: nothing of it stays open
+        wait_until(lambda: _tracked(lab, host, address) == 0, f"{host} to forget the connections of {address}",
+                   timeout=5, describe=lambda: _tracked(lab, host, address))
+
+
+UDP_SESSION = """
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(1.5)
+def ask(text):
+    c.sendto(text.encode(), ("{dst}", {port}))
+    try:
+        return c.recvfrom(2048)[0].decode()
+    except socket.timeout:
+        return "no answer"
+print(ask("first"), flush=True)
+sys.stdin.readline()
+print(ask("second"), flush=True)
+"""
+
+
+def _second_answer_after(lab: Lab, policy: str) -> str:
+    """Open a UDP 'connection' peer -> open, apply `policy` in between, and say what the same
+    socket's second datagram got."""
+    peer, open_wl = lab.workload("fc-open/peer"), lab.workload("fc-open/open")
+    srv = _in_netns(open_wl["status"]["netns"], SERVER.format(port=PORT))
+    cli: subprocess.Popen[str] | None = None
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"  # bound before the first
+        cli = subprocess.Popen(["nsenter", f"--net=/run/netns/{peer['status']['netns']}", sys.executable, "-c",
+                                textwrap.dedent(UDP_SESSION.format(dst=_ipv4(open_wl), port=PORT))],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert cli.stdout is not None and cli.stdin is not None
+        assert cli.stdout.readline().strip() == "ack first"
+        lab.apply_text(policy, *WAIT)
+        cli.stdin.write("go\n")
+        cli.stdin.flush()
+        return cli.stdout.readline().strip()
+    finally:
+        for proc in (cli, srv):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        lab.cli("delete", "policy", "closing", "-n", "fc-open", "--wait", check=False)
+
+
+def _closing(enforce: bool) -> str:
+    return f"""
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {{name: closing, namespace: fc-open}}
+spec:
+  appliesTo: {{selector: {{}}}}
+  enforceEstablished: {str(enforce).lower()}
+  ingress: []
+  types: [Ingress]
+"""
+
+
+def test_established_connections_survive_a_new_deny_by_default(lab: Lab) -> None:
+    assert _second_answer_after(lab, _closing(enforce=False)) == "ack second"
+
+
+def test_enforce_established_cuts_open_connections_at_rollout(lab: Lab) -> None:
+    assert _second_answer_after(lab, _closing(enforce=True)) == "no answer"

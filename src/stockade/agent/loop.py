@@ -26,6 +26,7 @@ from stockade.agent.cache import StateCache
 from stockade.agent.memory import release_free_memory
 from stockade.agent.reconciler import Outcome, Reconciler
 from stockade.agent.saved_program import SavedProgram
+from stockade.compile.stale_flows import FlowMemory
 from stockade.errors import StockadeError
 from stockade.model.state import DesiredState
 
@@ -99,7 +100,8 @@ class Agent:
                  on_failure: Callable[[], None] | None = None,
                  flows: FlowSource | None = None,
                  on_controller_error: Callable[[], None] | None = None,
-                 saved: SavedProgram | None = None) -> None:
+                 saved: SavedProgram | None = None,
+                 forget_connections: Callable[[set[str]], int] | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -111,6 +113,8 @@ class Agent:
         self._saved_hash: str | None = None
         self._restored: dict[str, Any] | None = None  # the saved program, while it is what we enforce
         self.cluster_id: str | None = None  # identity of the store whose state we enforce
+        self.forget_connections = forget_connections
+        self._flows_seen = FlowMemory()  # what the last state held: whose connections to end next
         self._conflict: str | None = None
         self.flows = flows
         self.cache = StateCache()
@@ -321,6 +325,12 @@ class Agent:
                 self.status.endpoints = self.endpoints.reconcile(state)
             if self.flows is not None:  # workloads and log sites of what the kernel now runs
                 self.flows.update(state, self.reconciler.applied)
+            stale = self._flows_seen.forget(state, self.config.host)
+            if stale and self.forget_connections is not None:
+                # After the program: a connection's next packet meets the new policy, or no owner.
+                ended = self.forget_connections(stale)
+                log.info("revision %d: ended %d connections of %d addresses that changed hands or whose "
+                         "policy enforces established connections", state.revision, ended, len(stale))
             self.status.revision = outcome.revision
             self.status.program_hash = outcome.program_hash
             not_programmed = [n.to_dict() for n in outcome.not_programmed]

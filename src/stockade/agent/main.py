@@ -24,7 +24,7 @@ from stockade.agent.reconciler import Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
 from stockade.redaction import install_log_redaction
-from stockade.dataplane.conntrack import ConntrackReader
+from stockade.dataplane.conntrack import ConntrackReader, forget_connections
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
@@ -102,7 +102,8 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     saved = SavedProgram(settings.state_dir / f"agent-{settings.host}.program.json") if settings.state_dir else None
     agent = Agent(AgentConfig(host=settings.host, accept_new_store=settings.accept_new_store), client, reconciler, endpoints,
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
-                  on_controller_error=metrics.controller_error, saved=saved)
+                  on_controller_error=metrics.controller_error, saved=saved,
+                  forget_connections=forget_connections)
     return agent, metrics
 
 

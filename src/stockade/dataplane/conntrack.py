@@ -22,7 +22,9 @@ so the exact number cannot be known). Never programs anything beyond that sysctl
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -34,6 +36,7 @@ from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_DELETE, nfct_msg
 
 from stockade.dataplane.netlink_events import SOL_NETLINK, EventReader, in_netns, split_messages
 from stockade.dataplane.nflog import L4_NAMES
+from stockade.errors import DataplaneError
 
 NETLINK_ADD_MEMBERSHIP = 1
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
@@ -170,3 +173,25 @@ def _set_acct() -> bool:
         except FileNotFoundError:
             time.sleep(0.05)
     return False
+
+
+def forget_connections(addresses: set[str] | list[str]) -> int:
+    """Delete this netns's conntrack entries from or to each address (a workload deleted, an
+    address released, or a policy with enforceEstablished rolled out); returns how many went.
+
+    Through the `conntrack` tool: deletions are rare (a change that ends connections), and
+    one command per address and direction is simpler than building ctnetlink filters here.
+    """
+    deleted = 0
+    for address in sorted(addresses):
+        family = "ipv6" if ":" in address else "ipv4"
+        for direction in ("--orig-src", "--orig-dst"):
+            res = subprocess.run(["conntrack", "-D", "-f", family, direction, address],
+                                 capture_output=True, text=True, timeout=10, check=False)
+            # exit 1 with "0 flow entries have been deleted" is not an error: nothing was open
+            found = re.search(r"(\d+) flow entries have been deleted", res.stderr + res.stdout)
+            if res.returncode not in (0, 1) or found is None:
+                raise DataplaneError(["conntrack", "-D", "-f", family, direction, address], res.returncode,
+                                     res.stderr)
+            deleted += int(found.group(1))
+    return deleted

@@ -381,6 +381,9 @@ class PolicySpec(Strict):
         "directions it has rules for (an empty list of rules in a listed direction isolates)")
     ingress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES_PER_DIRECTION)
     egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES_PER_DIRECTION)
+    enforceEstablished: bool = Field(
+        default=False, description="cut the open connections of the workloads this policy applies to "
+        "when it is created or changed, so that it decides their next packets (default: they are kept)")
 
     @field_validator("tier")
     @classmethod
