@@ -242,7 +242,7 @@ def test_watch_long_polls_until_a_commit_from_another_thread(service: Controller
     service.apply(shop(), "alice", "")
 
     def later() -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the commit comes later on purpose: the watch must have waited for it
         service.apply([workload("web-2", tier="web")], "alice", "")
 
     async def main() -> tuple[float, tuple[int, list[Any]]]:

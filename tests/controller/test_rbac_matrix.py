@@ -493,7 +493,7 @@ def test_no_token_or_a_garbage_token_is_401(world: Controller) -> None:
 def test_expired_token_is_401(world: Controller) -> None:
     token, info = world.new_token(role="viewer", ttl="1s", name="shortlived")
     assert info["expires"] is not None
-    time.sleep(1.2)
+    time.sleep(1.2)  # expiry is wall-clock time: nothing to await but the clock passing the 1 s TTL
     for method, path, body in (("GET", f"{API}/objects/namespaces", None),
                                ("POST", f"{API}/apply", {"documents": [ns_doc("never")]})):
         r = world.call(token, method, path, body)

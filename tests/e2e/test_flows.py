@@ -35,7 +35,7 @@ def _wait_records(lab: Lab, match, count: int, timeout: float = 5.0) -> list[dic
     while time.monotonic() < deadline:
         found = [r for r in _records(lab) if match(r)]
         if len(found) >= count:
-            time.sleep(1.0)  # anything extra (a duplicate) would arrive with the next batches
+            time.sleep(1.0)  # a window in which nothing may arrive: a duplicate would come with the next batches
             return [r for r in _records(lab) if match(r)]
         time.sleep(0.2)
     return found

@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -395,3 +396,14 @@ def test_established_connections_survive_a_new_deny_by_default(lab: Lab) -> None
 
 def test_enforce_established_cuts_open_connections_at_rollout(lab: Lab) -> None:
     assert _second_answer_after(lab, _closing(enforce=True)) == "no answer"
+
+
+def test_a_flushed_ruleset_is_back_within_about_a_second(lab: Lab) -> None:
+    peer, client = lab.workload("fc-open/peer"), lab.workload("fc/client")
+    wait_until(lambda: all(a["inSync"] for a in lab.json("status")["agents"]), "the agents to be in sync")
+    # What a stock nftables.conf does at boot or on `systemctl reload nftables`.
+    assert lab.nft("hv1", "flush", "ruleset").returncode == 0
+    started = time.monotonic()
+    wait_until(lambda: _table(lab, "hv1"), "hv1's agent to put its table back", timeout=2.5, interval=0.02)
+    assert time.monotonic() - started < 2.5  # the drift check runs every second
+    assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
