@@ -8,7 +8,7 @@ way out, whatever field it came in, rather than by every writer remembering to.
 - `redact(text)`: the text with every token-shaped run replaced by `stk_…REDACTED`.
 - `redact_value(value)`: the same through dicts, lists and tuples (keys too); other values as is.
 - `install_log_redaction()`: every log record of this process, of any logger and handler, is
-  masked when it is made (a log record factory): it runs once per record that will be emitted.
+  masked when it is made (a log record factory): its message, its traceback and its stack.
 
 Pure but for `install_log_redaction`, which wraps the process's log record factory once.
 """
@@ -57,6 +57,14 @@ def install_log_redaction() -> None:
             return record
         if "stk_" in message:
             record.msg, record.args = redact(message), None
+        if record.exc_info and record.exc_info[0] is not None:
+            # A traceback can carry a secret too (an exception's message, a repr of a request):
+            # formatted and masked now; handlers print exc_text as it is when it is set.
+            text = logging.Formatter().formatException(record.exc_info)
+            if "stk_" in text:
+                record.exc_text = redact(text)
+        if record.stack_info and "stk_" in record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return record
 
     logging.setLogRecordFactory(factory)
