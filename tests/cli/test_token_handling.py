@@ -186,18 +186,21 @@ def test_cli_config_is_private_from_creation(open_umask_and_spy: list[tuple[str,
 
 def test_lab_secret_files_are_private_from_creation_even_over_a_wider_old_file(
         open_umask_and_spy: list[tuple[str, int, int]], tmp_path: Path) -> None:
-    from stockade.lab.supervisor import _write_private
+    from stockade.private_files import write_private
 
     target = tmp_path / "agent-hv1.token"
     target.write_text("old\n")
     os.chmod(target, 0o644)  # left wide by an older version or a hand edit
     open_umask_and_spy.clear()
-    _write_private(target, "stk_" + "d" * 43 + "\n")
+    write_private(target, "stk_" + "d" * 43 + "\n")
     _assert_private_from_creation(open_umask_and_spy, target)
 
 
 def test_lab_keys_are_private_from_creation(open_umask_and_spy: list[tuple[str, int, int]], tmp_path: Path) -> None:
     from stockade.lab import pki
 
-    pki._write(tmp_path / "ca.key", b"-----BEGIN PRIVATE KEY-----\n", 0o600)
-    _assert_private_from_creation(open_umask_and_spy, tmp_path / "ca.key")
+    pki.ensure_pki(tmp_path)
+    keys = [c for c in open_umask_and_spy if c[0].endswith(".key.tmp") or ".key." in c[0]]
+    assert len(keys) == 2, open_umask_and_spy  # the CA's key and the controller's
+    for key in ("ca.key", "controller.key"):
+        _assert_private_from_creation(keys, tmp_path / key)

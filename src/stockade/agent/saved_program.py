@@ -1,8 +1,8 @@
 """The last program this agent applied, kept on local disk, so that a host enforces it again at
 boot before the controller can be reached (fail closed across a reboot).
 
-Written atomically (a private temporary file, fsync, rename, fsync of the directory): after a
-power cut the file holds either the previous program or the new one, never a mix. Only the
+Written atomically and private (`private_files.write_private`, durable: fsync, rename, fsync of
+the directory): after a power cut the file holds either the previous program or the new one. Only the
 agent's loop writes it, off the path of a change (see `Agent._save_loop`). A file that cannot
 be read back is ignored with a warning: the agent then waits for the controller, as before.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stockade.nft.ir import Ruleset
 from stockade.nft.render import full_replace
+from stockade.private_files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +39,7 @@ class SavedProgram:
     def save(self, ruleset: Ruleset, program_hash: str, cluster_id: str | None) -> None:
         body = json.dumps({"format": FORMAT, "revision": ruleset.revision, "programHash": program_hash,
                            "clusterId": cluster_id, "program": full_replace(ruleset)}, separators=(",", ":"))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from the start
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power cut
-        finally:
-            os.close(directory)
+        write_private(self.path, body, durable=True)
 
     def load(self) -> Saved | None:
         try:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stockade.errors import StockadeError, ValidationError
+from stockade.private_files import write_private
 
 if TYPE_CHECKING:
     from stockade.client import ControllerClient
@@ -99,7 +100,7 @@ class ConfigFile:
             return path
         data = {"current-context": self.current_context,
                 "contexts": {name: c.to_json() for name, c in sorted(self.contexts.items())}}
-        _write_private(path, json.dumps(data, indent=2) + "\n")
+        write_private(path, json.dumps(data, indent=2) + "\n")
         return path
 
     def redacted(self) -> dict[str, Any]:
@@ -118,18 +119,6 @@ def _context(path: Path, name: str, raw: Any) -> Context:
     return Context(raw["controller"], token, ca)
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 TOKEN_PREFIX = "stk_"  # as `controller.auth` makes them

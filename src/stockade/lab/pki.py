@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from stockade.private_files import write_private
 
 CA_VALIDITY = dt.timedelta(days=365)
 CERT_VALIDITY = dt.timedelta(days=30)
@@ -63,16 +64,16 @@ def ensure_pki(directory: Path, now: dt.datetime | None = None) -> Pki:
     ca = _load_pair(ca_cert_path, ca_key_path)
     if ca is None or not _fresh(ca[0], now):
         ca = _make_ca(now)
-        _write(ca_key_path, _key_pem(ca[1]), 0o600)
-        _write(ca_cert_path, ca[0].public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(ca_key_path, _key_pem(ca[1]), 0o600)
+        write_private(ca_cert_path, ca[0].public_bytes(serialization.Encoding.PEM), 0o644)
         changed = True
 
     server = _load_pair(cert_path, key_path)
     if changed or server is None or not _fresh(server[0], now) or not _issued_by(server[0], ca[0]) \
             or not _names_ok(server[0]):
         cert, key = _make_server_cert(ca[0], ca[1], now)
-        _write(key_path, _key_pem(key), 0o600)
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(key_path, _key_pem(key), 0o600)
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         changed = True
     return Pki(ca_cert_path, ca_key_path, cert_path, key_path, changed)
 
@@ -164,19 +165,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write to a temporary sibling made with `mode` from the start, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        # Before any byte is written: the umask may have narrowed `mode` (a certificate should stay
-        # world-readable); it is never widened beyond `mode`, so a key is 0600 from its creation.
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

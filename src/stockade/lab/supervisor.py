@@ -49,6 +49,7 @@ import httpx
 from stockade.cli.config import LEGACY_CONTEXT, ConfigFile, Context, config_path
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming, pki, topology
+from stockade.private_files import write_private
 
 DEFAULT_STATE_DIR = Path("/var/lib/stockade/lab")
 DEFAULT_HOSTS = 2
@@ -343,26 +344,9 @@ def _read_record(settings: LabSettings) -> LabRecord | None:
 
 def _write_record(settings: LabSettings, record: LabRecord) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    _write_private(settings.lab_file, json.dumps(asdict(record), indent=2) + "\n")
+    write_private(settings.lab_file, json.dumps(asdict(record), indent=2) + "\n")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret: a fresh sibling made 0600 by O_CREAT|O_EXCL, then renamed over `path`.
-
-    Never by truncating `path` in place: a file left with wider rights (an older version, a hand
-    edit) would hold the new secret with its old mode until a chmod after the write.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _free_port() -> int:
@@ -384,9 +368,9 @@ def _ensure_tokens(settings: LabSettings, hosts: list[str]) -> list[str]:
         entries = [{"name": "lab-admin", "role": "admin"}]
         entries += [{"name": _agent_name(h), "role": "agent", "host": h} for h in hosts]
         plain = create_token_file(settings.tokens, entries)
-        _write_private(settings.admin_token, plain["lab-admin"] + "\n")
+        write_private(settings.admin_token, plain["lab-admin"] + "\n")
         for h in hosts:
-            _write_private(settings.agent_token(h), plain[_agent_name(h)] + "\n")
+            write_private(settings.agent_token(h), plain[_agent_name(h)] + "\n")
         return list(hosts)
     renewed = []
     for h in hosts:
@@ -394,7 +378,7 @@ def _ensure_tokens(settings: LabSettings, hosts: list[str]) -> list[str]:
             continue
         kept = [e for e in read_token_file(settings.tokens) if e.name != _agent_name(h)]
         write_token_file(settings.tokens, kept)
-        _write_private(settings.agent_token(h), add_token(settings.tokens, _agent_name(h), "agent", h) + "\n")
+        write_private(settings.agent_token(h), add_token(settings.tokens, _agent_name(h), "agent", h) + "\n")
         renewed.append(h)
     return renewed
 
