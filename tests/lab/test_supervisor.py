@@ -43,7 +43,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
 def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSettings) -> None:
     argv = supervisor.agent_argv(settings, "hv2")
     assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-hv2"]
-    assert argv[2:6] == [sys.executable, "-m", "stockade.agent", "run"]
+    assert argv[2:6] == [sys.executable, "-m", "stockade.lab.agent", "run"]
     flags = dict(zip(argv[6::2], argv[7::2]))
     assert flags == {"--host": "hv2", "--controller": f"unix://{settings.state_dir}/controller.sock",
                      "--token-file": str(settings.state_dir / "agent-hv2.token"),

@@ -20,7 +20,6 @@ def run(
     controller: str = typer.Option(..., help="Controller URL: http(s)://HOST:PORT or unix:///PATH"),
     token_file: Path = typer.Option(..., help="File holding this agent's API token."),
     table: str = typer.Option("stockade", help="The nftables table this agent owns."),
-    lab_prefix: str | None = typer.Option(None, help="Lab mode: realise local workloads' namespaces."),
     state_dir: Path | None = typer.Option(
         None, help="Directory for the agent's own files: the last applied program, put back at boot."),
     metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
@@ -35,6 +34,6 @@ def run(
     from stockade.agent.main import AgentSettings, run_agent  # the agent's graph only when it runs
 
     token = token_file.read_text().strip()
-    run_agent(AgentSettings(host, controller, token, table, lab_prefix, metrics_address, flow_log_group or None,
+    run_agent(AgentSettings(host, controller, token, table, metrics_address, flow_log_group or None,
                             flow_conntrack=flow_conntrack, state_dir=state_dir,
                             accept_new_store=accept_new_store), verbose)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
@@ -35,7 +34,6 @@ class AgentSettings:
     controller: str
     token: str
     table: str = "stockade"
-    lab_prefix: str | None = None
     metrics_address: str | None = None
     flow_log_group: int | None = 100   # NFLOG group of flow records; None: no flow logging
     flow_queue: int = 10_000
@@ -46,40 +44,10 @@ class AgentSettings:
     accept_new_store: bool = False     # take a store with another identity, or one behind us
 
 
-class LabEndpoints:
-    """The lab's stand-in for a hypervisor or CNI: realises local workloads as namespaces + veths.
-
-    A pass dumps the hypervisor's links, addresses and routes over netlink: the largest part
-    of an agent's CPU for a change that leaves the endpoints as they were (a label, a policy),
-    and with twenty lab agents on two CPUs it delayed every rollout (docs/performance.md). So
-    a plan equal to the last one that was realised is checked again only once
-    `recheck_interval` has passed: plumbing broken by hand is repaired within that time, and
-    a new, moved or removed workload (a different plan) at once.
-    """
-
-    def __init__(self, prefix: str, host: str, recheck_interval: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.prefix = prefix
-        self.host = host
-        self.recheck_interval = recheck_interval
-        self.clock = clock
-        self._realised: tuple[Any, dict[str, dict[str, Any]], float] | None = None  # plan, statuses, when
-
-    def reconcile(self, state: DesiredState) -> dict[str, dict[str, Any]]:
-        from stockade.lab.endpoints import plan_endpoints, reconcile_endpoints
-
-        plan = plan_endpoints(state, self.host, self.prefix)
-        if self._realised is not None:
-            last_plan, statuses, checked_at = self._realised
-            if last_plan == plan and self.clock() - checked_at < self.recheck_interval:
-                return statuses
-        realised = reconcile_endpoints(plan, self.prefix, self.host)  # raises when any part failed
-        statuses = {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in realised.items()}
-        self._realised = (plan, statuses, self.clock())
-        return statuses
-
-
-def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
+def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None) -> tuple[Agent, AgentMetrics]:
+    """The agent's graph. `endpoints` realises local workloads' interfaces (the lab's driver,
+    `stockade.lab.agent`); None where the hypervisor or CNI makes them. Passed in, never imported:
+    the agent knows no endpoint driver."""
     from stockade.client import ControllerClient
 
     class AgentClient(ControllerClient):
@@ -93,9 +61,6 @@ def build_agent(settings: AgentSettings) -> tuple[Agent, AgentMetrics]:
     reconciler = Reconciler(driver, settings.host,
                             CompileOptions(table=settings.table, log_group=settings.flow_log_group))
     metrics = AgentMetrics(reconciler)
-    endpoints: EndpointDriver | None = None
-    if settings.lab_prefix:
-        endpoints = LabEndpoints(settings.lab_prefix, settings.host)
     flows = None
     if settings.flow_log_group is not None:
         flows = build_flows(settings, client, driver, metrics)
@@ -127,13 +92,13 @@ def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, me
     return pipeline
 
 
-def run_agent(settings: AgentSettings, verbose: bool = False) -> None:
+def run_agent(settings: AgentSettings, verbose: bool = False, endpoints: EndpointDriver | None = None) -> None:
     """Run one agent until SIGTERM or SIGINT."""
     install_log_redaction()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s agent[" + settings.host + "] %(name)s: %(message)s")
     limit_arenas()  # before any thread starts: see agent.memory
-    agent, metrics = build_agent(settings)
+    agent, metrics = build_agent(settings, endpoints)
     if settings.metrics_address:
         serve(metrics, settings.metrics_address)
 

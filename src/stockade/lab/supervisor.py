@@ -183,10 +183,11 @@ AGENT_METRICS_PORT = 9301
 def agent_argv(settings: LabSettings, host: str) -> list[str]:
     # nsenter --net only: the agent's own netns is the hypervisor's, while it still
     # shares the mount namespace, so it sees /run/netns and can make workload netns.
-    # `python -m stockade.agent`: the agent without the rest of the CLI (~35 MB less resident
-    # memory per lab host, docs/performance.md); the same options as `stockade agent run`.
+    # `python -m stockade.lab.agent`: the agent with the lab's endpoint driver, without the rest
+    # of the CLI (~35 MB less resident memory per lab host, docs/performance.md); the options of
+    # `python -m stockade.agent run` and the lab's prefix.
     hv = naming.host_netns(settings.prefix, host)
-    return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade.agent", "run",
+    return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade.lab.agent", "run",
             "--host", host, "--controller", f"unix://{settings.socket}",
             "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
             "--state-dir", str(settings.state_dir),
@@ -226,7 +227,7 @@ def _is_ours(pid: int, settings: LabSettings, marker: list[str]) -> bool:
 def _marker(name: str) -> list[str]:
     if name == "controller":
         return ["controller", "serve"]
-    return ["stockade.agent", "run", "--host", name.removeprefix("agent-")]
+    return ["stockade.lab.agent", "run", "--host", name.removeprefix("agent-")]
 
 
 def _process_status(settings: LabSettings, name: str) -> ProcessStatus:
