@@ -14,10 +14,9 @@ from pathlib import Path
 from stockade.controller.flows import DEFAULT_FLOW_HISTORY
 from stockade.controller.quotas import DEFAULT_POLICIES, DEFAULT_POOL_SHARE, DEFAULT_WORKLOADS, Quotas, default_quotas
 from stockade.controller.ratelimit import AuthFailureLimits
+from stockade.model.ipam import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
 from stockade.model.validation import ValidationSettings
 
-DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
-DEFAULT_IPV6_POOL = ipaddress.IPv6Network("2001:db8:64::/64")
 DEFAULT_STALE_AFTER = 15.0
 DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_MAX_BODY = 16 * 1024 * 1024

@@ -46,7 +46,7 @@ from stockade.controller.config import ControllerConfig
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller import quotas
-from stockade.controller.ipam import Pools, assign_addresses
+from stockade.model.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
     Action,

@@ -6,7 +6,7 @@ refused with the same object and field:
 
 1. every document through `parse_object` (shape, unknown fields, selectors, ports);
 2. addresses for workloads without `spec.ips`, by the controller's own IPAM
-   (`controller.ipam`, a pure module) with its default pools, in document order,
+   (`model.ipam`, a pure module) with its default pools, in document order,
    as `stockade apply` of the same files on a fresh store assigns them;
 3. `validate_state` over the whole state (namespaces, groups and tiers exist,
    addresses in range and unique).
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from stockade.controller.config import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
-from stockade.controller.ipam import Pools, assign_addresses
 from stockade.errors import ValidationError
+from stockade.model.ipam import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL, Pools, assign_addresses
 from stockade.model.kinds import parse_documents
 from stockade.model.state import DesiredState
 from stockade.model.validation import ValidationSettings, validate_state

@@ -23,6 +23,11 @@ from stockade.model.kinds import StockadeObject
 from stockade.model.objects import Workload
 from stockade.model.state import DesiredState
 
+# Where workloads without addresses get theirs, unless the deployment says otherwise
+# (ControllerConfig.ipv4_pool / ipv6_pool); `stockade test` assigns from the same pools offline.
+DEFAULT_IPV4_POOL = ipaddress.IPv4Network("198.18.64.0/18")
+DEFAULT_IPV6_POOL = ipaddress.IPv6Network("2001:db8:64::/64")
+
 
 @dataclass(frozen=True)
 class Pools:
