@@ -3,10 +3,10 @@
 Layout of the program (one `inet` table, owned by Stockade alone):
 
     chain guard    hook prerouting prio -300  iifname vmap @guard_dispatch (goto sp_<name>);
-                                           iifname "stk*" (each workload prefix) drop: no program
+                                           iifname @workload_port_names drop: no program
     chain egress   hook forward prio -10   ct established,related accept; ct invalid drop;
                                            iifname vmap @egress_dispatch
-    chain ingress  hook forward prio 0     oifname "stk*" oifname != @workload_ifaces drop;
+    chain ingress  hook forward prio 0     oifname @workload_port_names oifname != @workload_ifaces drop;
                                            ct established,related accept; ct invalid drop;
                                            oifname vmap @ingress_dispatch
     chain input    hook input   prio 0     iifname @workload_ifaces jump from_workloads
@@ -106,7 +106,6 @@ from stockade.nft.ir import (
     MarkHas,
     MarkSet,
     Match,
-    NamePrefix,
     NamedCounter,
     NamedSet,
     RateLimit,
@@ -127,6 +126,7 @@ PRIORITY_GUARD = -300  # prerouting, before conntrack (-200): a forged packet ne
 PRIORITY_EGRESS = -10
 PRIORITY_INGRESS = 0
 UNKNOWN_INTERFACE = "unknown-interface"  # comment (and counter) of the fail-closed drops
+WORKLOAD_PORT_NAMES = "workload_port_names"  # set of the workload naming scheme's wildcards
 ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation/advert, redirect
 L4_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp", "ICMPv6": "ipv6-icmp"}
 DIR_SUFFIX = {"ingress": "in", "egress": "eg"}
@@ -502,11 +502,11 @@ def _base_chains(options: CompileOptions) -> list[Chain]:
     )
     # Fail closed: a workload port with no program (not in the dispatch maps) is dropped in both
     # directions, established flows included, and counted; the host's own interfaces are untouched.
-    unknown_from = tuple(NftRule((NamePrefix(META_IIFNAME, prefix),), Drop(), UNKNOWN_INTERFACE, True)
-                         for prefix in options.workload_interface_prefixes)
-    unknown_to = tuple(NftRule((NamePrefix(META_OIFNAME, prefix), InSet((META_OIFNAME,), "workload_ifaces", True)),
-                               Drop(), UNKNOWN_INTERFACE, True)
-                       for prefix in options.workload_interface_prefixes)
+    # The naming scheme is data (`workload_port_names`, nft wildcards in an interval set): one
+    # set lookup per packet however many prefixes a deployment names.
+    unknown_from = (NftRule((InSet((META_IIFNAME,), WORKLOAD_PORT_NAMES),), Drop(), UNKNOWN_INTERFACE, True),)
+    unknown_to = (NftRule((InSet((META_OIFNAME,), WORKLOAD_PORT_NAMES), InSet((META_OIFNAME,), "workload_ifaces", True)),
+                          Drop(), UNKNOWN_INTERFACE, True),)
     return [
         # Before conntrack: spoof checks come first, so a forged packet can never ride another
         # workload's established flow (the `ct state established accept` below never sees it).
@@ -584,6 +584,9 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
     chains = _base_chains(options) + sorted(b.chains.values(), key=lambda c: c.name)
     sets = sorted(b.sets.values(), key=lambda s: s.name)
     sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False, "local workload interfaces"))
+    sets.append(NamedSet(WORKLOAD_PORT_NAMES, ("ifname",),
+                         tuple(sorted(f"{p}*" for p in options.workload_interface_prefixes)), True,
+                         "names of workload ports: one without a program is dropped"))
     maps = (
         VerdictMap("egress_dispatch", "ifname", tuple(sorted(egress_map, key=lambda e: e[0]))),
         VerdictMap("guard_dispatch", "ifname", tuple(sorted(guard_map, key=lambda e: e[0]))),

@@ -32,7 +32,6 @@ from stockade.nft.ir import (
     InSet,
     Jump,
     MarkHas,
-    NamePrefix,
     Match,
     NamedSet,
     Reject,
@@ -122,6 +121,8 @@ def _same(a: Value, b: Value) -> bool:
 def _element_has(element: object, value: tuple[Value, ...], interval: bool) -> bool:
     if isinstance(element, tuple):
         return len(element) == len(value) and all(_same(e, v) for e, v in zip(element, value))
+    if interval and len(value) == 1 and isinstance(element, str) and element.endswith("*"):
+        return isinstance(value[0], str) and value[0].startswith(element[:-1])  # an ifname wildcard
     if interval and len(value) == 1:
         try:
             return ipaddress.ip_address(value[0]) in ipaddress.ip_network(str(element))  # type: ignore[arg-type]
@@ -158,9 +159,6 @@ class Interpreter:
                 return p.ct_state in m.states
             if isinstance(m, MarkHas):
                 return bool(p.mark & m.bit) != m.negate
-            if isinstance(m, NamePrefix):
-                v = _field_value(p, m.field)
-                return isinstance(v, str) and v.startswith(m.prefix)
         except _Missing:
             return False
         raise TypeError(f"unknown match {m!r}")

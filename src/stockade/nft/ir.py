@@ -88,15 +88,7 @@ class MarkHas:
     negate: bool = False
 
 
-@dataclass(frozen=True)
-class NamePrefix:
-    """`iifname "stk*"`: an interface name that starts with `prefix` (nft's trailing wildcard)."""
-
-    field: FieldRef
-    prefix: str
-
-
-Match = Union[Cmp, InRange, InSet, InAnon, CtState, MarkHas, NamePrefix]
+Match = Union[Cmp, InRange, InSet, InAnon, CtState, MarkHas]
 
 
 # ---------------------------------------------------------------- verdicts

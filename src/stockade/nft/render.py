@@ -28,7 +28,6 @@ from stockade.nft.ir import (
     InSet,
     Jump,
     MarkHas,
-    NamePrefix,
     MarkSet,
     Match,
     NamedSet,
@@ -65,8 +64,6 @@ def _match(m: Match) -> Json:
     if isinstance(m, MarkHas):
         return {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, m.bit]},
                           "right": 0 if m.negate else m.bit}}
-    if isinstance(m, NamePrefix):
-        return {"match": {"op": "==", "left": _field(m.field), "right": f"{m.prefix}*"}}
     raise TypeError(f"unknown match {m!r}")
 
 
