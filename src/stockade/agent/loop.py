@@ -310,6 +310,7 @@ class Agent:
     def _step(self, state: DesiredState) -> tuple[bool, bool]:
         """Program the kernel, then the lab's interfaces, then report: (failed, reported)."""
         failed = False
+        stale: set[str] = set()
         try:
             outcome = self.reconciler.reconcile(state)
             # Enforcement starts when the transaction commits, not when the lab's interfaces
@@ -326,11 +327,6 @@ class Agent:
             if self.flows is not None:  # workloads and log sites of what the kernel now runs
                 self.flows.update(state, self.reconciler.applied)
             stale = self._flows_seen.forget(state, self.config.host)
-            if stale and self.forget_connections is not None:
-                # After the program: a connection's next packet meets the new policy, or no owner.
-                ended = self.forget_connections(stale)
-                log.info("revision %d: ended %d connections of %d addresses that changed hands or whose "
-                         "policy enforces established connections", state.revision, ended, len(stale))
             self.status.revision = outcome.revision
             self.status.program_hash = outcome.program_hash
             not_programmed = [n.to_dict() for n in outcome.not_programmed]
@@ -353,7 +349,22 @@ class Agent:
             if self.on_failure:
                 self.on_failure()
             failed = True
-        return failed, self._report_now()
+        reported = self._report_now()
+        if stale and self.forget_connections is not None:
+            self._end_connections(state.revision, stale)
+        return failed, reported
+
+    def _end_connections(self, revision: int, stale: set[str]) -> None:
+        """After the program is in force (a connection's next packet meets the new policy, or no
+        owner) and reported (conntrack's deletions do not delay the rollout's report)."""
+        assert self.forget_connections is not None
+        try:
+            ended = self.forget_connections(stale)
+        except StockadeError as e:
+            log.error("revision %d: ending the connections of %s failed: %s", revision, sorted(stale), e.message)
+            return
+        log.info("revision %d: ended %d connections of %d addresses that changed hands or whose policy "
+                 "enforces established connections", revision, ended, len(stale))
 
     async def _report(self) -> None:
         if await asyncio.to_thread(self._report_now):

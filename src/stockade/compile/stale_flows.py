@@ -12,22 +12,19 @@ kinds of change need the kernel to forget connections, not only to load a new pr
   packets are decided by the new policy (by default, established connections are kept, as
   Kubernetes' implementations do).
 
-`FlowMemory` keeps what the next comparison needs (address owners, digests of those policies),
-not a whole previous state.
+`FlowMemory` keeps what the next comparison needs: the last state's workloads (the same objects,
+no copy) and digests of those policies.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from stockade.compile.selection import Selection
+from stockade.model.objects import Workload
 from stockade.model.state import DesiredState
-
-
-def address_owners(state: DesiredState) -> dict[str, str]:
-    """Every workload address and the workload (`ns/name`) that holds it."""
-    return {ip: f"{key[0]}/{key[1]}" for key, wl in state.workloads.items() for ip in state.workload_ips(wl)}
 
 
 def enforcing_policies(state: DesiredState) -> dict[tuple[str, str], str]:
@@ -38,18 +35,27 @@ def enforcing_policies(state: DesiredState) -> dict[tuple[str, str], str]:
 
 @dataclass
 class FlowMemory:
-    """What the last state held that `forget` compares the next one with."""
+    """What the last state held that `forget` compares the next one with.
 
-    owners: dict[str, str] = field(default_factory=dict)
+    Runs on every change, so it looks only at workloads that changed: the agent's cache keeps an
+    unchanged workload as the same object from one state to the next, so an identity check per
+    workload finds the few that moved (a label change costs no address work at all)."""
+
+    workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
     enforcing: dict[tuple[str, str], str] = field(default_factory=dict)
     known: bool = False  # False until the first state: nothing to compare with, nothing to forget
 
     def forget(self, state: DesiredState, host: str) -> set[str]:
         """The addresses whose connections this host must forget for `state`; remembers `state`."""
-        owners, enforcing = address_owners(state), enforcing_policies(state)
+        enforcing = enforcing_policies(state) if state.policies else {}
         gone: set[str] = set()
         if self.known:
-            gone = {ip for ip, owner in self.owners.items() if owners.get(ip) != owner}
+            before, after = self.workloads, state.workloads
+            changed = [k for k, wl in after.items() if before.get(k) is not wl]
+            changed += [k for k in before.keys() - after.keys()]
+            for key in changed:  # addresses that left the workload that had them (deleted, released, moved)
+                old = set(state_ips(state, before.get(key)))
+                gone |= old - set(state_ips(state, after.get(key)))
             rolled_out = [key for key, digest in enforcing.items() if self.enforcing.get(key) != digest]
             if rolled_out:
                 selection = Selection(state)
@@ -58,5 +64,9 @@ class FlowMemory:
                         workload = state.workloads[wkey]
                         if workload.spec.host == host:
                             gone.update(state.workload_ips(workload))
-        self.owners, self.enforcing, self.known = owners, enforcing, True
+        self.workloads, self.enforcing, self.known = state.workloads, enforcing, True
         return gone
+
+
+def state_ips(state: DesiredState, workload: Workload | None) -> list[str]:
+    return state.workload_ips(workload) if workload is not None else []
