@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import ssl
 import subprocess
 import sys
@@ -19,6 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from stockade.cli.config import Context, client_from_config, context_from_file
 from stockade.client import ControllerClient
 from stockade.lab.naming import node_addresses
+from tests.waiting import process_gone, wait_until
+
+def ipv4(workload: dict[str, Any]) -> str:
+    """A workload's IPv4 address, as `stockade get -o json` shows it."""
+    return next(ip for ip in workload["status"]["ips"] if ":" not in ip)
+
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -91,6 +98,20 @@ class Lab:
         out = subprocess.run(["nsenter", f"--net=/run/netns/{self.hv_netns(host)}", sys.executable, "-c", code],
                              capture_output=True, text=True, timeout=30, check=True).stdout
         return metric_samples(out)
+
+    def pid(self, name: str) -> int:
+        """The pid of a lab process (`controller`, `agent-hv1`, ...) from its pid file."""
+        return int((self.state_dir / "run" / f"{name}.pid").read_text())
+
+    def kill9(self, name: str) -> int:
+        """SIGKILL a lab process and wait until it is gone; its pid."""
+        pid = self.pid(name)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: process_gone(pid), f"{name} (pid {pid}) to die of SIGKILL", timeout=5)
+        return pid
+
+    def has_table(self, host: str) -> bool:
+        return self.nft(host, "list", "table", "inet", "stockade").returncode == 0
 
     def logs(self) -> str:
         out = []

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Iterator
 
 import pytest
 
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
 from tests.e2e.test_three_tier import _probe
-from tests.waiting import process_gone, wait_until
+from tests.waiting import wait_until
 
 CONTROLLER_ERRORS = ("stockade_agent_controller_errors_total", ())
 
@@ -24,17 +22,11 @@ def shop2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def _kill(lab: Lab, name: str) -> None:
-    pid = int((lab.state_dir / "run" / f"{name}.pid").read_text())
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: process_gone(pid), f"{name} (pid {pid}) to die of SIGKILL", timeout=5)
-
-
 def test_agents_keep_enforcing_while_the_controller_is_down(shop2: Lab) -> None:
     before = {h: shop2.nft(h, "list", "table", "inet", "stockade").stdout for h in ("hv1", "hv2")}
     workloads = {ref: shop2.workload(ref) for ref in ("shop/lb-1", "shop/web-2", "shop/web-1", "shop/db-1")}
     errors = {h: shop2.agent_metrics(h).get(CONTROLLER_ERRORS, 0.0) for h in ("hv1", "hv2")}
-    _kill(shop2, "controller")
+    shop2.kill9("controller")
     for h in ("hv1", "hv2"):  # each agent has tried and failed to reach the controller, repeatedly
         wait_until(lambda: shop2.agent_metrics(h).get(CONTROLLER_ERRORS, 0.0) >= errors[h] + 3,
                    f"agent {h} to count 3 failed watches of the dead controller", timeout=15)
@@ -74,7 +66,7 @@ spec:
 
 
 def test_apply_wait_times_out_naming_the_host_that_lags(shop2: Lab) -> None:
-    _kill(shop2, "agent-hv2")
+    shop2.kill9("agent-hv2")
     try:
         res = shop2.apply_text("""
 apiVersion: stockade.io/v1

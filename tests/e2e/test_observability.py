@@ -17,7 +17,8 @@ import pytest
 
 from stockade.dataplane.nft_driver import counters_by_comment
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
-from tests.e2e.test_three_tier import _probe, _wait_for
+from tests.e2e.test_three_tier import _probe
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -36,7 +37,7 @@ def _agent(lab: Lab, host: str) -> dict[str, Any]:
 def test_status_shows_drift_after_a_hand_edit_and_clean_state_after_repair(obs: Lab) -> None:
     before = _agent(obs, "hv1")["driftRepairs"]
     assert obs.nft("hv1", "flush", "chain", "inet", "stockade", "egress").returncode == 0
-    assert _wait_for(lambda: _agent(obs, "hv1")["driftRepairs"] > before, timeout=10)
+    wait_until(lambda: _agent(obs, "hv1")["driftRepairs"] > before, "hv1 to report a drift repair", timeout=10)
     agent = _agent(obs, "hv1")
     assert agent["lastDriftAt"] and agent["inSync"] is True
     table = obs.cli("status").stdout
@@ -63,19 +64,20 @@ kind: Group
 metadata: {name: spare, namespace: shop}
 spec: {cidrs: [198.19.77.0/24]}
 """, "--wait")
-    assert _wait_for(lambda: obs.controller_metrics()[("stockade_policy_rollout_seconds_count", ())] >=
-                     rollouts + 2, timeout=10)
+    wait_until(lambda: obs.controller_metrics()[("stockade_policy_rollout_seconds_count", ())] >= rollouts + 2,
+               "both agents' rollouts to be observed", timeout=10)
 
 
 def test_an_agent_that_stops_reporting_is_shown_as_such(obs: Lab) -> None:
     pid = int((obs.state_dir / "run" / "agent-hv2.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     try:
-        assert _wait_for(lambda: _agent(obs, "hv2")["reporting"] is False, timeout=25, interval=0.5)
+        wait_until(lambda: _agent(obs, "hv2")["reporting"] is False, "hv2 to be shown as not reporting",
+                   timeout=25, interval=0.5)
         assert "unknown" in obs.cli("status").stdout
     finally:
         obs.cli("lab", "up", "--hosts", "2")
-    assert _wait_for(lambda: _agent(obs, "hv2")["reporting"] is True, timeout=15)
+    wait_until(lambda: _agent(obs, "hv2")["reporting"] is True, "hv2 to report again", timeout=15)
 
 
 FLOOD = """
@@ -146,8 +148,9 @@ spec: {cidrs: [198.19.78.0/24]}
         return matched, records, dropped
 
     # Every packet the rule matched is either a record or counted as dropped/sampled.
-    settled = _wait_for(lambda: (lambda m, r, d: m >= sent and r + d >= m)(*accounted()), timeout=15)
-    assert settled, (accounted(), obs.cli("flows", "-o", "json", "--limit", "5").stdout[-600:])
+    wait_until(lambda: (lambda m, r, d: m >= sent and r + d >= m)(*accounted()),
+               "every matched packet to be a record or counted as dropped", timeout=15,
+               describe=lambda: (accounted(), obs.cli("flows", "-o", "json", "--limit", "5").stdout[-600:]))
     matched, records, dropped = accounted()
     assert records + dropped == matched, (matched, records, dropped)
     assert records < sent / 2          # the kernel rate limit held the record stream down

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ def _ip(wl: dict, family: int) -> str:
 def _probe(lab: Lab, src: str, dst: str, protocol: str, port: int = 0, family: int = 4, **kw) -> str:
     s, d = lab.workload(src), lab.workload(dst)
     return probe(s["status"]["netns"], d["status"]["netns"], _ip(d, family), protocol, port, **kw).verdict
-
-
-def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def _settled(lab: Lab) -> dict:
@@ -171,13 +161,15 @@ def test_hand_edit_of_the_kernel_table_is_repaired(shop: Lab) -> None:
     # An operator "fixes" a problem by hand: accept everything forwarded before our policy.
     edit = shop.nft("hv1", "insert", "rule", "inet", "stockade", "egress", "accept")
     assert edit.returncode == 0, edit.stderr
-    assert _wait_for(lambda: shop.nft("hv1", "list", "table", "inet", "stockade").stdout.count("\n") ==
-                     before.count("\n") and "\t\taccept\n" not in shop.nft("hv1", "list", "table", "inet",
-                                                                          "stockade").stdout, timeout=10)
+    wait_until(lambda: shop.nft("hv1", "list", "table", "inet", "stockade").stdout.count("\n") ==
+               before.count("\n") and "\t\taccept\n" not in shop.nft("hv1", "list", "table", "inet",
+                                                                    "stockade").stdout,
+               "hv1's agent to undo the hand-inserted accept", timeout=10)
     assert _probe(shop, "shop/web-1", "shop/db-1", "tcp", 5432) == "denied"
     # Deleting the whole table is drift too.
     assert shop.nft("hv1", "delete", "table", "inet", "stockade").returncode == 0
-    assert _wait_for(lambda: shop.nft("hv1", "list", "table", "inet", "stockade").returncode == 0, timeout=10)
+    wait_until(lambda: shop.nft("hv1", "list", "table", "inet", "stockade").returncode == 0,
+               "hv1's agent to put its deleted table back", timeout=10)
     assert _probe(shop, "shop/web-1", "shop/db-1", "tcp", 5432) == "denied"
     assert _probe(shop, "shop/app-1", "shop/db-1", "tcp", 5432) == "allowed"
 
@@ -272,4 +264,4 @@ spec: {host: hv2}
     listed = lambda: netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout  # noqa: E731
     assert listed()
     shop.cli("delete", "workload", "temp", "-n", "shop", "--wait")
-    assert _wait_for(lambda: not listed(), timeout=10)
+    wait_until(lambda: not listed(), f"the namespace {netns} to be removed", timeout=10)

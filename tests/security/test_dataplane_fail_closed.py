@@ -11,22 +11,20 @@ One lab (two hypervisors) for the module; the verdicts are real sockets in the n
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import stat
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from stockade.lab.probe import probe
-from tests.e2e.conftest import Lab, make_lab
-from tests.waiting import process_gone, wait_until
+from tests.e2e.conftest import Lab, ipv4, make_lab
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -91,10 +89,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def _ipv4(workload: dict[str, Any]) -> str:
-    return next(ip for ip in workload["status"]["ips"] if ":" not in ip)
-
-
 def _in_netns(netns: str, code: str, timeout: float = 30) -> subprocess.Popen[str]:
     return subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-c", textwrap.dedent(code)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -145,7 +139,7 @@ print("sent", flush=True)
 
 def test_a_forged_packet_cannot_ride_a_neighbours_established_udp_flow(lab: Lab) -> None:
     client, attacker, server = (lab.workload(f"fc/{n}") for n in ("client", "attacker", "server"))
-    src, dst, sport = _ipv4(client), _ipv4(server), 40000 + secrets.randbelow(20000)
+    src, dst, sport = ipv4(client), ipv4(server), 40000 + secrets.randbelow(20000)
     srv = _in_netns(server["status"]["netns"], SERVER.format(port=PORT))
     cli: subprocess.Popen[str] | None = None
     try:
@@ -212,25 +206,12 @@ def test_a_port_without_a_program_is_dropped_to_the_host_and_to_workloads_and_co
     assert probe(rogue_port, None, "198.18.249.1", "icmp", None).verdict == "denied"
     # To a workload whose namespace is open to everyone (allowUntilSelected, no policy).
     open_wl = lab.workload("fc-open/open")
-    assert probe(rogue_port, open_wl["status"]["netns"], _ipv4(open_wl), "tcp", 80).verdict == "denied"
+    assert probe(rogue_port, open_wl["status"]["netns"], ipv4(open_wl), "tcp", 80).verdict == "denied"
     wait_until(lambda: _unknown_drops(lab) > before, "hv1's agent to count the unknown port's drops",
                describe=lambda: _unknown_drops(lab))
     # Control: the open workload is reachable from a known workload (of its open namespace).
     peer = lab.workload("fc-open/peer")
-    assert probe(peer["status"]["netns"], open_wl["status"]["netns"], _ipv4(open_wl), "tcp", 80).verdict == "allowed"
-
-
-def _pid(lab: Lab, name: str) -> int:
-    return int((lab.state_dir / "run" / f"{name}.pid").read_text())
-
-
-def _kill9(pid: int, what: str) -> None:
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: process_gone(pid), f"{what} (pid {pid}) to die of SIGKILL", timeout=5)
-
-
-def _table(lab: Lab, host: str) -> bool:
-    return lab.nft(host, "list", "table", "inet", "stockade").returncode == 0
+    assert probe(peer["status"]["netns"], open_wl["status"]["netns"], ipv4(open_wl), "tcp", 80).verdict == "allowed"
 
 
 def test_a_rebooted_host_enforces_its_saved_program_while_the_controller_is_down(lab: Lab) -> None:
@@ -240,28 +221,28 @@ def test_a_rebooted_host_enforces_its_saved_program_while_the_controller_is_down
                "hv1's agent to save the program it enforces")
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     peer, client = lab.workload("fc-open/peer"), lab.workload("fc/client")
-    assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+    assert probe(peer["status"]["netns"], client["status"]["netns"], ipv4(client), "tcp", 80).verdict == "denied"
 
-    agent_pid = _pid(lab, "agent-hv1")
+    agent_pid = lab.pid("agent-hv1")
     # The agent runs in its hypervisor's netns (the lab starts it through nsenter, which execs it).
     argv = [b"nsenter", f"--net=/run/netns/{lab.hv_netns('hv1')}".encode(),
             *Path(f"/proc/{agent_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
     restarted: subprocess.Popen[bytes] | None = None
     try:
         # A power cut: controller and agent gone, and the kernel's tables with them.
-        _kill9(_pid(lab, "controller"), "the controller")
-        _kill9(agent_pid, "agent-hv1")
+        lab.kill9("controller")
+        lab.kill9("agent-hv1")
         assert lab.nft("hv1", "delete", "table", "inet", "stockade").returncode == 0
         # The host boots; its agent starts while the controller is still down.
         log = (lab.state_dir / "logs" / "agent-hv1-restarted.log").open("wb")
         restarted = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: _table(lab, "hv1"), "the restarted agent to put its saved program back", timeout=10,
+        wait_until(lambda: lab.has_table("hv1"), "the restarted agent to put its saved program back", timeout=10,
                    describe=lab.logs)
-        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+        assert probe(peer["status"]["netns"], client["status"]["netns"], ipv4(client), "tcp", 80).verdict == "denied"
         # Before the first sync too, a removal of our table is repaired within about a second.
         assert lab.nft("hv1", "delete", "table", "inet", "stockade").returncode == 0
-        wait_until(lambda: _table(lab, "hv1"), "the saved program to be put back after a removal", timeout=5)
-        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+        wait_until(lambda: lab.has_table("hv1"), "the saved program to be put back after a removal", timeout=5)
+        assert probe(peer["status"]["netns"], client["status"]["netns"], ipv4(client), "tcp", 80).verdict == "denied"
     finally:
         if restarted is not None and restarted.poll() is None:
             restarted.kill()
@@ -278,7 +259,7 @@ def test_a_controller_on_an_empty_database_does_not_empty_the_hosts(lab: Lab) ->
     aside.mkdir(exist_ok=True)
     try:
         # The controller is restarted on an empty database (a wrong path, a lost volume).
-        _kill9(_pid(lab, "controller"), "the controller")
+        lab.kill9("controller")
         for f in lab.state_dir.glob("controller.db*"):
             f.rename(aside / f.name)
         lab.cli("lab", "up", "--hosts", "2")
@@ -292,12 +273,12 @@ def test_a_controller_on_an_empty_database_does_not_empty_the_hosts(lab: Lab) ->
                             describe=lambda: lab.json("status"))
         assert all("--accept-new-store" in e for e in errors.values())
         # Every host still enforces the last policy of the real store.
-        assert _table(lab, "hv1") and _table(lab, "hv2")
-        assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
-        assert probe(client["status"]["netns"], srv["status"]["netns"], _ipv4(srv), "udp", PORT).verdict == "allowed"
+        assert lab.has_table("hv1") and lab.has_table("hv2")
+        assert probe(peer["status"]["netns"], client["status"]["netns"], ipv4(client), "tcp", 80).verdict == "denied"
+        assert probe(client["status"]["netns"], srv["status"]["netns"], ipv4(srv), "udp", PORT).verdict == "allowed"
     finally:
         # The operator puts the right database back: the agents carry on from it.
-        _kill9(_pid(lab, "controller"), "the controller")
+        lab.kill9("controller")
         for f in lab.state_dir.glob("controller.db*"):
             f.unlink()
         for f in aside.glob("controller.db*"):
@@ -327,7 +308,7 @@ metadata: {name: leaving, namespace: fc-open}
 spec: {host: hv2}
 """, *WAIT)
     peer, leaving = lab.workload("fc-open/peer"), lab.workload("fc-open/leaving")
-    address = _ipv4(leaving)
+    address = ipv4(leaving)
     assert probe(peer["status"]["netns"], leaving["status"]["netns"], address, "udp", PORT).verdict == "allowed"
     assert _tracked(lab, "hv1", address) > 0 and _tracked(lab, "hv2", address) > 0  # UDP lives 30 s and more
     lab.cli("delete", "workload", "leaving", "-n", "fc-open", "--wait")
@@ -361,7 +342,7 @@ def _second_answer_after(lab: Lab, policy: str) -> str:
     try:
         assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"  # bound before the first
         cli = subprocess.Popen(["nsenter", f"--net=/run/netns/{peer['status']['netns']}", sys.executable, "-c",
-                                textwrap.dedent(UDP_SESSION.format(dst=_ipv4(open_wl), port=PORT))],
+                                textwrap.dedent(UDP_SESSION.format(dst=ipv4(open_wl), port=PORT))],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert cli.stdout is not None and cli.stdin is not None
         assert cli.stdout.readline().strip() == "ack first"
@@ -404,6 +385,6 @@ def test_a_flushed_ruleset_is_back_within_about_a_second(lab: Lab) -> None:
     # What a stock nftables.conf does at boot or on `systemctl reload nftables`.
     assert lab.nft("hv1", "flush", "ruleset").returncode == 0
     started = time.monotonic()
-    wait_until(lambda: _table(lab, "hv1"), "hv1's agent to put its table back", timeout=2.5, interval=0.02)
+    wait_until(lambda: lab.has_table("hv1"), "hv1's agent to put its table back", timeout=2.5, interval=0.02)
     assert time.monotonic() - started < 2.5  # the drift check runs every second
-    assert probe(peer["status"]["netns"], client["status"]["netns"], _ipv4(client), "tcp", 80).verdict == "denied"
+    assert probe(peer["status"]["netns"], client["status"]["netns"], ipv4(client), "tcp", 80).verdict == "denied"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from stockade.lab.probe import probe
-from tests.e2e.conftest import Lab, make_lab
+from tests.e2e.conftest import Lab, ipv4, make_lab
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
@@ -88,13 +88,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def _ipv4(workload: dict[str, Any]) -> str:
-    return next(ip for ip in workload["status"]["ips"] if ":" not in ip)
-
-
 def _verdict(lab: Lab, src: str, dst: str, port: int, **kw: Any) -> str:
     s, d = lab.workload(src), lab.workload(dst)
-    return probe(s["status"]["netns"], d["status"]["netns"], _ipv4(d), "tcp", port, **kw).verdict
+    return probe(s["status"]["netns"], d["status"]["netns"], ipv4(d), "tcp", port, **kw).verdict
 
 
 def test_a_hostile_tenant_tries_every_attack_and_changes_nothing(lab: Lab, tmp_path: Path) -> None:
@@ -152,7 +148,7 @@ metadata: {{name: {name}, namespace: ht-a}}
 spec: {{host: hv2, interface: {iface}}}
 """, VALIDATION, "spec.interface")
     # 4. Send as b's client from a's workload (its address added to a's own NIC).
-    evil, forged = lab.workload("ht-a/evil"), _ipv4(lab.workload("ht-b/client"))
+    evil, forged = lab.workload("ht-a/evil"), ipv4(lab.workload("ht-b/client"))
     subprocess.run(["ip", "-n", evil["status"]["netns"], "addr", "add", f"{forged}/32", "dev", "eth0"], check=True)
     try:
         assert _verdict(lab, "ht-a/evil", "ht-b/web", 80, src_ip=forged) == "denied"
