@@ -91,8 +91,11 @@ class _Calls:
         return _Call("GET", f"{API}/snapshot")
 
     @staticmethod
-    def watch(since: int, timeout: float) -> _Call:
-        return _Call("GET", f"{API}/watch", params={"since": since, "timeout": timeout}, extra_timeout=timeout)
+    def watch(since: int, timeout: float, view: str | None = None) -> _Call:
+        params: dict[str, Any] = {"since": since, "timeout": timeout}
+        if view is not None:
+            params["view"] = view
+        return _Call("GET", f"{API}/watch", params=params, extra_timeout=timeout)
 
     @staticmethod
     def report_status(host: str, report: Mapping[str, Any] | None, revision: int | None,
@@ -316,9 +319,10 @@ class ControllerClient(_Base):
         the whole listing is never held as dicts at once (docs/performance.md)."""
         return self._exchange(_Calls.snapshot(), lazy="objects")
 
-    def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT) -> dict[str, Any]:
-        """{"revision", "events"} after `since`, long-polling up to `timeout` s; Gone: relist."""
-        return self._run(_Calls.watch(since, timeout))
+    def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT, view: str | None = None) -> dict[str, Any]:
+        """{"revision", "events"} after `since`, long-polling up to `timeout` s; Gone: relist.
+        An agent passes the `view` its snapshot named (its host's view of the state)."""
+        return self._run(_Calls.watch(since, timeout, view))
 
     def report_status(self, host: str, report: Mapping[str, Any] | None = None, *, revision: int | None = None,
                       program_hash: str | None = None, applied_at: str | None = None, in_sync: bool = False,
@@ -414,8 +418,9 @@ class AsyncControllerClient(_Base):
     async def snapshot_state(self) -> DesiredState:
         return state_from_snapshot(await self.snapshot())
 
-    async def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT) -> dict[str, Any]:
-        return await self._run(_Calls.watch(since, timeout))
+    async def watch(self, since: int, timeout: float = DEFAULT_WATCH_TIMEOUT,
+                    view: str | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.watch(since, timeout, view))
 
     async def report_status(self, host: str, report: Mapping[str, Any] | None = None, *,
                             revision: int | None = None, program_hash: str | None = None,

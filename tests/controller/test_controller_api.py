@@ -146,7 +146,8 @@ def test_watch_long_polls_and_returns_when_a_write_happens(admin: ControllerClie
 
 def test_watch_times_out_empty(agent: ControllerClient) -> None:
     answer = agent.watch(since=0, timeout=0.2)
-    assert answer == {"revision": 0, "events": [], "clusterId": agent.snapshot()["clusterId"]}
+    listing = agent.snapshot()
+    assert answer == {"revision": 0, "events": [], "clusterId": listing["clusterId"], "view": listing["view"]}
 
 
 def test_watch_from_before_the_kept_events_is_410(tokens: dict[str, str], config: ControllerConfig,
@@ -267,7 +268,7 @@ def test_stopping_the_controller_answers_pending_watches(config: ControllerConfi
     running.stop()
     watcher.join(5)
     assert time.monotonic() - started < 1.5  # not the 2 s graceful-shutdown cut-off, nor the 30 s poll
-    assert {k: v for k, v in result["answer"].items() if k != "clusterId"} == {"revision": 0, "events": []}
+    assert {k: v for k, v in result["answer"].items() if k not in ("clusterId", "view")} == {"revision": 0, "events": []}
     assert not (short_dir / "other.sock").exists()
 
 

@@ -51,10 +51,23 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
     from stockade.client import ControllerClient
 
     class AgentClient(ControllerClient):
+        """The controller as this agent sees it: its host's view of the state (the controller's
+        `host_views`), named by the snapshot and sent back with every watch; a watch answered
+        410 makes the loop list the (new) view again."""
+
+        _view: str | None = None
+
         def snapshot(self) -> dict[str, Any]:
             # The full listing's objects parsed one at a time as the cache loads them (a
             # sequence, not a list): never the whole listing as dicts at once (docs/performance.md).
-            return self.snapshot_lazy()
+            answer = self.snapshot_lazy()
+            self._view = answer.get("view")
+            return answer
+
+        def watch(self, since: int, timeout: float = 20.0, view: str | None = None) -> dict[str, Any]:
+            answer = super().watch(since, timeout, view if view is not None else self._view)
+            self._view = answer.get("view", self._view)
+            return answer
 
     client = AgentClient(settings.controller, settings.token, timeout=60.0)
     driver = NftDriver(table=settings.table)

@@ -40,6 +40,7 @@ from stockade.controller.rbac import Permission
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, FlowQuery
 from stockade.controller.metrics import ControllerMetrics, RequestCounter
+from stockade.controller.host_views import HostViews
 from stockade.controller.records import AgentReport, Endpoint, WatchAnswers
 from stockade.controller.schemas import (
     AgentStatusRequest,
@@ -197,6 +198,7 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.service = service
     watch_answers = WatchAnswers(service.cluster_id)
+    host_views = HostViews(service)
     app.state.metrics = metrics
     app.state.audit = audit
     _install_error_handlers(app)
@@ -298,21 +300,32 @@ def build_app(config: ControllerConfig, *, service: ControllerService | None = N
         revision, items = service.list_objects(kind, namespace, name, principal=principal)
         return {"items": items, "revision": revision}
 
-    @app.get(f"{API}/snapshot", response_model=SnapshotResponse, responses=_ERROR_RESPONSES, tags=["sync"])
-    def snapshot(_: StateReader) -> dict[str, Any]:
-        """Every object at one revision: where a watcher starts, and restarts after 410."""
+    @app.get(f"{API}/snapshot", response_model=SnapshotResponse, response_model_exclude_unset=True,
+             responses=_ERROR_RESPONSES, tags=["sync"])
+    def snapshot(principal: StateReader) -> dict[str, Any]:
+        """Every object at one revision: where a watcher starts, and restarts after 410. An agent
+        gets its host's view (what that host enforces) and the view's name to watch with."""
+        if principal.host is not None:
+            revision, objects, view = host_views.snapshot(principal.host)
+            return {"revision": revision, "clusterId": service.cluster_id, "view": view, "objects": objects}
         revision, objects = service.snapshot()
         return {"revision": revision, "clusterId": service.cluster_id, "objects": objects}
 
     @app.get(f"{API}/watch", response_model=WatchResponse,
              responses={**_ERROR_RESPONSES, 410: {"model": ErrorBody}}, tags=["sync"])
-    async def watch(_: StateReader, since: Annotated[int, Query(ge=0, le=2**53)],
-                    timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT)] = 30.0) -> Response:
-        """Events after revision `since`; long-polls up to `timeout` seconds. 410: too old, relist."""
-        revision, events = await service.watch(since, timeout)
-        # Rendered once per commit for all watchers (records.WatchAnswers); the schema above is
-        # what it holds, for the OpenAPI document.
-        return Response(watch_answers.render(since, revision, events), media_type="application/json")
+    async def watch(principal: StateReader, since: Annotated[int, Query(ge=0, le=2**53)],
+                    timeout: Annotated[float, Query(ge=0, le=MAX_WATCH_TIMEOUT)] = 30.0,
+                    view: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+        """Events after revision `since`; long-polls up to `timeout` seconds. 410: too old, relist.
+        An agent sends the `view` its snapshot named; 410 too when its host's view changed."""
+        if principal.host is not None:
+            revision, events, view = await host_views.watch(principal.host, since, timeout, view)
+        else:
+            revision, events = await service.watch(since, timeout)
+            view = None
+        # Rendered once per commit (and view) for all watchers (records.WatchAnswers); the schema
+        # above is what it holds, for the OpenAPI document.
+        return Response(watch_answers.render(since, revision, events, view), media_type="application/json")
 
     @app.put(f"{API}/agents/{{host}}/status", response_model=OkResponse, responses=_ERROR_RESPONSES,
              tags=["agents"])

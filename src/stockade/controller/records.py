@@ -151,27 +151,30 @@ class WatchAnswers:
 
     After a commit every agent's watch asks with the same `since` and gets the same events;
     rendering (and validating) that answer once per agent was most of the controller's work
-    for a change (docs/performance.md). An answer is fixed by (since, revision): the events of
-    a revision never change. Keeps the newest `size` answers that carry events, each of at
+    for a change (docs/performance.md). An answer is fixed by (since, revision, view): the
+    events of a revision never change, and an agent's view (controller.host_views) decides
+    which of them it gets. Keeps the newest `size` answers that carry events, each of at
     most `max_bytes` (a large apply's answer is rendered per watcher rather than held).
     """
 
-    def __init__(self, cluster_id: str, size: int = 8, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, cluster_id: str, size: int = 32, max_bytes: int = 256 * 1024) -> None:
         self.cluster_id = cluster_id
         self.size = size
         self.max_bytes = max_bytes
-        self._answers: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._answers: OrderedDict[tuple[int, int, str | None], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def render(self, since: int, revision: int, events: Sequence[Event]) -> bytes:
-        key = (since, revision)
+    def render(self, since: int, revision: int, events: Sequence[Event], view: str | None = None) -> bytes:
+        key = (since, revision, view)
         with self._lock:
             cached = self._answers.get(key)
         if cached is not None:
             return cached
-        body = json.dumps({"revision": revision, "clusterId": self.cluster_id,
-                           "events": [event_to_dict(e) for e in events]},
-                          ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        answer: dict[str, Any] = {"revision": revision, "clusterId": self.cluster_id}
+        if view is not None:
+            answer["view"] = view
+        answer["events"] = [event_to_dict(e) for e in events]
+        body = json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         if events and len(body) <= self.max_bytes:
             with self._lock:
                 self._answers[key] = body

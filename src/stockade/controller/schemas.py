@@ -222,6 +222,8 @@ class ListResponse(_Response):
 class SnapshotResponse(_Response):
     revision: int
     clusterId: str = Field(description="the store's identity, made when its database was created")
+    view: str | None = Field(default=None, description="an agent's: the name of its host's view, sent back "
+                             "with each watch")
     objects: list[dict[str, Any]]
 
 
@@ -237,6 +239,7 @@ class EventModel(_Response):
 class WatchResponse(_Response):
     revision: int = Field(description="resume the next watch from here")
     clusterId: str = Field(description="the store's identity: an agent relists if it changed")
+    view: str | None = Field(default=None, description="an agent's: the name of its host's view")
     events: list[EventModel]
 
 
