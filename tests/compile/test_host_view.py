@@ -178,7 +178,8 @@ def _with_groups(docs: list[dict[str, Any]], draw: st.DrawFn) -> list[dict[str, 
             for rule in spec.get(direction, []):
                 if rule.get(side) and draw(st.booleans()):
                     own = ["webs"] if ns is not None else []
-                    rule[side] = [{"group": draw(st.sampled_from(["red/webs", "blue/dbs", "blue/nets", *own]))}]
+                    names = ["red/webs", "blue/dbs", "blue/nets", "blue/ghost", *own]  # ghost: no such group
+                    rule[side] = [{"group": draw(st.sampled_from(names))}]
     return docs
 
 

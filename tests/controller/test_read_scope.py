@@ -121,15 +121,41 @@ def test_a_taken_address_does_not_name_the_other_tenants_workload(service: Contr
         service.apply([workload("probe", ns="a", ips=["198.18.2.20"])], "admin", "")
 
 
-def test_a_group_in_use_by_another_tenant_does_not_name_its_policy(service: ControllerService) -> None:
+def test_a_group_in_use_by_the_platform_does_not_name_its_policy(service: ControllerService) -> None:
     _world(service)
-    spy = {"apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": "quiet-name", "namespace": "b"},
-           "spec": {"appliesTo": {"group": "db"}, "ingress": [{"action": "allow", "from": [{"group": "a/web"}]}]}}
-    service.apply([spy], "admin", "b names a's group as a peer")
+    spy = {"apiVersion": "stockade.io/v1", "kind": "GlobalPolicy", "metadata": {"name": "quiet-name"},
+           "spec": {"tier": "platform", "appliesTo": {"group": "b/db"},
+                    "ingress": [{"action": "allow", "from": [{"group": "a/web"}]}]}}
+    service.apply([spy], "admin", "the platform names a's group as a peer")
     with pytest.raises(ConflictError) as caught:
         service.delete([ObjectKey("Group", "a", "web")], "tenant-a", "", principal=TENANT_A)
     assert "quiet-name" not in caught.value.message
     assert "1 policy of other namespaces" in caught.value.message
+
+
+def _peer_of(name: str, ns: str, peer: str) -> dict[str, Any]:
+    return {"apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": name, "namespace": ns},
+            "spec": {"appliesTo": {"group": "web" if ns == "a" else "db"},
+                     "ingress": [{"action": "allow", "from": [{"group": peer}]}]}}
+
+
+def test_naming_another_tenants_group_as_a_peer_tells_nothing_of_whether_it_exists(
+        service: ControllerService) -> None:
+    _world(service)
+    answers = []
+    for i, peer in enumerate(("b/db", "b/no-such-group")):
+        result = service.apply([_peer_of(f"probe-{i}", "a", peer)], "tenant-a", "", principal=TENANT_A)
+        answers.append([r.action for r in result.results])
+    assert answers == [["created"], ["created"]]
+
+
+def test_another_tenant_naming_my_group_does_not_keep_me_from_deleting_it(service: ControllerService) -> None:
+    _world(service)
+    service.apply([_peer_of("pin", "b", "a/web")], "admin", "b names a's group as a peer")
+    result = service.delete([ObjectKey("Group", "a", "web")], "tenant-a", "", principal=TENANT_A)
+    assert [r.action for r in result.results] == ["deleted"]
+    # b's peer now matches no one; re-applying b's policy stays valid.
+    service.apply([_peer_of("pin", "b", "a/web")], "admin", "unchanged")
 
 
 # ------------------------------------------------------------ status and flows

@@ -451,8 +451,14 @@ def test_group_in_another_namespace_is_found_by_namespace_and_name():
     doc = policy(rule={"from": [{"group": "ops/bastion"}]})
     state = state_of(_ns("shop"), _ns("ops"), _grp("bastion", "ops"), _grp("web"), _grp("app"), doc)
     assert problems_of(state) == []
+    # Missing, it is no problem of a namespaced policy: another tenant's groups are that tenant's
+    # business, and an error would tell which exist (validation._foreign_peer).
     state = state_of(_ns("shop"), _grp("web"), _grp("app"), doc)
-    (p,) = problems_of(state)
+    assert problems_of(state) == []
+    # The platform's references are checked.
+    glob = _global("shop/web")
+    glob["spec"]["ingress"] = [{"action": "allow", "from": [{"group": "ops/bastion"}]}]
+    (p,) = problems_of(state_of(_ns("shop"), _grp("web"), glob))
     assert p.field == "spec.ingress[0].from[0].group" and "ops/bastion" in p.problem
 
 

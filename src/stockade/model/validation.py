@@ -141,6 +141,8 @@ def validate_state(state: DesiredState, settings: ValidationSettings,
                                                  f"got {target!r}"))
                     continue
                 gkey = group_ref(ns or "", target)
+                if _foreign_peer(ns, gkey):
+                    continue  # see foreign peers in referrers_of_group: existence is not checked
                 if gkey not in state.groups:
                     problems.append(FieldProblem(ref, where, f"group {gkey[0]}/{gkey[1]} does not exist"))
         elif isinstance(obj, Group):
@@ -262,15 +264,28 @@ def _network_or_broadcast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
     return None
 
 
+def _foreign_peer(policy_ns: str | None, group: tuple[str, str]) -> bool:
+    """Is `group` a peer that a namespaced policy names in another namespace?
+
+    Such a reference is the other tenant's business only as far as that tenant decides: it need
+    not exist (until it does, it matches no one), and it never stops its owner from deleting the
+    group. Were it checked, a tenant could learn which groups another namespace has (an error
+    for a missing one, none for an existing one) and pin another tenant's groups in place by
+    naming them. A namespaced policy's appliesTo cannot name another namespace at all
+    (`_policy_scope_problems`); GlobalPolicies are the platform's, and theirs are checked."""
+    return bool(policy_ns) and group[0] != policy_ns
+
+
 def referrers_of_group(state: DesiredState, group: tuple[str, str],
                        visible: Visible | None = None) -> list[str]:
     """Policies that name this group: a group in use cannot be deleted. Those of a namespace the
-    caller may not read (`visible`) are counted, not named."""
+    caller may not read (`visible`) are counted, not named. Other namespaces' policies naming
+    it as a peer do not count (`_foreign_peer`)."""
     out = []
     hidden = 0
     for (ns, name), pol in sorted(state.policies.items()):
         for _, target in _policy_group_refs(pol.spec):
-            if group_ref(ns, target) == group:
+            if group_ref(ns, target) == group and not _foreign_peer(ns, group):
                 if visible is None or (ns and visible(ns)):
                     out.append(f"{pol.kind} {ns + '/' if ns else ''}{name}")
                 else:
