@@ -6,7 +6,10 @@ checks that the kernel still holds what was applied last, and applies the smalle
 correct transaction:
 - nothing, when the kernel already holds exactly this program;
 - set-element changes, when only group membership moved and the kernel is untouched;
-- a full atomic replacement of our table otherwise (first run, drift, structure change).
+- a full atomic replacement of our table otherwise (first run, drift, structure change);
+- when the kernel refuses the program, the same without the local workloads whose part it
+  refuses (agent.refusals), which are reported as not programmed: one object never stops a
+  host from enforcing the rest.
 """
 
 from __future__ import annotations
@@ -14,11 +17,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Literal
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Literal
 
-from stockade.compile.host import CompileOptions, NotProgrammed, compile_host_program
+from stockade.agent.refusals import isolate_refused
+from stockade.compile.host import (
+    CompileOptions,
+    HostProgram,
+    NotProgrammed,
+    compile_host_program,
+    programmable_workloads,
+)
 from stockade.dataplane.nft_driver import NftDriver
+from stockade.errors import DataplaneError
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
 from stockade.nft.render import count_objects, full_replace, program_hash, set_delta, structure_digest
@@ -95,7 +106,17 @@ class Reconciler:
             return Outcome("none", state.revision, new_hash, 0, time.monotonic() - started, False,
                            compiled.not_programmed)
         program, kind = (delta, "delta") if delta is not None else (full_replace(ruleset), "full")
-        self.driver.apply(program)
+        try:
+            self.driver.apply(program)
+        except DataplaneError as refusal:
+            # One object the kernel will not take must not stop this host from enforcing the
+            # others: program everything else, and report the workloads left out.
+            compiled = self._without_refused(state, refusal)
+            ruleset, kind = compiled.ruleset, "full"
+            structure = structure_digest(ruleset)
+            new_hash = program_hash(ruleset, structure)
+            program = full_replace(ruleset)
+            self.driver.apply(program)
         self.applied, self.applied_hash, self.applied_structure = ruleset, new_hash, structure
         self.applied_at = self.clock()
         self.expected_generation = self.driver.generation()
@@ -104,6 +125,31 @@ class Reconciler:
         self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
                        drifted, compiled.not_programmed)
+
+    def _without_refused(self, state: DesiredState, refusal: DataplaneError) -> HostProgram:
+        """The host's program without the local workloads whose part the kernel refuses (found
+        with `nft --check`, see agent.refusals); re-raises `refusal` when the refusal is no
+        workload's, so that the kernel keeps what it had."""
+        local, _ = programmable_workloads(state, self.host, self.options.reserved_interfaces)
+        reason = f"the kernel refused this workload's part of the program: {_kernel_message(refusal)}"
+
+        def options_without(left_out: Iterable[str]) -> CompileOptions:
+            return replace(self.options, left_out=tuple((name, reason) for name in sorted(left_out)))
+
+        def accepted(left_out: frozenset[str]) -> bool:
+            try:
+                self.driver.check(full_replace(
+                    compile_host_program(state, self.host, options_without(left_out)).ruleset))
+            except DataplaneError:
+                return False
+            return True
+
+        refused = isolate_refused([f"{ns}/{name}" for (ns, name), _ in local], accepted)
+        if refused is None:
+            raise refusal
+        log.error("the kernel refused the program of revision %d because of %s: enforcing everything else (%s)",
+                  state.revision, ", ".join(refused), _kernel_message(refusal))
+        return compile_host_program(state, self.host, options_without(refused))
 
     def _in_sync(self, take_fingerprint: bool) -> bool:
         """`take_fingerprint`: when our table's fingerprint is still to be taken and the table
@@ -125,3 +171,12 @@ class Reconciler:
 
     def _quiet(self) -> bool:
         return self.applied_at is None or self.clock() - self.applied_at >= self.fingerprint_quiet
+
+
+def _kernel_message(refusal: DataplaneError) -> str:
+    """The kernel's one-line reason (nft's `Error: ...` line), without the program it quotes."""
+    lines = [line.strip() for line in (refusal.stderr or "").splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Error:"):
+            return line[:200]
+    return (lines[0] if lines else f"exit status {refusal.returncode}")[:200]

@@ -148,6 +148,10 @@ class CompileOptions:
     # Names that are workload ports on this host: one of these without a program (a VM started
     # before its object exists, or whose object was deleted) is dropped, not left open.
     workload_interface_prefixes: tuple[str, ...] = WORKLOAD_INTERFACE_PREFIXES
+    # Local workloads to leave out, as ("ns/name", why): those whose part of the program the
+    # kernel refused (agent.reconciler isolates them), so that the rest is enforced. Their
+    # ports are then dropped like any workload port without a program.
+    left_out: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -526,18 +530,23 @@ def _base_chains(options: CompileOptions) -> list[Chain]:
     ]
 
 
-def programmable_workloads(state: DesiredState, host: str, reserved: frozenset[str] = DEFAULT_RESERVED_INTERFACES
+def programmable_workloads(state: DesiredState, host: str, reserved: frozenset[str] = DEFAULT_RESERVED_INTERFACES,
+                           left_out: tuple[tuple[str, str], ...] = ()
                            ) -> tuple[list[tuple[WorkloadKey, str]], tuple[NotProgrammed, ...]]:
     """The local workloads with their interfaces, sorted, each interface once and none of the
-    host's own; and the local workloads left out. Deterministic: of two workloads on one
-    interface the first by namespace/name keeps it, whatever order the state came in."""
+    host's own; and the local workloads left out (also those in `left_out`). Deterministic: of
+    two workloads on one interface the first by namespace/name keeps it, whatever order the
+    state came in."""
     kept: list[tuple[WorkloadKey, str]] = []
     owner: dict[str, WorkloadKey] = {}
     skipped: list[NotProgrammed] = []
+    refused = dict(left_out)
     for key in sorted(k for k, wl in state.workloads.items() if wl.spec.host == host):
         iface = workload_interface(state.workloads[key])
         name = f"{key[0]}/{key[1]}"
-        if iface in reserved:
+        if name in refused:
+            skipped.append(NotProgrammed(name, refused[name]))
+        elif iface in reserved:
             skipped.append(NotProgrammed(name, f"interface {iface} belongs to host {host}, not to a workload"))
         elif iface in owner:
             first = owner[iface]
@@ -558,7 +567,7 @@ def compile_host_program(state: DesiredState, host: str, options: CompileOptions
     """The program that `host` must run for `state`, and the local workloads it leaves out."""
     b = _Builder(state, host, options)
     policies = ordered_policies(state, b.tiers)
-    local, not_programmed = programmable_workloads(state, host, options.reserved_interfaces)
+    local, not_programmed = programmable_workloads(state, host, options.reserved_interfaces, options.left_out)
     egress_map: list[tuple[str, Verdict]] = []
     ingress_map: list[tuple[str, Verdict]] = []
     guard_map: list[tuple[str, Verdict]] = []

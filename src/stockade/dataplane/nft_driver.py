@@ -59,6 +59,14 @@ class NftDriver:
         if res.returncode != 0:
             raise DataplaneError(cmd, res.returncode, res.stderr)
 
+    def check(self, program: Json) -> None:
+        """Ask the kernel whether it would take `program` (`nft --check`: nothing is committed);
+        DataplaneError with its answer when not."""
+        cmd = [self.nft, "-c", "-j", "-f", "-"]
+        res = self.runner(cmd, to_json(program))
+        if res.returncode != 0:
+            raise DataplaneError(cmd, res.returncode, res.stderr)
+
     def list_table(self) -> dict[str, Any] | None:
         """Our table as libnftables JSON, or None when it does not exist."""
         cmd = [self.nft, "-j", "list", "table", self.family, self.table]
