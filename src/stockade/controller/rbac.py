@@ -9,7 +9,7 @@ Roles:
   platform- or baseline-tier rule, a Tier, a GlobalPolicy or a Namespace (the provider's
   guard rails). It reads only its own namespaces (plus the Tier list) and their flows/history.
 - `viewer`: reads everything (objects, status, flows, history, audit), writes nothing.
-- `agent`: reads desired state (snapshot, watch) and reports status and flows for its own host;
+- `agent`: reads its host's view of the desired state (snapshot, watch) and reports status and flows for its own host;
   nothing else — not the object listing, which is for people (an agent needs the whole state
   anyway: its local workloads' peers may be any namespace's group members).
 
@@ -39,7 +39,7 @@ TENANT_READABLE_CLUSTER_KINDS = frozenset({"Tier", "Namespace"})
 
 class Permission(Enum):
     READ_OBJECTS = "read objects"
-    READ_STATE = "read the whole desired state (snapshot, watch)"
+    READ_STATE = "read the desired state (snapshot, watch); an agent its host's view"
     READ_STATUS = "read agent status"
     READ_FLOWS = "read flow records"
     READ_HISTORY = "read revision history"
