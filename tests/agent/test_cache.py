@@ -69,3 +69,17 @@ def test_a_listing_that_fails_half_way_leaves_the_previous_state_whole() -> None
         cache.replace(9, broken)
     assert cache.revision == 5 and cache.synced
     assert cache.state().objects() == before.objects()  # not the 20 objects parsed before the bad one
+
+
+def test_a_revision_without_events_for_this_host_is_taken_with_the_objects_kept() -> None:
+    # The controller sends a host only what its view holds (controller.host_views): a revision
+    # that changed another tenant's policy comes with no events, and is still the one to enforce.
+    cache = StateCache()
+    cache.replace(3, _documents())
+    before = cache.state()
+    cache.apply_events(5, [])
+    after = cache.state()
+    assert (cache.revision, after.revision) == (5, 5)
+    assert after.objects() == before.objects()
+    cache.apply_events(4, [])  # an older answer never moves it back
+    assert cache.revision == 5

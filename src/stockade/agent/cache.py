@@ -6,6 +6,8 @@ never program the kernel from a partial view.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any, Iterable, Mapping, TypeVar
 
 from pydantic import BaseModel
@@ -152,6 +154,14 @@ class StateCache:
         self._state = None
 
     def apply_events(self, revision: int, events: list[Mapping[str, Any]]) -> None:
+        """Events of revisions up to `revision`; none when the revisions changed nothing this host
+        holds (controller.host_views): then the objects are kept as they are, at the new revision."""
+        if not events:
+            if revision > self.revision:
+                self.revision = revision
+                if self._state is not None:
+                    self._state = replace(self._state, revision=revision)
+            return
         for ev in events:
             key = ObjectKey(str(ev["kind"]), str(ev.get("namespace") or ""), str(ev["name"]))
             if ev["type"] == "DELETE":

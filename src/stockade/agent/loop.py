@@ -164,8 +164,10 @@ class Agent:
                     log.warning("the controller now answers from another store: listing again")
                     since = None
                     continue
-                if result.get("events"):
-                    self.cache.apply_events(int(result["revision"]), result["events"])
+                # A newer revision without events changed nothing this host holds (its view,
+                # controller.host_views); it is still the revision to enforce and report.
+                if result.get("events") or int(result["revision"]) > self.cache.revision:
+                    self.cache.apply_events(int(result["revision"]), result.get("events") or [])
                     self.dirty.set()
                 since = max(since, int(result["revision"]))
             except StockadeError as e:
