@@ -168,7 +168,9 @@ def test_tenants_compile_alike_from_every_host_s_view() -> None:
 
 
 def _with_groups(docs: list[dict[str, Any]], draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Some peers and appliesTo become group references, within and across namespaces."""
+    """Some peers and appliesTo become group references, within and across namespaces. On copies:
+    the reference's documents (its OPEN_BASELINE) are shared with other tests."""
+    docs = copy.deepcopy(docs)
     for doc in docs:
         spec, ns = doc["spec"], doc["metadata"].get("namespace")
         if draw(st.integers(0, 3)) == 0:
