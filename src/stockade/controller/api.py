@@ -67,7 +67,8 @@ from stockade.controller.schemas import (
     WriteResponse,
     parse_utc,
 )
-from stockade.controller.service import ControllerService, object_key
+from stockade.controller.service import object_key
+from stockade.controller.wiring import open_backend, service_on
 from stockade.redaction import install_log_redaction
 from stockade.errors import (
     ERRORS_BY_CODE,
@@ -176,12 +177,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-def build_app(config: ControllerConfig, *, service: ControllerService | None = None,
-              tokens: TokenAuthority | None = None) -> FastAPI:
-    """The controller's HTTP app. `service` and `tokens` may be given (tests); else built from `config`."""
+def build_app(config: ControllerConfig) -> FastAPI:
+    """The controller's HTTP app: opens the store `config` names and wires every part to it."""
     install_log_redaction()  # no token reaches this process's logs, whatever logs it
-    service = service if service is not None else ControllerService(config)
-    tokens = tokens if tokens is not None else TokenAuthority(config.tokens_file, service.store)
+    backend = open_backend(config)
+    service = service_on(config, backend)  # owns the backend's parts from here on
+    tokens = TokenAuthority(config.tokens_file, backend.tokens)
     metrics = ControllerMetrics(service)
     audit = service.audit
 

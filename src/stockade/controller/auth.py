@@ -4,7 +4,7 @@ Tokens come from two places, checked the same way:
 - the tokens file (JSON list of `{"name", "role", "sha256"[, "host"][, "namespaces"][, "expires"]}`),
   written by `lab up` or an operator to bootstrap the first admin and the agents;
   re-read when it changes on disk;
-- the store, for tokens made through the API (`stockade token create`).
+- the token repository (`store.tokens`), for tokens made through the API (`stockade token create`).
 Only SHA-256 hashes are kept anywhere; a plaintext token exists once, when it is
 created, and is never written to disk or to a log. A token's public `id` is the
 first 12 hex digits of its hash: enough to name it in `token list`, `revoke` and
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from stockade.controller.store import Store, StoredToken
+from stockade.controller.store.tokens import StoredToken, TokenRepository
 from stockade.errors import NotFoundError, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
@@ -227,15 +227,17 @@ def add_token(path: Path | str, name: str, role: str, host: str | None = None) -
 
 
 class TokenAuthority:
-    """Checks bearer tokens against the tokens file and the store; makes and revokes API tokens.
+    """Checks bearer tokens against the tokens file and the token repository; makes and revokes
+    API tokens.
 
-    Only this process writes the store's token tables, so their cache is refreshed
+    Only this process writes the repository, so its cache is refreshed
     by our own writes; the file is re-read when its mtime or size changes.
     """
 
-    def __init__(self, path: Path | str | None, store: Store | None = None, clock: Clock = _utc_now) -> None:
+    def __init__(self, path: Path | str | None, repository: TokenRepository | None = None,
+                 clock: Clock = _utc_now) -> None:
         self.path = Path(path) if path is not None else None
-        self.store = store
+        self.repository = repository
         self._clock = clock
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -267,10 +269,10 @@ class TokenAuthority:
         self._stamp = stamp
 
     def _reload_store(self) -> None:
-        if self.store is None:
+        if self.repository is None:
             return
-        self._api = {t.sha256: _entry_of_stored(t) for t in self.store.tokens()}
-        self._revoked = self.store.revoked_hashes()
+        self._api = {t.sha256: _entry_of_stored(t) for t in self.repository.all()}
+        self._revoked = self.repository.revoked_hashes()
 
     # ------------------------------------------------------- authentication
 
@@ -308,7 +310,7 @@ class TokenAuthority:
     def create(self, creator: str, role: str, namespaces: Iterable[str] = (), ttl: timedelta | None = None,
                name: str | None = None, host: str | None = None) -> tuple[TokenEntry, str]:
         """Make an API token; return its entry and the plaintext, which is not kept anywhere."""
-        if self.store is None:
+        if self.repository is None:
             raise ValidationError.single("token", "store", "this controller keeps no API tokens")
         namespaces = tuple(sorted(set(namespaces)))
         try:
@@ -326,7 +328,7 @@ class TokenAuthority:
             created=now.isoformat(timespec="seconds"), created_by=creator,
             expires=(now + ttl).isoformat(timespec="seconds") if ttl else None, revoked=None)
         with self._lock:
-            self.store.add_token(stored)
+            self.repository.add(stored)
             self._reload_store()
         return _entry_of_stored(stored), token
 
@@ -334,7 +336,7 @@ class TokenAuthority:
         """Revoke the token with this id, unique name, or the token itself (what a person holding
         a leaked token has in hand); NotFound or Validation (ambiguous) otherwise. A token given
         here is only hashed: it is never echoed in an error."""
-        if self.store is None:
+        if self.repository is None:
             raise ValidationError.single("token", "store", "this controller keeps no revocations")
         if ref.startswith(TOKEN_PREFIX):
             digest = hash_token(ref)
@@ -351,7 +353,7 @@ class TokenAuthority:
             raise ValidationError.single(f"token {ref}", "name", f"names {len(matches)} tokens ({ids}); give the id")
         entry = matches[0]
         with self._lock:
-            self.store.revoke_hash(entry.sha256, self._clock().isoformat(timespec="seconds"))
+            self.repository.revoke_hash(entry.sha256, self._clock().isoformat(timespec="seconds"))
             self._reload_store()
         return entry
 
