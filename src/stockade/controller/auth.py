@@ -142,7 +142,8 @@ def _check_scope(where: str, role: str, host: str | None, namespaces: Iterable[s
         raise ValueError(f"{where}.host: only agent tokens are bound to a host")
 
 
-def _entry_from(raw: Any, where: str) -> TokenEntry:
+def entry_from(raw: Any, where: str) -> TokenEntry:
+    """One tokens-file entry from its JSON form; ValueError naming `where` and the field."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: must be an object with name, role and sha256")
     name, role, digest = raw.get("name"), raw.get("role"), raw.get("sha256")
@@ -175,7 +176,7 @@ def read_token_file(path: Path) -> list[TokenEntry]:
         raw = raw.get("tokens", [])
     if not isinstance(raw, list):
         raise ValueError(f"{path}: must hold a JSON list of tokens")
-    return [_entry_from(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+    return [entry_from(item, f"{path}[{i}]") for i, item in enumerate(raw)]
 
 
 def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
@@ -204,7 +205,7 @@ def create_token_file(path: Path | str, entries: Iterable[Mapping[str, Any]]) ->
     stored: list[TokenEntry] = []
     for i, e in enumerate(entries):
         token = new_token()
-        entry = _entry_from({**e, "sha256": hash_token(token)}, f"entries[{i}]")
+        entry = entry_from({**e, "sha256": hash_token(token)}, f"entries[{i}]")
         if entry.name in tokens:
             raise ValueError(f"entries[{i}].name: {entry.name!r} appears twice")
         tokens[entry.name] = token
@@ -220,7 +221,7 @@ def add_token(path: Path | str, name: str, role: str, host: str | None = None) -
     if any(e.name == name for e in entries):
         raise ValueError(f"a token named {name!r} already exists")
     token = new_token()
-    entries.append(_entry_from({"name": name, "role": role, "sha256": hash_token(token),
+    entries.append(entry_from({"name": name, "role": role, "sha256": hash_token(token),
                                 **({"host": host} if host else {})}, "token"))
     write_token_file(path, entries)
     return token
