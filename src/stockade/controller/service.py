@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from stockade.controller import rbac, visibility
+from stockade.controller.rbac import Permission
 from stockade.controller.audit import AuditLog, WriteAudit
 from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
@@ -543,12 +544,15 @@ class ControllerService:
             raise ValidationError.single(f"agent {host}", "host",
                                          f"unknown host (known hosts: {', '.join(sorted(known)) or 'none'})")
 
-    def report_agent(self, host: str, report: AgentReport) -> float | None:
-        """Record an agent's report (runtime state: no revision).
+    def report_agent(self, host: str, report: AgentReport, principal: Principal | None = None) -> float | None:
+        """Record an agent's report (runtime state: no revision); with `principal`, only if it may
+        report for `host` (an agent token: its own host only).
 
         Returns the rollout latency in seconds (revision committed → this host enforces it in
         sync) when this is the first such report for that (host, revision), else None.
         """
+        if principal is not None:
+            rbac.require(principal, Permission.REPORT, host=host)
         self._check_host(host)
         now = self._clock()
         self.reports.put(host, report.to_dict(), now)
@@ -565,11 +569,15 @@ class ControllerService:
 
     # ------------------------------------------------------------------ flows
 
-    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0) -> int:
+    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0,
+                     principal: Principal | None = None) -> int:
         """Keep validated flow records (commit time, wire form) from `host`; count `dropped`.
 
-        Every record must name `host` as its enforcing host. Returns the log's last seq.
+        Every record must name `host` as its enforcing host; with `principal`, it must be one
+        that may report for `host`. Returns the log's last seq.
         """
+        if principal is not None:
+            rbac.require(principal, Permission.REPORT, host=host)
         self._check_host(host)
         problems = [FieldProblem(f"agent {host}", f"records.{i}.host",
                                  f"{doc.get('host')!r} is not the reporting host {host!r}")
@@ -622,6 +630,12 @@ class ControllerService:
             return await self._follow_flows(page, query, follow_timeout)
         finally:
             self._long_polls["flows"] -= 1
+
+    async def flow_page(self, query: FlowQuery, follow_timeout: float,
+                        principal: Principal | None) -> dict[str, Any]:
+        """`flows` for `principal`, in the wire form it may see (`scope_flow_page`)."""
+        page = await self.flows(query, follow_timeout, principal=principal)
+        return self.scope_flow_page(page, principal)
 
     async def _follow_flows(self, page: FlowPage, query: FlowQuery, follow_timeout: float) -> FlowPage:
         loop = asyncio.get_running_loop()
