@@ -22,7 +22,7 @@ from stockade.client import ControllerClient
 from stockade.controller.auth import create_token_file
 from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
-from stockade.controller.service import ControllerService
+from stockade.controller.wiring import open_service
 from stockade.errors import PolicyTestFailed, ValidationError
 from stockade.model.validation import ValidationSettings
 from stockade.policytest import evaluate, parse_expectations, proposed_state
@@ -108,7 +108,7 @@ def test_a_file_that_is_not_yaml_is_refused() -> None:
 def test_proposal_assigns_the_addresses_the_controller_would(tmp_path: Path) -> None:
     docs = example_documents()
     offline = proposed_state(docs)
-    service = ControllerService(ControllerConfig(db_path=tmp_path / "db.sqlite"))
+    service = open_service(ControllerConfig(db_path=tmp_path / "db.sqlite"))
     try:
         service.apply(docs, "test", "fresh store")
         stored = service.desired_state()

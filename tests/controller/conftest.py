@@ -18,6 +18,7 @@ from stockade.controller.auth import create_token_file
 from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.controller.service import ControllerService
+from stockade.controller.wiring import open_service
 from stockade.model.validation import ValidationSettings
 from tests.waiting import wait_until
 
@@ -40,7 +41,7 @@ def config(tmp_path: Path, tokens: dict[str, str]) -> ControllerConfig:
 
 @pytest.fixture
 def service(config: ControllerConfig) -> Iterator[ControllerService]:
-    svc = ControllerService(config)
+    svc = open_service(config)
     try:
         yield svc
     finally:

@@ -14,6 +14,7 @@ from tests.controller.controller_docs import group, namespace, policy, shop, wor
 from stockade.controller.config import ControllerConfig
 from stockade.controller.records import AgentReport, Endpoint
 from stockade.controller.service import ControllerService, object_key
+from stockade.controller.wiring import open_service
 from stockade.errors import ConflictError, NotFoundError, ValidationError
 from stockade.model.kinds import ObjectKey
 
@@ -166,7 +167,7 @@ def test_ipam_pool_exhaustion_is_a_validation_error(config: ControllerConfig) ->
     import ipaddress
     # Two hosts, both for one namespace: the pool itself runs out, not the namespace's share of it.
     tiny = dataclasses.replace(config, ipv4_pool=ipaddress.IPv4Network("198.18.64.0/30"), namespace_pool_share=1.0)
-    svc = ControllerService(tiny)
+    svc = open_service(tiny)
     try:
         svc.apply([namespace("shop"), workload("a"), workload("b")], "alice", "")
         with pytest.raises(ValidationError) as caught:
@@ -274,7 +275,7 @@ class FakeClock:
 
 def test_status_marks_agents_reporting_within_the_staleness_window(config: ControllerConfig) -> None:
     clock = FakeClock()
-    svc = ControllerService(config, clock=clock)
+    svc = open_service(config, clock=clock)
     try:
         svc.report_agent("hv1", AgentReport(revision=3, program_hash="abc", in_sync=True))
         clock.now += timedelta(seconds=10)

@@ -178,3 +178,23 @@ def test_up_refuses_a_state_dir_too_long_for_the_agents_socket(tmp_path: Path) -
     with pytest.raises(LabError, match="shorter STOCKADE_STATE_DIR"):
         supervisor.up(s, hosts=1)
     assert netns.list_netns(naming.lab_netns_prefix(s.prefix)) == []
+
+
+def test_lab_tokens_are_made_by_the_controllers_own_command(tmp_path: Path) -> None:
+    """The lab runs `python -m stockade.controller init-tokens` (it never imports the controller):
+    every plaintext 0600, and a lost agent token renews that agent's entry only."""
+    s = LabSettings(new_prefix(), tmp_path / "state", tmp_path / "config.json")
+    assert supervisor.init_tokens_argv(s, ["a:admin=x"])[1:4] == ["-m", "stockade.controller", "init-tokens"]
+    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == ["hv1", "hv2"]
+    files = [s.tokens, s.admin_token, s.agent_token("hv1"), s.agent_token("hv2")]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    entries = {e["name"]: e for e in json.loads(s.tokens.read_text())}
+    assert sorted(entries) == ["agent-hv1", "agent-hv2", "lab-admin"] and entries["agent-hv2"]["host"] == "hv2"
+    admin, hv1 = s.admin_token.read_text(), s.agent_token("hv1").read_text()
+    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == []  # nothing lost: nothing made
+    s.agent_token("hv2").unlink()
+    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == ["hv2"]
+    renewed = {e["name"]: e for e in json.loads(s.tokens.read_text())}
+    assert renewed["agent-hv2"]["sha256"] != entries["agent-hv2"]["sha256"]
+    assert renewed["lab-admin"] == entries["lab-admin"] and renewed["agent-hv1"] == entries["agent-hv1"]
+    assert (s.admin_token.read_text(), s.agent_token("hv1").read_text()) == (admin, hv1)

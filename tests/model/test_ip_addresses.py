@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stockade.controller.config import ControllerConfig
-from stockade.controller.service import ControllerService
+from stockade.controller.wiring import open_service
 from stockade.errors import ValidationError
 from stockade.model.kinds import parse_object
 from stockade.model.state import DesiredState
@@ -84,7 +84,7 @@ def test_host_addresses_and_host_routes_are_fine() -> None:
 
 
 def test_the_controller_refuses_its_pools_network_address_and_stores_nothing(tmp_path: Any) -> None:
-    service = ControllerService(ControllerConfig(db_path=tmp_path / "s.db"))
+    service = open_service(ControllerConfig(db_path=tmp_path / "s.db"))
     try:
         service.apply([{"apiVersion": V1, "kind": "Namespace", "metadata": {"name": "a"}}], "admin", "")
         with pytest.raises(ValidationError) as caught:

@@ -1,6 +1,6 @@
 """The audit log: every write and every refusal, who, when, what, and the revision or the reason.
 
-Entries go to the store (queryable: `GET /api/v1/audit`, `stockade audit`) and, when
+Entries go to the audit repository (`store.audit_log`; queryable: `GET /api/v1/audit`, `stockade audit`) and, when
 configured, are appended as JSON lines to a file for a SIEM to ship. An entry is built
 only from the caller's public identity (token name, role, token id), the request's route
 and the outcome: never a token, a header or a request body. And whatever field a token may
@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from stockade.controller.store import AuditRows, Revision, Store
+from stockade.controller.store.audit_log import AuditRepository
+from stockade.controller.store.types import AuditRows, Committed
 from stockade.redaction import redact_value
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class AuditLog:
       event loop a list append each, and the disk one fsync per batch, not one per refusal.
     - `record_now` (token create/revoke) returns once the entry, and all before it, are stored.
     - `commit_revision` stores what is queued, a revision and that revision's own entry in one
-      transaction (the store's `commit_audited`): a revision without its entry cannot exist.
+      transaction (the state store's `commit`, given the rows): a revision without its entry cannot exist.
     - `query` stores what is queued first, so a reader sees every entry recorded before it asked.
 
     Order: entries reach the store (their `seq`) in the order they were recorded, because one
@@ -91,10 +92,10 @@ class AuditLog:
     its place, and is retried; none is dropped.
     """
 
-    def __init__(self, store: Store, jsonl_path: Path | None = None,
+    def __init__(self, repository: AuditRepository, jsonl_path: Path | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  retry_delay: float = 1.0) -> None:
-        self.store = store
+        self.repository = repository
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None
         self._clock = clock
         self._retry_delay = retry_delay
@@ -134,14 +135,14 @@ class AuditLog:
             if not batch:
                 return
             try:
-                seqs = self.store.append_audit_batch(batch)
+                seqs = self.repository.append(batch)
             except BaseException:
                 self._requeue(batch)
                 raise
             self._mirror(batch, seqs)
 
-    def commit_revision(self, commit: Callable[[AuditRows], tuple[Revision, list[int]]],
-                        entry_for: Callable[[int], AuditEntry]) -> Revision:
+    def commit_revision(self, commit: Callable[[AuditRows], Committed],
+                        entry_for: Callable[[int], AuditEntry]) -> Committed:
         """Run `commit` (a store commit taking the audit rows to write with the revision) so that
         the queued entries and `entry_for(revision number)` are stored in the revision's own
         transaction: the revision and its entry exist both, or neither."""
@@ -155,17 +156,17 @@ class AuditLog:
                 return written
 
             try:
-                revision, seqs = commit(rows)
+                committed = commit(rows)
             except BaseException:
                 self._requeue(earlier)
                 raise
-            self._mirror(written, seqs)
-        return revision
+            self._mirror(written, list(committed.audit_seqs))
+        return committed
 
     def query(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         self.flush()
         when = since.astimezone(timezone.utc).isoformat(timespec="milliseconds") if since else None
-        return [{"seq": seq, **doc} for seq, doc in self.store.audit(when, limit)]
+        return [{"seq": seq, **doc} for seq, doc in self.repository.entries(when, limit)]
 
     def pending(self) -> int:
         """How many entries are recorded but not stored yet."""

@@ -4,7 +4,7 @@ Tokens come from two places, checked the same way:
 - the tokens file (JSON list of `{"name", "role", "sha256"[, "host"][, "namespaces"][, "expires"]}`),
   written by `lab up` or an operator to bootstrap the first admin and the agents;
   re-read when it changes on disk;
-- the store, for tokens made through the API (`stockade token create`).
+- the token repository (`store.tokens`), for tokens made through the API (`stockade token create`).
 Only SHA-256 hashes are kept anywhere; a plaintext token exists once, when it is
 created, and is never written to disk or to a log. A token's public `id` is the
 first 12 hex digits of its hash: enough to name it in `token list`, `revoke` and
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from stockade.controller.store import Store, StoredToken
+from stockade.controller.store.tokens import StoredToken, TokenRepository
 from stockade.errors import NotFoundError, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ def _check_scope(where: str, role: str, host: str | None, namespaces: Iterable[s
         raise ValueError(f"{where}.host: only agent tokens are bound to a host")
 
 
-def _entry_from(raw: Any, where: str) -> TokenEntry:
+def entry_from(raw: Any, where: str) -> TokenEntry:
+    """One tokens-file entry from its JSON form; ValueError naming `where` and the field."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: must be an object with name, role and sha256")
     name, role, digest = raw.get("name"), raw.get("role"), raw.get("sha256")
@@ -175,7 +176,7 @@ def read_token_file(path: Path) -> list[TokenEntry]:
         raw = raw.get("tokens", [])
     if not isinstance(raw, list):
         raise ValueError(f"{path}: must hold a JSON list of tokens")
-    return [_entry_from(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+    return [entry_from(item, f"{path}[{i}]") for i, item in enumerate(raw)]
 
 
 def write_token_file(path: Path, entries: Iterable[TokenEntry]) -> None:
@@ -204,7 +205,7 @@ def create_token_file(path: Path | str, entries: Iterable[Mapping[str, Any]]) ->
     stored: list[TokenEntry] = []
     for i, e in enumerate(entries):
         token = new_token()
-        entry = _entry_from({**e, "sha256": hash_token(token)}, f"entries[{i}]")
+        entry = entry_from({**e, "sha256": hash_token(token)}, f"entries[{i}]")
         if entry.name in tokens:
             raise ValueError(f"entries[{i}].name: {entry.name!r} appears twice")
         tokens[entry.name] = token
@@ -220,22 +221,24 @@ def add_token(path: Path | str, name: str, role: str, host: str | None = None) -
     if any(e.name == name for e in entries):
         raise ValueError(f"a token named {name!r} already exists")
     token = new_token()
-    entries.append(_entry_from({"name": name, "role": role, "sha256": hash_token(token),
+    entries.append(entry_from({"name": name, "role": role, "sha256": hash_token(token),
                                 **({"host": host} if host else {})}, "token"))
     write_token_file(path, entries)
     return token
 
 
 class TokenAuthority:
-    """Checks bearer tokens against the tokens file and the store; makes and revokes API tokens.
+    """Checks bearer tokens against the tokens file and the token repository; makes and revokes
+    API tokens.
 
-    Only this process writes the store's token tables, so their cache is refreshed
+    Only this process writes the repository, so its cache is refreshed
     by our own writes; the file is re-read when its mtime or size changes.
     """
 
-    def __init__(self, path: Path | str | None, store: Store | None = None, clock: Clock = _utc_now) -> None:
+    def __init__(self, path: Path | str | None, repository: TokenRepository | None = None,
+                 clock: Clock = _utc_now) -> None:
         self.path = Path(path) if path is not None else None
-        self.store = store
+        self.repository = repository
         self._clock = clock
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -267,10 +270,10 @@ class TokenAuthority:
         self._stamp = stamp
 
     def _reload_store(self) -> None:
-        if self.store is None:
+        if self.repository is None:
             return
-        self._api = {t.sha256: _entry_of_stored(t) for t in self.store.tokens()}
-        self._revoked = self.store.revoked_hashes()
+        self._api = {t.sha256: _entry_of_stored(t) for t in self.repository.all()}
+        self._revoked = self.repository.revoked_hashes()
 
     # ------------------------------------------------------- authentication
 
@@ -308,7 +311,7 @@ class TokenAuthority:
     def create(self, creator: str, role: str, namespaces: Iterable[str] = (), ttl: timedelta | None = None,
                name: str | None = None, host: str | None = None) -> tuple[TokenEntry, str]:
         """Make an API token; return its entry and the plaintext, which is not kept anywhere."""
-        if self.store is None:
+        if self.repository is None:
             raise ValidationError.single("token", "store", "this controller keeps no API tokens")
         namespaces = tuple(sorted(set(namespaces)))
         try:
@@ -326,7 +329,7 @@ class TokenAuthority:
             created=now.isoformat(timespec="seconds"), created_by=creator,
             expires=(now + ttl).isoformat(timespec="seconds") if ttl else None, revoked=None)
         with self._lock:
-            self.store.add_token(stored)
+            self.repository.add(stored)
             self._reload_store()
         return _entry_of_stored(stored), token
 
@@ -334,7 +337,7 @@ class TokenAuthority:
         """Revoke the token with this id, unique name, or the token itself (what a person holding
         a leaked token has in hand); NotFound or Validation (ambiguous) otherwise. A token given
         here is only hashed: it is never echoed in an error."""
-        if self.store is None:
+        if self.repository is None:
             raise ValidationError.single("token", "store", "this controller keeps no revocations")
         if ref.startswith(TOKEN_PREFIX):
             digest = hash_token(ref)
@@ -351,7 +354,7 @@ class TokenAuthority:
             raise ValidationError.single(f"token {ref}", "name", f"names {len(matches)} tokens ({ids}); give the id")
         entry = matches[0]
         with self._lock:
-            self.store.revoke_hash(entry.sha256, self._clock().isoformat(timespec="seconds"))
+            self.repository.revoke_hash(entry.sha256, self._clock().isoformat(timespec="seconds"))
             self._reload_store()
         return entry
 

@@ -1,9 +1,10 @@
-"""`stockade controller ...`: a typer sub-app the main CLI mounts. Parsing only; `main.run_controller` does the work."""
+"""`stockade controller ...`: a typer sub-app the main CLI mounts (and `python -m stockade.controller` runs).
+Parsing only; `main.run_controller` and `bootstrap.init_tokens` do the work."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -63,6 +64,26 @@ def serve(
                        tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
                        auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
                        metrics_auth=metrics_auth)
+    except (ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@controller_app.command("init-tokens")
+def init_tokens(
+    tokens: Annotated[Path, typer.Option(help="JSON file of hashed API tokens (created if absent)")],
+    token: Annotated[List[str], typer.Option(
+        help="NAME:ROLE[:HOST]=PATH: make this token (replacing one of that name) and write its "
+             "plaintext to PATH, mode 0600; repeat for more")],
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="start the tokens file over with only these tokens")] = False,
+) -> None:
+    """Write the tokens a controller starts with (its first admin, its agents) before serving:
+    hashes to --tokens, each plaintext to its own 0600 file, never to the terminal."""
+    from stockade.controller.bootstrap import init_tokens as run, parse_spec
+
+    try:
+        run(tokens, [parse_spec(t) for t in token], fresh=fresh)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

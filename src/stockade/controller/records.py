@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from stockade.compile.host import NotProgrammed
-from stockade.controller.store import Event
+from stockade.controller.store.types import Event
 from stockade.model.kinds import ObjectKey
 
 Action = Literal["created", "configured", "unchanged", "deleted"]

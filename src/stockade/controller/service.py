@@ -7,6 +7,11 @@ Invariants:
   state it was stored in; IPAM addresses live in `status.ips` (see `ipam`).
 - Writes are serialized by one lock, so the state a write validates against is
   the state it commits on top of. One controller process per database file.
+- The service is given its storage (`controller.store`): the state store, the agent
+  report repository and the audit log, built by `build_app`; it owns them from then on
+  (`close`). It knows no backend.
+- Watch answers come from above the store: the event tail of the revisions committed
+  here (`controller.event_tail`) and the notifier that wakes long-polls (`controller.notify`).
 - Runtime facts from agents (netns, interface, MAC) are merged into Workload
   `status` when read (`list_objects`, `snapshot`); they are not desired state,
   make no revision and are not in watch events.
@@ -17,6 +22,7 @@ Invariants:
   the new document, inside the write lock, so what is checked is what is replaced.
 - Optimistic concurrency: an object sent with `metadata.resourceVersion` is written
   only if that is still the revision that last changed it; else 409 and nothing changes.
+  Checked before planning (a clear answer first) and again by the store's commit (CAS).
 - Rollback and diff go through the same parse/validate/authorize path as apply.
 - Reads are scoped here, not in the routes: with a `principal`, every answer holds only what
   that caller may read (`rbac.may_read`), and answers that mix its namespaces with others'
@@ -40,9 +46,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from stockade.controller import rbac, visibility
+from stockade.controller.rbac import Permission
 from stockade.controller.audit import AuditLog, WriteAudit
 from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
+from stockade.controller.event_tail import EventTail
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller import quotas
@@ -56,7 +64,8 @@ from stockade.controller.records import (
     ObjectResult,
     WriteResult,
 )
-from stockade.controller.store import Change, Event, Revision, Store
+from stockade.controller.store import AgentReportRepository, Change, Event, Revision, StateStore
+from stockade.controller.store.types import stale_versions
 from stockade.errors import (
     ConflictError,
     FieldProblem,
@@ -101,10 +110,13 @@ def object_key(kind: str, namespace: str | None, name: str) -> ObjectKey:
 
 
 class ControllerService:
-    def __init__(self, config: ControllerConfig, store: Store | None = None, clock: Clock = utc_now) -> None:
+    def __init__(self, config: ControllerConfig, store: StateStore, reports: AgentReportRepository,
+                 audit: AuditLog, clock: Clock = utc_now) -> None:
         self.config = config
-        self.store = store if store is not None else Store(config.db_path, config.event_retention)
-        self.audit = AuditLog(self.store, config.audit_log)
+        self.store = store
+        self.reports = reports
+        self.audit = audit
+        self._tail = EventTail()
         self.pools = Pools(config.ipv4_pool, config.ipv6_pool)
         # The pools' network and broadcast addresses are no workload's: validation knows them.
         self.validation = replace(config.validation, pools=(config.ipv4_pool, config.ipv6_pool))
@@ -121,7 +133,7 @@ class ControllerService:
         # Newest revision whose rollout was measured, per host. Seeded from the stored reports so a
         # restart does not measure an old revision again (with its age as the "latency").
         self._rollout_seen: dict[str, int] = {
-            a.host: int(a.report.get("revision", 0)) for a in self.store.agents()
+            a.host: int(a.report.get("revision", 0)) for a in self.reports.all()
             if a.report.get("inSync") and not a.report.get("error")}
         self._rollout_lock = threading.Lock()
 
@@ -134,6 +146,7 @@ class ControllerService:
         self._notifier.release()
         self._flow_notifier.release()
         self.audit.close()  # stores the entries still queued
+        self.reports.close()  # saves the reports not yet written
         self.store.close()
 
     # ------------------------------------------------------------------ state
@@ -168,8 +181,10 @@ class ControllerService:
                                   "(split the file)")
 
     def _plan_apply(self, current: DesiredState, documents: Sequence[Any], default_namespace: str | None,
-                    principal: Principal | None) -> tuple[list[ObjectResult], list[StockadeObject], DesiredState]:
-        """What applying `documents` on `current` would do: results, changed objects, the state after.
+                    principal: Principal | None
+                    ) -> tuple[list[ObjectResult], list[StockadeObject], DesiredState, dict[ObjectKey, str]]:
+        """What applying `documents` on `current` would do: results, changed objects, the state after,
+        and the resourceVersions the request pinned (for the commit's compare-and-swap).
 
         Raises what apply would raise (validation, 403, 409 on a stale resourceVersion). Pure but for
         the store read of resource versions; call it under the write lock when the result is committed.
@@ -183,7 +198,7 @@ class ControllerService:
             # the caller may not write would tell it whether that object exists.
             for obj in objects:
                 rbac.check_write(principal, key_of(obj), None, to_document(obj))
-        self._check_versions(objects)
+        expected = self._check_versions(objects)
         objects = assign_addresses(current, objects, self.pools)
         results: list[ObjectResult] = []
         changed: list[StockadeObject] = []
@@ -213,7 +228,7 @@ class ControllerService:
                                       visible=self._visible(principal))
             if problems:
                 raise ValidationError(problems)
-        return results, changed, after
+        return results, changed, after, expected
 
     @staticmethod
     def _visible(principal: Principal | None) -> Callable[[str], bool] | None:
@@ -225,23 +240,16 @@ class ControllerService:
                                                                      if o.kind == "Namespace"}
         quotas.check(current, after, touched, self._quotas, (self.pools.ipv4, self.pools.ipv6))
 
-    def _check_versions(self, objects: Sequence[StockadeObject]) -> None:
-        """409 for any object sent with a `metadata.resourceVersion` that is no longer its version."""
-        pinned = [(key_of(o), o.metadata.resourceVersion) for o in objects if o.metadata.resourceVersion]
+    def _check_versions(self, objects: Sequence[StockadeObject]) -> dict[ObjectKey, str]:
+        """409 for any object sent with a `metadata.resourceVersion` that is no longer its version;
+        else the versions pinned, by object."""
+        pinned = {key_of(o): o.metadata.resourceVersion for o in objects if o.metadata.resourceVersion}
         if not pinned:
-            return
-        versions = self.store.object_revisions()
-        stale: list[str] = []
-        for key, wanted in pinned:
-            now = versions.get(key)
-            if now is None:
-                stale.append(f"{key}: resourceVersion {wanted} was given but the object does not exist "
-                             "(deleted since it was read?)")
-            elif str(now) != str(wanted).strip():
-                stale.append(f"{key}: resourceVersion {wanted} is stale, the object was changed in "
-                             f"revision {now}; get it again and re-apply your change")
+            return {}
+        stale = stale_versions(pinned, self.store.object_revisions())
         if stale:
             raise ConflictError("; ".join(stale))
+        return pinned
 
     def apply(self, documents: Sequence[Any], author: str, message: str,
               default_namespace: str | None = None, principal: Principal | None = None,
@@ -253,27 +261,33 @@ class ControllerService:
         """
         with self._write_lock:
             current = self._current_state()
-            results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
+            results, changed, after, expected = self._plan_apply(current, documents, default_namespace,
+                                                                 principal)
             if not changed:
                 if audit is not None:
                     self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, tuple(results))
             changes = [Change(key_of(o), to_document(o)) for o in changed]
-            revision = self._commit(self._ordered(changes), author, message, results, audit)
+            revision = self._commit(self._ordered(changes), author, message, results, audit, expected)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
 
     def _commit(self, changes: list[Change], author: str, message: str, results: Sequence[ObjectResult],
-                audit: WriteAudit | None) -> Revision:
-        """Commit `changes` as one revision; with `audit`, its audit entry in the same transaction."""
-        if audit is None:
-            return self.store.commit(changes, author, message, self._clock())
-        objects = [r.to_dict() for r in results if r.action != "unchanged"]
+                audit: WriteAudit | None, expected: dict[ObjectKey, str] | None = None) -> Revision:
+        """Commit `changes` as one revision if the `expected` resourceVersions still hold; with
+        `audit`, its audit entry in the same transaction. The committed revision's events go to
+        the event tail before anyone is told of it."""
         when = self._clock()
-        return self.audit.commit_revision(
-            lambda rows: self.store.commit_audited(changes, author, message, when, rows),
-            lambda revision: audit.entry(revision, objects))
+        if audit is None:
+            committed = self.store.commit(changes, author, message, when, expected=expected)
+        else:
+            objects = [r.to_dict() for r in results if r.action != "unchanged"]
+            committed = self.audit.commit_revision(
+                lambda rows: self.store.commit(changes, author, message, when, expected=expected, audit=rows),
+                lambda revision: audit.entry(revision, objects))
+        self._tail.add(committed.revision, list(committed.events))
+        return committed.revision
 
     # ------------------------------------------------------- diff, rollback
 
@@ -283,7 +297,7 @@ class ControllerService:
         recently observed flows would get another verdict. Stores nothing."""
         with self._write_lock:
             current = self._current_state()
-        results, changed, after = self._plan_apply(current, documents, default_namespace, principal)
+        results, changed, after, _ = self._plan_apply(current, documents, default_namespace, principal)
         new_docs = {key_of(o): to_document(o) for o in changed}
         items = []
         for r in results:
@@ -465,11 +479,17 @@ class ControllerService:
     def revisions(self, limit: int | None = None) -> list[Revision]:
         return self.store.revisions(limit)
 
+    def revision_info(self, number: int) -> Revision | None:
+        """One revision's author, message and commit time; None for 0 or an unknown number.
+        Recent ones from memory: every agent's first report of a revision asks for its time."""
+        known = self._tail.revision(number)
+        return known if known is not None else self.store.revision_info(number)
+
     def _with_runtime_status(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Workload documents with `status.{ips,host}` and the agent's endpoint facts merged in."""
         if not any(d.get("kind") == "Workload" for d in docs):
             return docs
-        endpoints = {a.host: AgentReport.from_dict(a.report).endpoints for a in self.store.agents()}
+        endpoints = {a.host: AgentReport.from_dict(a.report).endpoints for a in self.reports.all()}
         for doc in docs:
             if doc.get("kind") != "Workload":
                 continue
@@ -507,7 +527,7 @@ class ControllerService:
         finally:
             self._long_polls["watch"] -= 1
         if woken:
-            recent = self.store.recent_events(since)  # the commit that woke us, from memory
+            recent = self._tail.after(since)  # the commit that woke us, from memory
             if recent is not None:
                 return recent
         return await asyncio.to_thread(self.store.events_since, since)
@@ -524,33 +544,40 @@ class ControllerService:
             raise ValidationError.single(f"agent {host}", "host",
                                          f"unknown host (known hosts: {', '.join(sorted(known)) or 'none'})")
 
-    def report_agent(self, host: str, report: AgentReport) -> float | None:
-        """Record an agent's report (runtime state: no revision).
+    def report_agent(self, host: str, report: AgentReport, principal: Principal | None = None) -> float | None:
+        """Record an agent's report (runtime state: no revision); with `principal`, only if it may
+        report for `host` (an agent token: its own host only).
 
         Returns the rollout latency in seconds (revision committed → this host enforces it in
         sync) when this is the first such report for that (host, revision), else None.
         """
+        if principal is not None:
+            rbac.require(principal, Permission.REPORT, host=host)
         self._check_host(host)
         now = self._clock()
-        self.store.put_agent(host, report.to_dict(), now)
+        self.reports.put(host, report.to_dict(), now)
         if not report.in_sync or report.error or report.revision < 1:
             return None
         with self._rollout_lock:
             if report.revision <= self._rollout_seen.get(host, 0):
                 return None
             self._rollout_seen[host] = report.revision
-        committed = self.store.revision_info(report.revision)
+        committed = self.revision_info(report.revision)
         if committed is None:
             return None
         return max(0.0, (now - datetime.fromisoformat(committed.time)).total_seconds())
 
     # ------------------------------------------------------------------ flows
 
-    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0) -> int:
+    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0,
+                     principal: Principal | None = None) -> int:
         """Keep validated flow records (commit time, wire form) from `host`; count `dropped`.
 
-        Every record must name `host` as its enforcing host. Returns the log's last seq.
+        Every record must name `host` as its enforcing host; with `principal`, it must be one
+        that may report for `host`. Returns the log's last seq.
         """
+        if principal is not None:
+            rbac.require(principal, Permission.REPORT, host=host)
         self._check_host(host)
         problems = [FieldProblem(f"agent {host}", f"records.{i}.host",
                                  f"{doc.get('host')!r} is not the reporting host {host!r}")
@@ -604,6 +631,12 @@ class ControllerService:
         finally:
             self._long_polls["flows"] -= 1
 
+    async def flow_page(self, query: FlowQuery, follow_timeout: float,
+                        principal: Principal | None) -> dict[str, Any]:
+        """`flows` for `principal`, in the wire form it may see (`scope_flow_page`)."""
+        page = await self.flows(query, follow_timeout, principal=principal)
+        return self.scope_flow_page(page, principal)
+
     async def _follow_flows(self, page: FlowPage, query: FlowQuery, follow_timeout: float) -> FlowPage:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + follow_timeout
@@ -632,7 +665,7 @@ class ControllerService:
     def _status(self) -> ControllerStatus:
         now = self._clock()
         agents = []
-        for record in self.store.agents():
+        for record in self.reports.all():
             age = (now - record.last_seen).total_seconds()
             agents.append(AgentStatus(
                 host=record.host,

@@ -7,7 +7,7 @@
 State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
 
     lab.json              prefix, hosts, port, known hosts: marks the directory as the lab's
-    tokens.json           hashed tokens (controller.auth); plaintexts, 0600: admin.token (the CLI's),
+    tokens.json           hashed tokens (`controller init-tokens`); plaintexts, 0600: admin.token (the CLI's),
                           agent-hvN.token (one per agent: an agent token may report for its own host only)
     ca.crt, ca.key        the lab's own CA (lab.pki); the CLI verifies the controller against ca.crt
     controller.crt, controller.key   the controller's certificate: HTTPS on 127.0.0.1:port
@@ -361,27 +361,37 @@ def _ensure_tokens(settings: LabSettings, hosts: list[str]) -> list[str]:
 
     Only hashes are in tokens.json, so a lost plaintext cannot be recovered: its
     entry is replaced by a new token. The controller re-reads the file by
-    itself; an agent whose token changed must be restarted.
+    itself; an agent whose token changed must be restarted. The tokens are made by the
+    controller's own bootstrap command (`controller init-tokens`), run as a process: the
+    lab never imports the controller.
     """
-    from stockade.controller.auth import add_token, create_token_file, read_token_file, write_token_file
-
     if not settings.tokens.exists() or not settings.admin_token.exists():
-        entries = [{"name": "lab-admin", "role": "admin"}]
-        entries += [{"name": _agent_name(h), "role": "agent", "host": h} for h in hosts]
-        plain = create_token_file(settings.tokens, entries)
-        write_private(settings.admin_token, plain["lab-admin"] + "\n")
-        for h in hosts:
-            write_private(settings.agent_token(h), plain[_agent_name(h)] + "\n")
+        specs = [f"lab-admin:admin={settings.admin_token}"]
+        specs += [f"{_agent_name(h)}:agent:{h}={settings.agent_token(h)}" for h in hosts]
+        _init_tokens(settings, specs, fresh=True)
         return list(hosts)
-    renewed = []
-    for h in hosts:
-        if settings.agent_token(h).exists():
-            continue
-        kept = [e for e in read_token_file(settings.tokens) if e.name != _agent_name(h)]
-        write_token_file(settings.tokens, kept)
-        write_private(settings.agent_token(h), add_token(settings.tokens, _agent_name(h), "agent", h) + "\n")
-        renewed.append(h)
+    renewed = [h for h in hosts if not settings.agent_token(h).exists()]
+    if renewed:
+        _init_tokens(settings, [f"{_agent_name(h)}:agent:{h}={settings.agent_token(h)}" for h in renewed])
     return renewed
+
+
+def init_tokens_argv(settings: LabSettings, specs: list[str], fresh: bool = False) -> list[str]:
+    argv = [sys.executable, "-m", "stockade.controller", "init-tokens", "--tokens", str(settings.tokens)]
+    for spec in specs:
+        argv += ["--token", spec]
+    return argv + (["--fresh"] if fresh else [])
+
+
+def _init_tokens(settings: LabSettings, specs: list[str], fresh: bool = False) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(init_tokens_argv(settings, specs, fresh), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, env=lab_process_env(os.environ), timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LabError(f"cannot make the lab's tokens: {e}") from e
+    if done.returncode != 0:
+        raise LabError(f"cannot make the lab's tokens: {done.stderr.strip() or f'exit {done.returncode}'}")
 
 
 def _write_cli_config(settings: LabSettings, record: LabRecord, token: str) -> None:

@@ -14,12 +14,13 @@ from typing import Any, Iterator
 
 import pytest
 
-import stockade.controller.agent_reports as agent_reports_module
-import stockade.controller.store as store_module
+import stockade.controller.store.agent_reports as agent_reports_module
+import stockade.controller.store.sqlite_file as sqlite_file_module
 from stockade.client import ControllerClient
 from stockade.controller.auth import create_token_file
 from stockade.controller.config import ControllerConfig
-from stockade.controller.store import Store
+from stockade.controller.store import Change, open_sqlite
+from stockade.model.kinds import ObjectKey
 from stockade.errors import StockadeError
 from tests.controller.controller_docs import namespace, shop, workload
 from tests.waiting import process_gone, wait_until
@@ -77,22 +78,22 @@ def test_agent_reports_never_lower_the_durability_of_the_revisions_database(tmp_
         conn.set_trace_callback(lambda sql, where=str(path): statements.append((where, sql)))
         return conn
 
-    monkeypatch.setattr(store_module.sqlite3, "connect", traced)
+    monkeypatch.setattr(sqlite_file_module.sqlite3, "connect", traced)
     monkeypatch.setattr(agent_reports_module.sqlite3, "connect", traced)
     db = tmp_path / "s.db"
-    store = Store(db)
+    store = open_sqlite(db)
     try:
-        store.commit([store_module.Change(store_module.ObjectKey("Namespace", "", "shop"),
-                                          {"kind": "Namespace", "metadata": {"name": "shop"}})], "alice", "", T0)
-        store.put_agent("hv1", {"revision": 1}, T0)
-        store._agent_reports.flush()
-        assert store.agents()[0].report == {"revision": 1}
+        store.state.commit([Change(ObjectKey("Namespace", "", "shop"),
+                                   {"kind": "Namespace", "metadata": {"name": "shop"}})], "alice", "", T0)
+        store.reports.put("hv1", {"revision": 1}, T0)
+        store.reports.flush()
+        assert store.reports.all()[0].report == {"revision": 1}
     finally:
         store.close()
     on_revisions = [sql.replace(" ", "").lower() for where, sql in statements if where == str(db)]
     assert on_revisions, "no statement traced on the revisions database"
     assert not [s for s in on_revisions if s.startswith("pragmasynchronous=") and s != "pragmasynchronous=full"]
-    assert Store(db).agents()[0].report == {"revision": 1}  # saved (elsewhere) and read back
+    assert open_sqlite(db).reports.all()[0].report == {"revision": 1}  # saved (elsewhere) and read back
 
 
 @pytest.fixture
@@ -131,10 +132,10 @@ def test_kill_9_right_after_an_apply_keeps_the_revision_and_its_audit_entry(
         assert client.apply([namespace("shop"), workload("web-1")], "before the crash")["revision"] == 1
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no flush: what is acknowledged must be on disk
     wait_until(lambda: process_gone(proc.pid), "the controller to die")
-    reopened = Store(tmp_path / "stockade.db")
+    reopened = open_sqlite(tmp_path / "stockade.db")
     try:
-        assert reopened.revision() == 1
-        [entry] = [e for _, e in reopened.audit() if e["outcome"] == "ok"]
+        assert reopened.state.revision() == 1
+        [entry] = [e for _, e in reopened.audit.entries() if e["outcome"] == "ok"]
         assert (entry["action"], entry["revision"], entry["actor"]["name"]) == ("apply", 1, "alice")
     finally:
         reopened.close()

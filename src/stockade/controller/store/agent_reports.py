@@ -1,4 +1,4 @@
-"""The agents' latest reports: held in memory, written to the store behind.
+"""The agent report repository: the agents' latest reports, held in memory, written behind.
 
 Every agent reports after each change it programs and every few seconds besides, so with
 twenty hosts a label change brings twenty reports within tens of milliseconds. Each was
@@ -14,6 +14,10 @@ crashes loses at most that long of reports, which the agents' next heartbeats re
 Never in the revisions' database: there an unsynced commit may run the WAL checkpoint,
 which would then copy revisions into the database file without an fsync and recycle the
 WAL, and a power cut could lose a committed revision (docs/architecture.md).
+
+`AgentReportRepository` is what the service uses; `SqliteAgentReports` is the write-behind
+over a `ReportFile` beside the revisions' database (`reports_path`), which on its first start
+takes over the reports an older version kept in that database.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+from stockade.controller.store.sqlite_file import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,24 @@ class AgentRecord:
     host: str
     report: dict[str, Any]
     last_seen: datetime
+
+
+class AgentReportRepository(Protocol):
+    """Runtime state, not desired state: a report makes no revision and is in no event."""
+
+    def put(self, host: str, report: dict[str, Any], seen: datetime) -> None:
+        """Record a host's latest report (replacing its previous one)."""
+        ...
+
+    def all(self) -> list[AgentRecord]:
+        """Every host's newest report, by host name."""
+        ...
+
+    def flush(self) -> None:
+        """Save what is not saved yet, now."""
+        ...
+
+    def close(self) -> None: ...
 
 
 SaveBatch = Callable[[list[AgentRecord]], None]
@@ -149,3 +173,39 @@ class ReportFile:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class SqliteAgentReports:
+    """Reports in memory, saved behind to the `ReportFile` beside the database `db`."""
+
+    def __init__(self, db: SqliteFile, flush_delay: float = 0.5) -> None:
+        self._file = ReportFile(reports_path(db.path))
+        self._reports = AgentReports(self._load(db), self._file.save, flush_delay)
+
+    def put(self, host: str, report: dict[str, Any], seen: datetime) -> None:
+        self._reports.put(AgentRecord(host, report, seen))
+
+    def all(self) -> list[AgentRecord]:
+        return self._reports.all()
+
+    def flush(self) -> None:
+        self._reports.flush()
+
+    def close(self) -> None:
+        self._reports.close()  # saves the reports not yet written
+        self._file.close()
+
+    def _load(self, db: SqliteFile) -> list[AgentRecord]:
+        """The reports file's records; on the first start after the upgrade, the ones an older
+        version kept in the database (its `agents` table, no longer written)."""
+        loaded = self._file.load()
+        if loaded:
+            return loaded
+        with db.read() as conn:
+            rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
+        return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
+
+
+def reports_path(db: Path) -> Path:
+    """Where the agent reports of the store at `db` live: `stockade.db` → `stockade-agents.db`."""
+    return db.with_name(f"{db.stem}-agents{db.suffix}")

@@ -1,0 +1,27 @@
+"""Open a controller's storage and its service from a config, without HTTP (tests, tools).
+
+`build_app` (controller.api) does the same and adds auth, metrics and routes; this is the
+part of it a caller without a server needs. The service owns what is opened here.
+"""
+
+from __future__ import annotations
+
+from stockade.controller.audit import AuditLog
+from stockade.controller.config import ControllerConfig
+from stockade.controller.service import Clock, ControllerService, utc_now
+from stockade.controller.store import Backend, open_sqlite
+
+
+def open_backend(config: ControllerConfig) -> Backend:
+    """The store `config` names: today the SQLite file at `db_path` (`--db PATH`)."""
+    return open_sqlite(config.db_path, config.event_retention)
+
+
+def service_on(config: ControllerConfig, backend: Backend, clock: Clock = utc_now) -> ControllerService:
+    """The service over `backend`, with the audit log on its audit repository."""
+    return ControllerService(config, backend.state, backend.reports, AuditLog(backend.audit, config.audit_log),
+                             clock=clock)
+
+
+def open_service(config: ControllerConfig, clock: Clock = utc_now) -> ControllerService:
+    return service_on(config, open_backend(config), clock)

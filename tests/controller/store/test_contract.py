@@ -1,0 +1,267 @@
+"""The store contract: what every state store backend must do, run against each of them.
+
+`BACKENDS` names a factory per backend; the etcd issue adds one. A factory opens (or
+reopens) the store that lives under a test's directory, so a test can close and reopen it.
+Everything here goes through `store.protocol.StateStore` and the repositories of
+`store.Backend`, never a backend's own methods.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from stockade.controller.store import Backend, Change, open_sqlite
+from stockade.errors import ConflictError, Gone
+from stockade.model.kinds import ObjectKey
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+# where, event retention → the backend stored under `where` (the same one again on a second call)
+BackendFactory = Callable[[Path, int], Backend]
+
+BACKENDS: dict[str, BackendFactory] = {
+    "sqlite": lambda where, retention: open_sqlite(where / "stockade.db", event_retention=retention),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def factory(request: pytest.FixtureRequest) -> BackendFactory:
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def backend(factory: BackendFactory, tmp_path: Path) -> Iterator[Backend]:
+    opened = factory(tmp_path, 10_000)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def key(name: str) -> ObjectKey:
+    return ObjectKey("Group", "shop", name)
+
+
+def doc(name: str, n: int = 0) -> dict[str, Any]:
+    return {"kind": "Group", "metadata": {"name": name, "namespace": "shop"}, "spec": {"n": n}}
+
+
+def put(*names: str, n: int = 0) -> list[Change]:
+    return [Change(key(name), doc(name, n)) for name in names]
+
+
+def snapshot(b: Backend) -> tuple[Any, ...]:
+    """Everything a failed commit must leave as it was."""
+    s = b.state
+    return (s.revision(), s.objects(), s.events_since(0), s.revisions(), s.object_revisions(), b.audit.entries())
+
+
+# ------------------------------------------------------------------ revisions
+
+def test_revisions_are_numbered_from_one_without_gaps(backend: Backend) -> None:
+    assert backend.state.revision() == 0
+    numbers = [backend.state.commit(put(f"g{i}"), "alice", f"m{i}", T0).revision.number for i in range(5)]
+    assert numbers == [1, 2, 3, 4, 5]
+    assert [r.number for r in backend.state.revisions()] == [5, 4, 3, 2, 1]
+    assert [r.number for r in backend.state.revisions(limit=2)] == [5, 4]
+    assert backend.state.revision() == 5
+
+
+def test_concurrent_writers_get_consecutive_revisions(backend: Backend) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def writer(w: int) -> None:
+        for i in range(10):
+            number = backend.state.commit(put(f"w{w}-{i}"), f"writer{w}", "", T0).revision.number
+            with lock:
+                got.append(number)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == list(range(1, 41))
+    assert [r.number for r in backend.state.revisions()] == list(range(40, 0, -1))
+    assert len(backend.state.objects()[1]) == 40
+
+
+def test_a_commit_without_changes_is_refused(backend: Backend) -> None:
+    with pytest.raises(ValueError):
+        backend.state.commit([], "alice", "", T0)
+    assert backend.state.revision() == 0
+
+
+# -------------------------------------------------------- all or nothing
+
+def test_a_change_set_with_a_failing_object_changes_nothing(backend: Backend) -> None:
+    backend.state.commit(put("a"), "alice", "first", T0)
+    before = snapshot(backend)
+    with pytest.raises(TypeError):  # the second document cannot be stored: the first is not either
+        backend.state.commit([Change(key("a"), doc("a", 2)), Change(key("b"), {"bad": object()})], "bob", "", T0,
+                             audit=lambda rev: [{"time": "2030-01-02T03:04:05.000+00:00", "revision": rev}])
+    assert snapshot(backend) == before
+    assert backend.state.commit(put("c"), "carol", "", T0).revision.number == 2  # no number was used up
+
+
+def test_a_stale_version_in_a_change_set_changes_nothing(backend: Backend) -> None:
+    backend.state.commit(put("a", "b"), "alice", "", T0)
+    backend.state.commit(put("b", n=1), "alice", "", T0)
+    before = snapshot(backend)
+    with pytest.raises(ConflictError, match="shop/b"):
+        backend.state.commit(put("a", "b", n=2), "bob", "", T0, expected={key("a"): "1", key("b"): "1"})
+    assert snapshot(backend) == before
+
+
+# ------------------------------------------------------- compare-and-swap
+
+def test_commit_checks_resource_versions(backend: Backend) -> None:
+    first = backend.state.commit(put("a"), "alice", "", T0).revision.number
+    assert backend.state.object_revisions() == {key("a"): first}
+    second = backend.state.commit(put("a", n=1), "bob", "", T0, expected={key("a"): str(first)})
+    assert backend.state.object_revisions() == {key("a"): second.revision.number}
+    before = snapshot(backend)
+    with pytest.raises(ConflictError, match="stale"):
+        backend.state.commit(put("a", n=2), "carol", "", T0, expected={key("a"): str(first)})
+    with pytest.raises(ConflictError, match="does not exist"):
+        backend.state.commit(put("x"), "carol", "", T0, expected={key("x"): "1"})
+    assert snapshot(backend) == before
+
+
+def test_two_writers_racing_on_one_object_exactly_one_wins(backend: Backend) -> None:
+    version = str(backend.state.commit(put("a"), "alice", "", T0).revision.number)
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def writer(name: str, n: int) -> None:
+        start.wait()
+        try:
+            backend.state.commit(put("a", n=n), name, "", T0, expected={key("a"): version})
+            outcomes[name] = "won"
+        except ConflictError:
+            outcomes[name] = "conflict"
+
+    threads = [threading.Thread(target=writer, args=(name, n)) for name, n in (("bob", 1), ("carol", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes.values()) == ["conflict", "won"]
+    winner = next(name for name, outcome in outcomes.items() if outcome == "won")
+    assert backend.state.revision() == 2 and backend.state.revisions()[0].author == winner
+    assert backend.state.objects()[1] == [doc("a", {"bob": 1, "carol": 2}[winner])]
+
+
+# ----------------------------------------------------------------- events
+
+def test_events_since_a_revision_in_commit_order(backend: Backend) -> None:
+    committed = backend.state.commit(put("a", "b"), "alice", "", T0)
+    assert [(e.revision, e.seq, e.type, e.key.name) for e in committed.events] == [(1, 0, "PUT", "a"),
+                                                                                (1, 1, "PUT", "b")]
+    backend.state.commit([Change(key("a"), None), Change(key("c"), doc("c"))], "alice", "", T0)
+    rev, events = backend.state.events_since(0)
+    assert rev == 2
+    assert [(e.revision, e.seq, e.type, e.key.name, e.document) for e in events] == [
+        (1, 0, "PUT", "a", doc("a")), (1, 1, "PUT", "b", doc("b")),
+        (2, 0, "DELETE", "a", None), (2, 1, "PUT", "c", doc("c"))]
+    assert backend.state.events_since(1) == (2, events[2:])
+    assert backend.state.events_since(2) == (2, [])
+
+
+def test_events_too_old_or_from_the_future_are_gone(factory: BackendFactory, tmp_path: Path) -> None:
+    small = factory(tmp_path, 2)
+    try:
+        for i in range(1, 5):
+            small.state.commit(put("a", "b", n=i), "alice", str(i), T0)
+        assert small.state.compacted() >= 1
+        with pytest.raises(Gone):
+            small.state.events_since(0)
+        rev, events = small.state.events_since(3)  # the newest revision is always kept
+        assert rev == 4 and [e.revision for e in events] == [4, 4]
+        with pytest.raises(Gone):
+            small.state.events_since(5)
+        assert small.state.objects()[1] == [doc("a", 4), doc("b", 4)]  # objects are not compacted
+    finally:
+        small.close()
+
+
+# ---------------------------------------------------------------- history
+
+def test_history_keeps_every_revision_and_the_objects_it_changed(factory: BackendFactory, tmp_path: Path) -> None:
+    b = factory(tmp_path, 1)  # the event window keeps only the newest revision; history keeps all
+    try:
+        b.state.commit(put("a", "b"), "alice", "one", T0)
+        b.state.commit([Change(key("a"), None)], "bob", "two", T0)
+        b.state.commit(put("b", n=3), "carol", "three", T0)
+        assert [(r.number, r.author, r.message, r.time) for r in b.state.revisions()] == [
+            (3, "carol", "three", "2030-01-02T03:04:05.000+00:00"),
+            (2, "bob", "two", "2030-01-02T03:04:05.000+00:00"),
+            (1, "alice", "one", "2030-01-02T03:04:05.000+00:00")]
+        assert b.state.changes_of([1, 2, 3]) == {1: [("PUT", key("a")), ("PUT", key("b"))],
+                                                2: [("DELETE", key("a"))], 3: [("PUT", key("b"))]}
+        assert b.state.changes_of([]) == {}
+        assert b.state.objects_at(0) == []
+        assert b.state.objects_at(1) == [doc("a"), doc("b")]
+        assert b.state.objects_at(2) == [doc("b")]
+        assert b.state.objects_at(3) == [doc("b", 3)] == b.state.objects()[1]
+        with pytest.raises(ValueError):
+            b.state.objects_at(4)
+        assert b.state.revision_info(2) == b.state.revisions()[1]
+        assert b.state.revision_info(0) is None and b.state.revision_info(9) is None
+    finally:
+        b.close()
+
+
+def test_objects_filter_by_kind_namespace_and_name(backend: Backend) -> None:
+    ns = {"kind": "Namespace", "metadata": {"name": "shop"}}
+    backend.state.commit([Change(ObjectKey("Namespace", "", "shop"), ns), *put("a", "b")], "alice", "", T0)
+    assert backend.state.objects("Group") == (1, [doc("a"), doc("b")])
+    assert backend.state.objects("Group", "shop", "b") == (1, [doc("b")])
+    assert backend.state.objects("Namespace", "") == (1, [ns])
+    assert backend.state.objects("Group", "other") == (1, [])
+
+
+# --------------------------------------------------------------- identity
+
+def test_cluster_id_is_stable_across_reopening(factory: BackendFactory, tmp_path: Path) -> None:
+    first = factory(tmp_path / "one", 10)
+    identity = first.state.cluster_id
+    first.state.commit(put("a"), "alice", "", T0)
+    first.close()
+    again = factory(tmp_path / "one", 10)
+    try:
+        assert again.state.cluster_id == identity and identity
+        assert again.state.objects() == (1, [doc("a")])
+    finally:
+        again.close()
+    other = factory(tmp_path / "two", 10)
+    try:
+        assert other.state.cluster_id != identity
+    finally:
+        other.close()
+
+
+# ------------------------------------------------------------------ audit
+
+def test_the_audit_entry_is_committed_with_its_revision(backend: Backend) -> None:
+    backend.audit.append([{"time": "2030-01-02T03:04:04.000+00:00", "action": "request"}])
+
+    def entry(revision: int) -> list[dict[str, Any]]:
+        return [{"time": "2030-01-02T03:04:05.000+00:00", "action": "apply", "revision": revision}]
+
+    committed = backend.state.commit(put("a"), "alice", "", T0, audit=entry)
+    assert committed.revision.number == 1 and len(committed.audit_seqs) == 1
+    stored = backend.audit.entries()
+    assert [e["action"] for _, e in stored] == ["request", "apply"]
+    assert stored[-1] == (committed.audit_seqs[0], entry(1)[0])
+    before = snapshot(backend)
+    with pytest.raises(ConflictError):  # a commit refused stores no audit entry either
+        backend.state.commit(put("a", n=1), "bob", "", T0, expected={key("a"): "7"}, audit=entry)
+    assert snapshot(backend) == before
+    assert [e["revision"] for _, e in backend.audit.entries(since="2030-01-02T03:04:05.000+00:00")] == [1]
