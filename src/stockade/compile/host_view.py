@@ -1,4 +1,11 @@
-"""HostView: what one host needs of the desired state, and nothing of the rest. Pure.
+"""What one host needs of the desired state, and nothing of the rest. Pure.
+
+Two granularities of the same question, both here:
+
+- `HostView` (the compile stage between desired state and Ruleset): the local workloads
+  with their interfaces, the policies that select each, in evaluation order, and the local
+  workloads left out; compile.host renders it.
+- `HostScope` and `host_view` (what the controller serves an agent):
 
 The controller serves an agent its host's view instead of the whole state, so a
 host's credential (on a machine a tenant's VM may break out to) reads no more
@@ -35,10 +42,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable, Literal, Mapping
 
+from stockade.compile.program import AnyPolicy, CompileOptions, NotProgrammed, ordered_policies
+from stockade.compile.selection import Selection, WorkloadKey
 from stockade.model.kinds import parse_stored, to_document
+from stockade.model.naming import workload_interface
 from stockade.model.objects import GlobalPolicy, Policy, PolicySpec
 from stockade.model.state import DesiredState
-from stockade.model.validation import group_ref
+from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, group_ref
 
 Form = Literal["full", "peer"]
 GroupKey = tuple[str, str]
@@ -153,3 +163,72 @@ def host_view(state: DesiredState, host: str) -> DesiredState:
     scope = host_scope(state, host)
     kept = (view_document(scope, to_document(o)) for o in state.objects())
     return DesiredState.from_objects(state.revision, (parse_stored(d) for d in kept if d is not None))
+
+
+# ------------------------------------------------------------------ the compile stage
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What applies to one host: its programmable local workloads (sorted, with their
+    interfaces), the policies that select each in evaluation order, and the local workloads
+    the program leaves out. `selection` answers the membership questions the rules ask next."""
+
+    state: DesiredState
+    host: str
+    tiers: tuple[str, ...]
+    local: tuple[tuple[WorkloadKey, str], ...]
+    policies: Mapping[WorkloadKey, tuple[AnyPolicy, ...]]
+    not_programmed: tuple[NotProgrammed, ...]
+    selection: Selection
+
+
+def build_host_view(state: DesiredState, host: str, options: CompileOptions = CompileOptions()) -> HostView:
+    selection = Selection(state)
+    tiers = options.tiers or state.tier_order()
+    ordered = ordered_policies(state, tiers)
+    local, not_programmed = programmable_workloads(state, host, options.reserved_interfaces, options.left_out)
+    # Each local workload asks each policy that could select it "do you apply to me?"; a
+    # namespaced policy selects in its own namespace alone, even when its appliesTo names
+    # another's group (refused by validation; see compile.selection), and a GlobalPolicy naming
+    # a group in that group's. Listing every policy's members and scanning them per local
+    # workload made this quadratic in the size of the whole policy (see docs/performance.md).
+    by_ns: dict[str, list[AnyPolicy]] = {}
+    for p in ordered:
+        target = p.spec.appliesTo.group
+        home = p.metadata.namespace or (group_ref("", target)[0] if target else "")
+        by_ns.setdefault(home, []).append(p)
+    rank = {id(p): i for i, p in enumerate(ordered)}
+    applicable: dict[WorkloadKey, tuple[AnyPolicy, ...]] = {}
+    for key, _ in local:
+        candidates = sorted(by_ns.get(key[0], []) + by_ns.get("", []), key=lambda p: rank[id(p)])
+        applicable[key] = tuple(p for p in candidates if selection.applies_to(p, key))
+    return HostView(state, host, tiers, tuple(local), applicable, not_programmed, selection)
+
+
+def programmable_workloads(state: DesiredState, host: str, reserved: frozenset[str] = DEFAULT_RESERVED_INTERFACES,
+                           left_out: tuple[tuple[str, str], ...] = ()
+                           ) -> tuple[list[tuple[WorkloadKey, str]], tuple[NotProgrammed, ...]]:
+    """The local workloads with their interfaces, sorted, each interface once and none of the
+    host's own; and the local workloads left out (also those in `left_out`). Deterministic: of
+    two workloads on one interface the first by namespace/name keeps it, whatever order the
+    state came in."""
+    kept: list[tuple[WorkloadKey, str]] = []
+    owner: dict[str, WorkloadKey] = {}
+    skipped: list[NotProgrammed] = []
+    refused = dict(left_out)
+    for key in sorted(k for k, wl in state.workloads.items() if wl.spec.host == host):
+        iface = workload_interface(state.workloads[key])
+        name = f"{key[0]}/{key[1]}"
+        if name in refused:
+            skipped.append(NotProgrammed(name, refused[name]))
+        elif iface in reserved:
+            skipped.append(NotProgrammed(name, f"interface {iface} belongs to host {host}, not to a workload"))
+        elif iface in owner:
+            first = owner[iface]
+            skipped.append(NotProgrammed(name, f"interface {iface} is also Workload {first[0]}/{first[1]}'s "
+                                         f"on host {host}, which keeps it"))
+        else:
+            owner[iface] = key
+            kept.append((key, iface))
+    return kept, tuple(skipped)
