@@ -38,13 +38,15 @@ class FakeTable:
         self.generations = generations
         self.content: str | None = None  # None: no table of ours in the kernel
         self.commits = 0
-        self.programs: list[Json] = []  # every transaction sent, in order
+        self.programs: list[Json] = []  # every transaction the kernel took, in order
+        self.calls = 0
         self.listings = 0
         self.refuse = False  # make the next transactions fail as the kernel would
         self.gate: threading.Event | None = None  # when set up, apply() waits for it
 
     # -- what the agent calls
     def apply(self, program: Json) -> None:
+        self.calls += 1  # counted on entry: a pass waiting at the gate is already under way
         if self.gate is not None:
             assert self.gate.wait(10), "the test never opened the gate"
         if self.refuse:
