@@ -22,7 +22,7 @@ def load_state(case: str = "shop", revision: int = 1) -> DesiredState:
     return DesiredState.from_objects(revision, [parse_object(d) for d in docs])
 
 
-def relabel(state: DesiredState, ns: str, name: str, labels: dict[str, str], revision: int) -> DesiredState:
+def relabel(state: DesiredState, ns: str, name: str, labels: dict[str, str], revision: int = 2) -> DesiredState:
     wl = state.workloads[(ns, name)]
     changed = wl.model_copy(update={"metadata": wl.metadata.model_copy(update={"labels": labels})})
     return state.with_changes(revision, put=[changed])
