@@ -1,6 +1,6 @@
 """A small reference evaluator of Stockade policy, written from the spec, and random policies for it.
 
-Used by the differential tests (tests/compile/test_trace_differential.py without
+Used by the differential tests (tests/compile/test_trace.py without
 a kernel, tests/e2e/test_differential.py with real packets): the same random
 policies and flows are answered by `compile.trace.trace_flow` (the compiled
 program), by this module, and, in the lab, by real sockets; all must agree.

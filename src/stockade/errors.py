@@ -12,9 +12,9 @@
     ├── DataplaneError                 500, exit 9   a kernel command failed (cmd, returncode, stderr)
     ├── LabError                       500, exit 10  the lab could not be built or inspected
     ├── Gone                           410, exit 11  a watch resumed from a revision the event log no longer holds: relist
+    ├── PolicyTestFailed               422, exit 12  `stockade test`: some expected verdicts did not hold
     ├── PayloadTooLarge                413, exit 13  a body or a count over the controller's limits
-    ├── TooManyRequests                429, exit 14  this client failed authentication too often; retry after a while
-    └── PolicyTestFailed               422, exit 12  `stockade test`: some expected verdicts did not hold
+    └── TooManyRequests                429, exit 14  this client failed authentication too often; retry after a while
 
 Each class knows its HTTP status and its CLI exit code, so the API's exception
 handler and the CLI map errors through one table each and never parse strings.
@@ -22,7 +22,7 @@ handler and the CLI map errors through one table each and never parse strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -116,13 +116,6 @@ class ControllerUnavailable(StockadeError):
     http_status = 503
     exit_code = 8
     code = "unavailable"
-
-
-@dataclass
-class _DataplaneDetails:
-    cmd: list[str] = field(default_factory=list)
-    returncode: int = 0
-    stderr: str = ""
 
 
 class DataplaneError(StockadeError):

@@ -1,5 +1,8 @@
 """compile_host → render: golden programs, and the semantics that must hold whatever the bytes.
 
+(The set-element delta and the program hash are nft.render's: tests/nft/test_render.py; the
+address arithmetic is compile.addresses': tests/compile/test_addresses.py.)
+
 Golden files: tests/golden/<case>.yaml (multi-document input, compiled for host hv1) and
 tests/golden/<case>.json (the `full_replace` program, pretty and sorted). A missing or
 different golden file fails; `UPDATE_GOLDEN=1` rewrites them (review the diff!).
@@ -16,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.compile.addresses import address_text, address_value, interval_elements
 from stockade.compile.host import PASS_BIT, compile_host
 from stockade.model.kinds import parse_object
 from stockade.model.naming import workload_interface
@@ -375,57 +377,6 @@ def test_an_unknown_workload_port_is_dropped_both_ways_and_the_hosts_own_are_not
     assert any("tap7".startswith(e[:-1]) for e in names.elements)
 
 
-# ------------------------------------------------------------------ membership is data
-
-def _element_commands_only(delta: dict) -> None:
-    assert delta["nftables"], "the delta is empty"
-    for cmd in delta["nftables"]:
-        ((op, body),) = cmd.items()
-        assert op in ("add", "delete") and set(body) == {"element"}, cmd
-
-
-def test_label_change_of_a_peer_changes_only_set_elements():
-    old_state = load_state("shop")
-    new_state = relabel(old_state, "shop", "web-2", {"tier": "canary", "env": "prod"})  # web-2 is on hv2
-    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
-    assert old != new
-    assert old.structure() == new.structure()
-    delta = render.set_delta(old, new)
-    assert delta is not None
-    _element_commands_only(delta)
-    deleted = {(c["delete"]["element"]["name"], json.dumps(e)) for c in delta["nftables"] if "delete" in c
-               for e in c["delete"]["element"]["elem"]}
-    web4 = next(s.name for s in new.sets if s.name.startswith("grp_web_") and s.name.endswith("_4"))
-    assert (web4, json.dumps("198.18.10.12")) in deleted
-    assert not any("add" in c for c in delta["nftables"])
-
-
-def test_new_peer_member_is_an_element_addition():
-    old_state = load_state("shop")
-    new_state = relabel(old_state, "shop", "app-1", {"tier": "lb"})  # app-1 (hv2) joins lb, leaves app
-    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
-    delta = render.set_delta(old, new)
-    assert delta is not None
-    _element_commands_only(delta)
-    lb4 = next(s.name for s in new.sets if s.name.startswith("grp_lb_") and s.name.endswith("_4"))
-    added = [c["add"]["element"] for c in delta["nftables"] if "add" in c]
-    assert any(a["name"] == lb4 and "198.18.10.21" in a["elem"] for a in added)
-
-
-def test_change_of_local_workload_policies_changes_structure():
-    old_state = load_state("shop")
-    new_state = relabel(old_state, "shop", "web-1", {"tier": "app", "env": "prod"})  # local: now shop/app applies
-    old, new = compile_host(old_state, HOST), compile_host(new_state, HOST)
-    assert old.structure() != new.structure()
-    assert render.set_delta(old, new) is None
-    assert "Policy shop/app ingress" in {c.comment for c in new.chains}
-
-
-def test_identical_rulesets_give_an_empty_delta():
-    rs = compile_host(load_state("shop"), HOST)
-    assert render.set_delta(rs, rs) == {"nftables": []}
-
-
 # ------------------------------------------------------------------ named ports
 
 def _np_elements(rs: Ruleset, rule_ref: str, family: int) -> set:
@@ -548,79 +499,11 @@ def test_port_range_and_single_port_matches():
     assert any(Cmp(("th", "dport"), 5432) in r.matches for r in backup)
 
 
-# ------------------------------------------------------------------ cidr arithmetic
+# ------------------------------------------------------------------ cidr arithmetic in the program
+# (the arithmetic itself: tests/compile/test_addresses.py)
 
 def _addresses(nets) -> set:
     return {a for n in nets for a in ipaddress.ip_network(n)}
-
-
-def test_cidr_except_is_subtracted():
-    assert interval_elements([], ["198.19.0.0/16"], ["198.19.5.0/24"], 4) == tuple(sorted((
-        "198.19.0.0/22", "198.19.4.0/24", "198.19.6.0/23", "198.19.8.0/21", "198.19.16.0/20",
-        "198.19.32.0/19", "198.19.64.0/18", "198.19.128.0/17"), key=lambda n: ipaddress.ip_network(n)))
-
-
-def test_cidr_with_multiple_excepts_covers_exactly_the_rest():
-    cidr, excepts = "10.1.0.0/24", ["10.1.0.0/26", "10.1.0.128/28", "10.1.0.200/30", "10.1.0.255/32"]
-    got = interval_elements([], [cidr], excepts, 4)
-    assert _addresses(got) == _addresses([cidr]) - _addresses(excepts)
-    nets = [ipaddress.ip_network(n) for n in got]
-    assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:]), "interval sets refuse overlaps"
-
-
-def test_nested_excepts_and_except_equal_to_cidr():
-    got = interval_elements([], ["10.2.0.0/24"], ["10.2.0.0/25", "10.2.0.0/26"], 4)
-    assert got == ("10.2.0.128/25",)
-    assert interval_elements([], ["10.3.0.0/24"], ["10.3.0.0/24"], 4) == ()
-    assert interval_elements([], ["10.3.0.0/24"], ["10.0.0.0/8"], 4) == ()
-
-
-def test_ipv6_cidr_except():
-    got = interval_elements([], ["2001:db8:ff::/120"], ["2001:db8:ff::80/121", "2001:db8:ff::10/124"], 6)
-    assert _addresses(got) == _addresses(["2001:db8:ff::/120"]) - _addresses(["2001:db8:ff::80/121",
-                                                                             "2001:db8:ff::10/124"])
-    big = interval_elements([], ["2001:db8:ff::/48"], ["2001:db8:ff:1::/64"], 6)
-    total = sum(ipaddress.ip_network(n).num_addresses for n in big)
-    assert total == 2 ** 80 - 2 ** 64
-    assert not any(ipaddress.ip_network(n).overlaps(ipaddress.ip_network("2001:db8:ff:1::/64")) for n in big)
-    assert all(ipaddress.ip_network(n).subnet_of(ipaddress.ip_network("2001:db8:ff::/48")) for n in big)
-
-
-def test_interval_elements_split_by_family_and_collapse():
-    mixed = ["198.18.0.1", "198.18.0.0", "2001:db8::1", "198.19.1.7"]
-    assert interval_elements(mixed, ["2001:db8:1::/64", "198.20.0.0/24"], ["198.20.0.0/25", "2001:db8:1::/65"], 4) \
-        == ("198.18.0.0/31", "198.19.1.7/32", "198.20.0.128/25")
-    assert interval_elements(mixed, ["2001:db8:1::/64"], ["2001:db8:1::/65"], 6) == (
-        "2001:db8::1/128", "2001:db8:1:0:8000::/65")
-    # An address inside a cidr is absorbed; addresses are a union, not subject to excepts.
-    assert interval_elements(["10.0.0.5", "10.0.0.130"], ["10.0.0.0/25"], ["10.0.0.128/25"], 4) == (
-        "10.0.0.0/25", "10.0.0.130/32")
-
-
-def test_address_conversions_agree_with_ipaddress():
-    """The fast inet_pton/inet_ntop paths give exactly ipaddress's values and text, also for the
-    IPv6 forms glibc writes differently (IPv4-mapped, IPv4-compatible)."""
-    rng = random.Random(7)
-    samples4 = ["0.0.0.0", "255.255.255.255", "198.18.0.1"] + [
-        str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2000)]
-    samples6 = ["::", "::1", "::ffff:198.18.0.1", "::198.18.0.1", "2001:db8::", "2001:db8:0:1::1",
-                "1:0:0:1::1", "2001:DB8::AB"]
-    for _ in range(5000):
-        groups = [rng.choice([0, 0, 1, 0xffff, rng.getrandbits(16)]) for _ in range(8)]
-        samples6.append(":".join(f"{g:x}" for g in groups))
-    for version, samples in ((4, samples4), (6, samples6)):
-        for text in samples:
-            want = ipaddress.ip_address(text)
-            assert address_value(text, version) == int(want), text
-            assert address_text(int(want), version) == str(want), text
-    with pytest.raises(ValueError):
-        address_value("198.18.0.256", 4)
-
-
-def test_interval_elements_are_order_independent():
-    a = interval_elements(["10.0.0.9", "10.0.0.1"], ["10.1.0.0/16", "10.2.0.0/16"], ["10.1.5.0/24", "10.2.9.0/24"])
-    b = interval_elements(["10.0.0.1", "10.0.0.9"], ["10.2.0.0/16", "10.1.0.0/16"], ["10.2.9.0/24", "10.1.5.0/24"])
-    assert a == b
 
 
 def test_group_cidr_except_in_compiled_set():
@@ -723,20 +606,6 @@ def test_with_a_log_group_every_decision_logs_behind_a_rate_limited_twin(case):
     # without a log group nothing of this exists (the golden files above prove the bytes)
     plain = compile_host(state, hosts[0])
     assert plain.limits == () and plain.counters == ()
-
-
-def test_program_hash_covers_structure_and_elements_and_a_known_structure_gives_the_same_hash():
-    from dataclasses import replace
-
-    from stockade.nft.render import program_hash, structure_digest
-
-    rs = compile_host(load_state("shop"), HOST)
-    moved = next(s for s in rs.sets if s.elements)
-    fewer = replace(rs, sets=tuple(replace(s, elements=s.elements[1:]) if s is moved else s for s in rs.sets))
-    shorter = replace(rs, chains=rs.chains[:-1])
-    assert len({program_hash(rs), program_hash(fewer), program_hash(shorter)}) == 3
-    assert program_hash(fewer, structure_digest(rs)) == program_hash(fewer)  # the structure is the same
-    assert program_hash(compile_host(load_state("shop"), HOST)) == program_hash(rs)  # deterministic
 
 
 # ------------------------------------------- interfaces the kernel would refuse

@@ -16,7 +16,7 @@ All three must agree on every flow (trace and the reference also on the rules
 on the way). A disagreement shows the policies as YAML, the flow and the three
 answers. No shrinking: every example costs real seconds, and the message
 already carries the whole case. The pure variant, with many more examples, is
-tests/compile/test_trace_differential.py.
+tests/compile/test_trace.py.
 """
 
 from __future__ import annotations

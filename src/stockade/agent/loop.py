@@ -20,14 +20,14 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from stockade.agent.cache import StateCache
 from stockade.agent.memory import release_free_memory
 from stockade.agent.reconciler import Outcome, Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.stale_flows import FlowMemory
-from stockade.errors import StockadeError
+from stockade.errors import Gone, StockadeError
 from stockade.model.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class Agent:
                  flows: FlowSource | None = None,
                  on_controller_error: Callable[[], None] | None = None,
                  saved: SavedProgram | None = None,
-                 forget_connections: Callable[[set[str]], int] | None = None) -> None:
+                 forget_connections: Callable[[set[str]], int] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -114,6 +115,7 @@ class Agent:
         self._restored: dict[str, Any] | None = None  # the saved program, while it is what we enforce
         self.cluster_id: str | None = None  # identity of the store whose state we enforce
         self.forget_connections = forget_connections
+        self.sleep = sleep  # every timer and retry waits through it: tests pass a clock they move
         self._flows_seen = FlowMemory()  # what the last state held: whose connections to end next
         self._conflict: str | None = None
         self.flows = flows
@@ -172,18 +174,18 @@ class Agent:
                 since = max(since, int(result["revision"]))
             except StockadeError as e:
                 self.status.controller_reachable = False
-                if getattr(e, "http_status", None) == 410 or "410" in e.message or "gone" in e.code:
+                if isinstance(e, Gone):  # by type: the client raises Gone for a 410 (errors.error_from_response)
                     log.info("watch fell behind the controller's log: listing again")
                     since = None
                     continue
                 log.warning("controller: %s; keeping the last program", e.message)
                 self._controller_failed()
-                await asyncio.sleep(self.config.retry_interval)
+                await self.sleep(self.config.retry_interval)
             except Exception as e:  # noqa: BLE001 - the loop must survive anything the network throws
                 self.status.controller_reachable = False
                 log.warning("watch failed: %r; keeping the last program", e)
                 self._controller_failed()
-                await asyncio.sleep(self.config.retry_interval)
+                await self.sleep(self.config.retry_interval)
 
     def _controller_failed(self) -> None:
         if self.on_controller_error is not None:
@@ -216,11 +218,11 @@ class Agent:
             self._conflict = conflict
         self.status.error = conflict
         await self._report()
-        await asyncio.sleep(self.config.conflict_retry_interval)
+        await self.sleep(self.config.conflict_retry_interval)
 
     async def _timer(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
-            await asyncio.sleep(interval)
+            await self.sleep(interval)
             self.dirty.set()
 
     # ----------------------------------------------------- the saved program
@@ -255,7 +257,7 @@ class Agent:
 
     async def _save_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self.saved is not None:
-            await asyncio.sleep(self.config.save_interval)
+            await self.sleep(self.config.save_interval)
             applied, applied_hash = self.reconciler.applied, self.reconciler.applied_hash
             if applied is None or applied_hash is None or applied_hash == self._saved_hash:
                 continue
@@ -267,7 +269,7 @@ class Agent:
 
     async def _drift_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(self.config.drift_interval)
+            await self.sleep(self.config.drift_interval)
             if self.reconciler.applied is None:
                 if self._restored is not None:
                     try:
@@ -290,7 +292,7 @@ class Agent:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await self.sleep(self.config.heartbeat_interval)
             await self._report()
 
     # -------------------------------------------------------- the loop

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Protocol
 
 from stockade.agent.refusals import isolate_refused
 from stockade.compile.host import (
@@ -28,13 +28,26 @@ from stockade.compile.host import (
     compile_host_program,
     programmable_workloads,
 )
-from stockade.dataplane.nft_driver import NftDriver
 from stockade.errors import DataplaneError
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
 from stockade.nft.render import count_objects, full_replace, program_hash, set_delta, structure_digest
 
 log = logging.getLogger(__name__)
+
+
+class TableDriver(Protocol):
+    """What the agent needs of the kernel's copy of our table. The real one is
+    `dataplane.nft_driver.NftDriver`; tests of the agent's decisions pass a fake whose "kernel"
+    they control (the real-kernel tests use the real one)."""
+
+    table: str
+
+    def apply(self, program: dict[str, Any]) -> None: ...
+    def check(self, program: dict[str, Any]) -> None: ...  # raises DataplaneError where apply would
+    def list_table(self) -> dict[str, Any] | None: ...
+    def fingerprint(self) -> str | None: ...
+    def generation(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class Reconciler:
     before that fingerprint was taken counts as drift (a full replace: safe).
     """
 
-    def __init__(self, driver: NftDriver, host: str, options: CompileOptions | None = None,
+    def __init__(self, driver: TableDriver, host: str, options: CompileOptions | None = None,
                  fingerprint_quiet: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.driver = driver
         self.host = host

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Iterable
 
 from stockade.model.objects import GlobalPolicy, LabelSelector, Peer, Policy, Workload
 from stockade.model.selectors import MATCH_ALL, Selector, parse_selector
@@ -164,6 +164,3 @@ class Selection:
     def all_workloads(self) -> tuple[WorkloadKey, ...]:
         return tuple(sorted(self.state.workloads))
 
-
-def describe_selector(raw: Any) -> str:
-    return parse_selector(raw).describe()

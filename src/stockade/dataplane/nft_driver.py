@@ -12,16 +12,12 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from stockade.dataplane import libnft
 from stockade.dataplane.nft_generation import ruleset_generation
 from stockade.errors import DataplaneError
 from stockade.nft.render import Json, delete_table, to_json
-
-
-class CommandRunner(Protocol):
-    def __call__(self, cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]: ...
 
 
 def run_command(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
