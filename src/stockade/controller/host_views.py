@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from stockade.compile.host_view import HostScope, ScopeIndex, peer_document
+from stockade.controller.auth import Principal
 from stockade.controller.service import ControllerService
 from stockade.controller.store import Event
 from stockade.errors import Gone
@@ -47,6 +48,22 @@ class HostViews:
     def scope(self, host: str) -> HostScope:
         """`host`'s scope at the newest revision."""
         return self._scope_index(self._service.desired_state()).scope(host)
+
+    def snapshot_for(self, principal: Principal) -> tuple[int, list[dict[str, Any]], str | None]:
+        """What `principal` lists: an agent its host's view (and the view's name), anyone else
+        allowed to read the state the whole of it (and no view)."""
+        if principal.host is not None:
+            return self.snapshot(principal.host)
+        revision, docs = self._service.snapshot()
+        return revision, docs, None
+
+    async def watch_for(self, principal: Principal, since: int, timeout: float, view: str | None
+                        ) -> tuple[int, list[Event], str | None]:
+        """What `principal` is told after `since`: an agent as its host holds it (`watch`)."""
+        if principal.host is not None:
+            return await self.watch(principal.host, since, timeout, view)
+        revision, events = await self._service.watch(since, timeout)
+        return revision, events, None
 
     def snapshot(self, host: str) -> tuple[int, list[dict[str, Any]], str]:
         """(revision, the documents `host` holds at it, the view's fingerprint)."""

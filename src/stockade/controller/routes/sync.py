@@ -1,7 +1,7 @@
 """Routes agents call: snapshot and watch (their desired state), status reports and flow batches.
 
-Snapshot and watch are moved here whole from `build_app`; an agent token gets its host's view
-(`controller.host_views`), anyone else the whole state. A report or a flow batch is accepted
+Snapshot and watch: an agent token gets its host's view, anyone else the whole state; the
+choice is the sync use case's (`controller.host_views`), not the route's. A report or a flow batch is accepted
 only for the caller's own host (the service asks `rbac`).
 """
 
@@ -37,11 +37,12 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
     def snapshot(principal: StateReader) -> dict[str, Any]:
         """Every object at one revision: where a watcher starts, and restarts after 410. An agent
         gets its host's view (what that host enforces) and the view's name to watch with."""
-        if principal.host is not None:
-            revision, objects, view = host_views.snapshot(principal.host)
-            return {"revision": revision, "clusterId": service.cluster_id, "view": view, "objects": objects}
-        revision, objects = service.snapshot()
-        return {"revision": revision, "clusterId": service.cluster_id, "objects": objects}
+        revision, objects, view = host_views.snapshot_for(principal)
+        answer: dict[str, Any] = {"revision": revision, "clusterId": service.cluster_id}
+        if view is not None:
+            answer["view"] = view
+        answer["objects"] = objects
+        return answer
 
     @r.get(f"{API}/watch", response_model=WatchResponse,
            responses={**ERROR_RESPONSES, 410: {"model": ErrorBody}}, tags=["sync"])
@@ -50,11 +51,7 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
                     view: Annotated[str | None, Query(max_length=64)] = None) -> Response:
         """Events after revision `since`; long-polls up to `timeout` seconds. 410: too old, relist.
         An agent sends the `view` its snapshot named; 410 too when its host's view changed."""
-        if principal.host is not None:
-            revision, events, view = await host_views.watch(principal.host, since, timeout, view)
-        else:
-            revision, events = await service.watch(since, timeout)
-            view = None
+        revision, events, view = await host_views.watch_for(principal, since, timeout, view)
         # Rendered once per commit (and view) for all watchers (records.WatchAnswers); the schema
         # above is what it holds, for the OpenAPI document.
         return Response(watch_answers.render(since, revision, events, view), media_type="application/json")
