@@ -121,16 +121,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 def cli_client(timeout: float = 60.0) -> Any:
-    """A controller client built the way the CLI builds it (config file, environment, CA), so
-    TLS and credentials stay the CLI's business."""
-    from stockade.cli import config
+    """A controller client resolved the way the CLI resolves it (flags aside: config file,
+    environment, CA), through the client's own contexts (`stockade.client_config`)."""
+    from stockade.client_config import load_config
 
-    cfg = config.load_config()
-    if hasattr(cfg, "client"):
-        return cfg.client(timeout)
-    from stockade.client import ControllerClient
-
-    return ControllerClient(cfg.controller, cfg.token, timeout=timeout)
+    return load_config().client(timeout)
 
 
 def stockade_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

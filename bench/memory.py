@@ -66,7 +66,7 @@ def run(workloads: int = 10_000, policies: int = 2_000, batch: int = 2_000, time
                     [sys.executable, "-m", "stockade", "controller", "serve", "--db", str(d / "db.sqlite"),
                      "--tokens", str(d / "tokens.json"), "--listen", f"127.0.0.1:{port}", "--socket", str(sock)],
                     stdout=log, stderr=subprocess.STDOUT)
-            from stockade.cli.config import write_config
+            from stockade.client_config import write_config
 
             for k in saved_env:
                 os.environ.pop(k, None)

@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from stockade.cli.config import load_config
+from stockade.client_config import load_config
 from stockade.cli.probing import run_probe
 from stockade.compile.trace import Flow, trace_flow
 

@@ -1,3 +1,5 @@
-from stockade.cli.main import app
+"""`python -m stockade ...`: the `stockade` program (cli.entry)."""
 
-app()
+from stockade.cli.entry import main
+
+main()

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from stockade.cli.config import (ConfigFile, Context, client_from_config, load_config, remove_context,
+from stockade.client_config import (ConfigFile, Context, client_from_config, load_config, remove_context,
                                  set_context)
 from stockade.cli.main import app
 from stockade.controller.auth import create_token_file

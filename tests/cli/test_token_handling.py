@@ -70,7 +70,7 @@ def test_revoking_by_the_token_itself_works_and_the_secret_is_written_nowhere(
 
 
 def test_token_revoke_in_the_cli_sends_the_id_never_the_token() -> None:
-    from stockade.cli.config import revocation_ref
+    from stockade.client_config import revocation_ref
 
     token = "stk_" + "A" * 43
     assert revocation_ref(token) == hash_token(token)[:12]
@@ -90,7 +90,7 @@ def test_redaction_masks_token_shaped_text_only() -> None:
 
 
 def test_read_token_from_a_file_or_stdin_and_refuses_both_flags(tmp_path: Path) -> None:
-    from stockade.cli.config import read_token
+    from stockade.client_config import read_token
 
     f = tmp_path / "t"
     f.write_text("stk_secret-value\n")
@@ -178,7 +178,7 @@ def test_tokens_file_is_private_from_creation(open_umask_and_spy: list[tuple[str
 
 
 def test_cli_config_is_private_from_creation(open_umask_and_spy: list[tuple[str, int, int]], tmp_path: Path) -> None:
-    from stockade.cli.config import write_config
+    from stockade.client_config import write_config
 
     write_config("https://127.0.0.1:1", "stk_" + "c" * 43, tmp_path / "config.json")
     _assert_private_from_creation(open_umask_and_spy, tmp_path / "config.json")

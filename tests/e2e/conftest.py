@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stockade.cli.config import Context, client_from_config, context_from_file
+from stockade.client_config import Context, client_from_config, context_from_file
 from stockade.client import ControllerClient
 from stockade.lab.naming import node_addresses
 from tests.waiting import process_gone, wait_until

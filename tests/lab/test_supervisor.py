@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from stockade.cli.config import ConfigFile, Context, set_context
+from stockade.client_config import ConfigFile, Context, set_context
 from stockade.errors import LabError
 from stockade.lab import naming, netns, supervisor
 from stockade.lab.supervisor import LabSettings

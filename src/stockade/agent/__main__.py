@@ -1,56 +1,7 @@
-"""`python -m stockade.agent run --host H --controller URL --token-file F`: the agent alone.
+"""`python -m stockade.agent run --host H --controller URL --token-file F`: the agent alone
+(its command line is agent.command's)."""
 
-The same command and options as `stockade agent run` (agent.cli), parsed with
-argparse: neither the rest of the CLI (the controller's web stack among it) nor
-typer (~7 MB resident) is loaded on every host (docs/performance.md).
-"""
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-from typing import Callable
-
-from stockade.agent.main import AgentSettings, run_agent
-
-
-def parser(prog: str = "python -m stockade.agent",
-           more: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
-    """The `run` command's options; `more` adds a caller's own (the lab's prefix) to them."""
-    p = argparse.ArgumentParser(prog=prog, description="Run the per-host agent.")
-    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="Run the per-host agent.", description="Run the per-host agent.")
-    run.add_argument("--host", required=True, help="This host's name, as workloads' spec.host gives it.")
-    run.add_argument("--controller", required=True, help="Controller URL: http(s)://HOST:PORT or unix:///PATH")
-    run.add_argument("--token-file", required=True, type=Path, help="File holding this agent's API token.")
-    run.add_argument("--table", default="stockade", help="The nftables table this agent owns.")
-    run.add_argument("--state-dir", type=Path,
-                     help="Directory for the agent's own files: the last applied program, put back at boot.")
-    run.add_argument("--metrics-address", help="Serve Prometheus /metrics on HOST:PORT.")
-    run.add_argument("--flow-log-group", type=int, default=100,
-                     help="NFLOG group for flow records; 0 turns flow logging off.")
-    run.add_argument("--flow-conntrack", action=argparse.BooleanOptionalAction, default=True,
-                     help="End records with packets and bytes from conntrack events "
-                          "(turns on net.netfilter.nf_conntrack_acct).")
-    run.add_argument("--accept-new-store", action="store_true",
-                     help="Take the controller's state even from another store (another identity) or one "
-                          "behind the revision this host enforces; without it the agent keeps its program.")
-    run.add_argument("--verbose", "-v", action="store_true")
-    if more is not None:
-        more(run)
-    return p
-
-
-def settings_from_args(args: argparse.Namespace) -> AgentSettings:
-    token = args.token_file.read_text().strip()
-    return AgentSettings(args.host, args.controller, token, args.table, metrics_address=args.metrics_address,
-                         flow_log_group=args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
-                         state_dir=args.state_dir, accept_new_store=args.accept_new_store)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    run_agent(settings_from_args(args), args.verbose)
+from stockade.agent.command import main
 
 if __name__ == "__main__":
     main()

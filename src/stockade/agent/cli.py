@@ -1,39 +1,22 @@
-"""`stockade agent run`: the agent's command in the typer CLI.
+"""`stockade agent run`, as the typer app shows it: a door to the agent's own command line.
 
-`python -m stockade.agent run` (agent.__main__) takes the same options without
-typer; tests/agent/test_agent_cli.py keeps the two option lists equal.
+The options are defined once, in agent.command (argparse); this command takes the raw
+arguments, unparsed, and hands them over. The `stockade` program (cli.entry) normally
+hands `agent run` over before typer is even imported; this path serves a caller that
+runs the typer app itself (an older installed `stockade` script, tests).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
-
 
 agent_app = typer.Typer(help="Run the per-host agent.", no_args_is_help=True)
 
 
-@agent_app.command("run")
-def run(
-    host: str = typer.Option(..., help="This host's name, as workloads' spec.host gives it."),
-    controller: str = typer.Option(..., help="Controller URL: http(s)://HOST:PORT or unix:///PATH"),
-    token_file: Path = typer.Option(..., help="File holding this agent's API token."),
-    table: str = typer.Option("stockade", help="The nftables table this agent owns."),
-    state_dir: Path | None = typer.Option(
-        None, help="Directory for the agent's own files: the last applied program, put back at boot."),
-    metrics_address: str | None = typer.Option(None, help="Serve Prometheus /metrics on HOST:PORT."),
-    flow_log_group: int = typer.Option(100, help="NFLOG group for flow records; 0 turns flow logging off."),
-    flow_conntrack: bool = typer.Option(True, help="End records with packets and bytes from conntrack events "
-                                                   "(turns on net.netfilter.nf_conntrack_acct)."),
-    accept_new_store: bool = typer.Option(
-        False, "--accept-new-store", help="Take the controller's state even from another store (another identity) or one behind "
-                    "the revision this host enforces; without it the agent keeps its program."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    from stockade.agent.main import AgentSettings, run_agent  # the agent's graph only when it runs
+# No parsing here, not even --help: argparse (agent.command) reads every argument.
+@agent_app.command("run", add_help_option=False,
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def run(ctx: typer.Context) -> None:
+    from stockade.agent.command import main  # the agent's graph only when it runs
 
-    token = token_file.read_text().strip()
-    run_agent(AgentSettings(host, controller, token, table, metrics_address, flow_log_group or None,
-                            flow_conntrack=flow_conntrack, state_dir=state_dir,
-                            accept_new_store=accept_new_store), verbose)
+    main(["run", *ctx.args], prog="stockade agent")

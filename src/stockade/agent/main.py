@@ -1,9 +1,9 @@
 """Build and run one agent process: `stockade agent run --host hv1 --controller URL ...`.
 
 `build_agent` is where the whole agent graph is wired, in one place; `run_agent`
-runs it. The command lines are elsewhere (`agent.cli` for `stockade agent run`,
-`agent.__main__` for `python -m stockade.agent run`), so that this module, which
-every agent process imports, does not load typer (~7 MB resident, docs/performance.md).
+runs it. The command line is elsewhere (`agent.command`, argparse, which every entry
+point uses), so that this module, which every agent process imports, does not load typer
+(~7 MB resident, docs/performance.md).
 """
 
 from __future__ import annotations

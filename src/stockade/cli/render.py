@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -138,6 +139,20 @@ def policy_test_report(console: Console, report: Any) -> None:
         console.print(table)
     colour = "red" if report.failed else "green"
     console.print(f"[{colour}]{report.summary()}[/{colour}]", highlight=False)
+
+
+# ---------------------------------------------------------------- changes
+
+def object_ref(o: dict[str, Any]) -> str:
+    """`Kind ns/name` (or `Kind name`) of an object reference in a revision, diff or audit entry."""
+    ns = f"{o['namespace']}/" if o.get("namespace") else ""
+    return f"{o['kind']} {ns}{o['name']}"
+
+
+def shorten(value: Any, width: int = 70) -> str:
+    """`value` (JSON unless a string) on at most `width` characters, an ellipsis marking a cut."""
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # ------------------------------------------------------------------ flows

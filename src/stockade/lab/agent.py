@@ -2,7 +2,7 @@
 
 The agent knows no endpoint driver; the lab gives it its own (`LabEndpoints`), which makes each
 local workload's namespace, veth, addresses and routes, as a hypervisor or CNI would on a real
-host. The command takes the options of `python -m stockade.agent run` (agent.__main__), plus the
+host. The command takes the agent's options (agent.command, their one definition), plus the
 lab's prefix; the lab's supervisor starts one per hypervisor namespace.
 """
 
@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from stockade.agent.__main__ import parser as agent_parser
-from stockade.agent.__main__ import settings_from_args
+from stockade.agent.command import parser as agent_parser
+from stockade.agent.command import settings_from_args
 from stockade.agent.main import run_agent
 from stockade.lab.endpoints import plan_endpoints, reconcile_endpoints
 from stockade.model.state import DesiredState

@@ -46,7 +46,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from stockade.cli.config import LEGACY_CONTEXT, ConfigFile, Context, config_path
+from stockade.client_config import LEGACY_CONTEXT, ConfigFile, Context, config_path
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming, pki, topology
 from stockade.private_files import write_private
@@ -70,7 +70,7 @@ class LabSettings:
     def from_env(cls) -> "LabSettings":
         state = os.environ.get("STOCKADE_STATE_DIR") or str(DEFAULT_STATE_DIR)
         prefix = os.environ.get("STOCKADE_LAB_PREFIX") or naming.DEFAULT_PREFIX
-        # The CLI's own lookup ($STOCKADE_CONFIG or ~/.config/stockade/config.json): one definition.
+        # The client contexts' own lookup ($STOCKADE_CONFIG or ~/.config/stockade/config.json): one definition.
         return cls(naming.check_prefix(prefix), Path(state).absolute(), config_path().absolute())
 
     # -- files

@@ -1,4 +1,9 @@
-"""Where the CLI finds the controller, its credentials and the CA that vouches for it.
+"""Client contexts: where a user of the API finds the controller, its credentials and the CA
+that vouches for it.
+
+This sits next to the client (`stockade.client`), not in the CLI: the CLI, the lab (which
+writes its "lab" context at `up`), the benchmarks and the tests all resolve a controller the
+same way, and none of them should need the command line's modules to do it.
 
 The config file ($STOCKADE_CONFIG, default ~/.config/stockade/config.json) is
 shaped like a kubeconfig, in JSON:
@@ -159,8 +164,8 @@ def revocation_ref(ref: str) -> str:
 
 
 @dataclass(frozen=True)
-class CliConfig:
-    """What one command uses: resolved from flags, environment and file."""
+class ResolvedContext:
+    """What one client uses: controller, token and CA, resolved from flags, environment and file."""
 
     controller: str
     token: str
@@ -174,7 +179,7 @@ class CliConfig:
 
 
 def load_config(controller: str | None = None, token: str | None = None, ca: str | None = None,
-                context: str | None = None, path: Path | None = None) -> CliConfig:
+                context: str | None = None, path: Path | None = None) -> ResolvedContext:
     """Resolve controller, token and CA: arguments, then environment, then the file's context."""
     path = path or config_path()
     controller = controller or os.environ.get("STOCKADE_CONTROLLER")
@@ -198,7 +203,7 @@ def load_config(controller: str | None = None, token: str | None = None, ca: str
     if not controller:
         raise StockadeError(f"no controller configured: run `stockade lab up`, pass --controller, or choose a "
                             f"context with `stockade config use-context` (config file {path})")
-    return CliConfig(controller, token or "", ca, chosen)
+    return ResolvedContext(controller, token or "", ca, chosen)
 
 
 def context_from_file(path: Path | None = None, context: str | None = None) -> Context:
@@ -219,7 +224,7 @@ def client_from_config(path: Path | None = None, context: str | None = None,
     """A client for one context of the config file at `path` (e.g. the one a lab wrote): its
     controller, token and CA, nothing from flags or environment."""
     found = context_from_file(path, context)
-    return CliConfig(found.controller, found.token, found.ca, context).client(timeout)
+    return ResolvedContext(found.controller, found.token, found.ca, context).client(timeout)
 
 
 def set_context(name: str, context: Context, path: Path | None = None, *, make_current: bool = True) -> Path:
