@@ -11,6 +11,8 @@ from stockade.client import AsyncControllerClient, ControllerClient
 from stockade.controller.main import RunningController, bind_tcp
 from stockade.errors import ControllerUnavailable, Forbidden, ValidationError
 from tests.controller.controller_docs import shop
+# The controller tests' fixtures: a real controller served from a thread, and its clients.
+from tests.controller.conftest import admin, agent, config, controller, short_dir, tokens  # noqa: F401
 
 
 def free_port_with_nothing_listening() -> int:
