@@ -116,3 +116,71 @@ def test_close_ends_a_long_poll_in_flight_at_once_and_does_not_retry_it(agent: C
     thread.join(10)  # far less than the poll's 30 s, far more than the close needs
     assert not thread.is_alive()
     assert "answer" not in outcome and isinstance(outcome.get("error"), ControllerUnavailable)
+
+
+# ------------------------------------------------------------ several replicas
+
+
+class _Swallower:
+    """A TCP server that reads a request and closes without answering: a replica that dies with
+    the request in hand, so the client cannot know whether a write was done."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = bind_tcp("127.0.0.1", 0)
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests = 0
+        self._socket = socket
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(65536):
+                    self.requests += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_call_moves_to_the_next_replica_when_one_cannot_be_reached(controller: RunningController,
+                                                                     tokens: dict[str, str]) -> None:
+    down = f"http://127.0.0.1:{free_port_with_nothing_listening()}"
+    with ControllerClient(f"{down},{controller.url}", tokens["alice"]) as client:
+        # A write too: the refused connection never carried it.
+        assert client.apply(shop(), "through the second replica")["revision"] == 1
+        assert client.endpoint == controller.url  # and it stays there
+        assert [r["revision"] for r in client.revisions()] == [1]
+
+
+def test_a_write_whose_answer_was_lost_is_not_sent_again_elsewhere(controller: RunningController,
+                                                                    tokens: dict[str, str]) -> None:
+    lost = _Swallower()
+    try:
+        with ControllerClient(f"http://127.0.0.1:{lost.port},{controller.url}", tokens["alice"]) as client:
+            with pytest.raises(ControllerUnavailable, match=f"127.0.0.1:{lost.port}"):
+                client.apply(shop(), "may or may not be done")
+            assert lost.requests >= 1
+            # Nothing reached the other replica; a read may move on, and shows it.
+            assert client.healthz()["revision"] == 0
+            assert client.endpoint == controller.url
+    finally:
+        lost.close()
+
+
+def test_when_no_replica_answers_each_is_named() -> None:
+    ports = [free_port_with_nothing_listening() for _ in range(2)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    with ControllerClient(",".join(urls), timeout=2) as client:
+        with pytest.raises(ControllerUnavailable) as caught:
+            client.healthz()
+    assert "no controller replica answered" in caught.value.message
+    assert all(u in caught.value.message for u in urls)

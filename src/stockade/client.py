@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ from stockade.errors import ControllerUnavailable, StockadeError, ValidationErro
 from stockade.listing import loads_with_lazy_array
 from stockade.model.kinds import ObjectKey, parse_stored
 from stockade.model.state import DesiredState
-from stockade.transport import Response, Transport
+from stockade.transport import RETRY_SAFE, Response, Transport
 
 API = "/api/v1"
 DEFAULT_TIMEOUT = 10.0
@@ -194,52 +195,110 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
+@dataclass
+class _Endpoint:
+    """One controller replica's address and the kept-alive connections to it."""
+
+    url: str
+    https: bool
+    uds: str | None
+    prefix: str
+    transport: Transport
+
+
+def _endpoint(url: str, token: str | None, timeout: float, ca: str | Path | None) -> _Endpoint:
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    port: int | None = None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValidationError.single("", "url", f"{url!r}: a unix URL is unix:///path/to/socket")
+        uds: str | None = parts.path
+        prefix = ""
+    elif parts.scheme in ("http", "https") and parts.hostname:
+        uds = None
+        prefix = parts.path.rstrip("/")  # requests go below the URL's path, if it has one
+        try:
+            port = parts.port or (443 if https else 80)
+        except ValueError:
+            raise ValidationError.single("", "url", f"{url!r}: the port is not a number up to 65535") from None
+    else:
+        raise ValidationError.single("", "url", f"{url!r}: expected http(s)://HOST:PORT or unix:///PATH")
+    # Built only for https: plain and unix URLs need no trust store (and an unused `ca` is harmless).
+    tls = _tls_context(ca) if https else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return _Endpoint(url, https, uds, prefix, Transport(host=parts.hostname, port=port, unix_path=uds, tls=tls,
+                                                        headers=headers, timeout=timeout))
+
+
+# Failures that happen before a request leaves this machine: nothing reached that replica, so
+# any request, a write too, may go to the next one. After a request was sent, only a request
+# that cannot change anything (RETRY_SAFE) is sent to another replica: a write whose answer
+# was lost may have been committed, and doing it twice is not always harmless (a rollback).
+_NOT_SENT = (ConnectionRefusedError, FileNotFoundError, socket.gaierror)
+
+
 class _Base:
+    """`url` is one controller, or several replicas of one as a comma-separated list: a call
+    goes to the replica that answered last, and moves on to the next one when that one cannot
+    be reached (see _NOT_SENT for which calls may move)."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  ca: str | Path | None = None) -> None:
         self.url = url
         self.timeout = timeout
         self.ca = ca
-        parts = urlsplit(url)
-        self._https = parts.scheme == "https"
-        port: int | None = None
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValidationError.single("", "url", f"{url!r}: a unix URL is unix:///path/to/socket")
-            self._uds: str | None = parts.path
-            self._prefix = ""
-        elif parts.scheme in ("http", "https") and parts.hostname:
-            self._uds = None
-            self._prefix = parts.path.rstrip("/")  # requests go below the URL's path, if it has one
-            try:
-                port = parts.port or (443 if self._https else 80)
-            except ValueError:
-                raise ValidationError.single("", "url", f"{url!r}: the port is not a number up to 65535") from None
-        else:
-            raise ValidationError.single("", "url", f"{url!r}: expected http(s)://HOST:PORT or unix:///PATH")
-        # Built only for https: plain and unix URLs need no trust store (and an unused `ca` is harmless).
-        tls = _tls_context(ca) if self._https else None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._transport = Transport(host=parts.hostname, port=port, unix_path=self._uds, tls=tls, headers=headers,
-                                    timeout=timeout)
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        if not urls:
+            raise ValidationError.single("", "url", "no controller URL given")
+        self._endpoints = [_endpoint(u, token, timeout, ca) for u in urls]
+        self._active = 0
+
+    @property
+    def _transport(self) -> Transport:
+        """The kept-alive connections to the replica in use."""
+        return self._endpoints[self._active].transport
+
+    @property
+    def endpoint(self) -> str:
+        """The URL of the replica the next call goes to first."""
+        return self._endpoints[self._active].url
 
     def close(self) -> None:
-        self._transport.close()
+        for endpoint in self._endpoints:
+            endpoint.transport.close()
 
     def _exchange(self, call: _Call, lazy: str | None = None) -> dict[str, Any]:
         """One call, blocking: the answer's JSON object, or the typed error. With `lazy`, the array
         under that key of a successful answer is a `listing.LazyArray` (parsed item by item)."""
-        target = self._prefix + call.path
-        if call.params:
-            target += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})
         body = None
         if call.json is not None:
             body = json.dumps(call.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        try:
-            response = self._transport.request(call.method, target, body,
-                                               timeout=self.timeout + call.extra_timeout)
-        except TRANSPORT_ERRORS as e:
-            raise self._unavailable(e) from None
+        first = self._active
+        failures: list[ControllerUnavailable] = []
+        for step in range(len(self._endpoints)):
+            index = (first + step) % len(self._endpoints)
+            endpoint = self._endpoints[index]
+            target = endpoint.prefix + call.path
+            if call.params:
+                target += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})
+            try:
+                response = endpoint.transport.request(call.method, target, body,
+                                                      timeout=self.timeout + call.extra_timeout)
+            except TRANSPORT_ERRORS as e:
+                failures.append(self._unavailable(e, endpoint))
+                if endpoint.transport.closed:
+                    break  # close() ended it (a stopping agent): no other replica either
+                if call.method in RETRY_SAFE or isinstance(e, _NOT_SENT):
+                    continue
+                break
+            self._active = index
+            return self._answer(response, lazy)
+        if len(failures) == 1:
+            raise failures[0]
+        raise ControllerUnavailable("no controller replica answered: " + "; ".join(f.message for f in failures))
+
+    def _answer(self, response: Response, lazy: str | None) -> dict[str, Any]:
         if lazy is not None and response.is_success:
             status = response.status
             try:
@@ -250,22 +309,23 @@ class _Base:
                 raise StockadeError(f"the controller answered {status} without a JSON object") from None
         return self._result(response)
 
-    def _unavailable(self, exc: BaseException) -> ControllerUnavailable:
+    def _unavailable(self, exc: BaseException, endpoint: _Endpoint) -> ControllerUnavailable:
+        url = endpoint.url
         if isinstance(exc, ssl.SSLCertVerificationError):
             reason = getattr(exc, "verify_message", None) or str(exc)
             where = f"the CA bundle {self.ca}" if self.ca is not None else "the system's trusted CAs"
             return ControllerUnavailable(
-                f"cannot verify the controller's TLS certificate at {self.url} against {where}: {reason}; "
+                f"cannot verify the controller's TLS certificate at {url} against {where}: {reason}; "
                 f"is STOCKADE_CA / the config's `ca` right?")
         if isinstance(exc, ssl.SSLError):
-            return ControllerUnavailable(f"TLS with the controller at {self.url} failed: {exc}; "
+            return ControllerUnavailable(f"TLS with the controller at {url} failed: {exc}; "
                                          f"does it serve HTTPS on that port?")
         hint = ""
-        if not self._https and self._uds is None and isinstance(exc, http.client.HTTPException):
+        if not endpoint.https and endpoint.uds is None and isinstance(exc, http.client.HTTPException):
             # What a TLS listener does to a plain HTTP request: closes without an answer, or
             # answers with a TLS alert, which is no HTTP status line.
             hint = "; if it serves HTTPS, use an https:// URL"
-        return ControllerUnavailable(f"cannot reach the controller at {self.url}: {type(exc).__name__}: {exc}{hint}")
+        return ControllerUnavailable(f"cannot reach the controller at {url}: {type(exc).__name__}: {exc}{hint}")
 
     @staticmethod
     def _result(response: Response) -> dict[str, Any]:

@@ -78,6 +78,11 @@ class Transport:
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """close() was called: no request will be sent any more."""
+        return self._closed
+
     def _connect(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
         if self._unix_path is not None:
