@@ -74,3 +74,43 @@ def test_interface_rules_come_from_the_command_line_or_keep_their_defaults() -> 
     assert custom.known_hosts == frozenset({"hv1", "hv2"})
     with pytest.raises(ValueError, match="not a regular expression"):
         validation_settings(interface_pattern="(")
+
+
+def test_serve_takes_a_listening_socket_it_is_handed(tmp_path: Path) -> None:
+    """Socket activation (`--listen-fd N`): the parent binds and listens, the controller serves it
+    (the lab binds one in the host namespace while the controller runs on the fabric)."""
+    tokens = create_token_file(tmp_path / "tokens.json", [{"name": "alice", "role": "admin"}])
+    handed = bind_tcp("127.0.0.1", 0)
+    handed.listen(16)
+    handed_port = handed.getsockname()[1]
+    fd = handed.fileno()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "serve", "--db", str(tmp_path / "db.sqlite"), "--listen", "127.0.0.1:0",
+         "--tokens", str(tmp_path / "tokens.json"), "--listen-fd", str(fd)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd,))
+    handed.close()  # the controller holds it now
+    try:
+        with ControllerClient(f"http://127.0.0.1:{handed_port}", tokens["alice"], timeout=2) as client:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    assert client.apply([namespace("shop")], "through the handed socket")["revision"] == 1
+                    break
+                except ControllerUnavailable:
+                    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                    assert time.monotonic() < deadline, "controller did not come up"
+                    time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_a_descriptor_that_is_no_listening_socket(tmp_path: Path) -> None:
+    create_token_file(tmp_path / "tokens.json", [{"name": "alice", "role": "admin"}])
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCH, "serve", "--db", str(tmp_path / "db.sqlite"), "--listen", "127.0.0.1:0",
+         "--tokens", str(tmp_path / "tokens.json"), "--listen-fd", "57"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "--listen-fd 57" in result.stderr

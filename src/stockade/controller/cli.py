@@ -54,6 +54,9 @@ def serve(
         help="default quota: Policies and NetworkPolicies per namespace (default 1000)")] = None,
     namespace_pool_share: Annotated[Optional[float], typer.Option(
         help="default quota: share of the IPv4 pool's addresses one namespace may hold (default 0.25)")] = None,
+    listen_fd: Annotated[Optional[List[int]], typer.Option(
+        help="also serve the listening socket inherited as this file descriptor (socket activation; "
+             "HTTPS if TCP and --tls-cert is given); repeat for more")] = None,
 ) -> None:
     """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
     plain HTTP on a unix socket too."""
@@ -63,7 +66,7 @@ def serve(
         run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
                        tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
                        auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
-                       metrics_auth=metrics_auth)
+                       metrics_auth=metrics_auth, listen_fds=tuple(listen_fd or ()))
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -1,9 +1,11 @@
 """Run the controller: one uvicorn server, one app, listening on TCP and on a unix socket at once.
 
-Agents in other network namespaces cannot reach the host's 127.0.0.1, but they
-share the filesystem: they talk over the unix socket; the CLI uses TCP. Both
-sockets are bound here, before the server starts, so a port or path that is
-taken fails loudly at once, and port 0 works (tests read the bound port).
+The TCP listener and the optional unix socket are bound here, before the server
+starts, so a port or path that is taken fails loudly at once, and port 0 works
+(tests read the bound port). More listening sockets may be handed over at start
+(`--listen-fd N`, socket activation): the lab binds one in the host network
+namespace for the CLI while the controller itself runs on the fabric, where
+agents reach it over TLS.
 
 With a certificate and key (`--tls-cert`/`--tls-key`) the TCP listener speaks
 HTTPS; the unix socket always stays plain HTTP: it never leaves the machine and
@@ -94,6 +96,22 @@ def bind_unix(path: Path) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """A listening socket handed to us as file descriptor `fd` by whoever started us (socket
+    activation, as systemd's `ListenStream=` or the lab does): bound where that process could
+    bind it (another network namespace, a privileged port), served here like our own. A TCP one
+    speaks HTTPS when the controller has a certificate; a unix one stays plain."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise OSError(e.errno, f"--listen-fd {fd}: not a socket we were given: {e.strerror}") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(errno.EINVAL, f"--listen-fd {fd}: not a listening stream socket")
+    sock.set_inheritable(False)
     return sock
 
 
@@ -196,18 +214,21 @@ class _Server(uvicorn.Server):
 
 def build_server(app: FastAPI, listen_host: str, listen_port: int, unix_socket: Path | None,
                  *, log_level: str = "info", log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG,
-                 tls: TlsFiles | None = None) -> tuple[uvicorn.Server, list[socket.socket]]:
-    """A uvicorn server for `app` (from `build_app`) and its bound sockets (TCP first, then the
-    unix socket if any); with `tls`, the TCP socket serves HTTPS."""
+                 tls: TlsFiles | None = None, listen_fds: tuple[int, ...] = ()
+                 ) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """A uvicorn server for `app` (from `build_app`) and its sockets (TCP first, then the unix
+    socket if any, then the inherited ones); with `tls`, TCP sockets serve HTTPS."""
     if tls is not None:
         tls.check()
     sockets = [bind_tcp(listen_host, listen_port)]
-    if unix_socket is not None:
-        try:
+    try:
+        if unix_socket is not None:
             sockets.append(bind_unix(unix_socket))
-        except OSError:
-            sockets[0].close()
-            raise
+        sockets.extend(inherited_socket(fd) for fd in listen_fds)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
     config = uvicorn.Config(app, log_level=log_level, log_config=log_config, access_log=False,
                             server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                             ssl_certfile=tls.cert if tls else None, ssl_keyfile=tls.key if tls else None)
@@ -216,10 +237,11 @@ def build_server(app: FastAPI, listen_host: str, listen_port: int, unix_socket: 
 
 
 def serve(config: ControllerConfig, listen_host: str = "127.0.0.1", listen_port: int = DEFAULT_PORT,
-          unix_socket: Path | str | None = None, tls: TlsFiles | None = None) -> None:
+          unix_socket: Path | str | None = None, tls: TlsFiles | None = None,
+          listen_fds: tuple[int, ...] = ()) -> None:
     """Serve the controller until SIGINT or SIGTERM (blocking)."""
     uds = Path(unix_socket) if unix_socket is not None else None
-    server, sockets = build_server(build_app(config), listen_host, listen_port, uds, tls=tls)
+    server, sockets = build_server(build_app(config), listen_host, listen_port, uds, tls=tls, listen_fds=listen_fds)
     previous = _exit_on_stop_signals()
     try:
         server.run(sockets=sockets)
@@ -323,7 +345,7 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
                    reserved_interfaces: str | None = None, auth_failure_burst: int | None = None,
                    auth_failure_refill: float | None = None, namespace_workloads: int | None = None,
                    namespace_policies: int | None = None, namespace_pool_share: float | None = None, *,
-                   metrics_auth: bool = False) -> None:
+                   metrics_auth: bool = False, listen_fds: tuple[int, ...] = ()) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
     [--reserved-interfaces lo,fab0] [--auth-failure-burst N --auth-failure-refill S]
@@ -353,4 +375,4 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
     config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
                               validation=settings, audit_log=Path(db).parent / "audit.jsonl",
                               metrics_auth=metrics_auth, **extra)
-    serve(config, host, port, socket_path, tls)
+    serve(config, host, port, socket_path, tls, listen_fds)
