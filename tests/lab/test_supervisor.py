@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -45,18 +46,21 @@ def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSett
     assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-hv2"]
     assert argv[2:6] == [sys.executable, "-m", "stockade.lab.agent", "run"]
     flags = dict(zip(argv[6::2], argv[7::2]))
-    assert flags == {"--host": "hv2", "--controller": f"unix://{settings.state_dir}/controller.sock",
+    # Over TLS on the fabric, verified with the lab CA, as an agent on a real host.
+    assert flags == {"--host": "hv2", "--controller": "https://198.18.254.254:7470",
+                     "--ca": str(settings.state_dir / "ca.crt"),
                      "--token-file": str(settings.state_dir / "agent-hv2.token"),
                      "--lab-prefix": settings.prefix, "--state-dir": str(settings.state_dir),
                      "--metrics-address": "198.18.254.2:9301"}
 
 
-def test_controller_serves_https_and_the_agents_socket_for_the_lab_hosts(settings: LabSettings) -> None:
-    argv = supervisor.controller_argv(settings, 7777, ["hv1", "hv2"])
-    assert argv[:5] == [sys.executable, "-m", "stockade", "controller", "serve"]
-    flags = dict(zip(argv[5::2], argv[6::2]))
-    assert flags == {"--db": str(settings.state_dir / "controller.db"), "--listen": "127.0.0.1:7777",
-                     "--socket": str(settings.state_dir / "controller.sock"),
+def test_controller_serves_https_on_the_fabric_and_the_cli_socket_it_is_handed(settings: LabSettings) -> None:
+    argv = supervisor.controller_argv(settings, 7, ["hv1", "hv2"])
+    assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-cp"]
+    assert argv[2:7] == [sys.executable, "-m", "stockade", "controller", "serve"]
+    flags = dict(zip(argv[7::2], argv[8::2]))
+    assert flags == {"--db": str(settings.state_dir / "controller.db"), "--listen": "198.18.254.254:7470",
+                     "--listen-fd": "7",
                      "--tokens": str(settings.state_dir / "tokens.json"), "--known-hosts": "hv1,hv2",
                      "--tls-cert": str(settings.state_dir / "controller.crt"),
                      "--tls-key": str(settings.state_dir / "controller.key")}
@@ -130,6 +134,24 @@ def _is_stockade(pid: int) -> bool:
         return False
 
 
+def _assert_agents_reach_the_controller_over_tls_on_the_fabric(settings: LabSettings,
+                                                                st: supervisor.LabStatus) -> None:
+    """No unix-socket shortcut: the controller runs in the control-plane netns, and each agent
+    holds a TCP connection to its fabric address (TLS: the agents are given the lab CA)."""
+    pids = _pids(st)
+    cp = f"/run/netns/{naming.control_netns(settings.prefix)}"
+    assert os.stat(f"/proc/{pids['controller']}/ns/net").st_ino == os.stat(cp).st_ino
+    assert not settings.socket.exists()
+    for host in ("hv1", "hv2"):
+        hv = naming.host_netns(settings.prefix, host)
+        listing = subprocess.run(["ip", "netns", "exec", hv, "ss", "-tnpH", "state", "established", "dst",
+                                  f"{naming.CONTROLLER_V4}:{naming.CONTROLLER_PORT}"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert f"pid={pids[f'agent-{host}']}," in listing, listing
+    assert {p.name: p.role for p in st.processes} == {"controller": "controller", "agent-hv1": "agent",
+                                                      "agent-hv2": "agent"}
+
+
 def _pids(st: supervisor.LabStatus) -> dict[str, int | None]:
     return {p.name: p.pid for p in st.processes}
 
@@ -150,6 +172,7 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: L
         "prod": prod.to_json()}}
     assert stat.S_IMODE(settings.config_path.stat().st_mode) == 0o600
     assert stat.S_IMODE((settings.state_dir / "ca.key").stat().st_mode) == 0o600
+    _assert_agents_reach_the_controller_over_tls_on_the_fabric(settings, first)
     certs = {p: p.read_bytes() for p in settings.state_dir.glob("*.crt")}
 
     again = supervisor.up(settings)                  # nothing to do: same processes, port and certificates
@@ -173,11 +196,17 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: L
 
 
 @needs_root
-def test_up_refuses_a_state_dir_too_long_for_the_agents_socket(tmp_path: Path) -> None:
-    s = LabSettings(new_prefix(), tmp_path / ("d" * 120), tmp_path / "config.json")
-    with pytest.raises(LabError, match="shorter STOCKADE_STATE_DIR"):
-        supervisor.up(s, hosts=1)
-    assert netns.list_netns(naming.lab_netns_prefix(s.prefix)) == []
+def test_a_taken_cli_port_is_a_clear_error() -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        with pytest.raises(LabError, match=f"cannot listen on 127.0.0.1:{taken.getsockname()[1]} for the CLI"):
+            supervisor._bind_cli_socket(taken.getsockname()[1])
+    finally:
+        taken.close()
 
 
 def test_lab_tokens_are_made_by_the_controllers_own_command(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def test_build_is_idempotent_and_adds_missing_hypervisors_keeping_the_others(pre
     assert _uplink_index(prefix, "hv1") == hv1_uplink        # kept, not rebuilt
     assert topology.build(prefix, 1).host_names == ("hv1", "hv2", "hv3")  # never removes
     assert netns.list_netns(naming.lab_netns_prefix(prefix)) == sorted(
-        [f"{prefix}-fab", f"{prefix}-hv1", f"{prefix}-hv2", f"{prefix}-hv3"])
+        [f"{prefix}-cp", f"{prefix}-fab", f"{prefix}-hv1", f"{prefix}-hv2", f"{prefix}-hv3"])
     for host in grown.hosts:
         v4, v6 = naming.node_addresses(host.name)
         assert host.uplink_up
@@ -62,7 +62,7 @@ def test_teardown_removes_every_lab_netns_and_stops_what_runs_inside(prefix: str
     try:
         assert topology.inspect(prefix).other_netns == (f"{prefix}-stray",)
         removed = topology.teardown(prefix)
-        assert sorted(removed) == sorted([f"{prefix}-fab", f"{prefix}-hv1", f"{prefix}-hv2", *extra])
+        assert sorted(removed) == sorted([f"{prefix}-cp", f"{prefix}-fab", f"{prefix}-hv1", f"{prefix}-hv2", *extra])
         assert netns.list_netns(f"{prefix}-") == []
         assert not topology.inspect(prefix).exists
         assert sleeper.wait(timeout=5) == -9
@@ -79,7 +79,7 @@ def test_teardown_leaves_a_lab_whose_prefix_merely_starts_alike(prefix: str) -> 
         topology.build(other, 1)
         topology.teardown(prefix)
         assert netns.list_netns(f"{prefix}-") == []
-        assert netns.list_netns(f"{other}-") == [f"{other}-fab", f"{other}-hv1"]
+        assert netns.list_netns(f"{other}-") == [f"{other}-cp", f"{other}-fab", f"{other}-hv1"]
     finally:
         topology.teardown(other)
     assert netns.list_netns(f"{other}-") == []

@@ -25,7 +25,11 @@ def parser(prog: str = PROG, more: Callable[[argparse.ArgumentParser], None] | N
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="Run the per-host agent.", description="Run the per-host agent.")
     run.add_argument("--host", required=True, help="This host's name, as workloads' spec.host gives it.")
-    run.add_argument("--controller", required=True, help="Controller URL: http(s)://HOST:PORT or unix:///PATH")
+    run.add_argument("--controller", required=True,
+                     help="Controller URL: https://HOST:PORT (or http://, unix:///PATH); several replicas as a "
+                          "comma-separated list")
+    run.add_argument("--ca", type=Path,
+                     help="PEM CA bundle the controller's certificate is verified against (default: the system's)")
     run.add_argument("--token-file", required=True, type=Path, help="File holding this agent's API token.")
     run.add_argument("--table", default="stockade", help="The nftables table this agent owns.")
     run.add_argument("--state-dir", type=Path,
@@ -49,7 +53,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     token = args.token_file.read_text().strip()
     return AgentSettings(args.host, args.controller, token, args.table, metrics_address=args.metrics_address,
                          flow_log_group=args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
-                         state_dir=args.state_dir, accept_new_store=args.accept_new_store)
+                         state_dir=args.state_dir, accept_new_store=args.accept_new_store, ca=args.ca)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:

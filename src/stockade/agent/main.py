@@ -42,6 +42,7 @@ class AgentSettings:
     # None: nothing is saved (the host is open after a reboot until the controller answers).
     state_dir: Path | None = None
     accept_new_store: bool = False     # take a store with another identity, or one behind us
+    ca: Path | None = None             # PEM bundle the controller's certificate is verified against
 
 
 def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None) -> tuple[Agent, AgentMetrics]:
@@ -69,7 +70,7 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
             self._view = answer.get("view", self._view)
             return answer
 
-    client = AgentClient(settings.controller, settings.token, timeout=60.0)
+    client = AgentClient(settings.controller, settings.token, timeout=60.0, ca=settings.ca)
     driver = NftDriver(table=settings.table)
     reconciler = Reconciler(driver, settings.host,
                             CompileOptions(table=settings.table, log_group=settings.flow_log_group))

@@ -58,7 +58,7 @@ def _render(st: supervisor.LabStatus) -> None:
 
 
 @lab_app.command()
-def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=250,
+def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=240,
                                           help="Number of hypervisors (default 2; never fewer than exist).")) -> None:
     """Build the lab and start its controller and agents; idempotent. Configures the CLI."""
     from stockade.lab import supervisor

@@ -3,6 +3,9 @@
 Pure: no I/O. One lab is identified by a short prefix P (default "stk"):
 
     P-fab                              fabric netns: bridge `br0`, one port `hvN` per hypervisor
+                                       and `cp` for the control plane
+    P-cp                               control-plane netns: the controller (and the store's
+                                       members) on the fabric, uplink `fab0`
     P-hv1 .. P-hvN                     hypervisor netns (host names hv1..hvN), uplink `fab0`
     P-<host>.<namespace>.<name>        a workload's netns, its NIC is `eth0`
 
@@ -11,7 +14,8 @@ Invariants:
   lab's prefix (no '-' inside a prefix) and `P-<host>.` names exactly the
   workloads of one hypervisor (object names cannot contain '.').
 - Lab addresses come only from 198.18.0.0/15 and 2001:db8::/32: node addresses
-  from 198.18.254.0/24 and 2001:db8:ffff::/64, the gateway 198.18.255.1.
+  from 198.18.254.0/24 and 2001:db8:ffff::/64 (hypervisors .1-.240, the control
+  plane .241-.254), the gateway 198.18.255.1.
 - Every route the lab programs carries protocol `ROUTE_PROTO`, and only routes
   with that protocol are ever changed or deleted by the lab.
 """
@@ -35,7 +39,11 @@ NODE_V4_NET = "198.18.254"     # hvN is 198.18.254.N/24 on fab0
 NODE_V6_NET = "2001:db8:ffff"  # hvN is 2001:db8:ffff::N/64 on fab0
 NODE_V4_PREFIXLEN = 24
 NODE_V6_PREFIXLEN = 64
-MAX_HOSTS = 250                # node addresses must stay below the broadcast address
+MAX_HOSTS = 240                # node addresses .1-.240; .241-.254 are the control plane's
+CONTROL_SUFFIX = "cp"          # the control-plane netns, and its port on the fabric bridge
+CONTROLLER_V4 = f"{NODE_V4_NET}.254"    # where agents reach the controller, over TLS
+CONTROLLER_V6 = f"{NODE_V6_NET}::254"
+CONTROLLER_PORT = 7470
 
 # 201 is unassigned in /etc/iproute2/rt_protos; readable in `ip route` as "proto 201".
 ROUTE_PROTO = 201
@@ -85,6 +93,15 @@ def is_lab_host(host: str) -> bool:
 
 def fabric_netns(prefix: str) -> str:
     return f"{prefix}-{FABRIC_SUFFIX}"
+
+
+def control_netns(prefix: str) -> str:
+    return f"{prefix}-{CONTROL_SUFFIX}"
+
+
+def controller_url() -> str:
+    """The controller's address on the fabric: what every agent is given."""
+    return f"https://{CONTROLLER_V4}:{CONTROLLER_PORT}"
 
 
 def host_netns(prefix: str, host: str) -> str:

@@ -2,7 +2,7 @@
 
     ensure_pki(directory)  → Pki: ca.crt, ca.key, controller.crt, controller.key, made once and reused
 
-The CA exists only to let the CLI verify the lab controller it talks to; it
+The CA exists only to let the CLI and the agents verify the lab controller; it
 signs nothing but that one server certificate (its path length is 0). Keys are
 ECDSA P-256.
 
@@ -11,7 +11,8 @@ Invariants:
   name and renamed, so an interrupted `lab up` never leaves half a key or a
   certificate without its key.
 - A file set is reused only while it still holds: the controller certificate
-  verifies against the CA, names 127.0.0.1 and localhost, and neither expires
+  verifies against the CA, names 127.0.0.1, localhost and the controller's fabric
+  addresses, and neither expires
   within RENEW_BEFORE. Otherwise what no longer holds is made again (a new CA
   also means a new controller certificate) and `Pki.changed` says so, so the
   caller restarts the controller with the new files.
@@ -31,13 +32,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from stockade.lab import naming
 from stockade.private_files import write_private
 
 CA_VALIDITY = dt.timedelta(days=365)
 CERT_VALIDITY = dt.timedelta(days=30)
 RENEW_BEFORE = dt.timedelta(days=2)  # a lab brought up again this close to expiry gets fresh files
 CLOCK_SKEW = dt.timedelta(minutes=5)  # not_before is back-dated by this much
-SERVER_IPS = (ipaddress.IPv4Address("127.0.0.1"),)
+# The CLI reaches the controller on 127.0.0.1, the agents on its fabric address.
+SERVER_IPS = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.ip_address(naming.CONTROLLER_V4),
+              ipaddress.ip_address(naming.CONTROLLER_V6))
 SERVER_DNS = ("localhost",)
 
 

@@ -10,8 +10,14 @@ State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
     tokens.json           hashed tokens (`controller init-tokens`); plaintexts, 0600: admin.token (the CLI's),
                           agent-hvN.token (one per agent: an agent token may report for its own host only)
     ca.crt, ca.key        the lab's own CA (lab.pki); the CLI verifies the controller against ca.crt
-    controller.crt, controller.key   the controller's certificate: HTTPS on 127.0.0.1:port
-    controller.db, controller.sock   (the socket, for the agents, stays plain HTTP: local and 0660)
+    controller.crt, controller.key   the controller's certificate, for 127.0.0.1 and its fabric address
+    controller.db         the controller's SQLite store
+
+Processes: the controller runs in the control-plane netns (P-cp) and serves HTTPS on the
+fabric (naming.CONTROLLER_V4:7470), where every agent reaches it with the lab CA and its own
+host token, as an agent on a real host does; the CLI reaches it on 127.0.0.1:port, a socket
+`up` binds here and hands over (`controller serve --listen-fd`). Each agent runs in its
+hypervisor's netns.
     run/<name>.pid        one per process: "controller", "agent-hv1", ...
     logs/<name>.log       stdout and stderr of each process
 
@@ -150,6 +156,7 @@ class LabRecord:
 @dataclass(frozen=True)
 class ProcessStatus:
     name: str
+    role: str   # controller | agent (DESIGN: also etcd, dns, prometheus, vm, container)
     pid: int | None
     alive: bool
     log: str
@@ -170,11 +177,30 @@ class LabStatus:
 
 # ------------------------------------------------------------ command lines
 
-def controller_argv(settings: LabSettings, port: int, hosts: list[str]) -> list[str]:
-    return [sys.executable, "-m", "stockade", "controller", "serve",
-            "--db", str(settings.db), "--listen", f"127.0.0.1:{port}", "--socket", str(settings.socket),
+def controller_argv(settings: LabSettings, cli_fd: int, hosts: list[str]) -> list[str]:
+    """The controller runs in the control-plane netns and listens on the fabric, where agents
+    reach it over TLS as on real hosts; the CLI's socket (127.0.0.1:port, in the host's own
+    netns, bound by `_bind_cli_socket`) is handed to it as file descriptor `cli_fd`."""
+    cp = naming.control_netns(settings.prefix)
+    return ["nsenter", f"--net=/run/netns/{cp}", sys.executable, "-m", "stockade", "controller", "serve",
+            "--db", str(settings.db), "--listen", f"{naming.CONTROLLER_V4}:{naming.CONTROLLER_PORT}",
+            "--listen-fd", str(cli_fd),
             "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts),
             "--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
+
+
+def _bind_cli_socket(port: int) -> socket.socket:
+    """The CLI's listening socket on 127.0.0.1:port here (the host's netns), for the controller."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise LabError(f"cannot listen on 127.0.0.1:{port} for the CLI: {e}; is another lab or program "
+                       f"on that port? (`stockade lab down` and `up` picks a new one)") from e
+    return sock
 
 
 AGENT_METRICS_PORT = 9301
@@ -188,11 +214,21 @@ def agent_argv(settings: LabSettings, host: str) -> list[str]:
     # `python -m stockade.agent run` and the lab's prefix.
     hv = naming.host_netns(settings.prefix, host)
     return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade.lab.agent", "run",
-            "--host", host, "--controller", f"unix://{settings.socket}",
+            "--host", host, "--controller", naming.controller_url(), "--ca", str(settings.ca_cert),
             "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
             "--state-dir", str(settings.state_dir),
             # Each agent serves /metrics inside its own hypervisor's namespace, as on a real host.
             "--metrics-address", f"{naming.node_addresses(host)[0]}:{AGENT_METRICS_PORT}"]
+
+
+def _agent_is_current(settings: LabSettings, host: str) -> bool:
+    """False for a running agent of an earlier lab, which reached the controller on a unix socket."""
+    pid = _read_pid(settings, _agent_name(host))
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid is not None else []
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # not running: nothing to replace
+    return not args or naming.controller_url().encode() in args
 
 
 def _agent_name(host: str) -> str:
@@ -233,7 +269,8 @@ def _marker(name: str) -> list[str]:
 def _process_status(settings: LabSettings, name: str) -> ProcessStatus:
     pid = _read_pid(settings, name)
     alive = pid is not None and _is_ours(pid, settings, _marker(name))
-    return ProcessStatus(name, pid, alive, str(settings.log_file(name)))
+    role = "controller" if name == "controller" else "agent"
+    return ProcessStatus(name, role, pid, alive, str(settings.log_file(name)))
 
 
 # What a lab process inherits from the operator's environment: how to find programs and Python,
@@ -252,7 +289,7 @@ def lab_process_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _start(settings: LabSettings, name: str, argv: list[str]) -> int:
+def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     env = lab_process_env(os.environ)
@@ -262,7 +299,7 @@ def _start(settings: LabSettings, name: str, argv: list[str]) -> int:
         try:
             # Own session: the process outlives `lab up`, and a Ctrl-C there does not reach it.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, close_fds=True)
+                                    env=env, start_new_session=True, close_fds=True, pass_fds=pass_fds)
         except OSError as e:
             raise LabError(f"cannot start {name} ({argv[0]}): {e}") from e
     settings.pid_file(name).write_text(f"{proc.pid}\n")
@@ -433,13 +470,15 @@ def _tls_verify(settings: LabSettings) -> ssl.SSLContext | None:
         return None
 
 
-def _controller_serves_tls(settings: LabSettings) -> bool:
-    """A controller started by a lab from before HTTPS runs plain: it must be restarted."""
+def _controller_is_current(settings: LabSettings) -> bool:
+    """A controller started by an earlier lab (plain HTTP, or on 127.0.0.1 with the agents on a
+    unix socket) must be restarted on the fabric."""
     pid = _read_pid(settings, "controller")
     try:
-        return pid is not None and b"--tls-cert" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid is not None else []
     except (FileNotFoundError, ProcessLookupError):
         return False
+    return b"--tls-cert" in args and b"--listen-fd" in args
 
 
 # ------------------------------------------------------------------ up/down
@@ -448,9 +487,6 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
     """Bring the lab up (or complete it); returns its status once every agent has reported."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
-    if len(os.fsencode(settings.socket)) > MAX_UNIX_PATH:
-        raise LabError(f"the agents' socket {settings.socket} is longer than a unix socket path may be "
-                       f"({MAX_UNIX_PATH} bytes): choose a shorter STOCKADE_STATE_DIR")
     record = _read_record(settings)
     if record is not None and record.prefix != settings.prefix:
         raise LabError(f"{settings.state_dir} belongs to the lab with prefix {record.prefix!r}, not "
@@ -468,13 +504,20 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
     # A new CA or certificate (first up, lost or expiring files) is only served after a restart.
     certs = pki.ensure_pki(settings.state_dir)
 
-    if restart_controller or certs.changed or not _controller_serves_tls(settings):
+    if restart_controller or certs.changed or not _controller_is_current(settings):
         _stop(settings, ["controller"])
-    # An agent whose token was renewed runs with one that no longer exists.
-    _stop(settings, [_agent_name(h) for h in renewed])
+    # An agent whose token was renewed runs with one that no longer exists; one from an earlier lab
+    # (on the unix socket) must reach the controller on the fabric.
+    _stop(settings, [_agent_name(h) for h in renewed]
+          + [_agent_name(h) for h in record.host_names if not _agent_is_current(settings, h)])
     if not _process_status(settings, "controller").alive:
-        settings.socket.unlink(missing_ok=True)
-        _start(settings, "controller", controller_argv(settings, port, record.host_names))
+        settings.socket.unlink(missing_ok=True)  # an earlier lab's
+        cli_socket = _bind_cli_socket(port)
+        try:
+            _start(settings, "controller", controller_argv(settings, cli_socket.fileno(), record.host_names),
+                   pass_fds=(cli_socket.fileno(),))
+        finally:
+            cli_socket.close()  # the controller holds it now
     _wait_healthy(settings, record)
     for host in record.host_names:
         name = _agent_name(host)

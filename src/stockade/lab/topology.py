@@ -1,7 +1,10 @@
-"""The lab's fixed topology: a fabric netns with a bridge, and N hypervisor netns wired to it.
+"""The lab's fixed topology: a fabric netns with a bridge, a control-plane netns and N hypervisor
+netns wired to it.
 
-    P-fab:  br0 ── hv1 ── hv2 ── ...          (veth ends, bridge ports)
-                   │      │
+    P-fab:  br0 ── cp ── hv1 ── hv2 ── ...    (veth ends, bridge ports)
+                   │     │      │
+    P-cp:   fab0 ──┘  198.18.254.254/24  2001:db8:ffff::254/64   (the controller)
+                         │      │
     P-hv1:  fab0 ─┘  198.18.254.1/24  2001:db8:ffff::1/64   lo: 198.18.255.1/32
     P-hv2:  fab0 ───┘ 198.18.254.2/24  2001:db8:ffff::2/64  lo: 198.18.255.1/32
 
@@ -82,6 +85,7 @@ def build(prefix: str, hosts: int) -> LabInventory:
     if not 1 <= hosts <= naming.MAX_HOSTS:
         raise LabError(f"a lab has 1 to {naming.MAX_HOSTS} hypervisors, not {hosts}")
     _ensure_fabric(prefix)
+    _ensure_control_plane(prefix)
     for i in range(1, hosts + 1):
         _ensure_host(prefix, naming.host_name(i))
     return inspect(prefix)
@@ -140,6 +144,50 @@ def _ensure_host(prefix: str, host: str) -> None:
         ensure_up(ipr, port)
 
 
+def _ensure_control_plane(prefix: str) -> None:
+    """The control plane's netns on the fabric: the controller listens there on CONTROLLER_V4/V6,
+    where each hypervisor's agent reaches it over TLS, as agents on real hosts do."""
+    cp = naming.control_netns(prefix)
+    _ensure_netns(cp, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
+    _ensure_uplink(prefix, naming.CONTROL_SUFFIX, cp)
+    with ns.open_rtnl(cp) as ipr:
+        links = dump_links(ipr)
+        ensure_up(ipr, links["lo"])
+        uplink = links[naming.FABRIC_IFACE]
+        have = dump_addrs(ipr).get(uplink.index, set())
+        for addr, plen in ((naming.CONTROLLER_V4, naming.NODE_V4_PREFIXLEN),
+                           (naming.CONTROLLER_V6, naming.NODE_V6_PREFIXLEN)):
+            if (addr, plen) not in have:
+                add_address(ipr, uplink.index, naming.FABRIC_IFACE, addr, plen)
+        ensure_up(ipr, uplink)
+    _attach_to_bridge(prefix, naming.CONTROL_SUFFIX)
+
+
+def _ensure_uplink(prefix: str, port: str, netns: str) -> None:
+    with ns.open_rtnl(netns) as ipr:
+        if naming.FABRIC_IFACE in dump_links(ipr):
+            return
+    fab = naming.fabric_netns(prefix)
+    with ns.open_rtnl(fab) as ipr:
+        if port in dump_links(ipr):
+            with netlink_op(f"delete stale {port} in {fab}", ignore=(19,)):  # ENODEV
+                ipr.link("del", ifname=port)
+        with netlink_op(f"create veth {port} ({fab}) <-> {naming.FABRIC_IFACE} ({netns})"):
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": naming.FABRIC_IFACE, "net_ns_fd": netns})
+
+
+def _attach_to_bridge(prefix: str, port_name: str) -> None:
+    fab = naming.fabric_netns(prefix)
+    with ns.open_rtnl(fab) as ipr:
+        links = dump_links(ipr)
+        port = links[port_name]
+        bridge = links[naming.FABRIC_BRIDGE]
+        if port.master != bridge.index:
+            with netlink_op(f"attach {port.name} to {naming.FABRIC_BRIDGE} in {fab}"):
+                ipr.link("set", index=port.index, master=bridge.index)
+        ensure_up(ipr, port)
+
+
 def _create_uplink(prefix: str, host: str) -> None:
     """The veth pair hvN (fabric) ↔ fab0 (hypervisor), made in the fabric with its peer sent over."""
     fab = naming.fabric_netns(prefix)
@@ -186,7 +234,7 @@ def inspect(prefix: str) -> LabInventory:
     fab = naming.fabric_netns(prefix)
     host_names = sorted((h for n in names if (h := _host_of(prefix, n))), key=naming.host_index)
     hosts: list[HostInventory] = []
-    claimed = {fab} if fab in names else set()
+    claimed = {n for n in (fab, naming.control_netns(prefix)) if n in names}
     for host in host_names:
         hv = naming.host_netns(prefix, host)
         wl_prefix = naming.workload_netns_prefix(prefix, host)
