@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from stockade.agent.cli import agent_app
-from stockade.cli.commands import changes, checks, contexts, flows, objects, status, tokens
+from stockade.cli.commands import changes, checks, contexts, flows, hosts, objects, status, tokens
 from stockade.controller.cli import controller_app
 from stockade.lab.cli import lab_app
 
@@ -27,3 +27,4 @@ app.add_typer(controller_app, name="controller", help="Run the controller.")
 app.add_typer(agent_app, name="agent", help="Run a host agent.")
 app.add_typer(contexts.app, name="config", help="Show and edit the CLI config (contexts).")
 app.add_typer(tokens.app, name="token", help="Create, list and revoke API tokens.")
+app.add_typer(hosts.app, name="host", help="Join hosts to the controller.")
