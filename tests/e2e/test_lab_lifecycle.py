@@ -39,7 +39,7 @@ kind: Workload
 metadata: {name: w1, namespace: n1}
 spec: {host: hv1}
 """, "--wait", "--timeout", "60")
-        assert len(netns_with_prefix(lab.prefix)) == 3       # fabric, hv1, the workload
+        assert len(netns_with_prefix(lab.prefix)) == 4       # fabric, control plane, hv1, the workload
         assert _processes_mentioning(str(lab.state_dir))
     finally:
         try:
