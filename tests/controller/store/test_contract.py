@@ -1,13 +1,16 @@
 """The store contract: what every state store backend must do, run against each of them.
 
-`BACKENDS` names a factory per backend; the etcd issue adds one. A factory opens (or
-reopens) the store that lives under a test's directory, so a test can close and reopen it.
-Everything here goes through `store.protocol.StateStore` and the repositories of
-`store.Backend`, never a backend's own methods.
+`BACKENDS` names a factory per backend: SQLite (a file in the test's directory) and etcd (a
+key prefix named after the test's directory on a real 3-member cluster, `conftest.etcd_cluster`;
+over TLS with client certificates: `etcd-tls`). A factory opens (or reopens) the store that
+lives under a test's directory, so a test can close and reopen it. Everything here goes
+through `store.protocol.StateStore` and the repositories of `store.Backend`, never a
+backend's own methods.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,23 +18,36 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from stockade.controller.store import Backend, Change, open_sqlite
+from stockade.controller.store import Backend, Change, open_etcd, open_sqlite
 from stockade.errors import ConflictError, Gone
 from stockade.model.kinds import ObjectKey
+from tests.controller.store.etcd_cluster import EtcdCluster
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 # where, event retention → the backend stored under `where` (the same one again on a second call)
 BackendFactory = Callable[[Path, int], Backend]
 
-BACKENDS: dict[str, BackendFactory] = {
-    "sqlite": lambda where, retention: open_sqlite(where / "stockade.db", event_retention=retention),
+
+
+def on_etcd(cluster: EtcdCluster) -> BackendFactory:
+    """The store under a prefix of its own on `cluster`, one per directory (tests never share one)."""
+    def open_at(where: Path, retention: int) -> Backend:
+        prefix = "/test-" + hashlib.sha256(str(where).encode()).hexdigest()[:16] + "/"
+        return open_etcd(cluster.location(prefix), event_retention=retention, flush_delay=0.05)
+    return open_at
+
+
+# backend name -> its factory, given the test's request (for the fixtures a backend needs)
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], BackendFactory]] = {
+    "sqlite": lambda request: lambda where, retention: open_sqlite(where / "stockade.db", event_retention=retention),
+    "etcd": lambda request: on_etcd(request.getfixturevalue("etcd_cluster")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def factory(request: pytest.FixtureRequest) -> BackendFactory:
-    return BACKENDS[request.param]
+    return BACKENDS[request.param](request)
 
 
 @pytest.fixture
