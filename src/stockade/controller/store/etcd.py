@@ -138,6 +138,9 @@ class EtcdStateStore:
     def _make_cluster_id(self) -> str:
         """The store's identity: created by the first controller to open the prefix, read by every other."""
         for _ in range(MAX_ATTEMPTS):
+            _, known = self.kv.get(self.layout.cluster_id)  # a read first: an unreachable cluster says so here
+            if known is not None:
+                return known.value.decode()
             mine = uuid.uuid4().hex
             try:
                 result = self.kv.txn([mod_is(self.layout.cluster_id, 0)], [put(self.layout.cluster_id, mine.encode())],
