@@ -23,8 +23,17 @@ def _group() -> None:
 
 @controller_app.command()
 def serve(
-    db: Annotated[Path, typer.Option(help="SQLite database file (created if absent)")],
     tokens: Annotated[Path, typer.Option(help="JSON file of hashed API tokens")],
+    store: Annotated[Optional[str], typer.Option(
+        help="where desired state lives: sqlite:PATH (one file, created if absent) or "
+             "etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster, shared by controller replicas)")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="SQLite database file (created if absent); "
+                                                    "the same as --store sqlite:PATH")] = None,
+    etcd_ca: Annotated[Optional[Path], typer.Option(
+        help="PEM CA certificate of the etcd members: TLS to etcd (with --store etcd://...)")] = None,
+    etcd_cert: Annotated[Optional[Path], typer.Option(
+        help="PEM client certificate for etcd (its --client-cert-auth); needs --etcd-key")] = None,
+    etcd_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --etcd-cert")] = None,
     listen: Annotated[str, typer.Option(help="HOST:PORT for the HTTP API")] = f"127.0.0.1:{DEFAULT_PORT}",
     socket: Annotated[Optional[Path], typer.Option(help="also serve on this unix socket (for agents)")] = None,
     known_hosts: Annotated[Optional[str], typer.Option(
@@ -62,11 +71,15 @@ def serve(
     plain HTTP on a unix socket too."""
     from stockade.controller.main import run_controller
 
+    if db is None and store is None:
+        raise typer.BadParameter("give the store: --store sqlite:PATH | etcd://HOST:PORT[,HOST:PORT...] "
+                                 "(or --db PATH)", param_hint="'--store'")
     try:
         run_controller(db, listen, socket, tokens, known_hosts, ipv4_pool, ipv6_pool, stale_after,
                        tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
                        auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
-                       metrics_auth=metrics_auth, listen_fds=tuple(listen_fd or ()))
+                       metrics_auth=metrics_auth, listen_fds=tuple(listen_fd or ()), store=store,
+                       etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

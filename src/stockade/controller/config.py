@@ -14,6 +14,7 @@ from pathlib import Path
 from stockade.controller.flows import DEFAULT_FLOW_HISTORY
 from stockade.controller.quotas import DEFAULT_POLICIES, DEFAULT_POOL_SHARE, DEFAULT_WORKLOADS, Quotas, default_quotas
 from stockade.controller.ratelimit import AuthFailureLimits
+from stockade.controller.store.location import EtcdLocation, SqliteLocation, StoreLocation
 from stockade.model.ipam import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
 from stockade.model.validation import ValidationSettings
 
@@ -26,6 +27,8 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 class ControllerConfig:
     """Where the store lives, who may talk to it, and the rules for what it accepts.
 
+    The store is the SQLite file `db_path` or the etcd cluster `etcd` (`store`: whichever is set).
+
     `tokens_file` is the JSON file of hashed bearer tokens (see `controller.auth`);
     the HTTP API refuses every authenticated route when it is None.
     `agent_stale_after` is how many seconds after its last report an agent still
@@ -37,7 +40,8 @@ class ControllerConfig:
     which a Namespace's `spec.quota` overrides (`controller.quotas`); None: no limit.
     """
 
-    db_path: Path
+    db_path: Path | None = None             # the SQLite store (`--db PATH`, `--store sqlite:PATH`)
+    etcd: EtcdLocation | None = None        # or the etcd store (`--store etcd://...`): exactly one of the two
     tokens_file: Path | None = None
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     ipv4_pool: ipaddress.IPv4Network = DEFAULT_IPV4_POOL
@@ -54,12 +58,22 @@ class ControllerConfig:
     namespace_pool_share: float = DEFAULT_POOL_SHARE
 
     @property
+    def store(self) -> StoreLocation:
+        """The store this controller serves from."""
+        if self.etcd is not None:
+            return self.etcd
+        assert self.db_path is not None  # __post_init__
+        return SqliteLocation(self.db_path)
+
+    @property
     def quotas(self) -> Quotas:
         """Each namespace's default quota."""
         return default_quotas(self.namespace_workloads, self.namespace_policies, self.namespace_pool_share,
                               self.ipv4_pool)
 
     def __post_init__(self) -> None:
+        if (self.db_path is None) == (self.etcd is None):
+            raise ValueError("the controller needs one store: a SQLite file (db_path) or an etcd cluster (etcd)")
         for pool in (self.ipv4_pool, self.ipv6_pool):
             if not any(pool.version == r.version and pool.subnet_of(r)  # type: ignore[arg-type]
                        for r in self.validation.workload_ranges):

@@ -39,6 +39,7 @@ from fastapi import FastAPI
 from stockade.controller.api import build_app
 from stockade.controller.config import ControllerConfig
 from stockade.controller.ratelimit import UNIX_PEER, AuthFailureLimits
+from stockade.controller.store.location import EtcdLocation, parse_store
 from stockade.model.validation import ValidationSettings
 
 DEFAULT_PORT = 7470
@@ -337,7 +338,21 @@ def validation_settings(known_hosts: str | list[str] | None = None, interface_pa
     return ValidationSettings(known_hosts=frozenset(hosts) if hosts else None, **extra)
 
 
-def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
+def store_config(db: Path | str | None, store: str | None, etcd_ca: Path | str | None = None,
+                 etcd_cert: Path | str | None = None, etcd_key: Path | str | None = None) -> dict[str, Any]:
+    """The ControllerConfig fields for `--db PATH` or `--store sqlite:PATH | etcd://...` (with
+    `--etcd-ca/--etcd-cert/--etcd-key`); ValueError naming the option when they do not fit.
+    With SQLite, the audit log's JSON-lines mirror lives beside the database, for a log shipper
+    to follow; on etcd the store's audit log is the only one (replicas share it)."""
+    if db is not None and store is not None:
+        raise ValueError("--db and --store both name the store: give one (--db PATH is --store sqlite:PATH)")
+    location = parse_store(store if store is not None else f"sqlite:{db}", etcd_ca, etcd_cert, etcd_key)
+    if isinstance(location, EtcdLocation):
+        return {"etcd": location}
+    return {"db_path": location.path, "audit_log": location.path.parent / "audit.jsonl"}
+
+
+def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
                    tokens: Path | str | None = None, known_hosts: str | list[str] | None = None,
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
                    stale_after: float | None = None, tls_cert: Path | str | None = None,
@@ -345,13 +360,17 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
                    reserved_interfaces: str | None = None, auth_failure_burst: int | None = None,
                    auth_failure_refill: float | None = None, namespace_workloads: int | None = None,
                    namespace_policies: int | None = None, namespace_pool_share: float | None = None, *,
-                   metrics_auth: bool = False, listen_fds: tuple[int, ...] = ()) -> None:
+                   metrics_auth: bool = False, listen_fds: tuple[int, ...] = (), store: str | None = None,
+                   etcd_ca: Path | str | None = None, etcd_cert: Path | str | None = None,
+                   etcd_key: Path | str | None = None) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
     [--reserved-interfaces lo,fab0] [--auth-failure-burst N --auth-failure-refill S]
-    [--namespace-workloads N --namespace-policies N --namespace-pool-share F] [--metrics-auth]` does: build the
+    [--namespace-workloads N --namespace-policies N --namespace-pool-share F] [--metrics-auth]` (or
+    `--store sqlite:PATH | etcd://HOST:PORT,... [--etcd-ca F --etcd-cert F --etcd-key F]` for `--db`) does: build the
     config from plain values and serve (blocking). A limit of 0 for workloads or policies is 0;
     omitted options keep ControllerConfig's defaults."""
+    where = store_config(db, store, etcd_ca, etcd_cert, etcd_key)
     host, port = parse_listen(listen)
     tls = tls_files(tls_cert, tls_key)
     settings = validation_settings(known_hosts, interface_pattern, reserved_interfaces)
@@ -371,8 +390,6 @@ def run_controller(db: Path | str, listen: str = f"127.0.0.1:{DEFAULT_PORT}", so
                         ("namespace_pool_share", namespace_pool_share)):
         if value is not None:
             extra[name] = value
-    # The audit log's JSON-lines mirror lives beside the database, for a log shipper to follow.
-    config = ControllerConfig(db_path=Path(db), tokens_file=Path(tokens) if tokens else None,
-                              validation=settings, audit_log=Path(db).parent / "audit.jsonl",
-                              metrics_auth=metrics_auth, **extra)
+    config = ControllerConfig(tokens_file=Path(tokens) if tokens else None, validation=settings,
+                              metrics_auth=metrics_auth, **where, **extra)
     serve(config, host, port, socket_path, tls, listen_fds)

@@ -6,7 +6,10 @@ Invariants:
 - Every stored object passed `parse_object` and `validate_state` against the
   state it was stored in; IPAM addresses live in `status.ips` (see `ipam`).
 - Writes are serialized by one lock, so the state a write validates against is
-  the state it commits on top of. One controller process per database file.
+  the state it commits on top of; each commit names that revision (`base`), so a write
+  that another controller replica overtook (etcd store) is never stored on a state it did
+  not check: it is planned again on the new state (`_replanned`), or 409 after a few tries.
+  The cached state is only a cache: it is re-read whenever the store's revision moved.
 - The service is given its storage (`controller.store`): the state store, the agent
   report repository and the audit log, built by `build_app`; it owns them from then on
   (`close`). It knows no backend.
@@ -65,7 +68,7 @@ from stockade.controller.records import (
     WriteResult,
 )
 from stockade.controller.store import AgentReportRepository, Change, Event, Revision, StateStore
-from stockade.controller.store.types import stale_versions
+from stockade.controller.store.types import StaleBase, stale_versions
 from stockade.errors import (
     ConflictError,
     FieldProblem,
@@ -90,6 +93,8 @@ from stockade.model.validation import referrers_of_group, referrers_of_tier, val
 Clock = Callable[[], datetime]
 
 MAX_OBJECTS_PER_WRITE = 10_000
+# Plans of one write that another controller replica may overtake before it answers 409.
+REPLANS = 5
 
 
 def utc_now() -> datetime:
@@ -259,6 +264,24 @@ class ControllerService:
         With `principal`, every object it changes must be within that caller's rights; with
         `audit`, the revision's audit entry is stored with it (and one is recorded when nothing changed).
         """
+        return self._replanned(lambda: self._apply_once(documents, author, message, default_namespace,
+                                                        principal, audit))
+
+    def _replanned(self, write: Callable[[], WriteResult]) -> WriteResult:
+        """Run `write`, which plans on the current state and commits on top of exactly that revision;
+        when another writer (another controller replica on the same store) committed in between
+        (StaleBase), drop the cached state and plan again on the new one, a few times."""
+        for _ in range(REPLANS):
+            try:
+                return write()
+            except StaleBase as e:
+                overtaken = e
+                with self._write_lock:
+                    self._state = None
+        raise ConflictError(f"{overtaken} (overtaken {REPLANS} times by other controller replicas)")
+
+    def _apply_once(self, documents: Sequence[Any], author: str, message: str, default_namespace: str | None,
+                    principal: Principal | None, audit: WriteAudit | None) -> WriteResult:
         with self._write_lock:
             current = self._current_state()
             results, changed, after, expected = self._plan_apply(current, documents, default_namespace,
@@ -268,23 +291,26 @@ class ControllerService:
                     self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, tuple(results))
             changes = [Change(key_of(o), to_document(o)) for o in changed]
-            revision = self._commit(self._ordered(changes), author, message, results, audit, expected)
+            revision = self._commit(self._ordered(changes), author, message, results, audit, current.revision,
+                                    expected)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
 
     def _commit(self, changes: list[Change], author: str, message: str, results: Sequence[ObjectResult],
-                audit: WriteAudit | None, expected: dict[ObjectKey, str] | None = None) -> Revision:
-        """Commit `changes` as one revision if the `expected` resourceVersions still hold; with
-        `audit`, its audit entry in the same transaction. The committed revision's events go to
-        the event tail before anyone is told of it."""
+                audit: WriteAudit | None, base: int, expected: dict[ObjectKey, str] | None = None) -> Revision:
+        """Commit `changes` as one revision on top of revision `base` (the state they were checked
+        against; else StaleBase) if the `expected` resourceVersions still hold; with `audit`, its
+        audit entry in the same transaction. The committed revision's events go to the event
+        tail before anyone is told of it."""
         when = self._clock()
         if audit is None:
-            committed = self.store.commit(changes, author, message, when, expected=expected)
+            committed = self.store.commit(changes, author, message, when, expected=expected, base=base)
         else:
             objects = [r.to_dict() for r in results if r.action != "unchanged"]
             committed = self.audit.commit_revision(
-                lambda rows: self.store.commit(changes, author, message, when, expected=expected, audit=rows),
+                lambda rows: self.store.commit(changes, author, message, when, expected=expected, audit=rows,
+                                               base=base),
                 lambda revision: audit.entry(revision, objects))
         self._tail.add(committed.revision, list(committed.events))
         return committed.revision
@@ -322,6 +348,10 @@ class ControllerService:
 
         Validated and authorized like any write; no revision when the state already equals it.
         """
+        return self._replanned(lambda: self._rollback_once(target, author, message, principal, audit))
+
+    def _rollback_once(self, target: int, author: str, message: str, principal: Principal | None,
+                       audit: WriteAudit | None) -> WriteResult:
         with self._write_lock:
             current = self._current_state()
             if target < 0 or target > current.revision:
@@ -352,7 +382,7 @@ class ControllerService:
             changes = [Change(key_of(o), to_document(o)) for o in puts]
             changes = self._ordered(changes) + self._ordered((Change(k, None) for k in deletes), reverse=True)
             revision = self._commit(changes, author, message or f"rollback to revision {target}", results,
-                                    audit)
+                                    audit, current.revision)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))
@@ -375,6 +405,10 @@ class ControllerService:
         wanted = list(dict.fromkeys(keys))  # drop repeats, keep order
         if not wanted:
             raise ValidationError.single("", "objects", "nothing to delete: no objects given")
+        return self._replanned(lambda: self._delete_once(wanted, author, message, principal, audit))
+
+    def _delete_once(self, wanted: list[ObjectKey], author: str, message: str, principal: Principal | None,
+                     audit: WriteAudit | None) -> WriteResult:
         with self._write_lock:
             current = self._current_state()
             self._check_count(len(wanted), "objects")
@@ -409,7 +443,7 @@ class ControllerService:
                 raise ConflictError("; ".join(conflicts))
             results = [ObjectResult(k, "deleted") for k in wanted]
             revision = self._commit(self._ordered((Change(k, None) for k in wanted), reverse=True),
-                                    author, message, results, audit)
+                                    author, message, results, audit, current.revision)
             self._state = after if revision.number == after.revision else None
         self._notifier.publish(revision.number)
         return WriteResult(revision.number, tuple(results))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from stockade.controller.audit import AuditLog
 from stockade.controller.config import ControllerConfig
 from stockade.controller.service import Clock, ControllerService, utc_now
-from stockade.controller.store import Backend, open_sqlite
+from stockade.controller.store import Backend, open_store
 
 
 def open_backend(config: ControllerConfig) -> Backend:
-    """The store `config` names: today the SQLite file at `db_path` (`--db PATH`)."""
-    return open_sqlite(config.db_path, config.event_retention)
+    """The store `config` names: the SQLite file at `db_path` or the etcd cluster `etcd` (`--store`)."""
+    return open_store(config.store, config.event_retention)
 
 
 def service_on(config: ControllerConfig, backend: Backend, clock: Clock = utc_now) -> ControllerService:

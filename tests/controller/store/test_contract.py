@@ -1,13 +1,16 @@
 """The store contract: what every state store backend must do, run against each of them.
 
-`BACKENDS` names a factory per backend; the etcd issue adds one. A factory opens (or
-reopens) the store that lives under a test's directory, so a test can close and reopen it.
-Everything here goes through `store.protocol.StateStore` and the repositories of
-`store.Backend`, never a backend's own methods.
+`BACKENDS` names a factory per backend: SQLite (a file in the test's directory) and etcd (a
+key prefix named after the test's directory on a real 3-member cluster, `conftest.etcd_cluster`;
+over TLS with client certificates: `etcd-tls`). A factory opens (or reopens) the store that
+lives under a test's directory, so a test can close and reopen it. Everything here goes
+through `store.protocol.StateStore` and the repositories of `store.Backend`, never a
+backend's own methods.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,23 +18,36 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from stockade.controller.store import Backend, Change, open_sqlite
+from stockade.controller.store import Backend, Change, StaleBase, StoredToken, open_etcd, open_sqlite
 from stockade.errors import ConflictError, Gone
 from stockade.model.kinds import ObjectKey
+from tests.controller.store.etcd_cluster import EtcdCluster
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 # where, event retention → the backend stored under `where` (the same one again on a second call)
 BackendFactory = Callable[[Path, int], Backend]
 
-BACKENDS: dict[str, BackendFactory] = {
-    "sqlite": lambda where, retention: open_sqlite(where / "stockade.db", event_retention=retention),
+
+
+def on_etcd(cluster: EtcdCluster) -> BackendFactory:
+    """The store under a prefix of its own on `cluster`, one per directory (tests never share one)."""
+    def open_at(where: Path, retention: int) -> Backend:
+        prefix = "/test-" + hashlib.sha256(str(where).encode()).hexdigest()[:16] + "/"
+        return open_etcd(cluster.location(prefix), event_retention=retention, flush_delay=0.05)
+    return open_at
+
+
+# backend name -> its factory, given the test's request (for the fixtures a backend needs)
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], BackendFactory]] = {
+    "sqlite": lambda request: lambda where, retention: open_sqlite(where / "stockade.db", event_retention=retention),
+    "etcd": lambda request: on_etcd(request.getfixturevalue("etcd_cluster")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def factory(request: pytest.FixtureRequest) -> BackendFactory:
-    return BACKENDS[request.param]
+    return BACKENDS[request.param](request)
 
 
 @pytest.fixture
@@ -265,3 +281,99 @@ def test_the_audit_entry_is_committed_with_its_revision(backend: Backend) -> Non
         backend.state.commit(put("a", n=1), "bob", "", T0, expected={key("a"): "7"}, audit=entry)
     assert snapshot(backend) == before
     assert [e["revision"] for _, e in backend.audit.entries(since="2030-01-02T03:04:05.000+00:00")] == [1]
+
+
+# ----------------------------------------------------- several writers, one store
+
+def test_two_replicas_racing_on_one_object_exactly_one_wins(factory: BackendFactory, tmp_path: Path) -> None:
+    """Two controllers on one store (replicas on etcd; two handles on one file for SQLite)."""
+    replicas = [factory(tmp_path, 10_000), factory(tmp_path, 10_000)]
+    try:
+        version = str(replicas[0].state.commit(put("a"), "alice", "", T0).revision.number)
+        start = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def writer(name: str, replica: Backend, n: int) -> None:
+            start.wait()
+            try:
+                outcomes[name] = str(replica.state.commit(put("a", n=n), name, "", T0,
+                                                          expected={key("a"): version}).revision.number)
+            except ConflictError:
+                outcomes[name] = "conflict"
+
+        threads = [threading.Thread(target=writer, args=(name, replica, n))
+                   for name, replica, n in (("bob", replicas[0], 1), ("carol", replicas[1], 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes.values()) == ["2", "conflict"]
+        winner = next(name for name, outcome in outcomes.items() if outcome == "2")
+        for replica in replicas:  # both see the one winner, at revision 2, and nothing else
+            assert [(r.number, r.author) for r in replica.state.revisions()] == [(2, winner), (1, "alice")]
+            assert replica.state.objects() == (2, [doc("a", {"bob": 1, "carol": 2}[winner])])
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_commits_from_two_replicas_get_gap_free_revisions(factory: BackendFactory, tmp_path: Path) -> None:
+    replicas = [factory(tmp_path, 10_000), factory(tmp_path, 10_000)]
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def writer(w: int) -> None:
+        replica = replicas[w % 2]
+        for i in range(8):
+            number = replica.state.commit(put(f"w{w}-{i}"), f"writer{w}", "", T0).revision.number
+            with lock:
+                got.append(number)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(got) == list(range(1, 33))  # none lost, none twice, no gap
+        for replica in replicas:
+            assert [r.number for r in replica.state.revisions()] == list(range(32, 0, -1))
+            assert len(replica.state.objects()[1]) == 32
+            rev, events = replica.state.events_since(0)
+            assert rev == 32 and [e.revision for e in events] == list(range(1, 33))
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_a_commit_planned_on_an_older_revision_is_refused(backend: Backend) -> None:
+    backend.state.commit(put("a"), "alice", "", T0)
+    backend.state.commit(put("b"), "bob", "", T0, base=1)  # planned on revision 1: it still is
+    before = snapshot(backend)
+    with pytest.raises(StaleBase, match="revision 2"):
+        backend.state.commit(put("c"), "carol", "", T0, base=1,
+                             audit=lambda rev: [{"time": "2030-01-02T03:04:05.000+00:00", "revision": rev}])
+    assert snapshot(backend) == before
+
+
+def test_tokens_and_audit_entries_are_shared_by_every_replica(factory: BackendFactory, tmp_path: Path) -> None:
+    one, two = factory(tmp_path, 10), factory(tmp_path, 10)
+    try:
+        token = StoredToken("t1", "ab" * 32, "ci", "admin", ("shop",), None, "2030-01-01T00:00:00.000+00:00",
+                            "alice", None, None)
+        one.tokens.add(token)
+        assert two.tokens.all() == [token]
+        two.tokens.revoke_hash("ab" * 32, "2030-01-02T00:00:00.000+00:00")
+        two.tokens.revoke_hash("cd" * 32, "2030-01-03T00:00:00.000+00:00")  # a tokens-file token
+        two.tokens.revoke_hash("ab" * 32, "2030-01-04T00:00:00.000+00:00")  # again: changes nothing
+        assert one.tokens.revoked_hashes() == {"ab" * 32, "cd" * 32}
+        assert [t.revoked for t in one.tokens.all()] == ["2030-01-02T00:00:00.000+00:00"]
+        first = one.audit.append([{"time": "2030-01-01T00:00:00.000+00:00", "n": 1}])
+        second = two.audit.append([{"time": "2030-01-01T00:00:01.000+00:00", "n": 2},
+                                   {"time": "2030-01-01T00:00:02.000+00:00", "n": 3}])
+        assert first[0] < second[0] < second[1]
+        assert [e["n"] for _, e in one.audit.entries()] == [1, 2, 3]
+        assert [e["n"] for _, e in two.audit.entries(since="2030-01-01T00:00:01.000+00:00", limit=1)] == [3]
+    finally:
+        one.close()
+        two.close()

@@ -1,6 +1,6 @@
 """The store seam: the few operations the controller needs on desired state.
 
-A backend (`store.sqlite` today, etcd next) implements `StateStore`; the service
+A backend (`store.sqlite`, `store.etcd`) implements `StateStore`; the service
 (`controller.service`) uses nothing else of it, and `tests/controller/store/test_contract.py`
 runs one suite against every backend. Tokens, audit entries and agent reports are
 repositories of their own (`store.tokens`, `store.audit_log`, `store.agent_reports`), not
@@ -12,6 +12,12 @@ What every backend guarantees:
 - Compare-and-swap: `commit(expected=...)` checks, inside its own transaction, that each
   named object was last changed by the revision given (its `metadata.resourceVersion`);
   else `ConflictError` and nothing changes.
+- `commit(base=N)` commits only on top of revision N, the state the change set was planned
+  and validated on; else `StaleBase` (a signal for the caller to plan again, not an error of
+  the tree) and nothing changes. Without `base`
+  a commit lands on whatever revision is newest, if `expected` holds there. With several
+  writers on one store (controller replicas on etcd) this is what keeps a write validated
+  against the state it replaces.
 - The audit rows handed to `commit` are stored in the revision's own transaction: both
   exist, or neither.
 - `events_since(n)` gives every event of the revisions after `n`, in commit order, or
@@ -30,7 +36,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping, Protocol, Sequence
 
-from stockade.controller.store.types import AuditRows, Committed, Event, EventType, Revision, Change
+from stockade.controller.store.types import AuditRows, Change, Committed, Event, EventType, Revision
 from stockade.model.kinds import ObjectKey
 
 
@@ -58,10 +64,12 @@ class StateStore(Protocol):
         ...
 
     def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime, *,
-               expected: Mapping[ObjectKey, str] | None = None, audit: AuditRows | None = None) -> Committed:
+               expected: Mapping[ObjectKey, str] | None = None, audit: AuditRows | None = None,
+               base: int | None = None) -> Committed:
         """Apply `changes` as one new revision, atomically, if every object in `expected` is still
-        at that resourceVersion (else ConflictError); with `audit`, store the rows it gives for
-        the new revision number in the same transaction."""
+        at that resourceVersion (else ConflictError) and, with `base`, the store is still at that
+        revision (else StaleBase); with `audit`, store the rows it gives for the new revision
+        number in the same transaction."""
         ...
 
     def events_since(self, since: int) -> tuple[int, list[Event]]:

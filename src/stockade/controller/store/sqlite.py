@@ -41,6 +41,7 @@ from stockade.controller.store.types import (
     Event,
     EventType,
     Revision,
+    StaleBase,
     stale_versions,
 )
 from stockade.errors import ConflictError, Gone
@@ -182,18 +183,22 @@ class SqliteStateStore:
     # ---------------------------------------------------------------- writing
 
     def commit(self, changes: Sequence[Change], author: str, message: str, time: datetime, *,
-               expected: Mapping[ObjectKey, str] | None = None, audit: AuditRows | None = None) -> Committed:
+               expected: Mapping[ObjectKey, str] | None = None, audit: AuditRows | None = None,
+               base: int | None = None) -> Committed:
         if not changes:
             raise ValueError("a revision needs at least one change")
         when = time.isoformat(timespec="milliseconds")
         rows: list[tuple[int, int, str, str, str, str, str | None]] = []
         seqs: list[int] = []
         with self.db.write() as conn:
+            rev = self._revision(conn) + 1
+            if base is not None and rev - 1 != base:
+                raise StaleBase(f"the store moved on to revision {rev - 1} while this change was checked "
+                                f"against revision {base}; send it again")
             if expected:
                 stale = stale_versions(expected, self._object_revisions(conn))
                 if stale:
                     raise ConflictError("; ".join(stale))
-            rev = self._revision(conn) + 1
             conn.execute("INSERT INTO revisions (rev, author, message, time) VALUES (?, ?, ?, ?)",
                          (rev, author, message, when))
             for seq, change in enumerate(changes):

@@ -52,6 +52,14 @@ class Committed:
     audit_seqs: tuple[int, ...] = ()
 
 
+class StaleBase(Exception):
+    """A commit given `base` found the store past that revision: another writer (another
+    controller replica) committed since the change set was planned and validated, so it was
+    not stored. A signal to the caller, not an error of the tree (`stockade.errors`): the
+    service plans the write again on the new state, and answers ConflictError (409) when
+    it keeps being overtaken."""
+
+
 def stale_versions(expected: Mapping[ObjectKey, str], versions: Mapping[ObjectKey, int]) -> list[str]:
     """One message per object whose `metadata.resourceVersion` (`expected`) is no longer the
     revision that last changed it (`versions`); empty when every one still holds. The same
