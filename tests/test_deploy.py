@@ -1,0 +1,37 @@
+"""The shipped systemd units and etcd settings name only options that exist (docs stay true)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def help_text(*command: str) -> str:
+    return subprocess.run([sys.executable, "-m", "stockade", *command, "--help"], capture_output=True, text=True,
+                          timeout=60, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"}).stdout
+
+
+@pytest.mark.parametrize("unit, command", [
+    ("stockade-controller.service", ("controller", "serve")),
+    ("stockade-agent.service", ("agent", "run")),
+])
+def test_every_option_a_unit_shows_exists(unit: str, command: tuple[str, ...]) -> None:
+    text = (DEPLOY / "systemd" / unit).read_text()
+    assert f"ExecStart=/usr/local/bin/stockade {' '.join(command)} $" in text
+    shown = set(re.findall(r"(--[a-z][a-z-]+)", text))
+    assert shown, f"{unit} shows no example options"
+    known = set(re.findall(r"(--[a-z][a-z-]+)", help_text(*command)))
+    assert shown <= known, f"{unit} names options {sorted(shown - known)} that `stockade {' '.join(command)}` lacks"
+
+
+def test_the_etcd_member_settings_allow_one_revision_of_ten_thousand_objects() -> None:
+    settings = dict(line.split("=", 1) for line in (DEPLOY / "etcd" / "etcd-member.env.example").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    assert int(settings["ETCD_MAX_TXN_OPS"].strip('"')) >= 10_003
+    assert settings["ETCD_CLIENT_CERT_AUTH"] == '"true"'
