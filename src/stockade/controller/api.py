@@ -40,6 +40,7 @@ from stockade.controller.host_views import HostViews
 from stockade.controller.limits import BodyLimit
 from stockade.controller.metrics import ControllerMetrics, RequestCounter
 from stockade.controller.ratelimit import FailureLimiter
+from stockade.controller.replicas import ReplicaFollower
 from stockade.controller.records import WatchAnswers
 from stockade.controller.routes import flows as flow_routes
 from stockade.controller.routes import history as history_routes
@@ -150,9 +151,16 @@ def build_app(config: ControllerConfig) -> FastAPI:
     host_views = HostViews(service)
     watch_answers = WatchAnswers(service.cluster_id)
 
+    # Several replicas on one store: take in the others' commits and agent reports.
+    follower = ReplicaFollower(service, backend.reports) if backend.shared else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
         yield
+        if follower is not None:
+            follower.stop()
         service.close()
 
     # FastAPI's own OpenTelemetry hooks are off: the controller's metrics are Prometheus

@@ -566,6 +566,12 @@ class ControllerService:
                 return recent
         return await asyncio.to_thread(self.store.events_since, since)
 
+    def take_revision(self, revision: int) -> None:
+        """A revision another controller replica committed (controller.replicas): wake the
+        watches waiting for it. Older or known revisions change nothing."""
+        if revision > self._notifier.revision:
+            self._notifier.publish(revision)
+
     def long_polls(self) -> dict[str, int]:
         """How many watches and flow follows are waiting right now (a watch per connected agent)."""
         return dict(self._long_polls)

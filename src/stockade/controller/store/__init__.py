@@ -44,6 +44,9 @@ class Backend:
     tokens: TokenRepository
     audit: AuditRepository
     reports: AgentReportRepository
+    # Several controller replicas may serve this store at once (etcd): each follows the others'
+    # commits and agent reports (controller.replicas). One SQLite file has one controller.
+    shared: bool = False
 
     def close(self) -> None:
         self.reports.close()
@@ -72,7 +75,7 @@ def open_etcd(location: EtcdLocation, event_retention: int = DEFAULT_EVENT_RETEN
     try:
         state = EtcdStateStore(kv, layout, event_retention, audit_retention)
         return Backend(state, EtcdTokens(kv, layout), EtcdAudit(kv, layout, audit_retention),
-                       EtcdAgentReports(kv, layout, flush_delay))
+                       EtcdAgentReports(kv, layout, flush_delay), shared=True)
     except BaseException:
         kv.close()
         raise

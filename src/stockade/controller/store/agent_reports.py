@@ -58,6 +58,11 @@ class AgentReportRepository(Protocol):
         """Save what is not saved yet, now."""
         ...
 
+    def refresh(self) -> None:
+        """Take the reports other controller replicas stored since (a store of one replica:
+        nothing to do)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -92,6 +97,14 @@ class AgentReports:
         """Every host's newest report, by host name."""
         with self._lock:
             return [self._records[h] for h in sorted(self._records)]
+
+    def merge(self, stored: list[AgentRecord]) -> None:
+        """Take reports another writer stored, where they are newer than ours (not saved again)."""
+        with self._lock:
+            for record in stored:
+                mine = self._records.get(record.host)
+                if mine is None or (record.last_seen > mine.last_seen and record.host not in self._dirty):
+                    self._records[record.host] = record
 
     def flush(self) -> None:
         """Save what changed since the last save, now."""
@@ -190,6 +203,9 @@ class SqliteAgentReports:
 
     def flush(self) -> None:
         self._reports.flush()
+
+    def refresh(self) -> None:
+        pass  # one controller per SQLite file: every report came through this one
 
     def close(self) -> None:
         self._reports.close()  # saves the reports not yet written

@@ -10,9 +10,9 @@ Invariants:
   `audit_ops`): seqs increase in the order entries are stored, across replicas, none twice.
 - A revocation is stored once, with the time of the first one, and never undone.
 - Agent reports are runtime state: each replica keeps the newest per host in memory and saves
-  them behind (`agent_reports.AgentReports`) to `agents/HOST`, loaded when a replica starts.
-  A replica does not see a report another replica received until it restarts (the controller
-  replicas of issue 15 item 2 will follow `agents/` with a watch).
+  them behind (`agent_reports.AgentReports`) to `agents/HOST`, loaded when a replica starts
+  and taken again by `refresh` (controller.replicas calls it), so every replica's status
+  shows every agent within about a second.
 """
 
 from __future__ import annotations
@@ -167,6 +167,10 @@ class EtcdAgentReports:
 
     def flush(self) -> None:
         self._reports.flush()
+
+    def refresh(self) -> None:
+        """Take the reports other replicas saved (an agent reports to one replica at a time)."""
+        self._reports.merge(self._load())
 
     def close(self) -> None:
         self._reports.close()  # saves the reports not yet written
