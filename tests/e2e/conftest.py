@@ -88,7 +88,8 @@ class Lab:
                               capture_output=True, text=True, timeout=30)
 
     def controller_metrics(self) -> Samples:
-        with urllib.request.urlopen(f"{self.context().controller}/metrics", timeout=5, context=self.tls()) as r:
+        first = self.context().controller.split(",")[0]  # one replica's (a lab on etcd lists several)
+        with urllib.request.urlopen(f"{first}/metrics", timeout=5, context=self.tls()) as r:
             return metric_samples(r.read().decode())
 
     def agent_metrics(self, host: str) -> Samples:
@@ -125,7 +126,7 @@ def netns_with_prefix(prefix: str) -> list[str]:
     return [line.split()[0] for line in res.stdout.splitlines() if line.startswith(prefix + "-")]
 
 
-def make_lab(tmp: Path, hosts: int) -> Iterator[Lab]:
+def make_lab(tmp: Path, hosts: int, *up_args: str) -> Iterator[Lab]:
     prefix = "e" + secrets.token_hex(3)
     state = tmp / "state"
     env = {**os.environ, "STOCKADE_STATE_DIR": str(state), "STOCKADE_LAB_PREFIX": prefix,
@@ -134,7 +135,7 @@ def make_lab(tmp: Path, hosts: int) -> Iterator[Lab]:
     env.pop("STOCKADE_CONTROLLER", None)
     lab = Lab(prefix, env, state)
     try:
-        lab.cli("lab", "up", "--hosts", str(hosts), timeout=120)
+        lab.cli("lab", "up", "--hosts", str(hosts), *up_args, timeout=120)
         yield lab
     finally:
         down = subprocess.run([sys.executable, "-m", "stockade", "lab", "down"], env=env,

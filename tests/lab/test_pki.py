@@ -29,7 +29,8 @@ def test_makes_a_ca_and_a_controller_certificate_signed_by_it(tmp_path: Path) ->
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     # The CLI's address, and the controller's on the fabric, where the agents reach it.
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(a) for a in (
-        "127.0.0.1", "198.18.254.254", "2001:db8:ffff::254")]
+        "127.0.0.1", "198.18.254.254", "2001:db8:ffff::254", "198.18.254.253", "2001:db8:ffff::253",
+        "198.18.254.252", "2001:db8:ffff::252")]
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert dt.timedelta(days=29) < lifetime <= pki.CERT_VALIDITY + pki.CLOCK_SKEW

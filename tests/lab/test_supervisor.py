@@ -119,7 +119,7 @@ def test_up_reports_a_controller_that_dies_with_its_log(settings: LabSettings,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in that looks like our controller (state dir and "controller serve" on its command line).
     script = "import sys; print('controller boom', flush=True); sys.exit(3)"
-    monkeypatch.setattr(supervisor, "controller_argv", lambda s, port, hosts: [
+    monkeypatch.setattr(supervisor, "controller_argv", lambda s, port, hosts, *rest: [
         sys.executable, "-c", script, str(s.state_dir), "controller", "serve"])
     with pytest.raises(LabError, match="controller exited") as err:
         supervisor.up(settings, hosts=1)

@@ -37,9 +37,9 @@ def _run(fn: Callable[[], T]) -> T:
 def _render(st: supervisor.LabStatus) -> None:
     _out.print(f"lab [bold]{st.prefix}[/bold]  state {st.state_dir}  controller "
                f"{st.controller_url or '-'}  logs {st.state_dir}/logs", highlight=False)
-    table = Table("process", "pid", "alive")
+    table = Table("process", "role", "pid", "alive")
     for p in st.processes:
-        table.add_row(p.name, str(p.pid or "-"), "yes" if p.alive else "[red]no[/red]")
+        table.add_row(p.name, p.role, str(p.pid or "-"), "yes" if p.alive else "[red]no[/red]")
     if st.processes:
         _out.print(table)
     hosts = Table("host", "netns", "node addresses", "workloads", "agent", "reporting")
@@ -59,11 +59,16 @@ def _render(st: supervisor.LabStatus) -> None:
 
 @lab_app.command()
 def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=240,
-                                          help="Number of hypervisors (default 2; never fewer than exist).")) -> None:
-    """Build the lab and start its controller and agents; idempotent. Configures the CLI."""
+                                          help="Number of hypervisors (default 2; never fewer than exist)."),
+       store: Optional[str] = typer.Option(None, "--store", help="sqlite (default) or etcd: a 3-member etcd "
+                                           "cluster in the lab; fixed when the lab is made."),
+       controllers: Optional[int] = typer.Option(None, "--controllers", min=1, max=3,
+                                                 help="Controller replicas (default 1; more need --store etcd).")
+       ) -> None:
+    """Build the lab and start its controller(s), agents (and etcd); idempotent. Configures the CLI."""
     from stockade.lab import supervisor
 
-    st = _run(lambda: supervisor.up(supervisor.LabSettings.from_env(), hosts))
+    st = _run(lambda: supervisor.up(supervisor.LabSettings.from_env(), hosts, store, controllers))
     _render(st)
     _out.print(f"ready: the CLI now talks to {st.controller_url}", highlight=False)
 

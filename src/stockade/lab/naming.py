@@ -41,9 +41,13 @@ NODE_V4_PREFIXLEN = 24
 NODE_V6_PREFIXLEN = 64
 MAX_HOSTS = 240                # node addresses .1-.240; .241-.254 are the control plane's
 CONTROL_SUFFIX = "cp"          # the control-plane netns, and its port on the fabric bridge
-CONTROLLER_V4 = f"{NODE_V4_NET}.254"    # where agents reach the controller, over TLS
+CONTROLLER_V4 = f"{NODE_V4_NET}.254"    # where agents reach the (first) controller, over TLS
 CONTROLLER_V6 = f"{NODE_V6_NET}::254"
 CONTROLLER_PORT = 7470
+MAX_CONTROLLERS = 3            # replicas at .254, .253, .252
+ETCD_MEMBERS = 3               # a lab's etcd cluster: members at .241, .242, .243
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
 
 # 201 is unassigned in /etc/iproute2/rt_protos; readable in `ip route` as "proto 201".
 ROUTE_PROTO = 201
@@ -99,9 +103,24 @@ def control_netns(prefix: str) -> str:
     return f"{prefix}-{CONTROL_SUFFIX}"
 
 
-def controller_url() -> str:
-    """The controller's address on the fabric: what every agent is given."""
-    return f"https://{CONTROLLER_V4}:{CONTROLLER_PORT}"
+def controller_addresses(replica: int) -> tuple[str, str]:
+    """The fabric addresses (IPv4, IPv6) of controller replica 1..MAX_CONTROLLERS."""
+    if not 1 <= replica <= MAX_CONTROLLERS:
+        raise LabError(f"a lab runs 1 to {MAX_CONTROLLERS} controller replicas, not {replica}")
+    last = 255 - replica
+    return f"{NODE_V4_NET}.{last}", f"{NODE_V6_NET}::{last}"
+
+
+def controller_url(replicas: int = 1) -> str:
+    """The controllers on the fabric, as every agent is given them (comma-separated replicas)."""
+    return ",".join(f"https://{controller_addresses(i)[0]}:{CONTROLLER_PORT}" for i in range(1, replicas + 1))
+
+
+def etcd_address(member: int) -> str:
+    """The fabric address of etcd member 1..ETCD_MEMBERS (in the control-plane netns)."""
+    if not 1 <= member <= ETCD_MEMBERS:
+        raise LabError(f"a lab's etcd cluster has members 1 to {ETCD_MEMBERS}, not {member}")
+    return f"{NODE_V4_NET}.{240 + member}"
 
 
 def host_netns(prefix: str, host: str) -> str:

@@ -40,8 +40,9 @@ CERT_VALIDITY = dt.timedelta(days=30)
 RENEW_BEFORE = dt.timedelta(days=2)  # a lab brought up again this close to expiry gets fresh files
 CLOCK_SKEW = dt.timedelta(minutes=5)  # not_before is back-dated by this much
 # The CLI reaches the controller on 127.0.0.1, the agents on its fabric address.
-SERVER_IPS = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.ip_address(naming.CONTROLLER_V4),
-              ipaddress.ip_address(naming.CONTROLLER_V6))
+SERVER_IPS = (ipaddress.IPv4Address("127.0.0.1"),
+              *(ipaddress.ip_address(a) for i in range(1, naming.MAX_CONTROLLERS + 1)
+                for a in naming.controller_addresses(i)))
 SERVER_DNS = ("localhost",)
 
 

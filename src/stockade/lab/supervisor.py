@@ -96,6 +96,9 @@ class LabSettings:
     def tokens(self) -> Path:
         return self.state_dir / "tokens.json"
 
+    def etcd_dir(self, member: int) -> Path:
+        return self.state_dir / "etcd" / f"etcd-{member}"
+
     @property
     def admin_token(self) -> Path:
         return self.state_dir / "admin.token"
@@ -136,12 +139,28 @@ class LabRecord:
 
     prefix: str
     hosts: int
-    port: int
+    port: int                       # the CLI's port of the first controller replica
     config_written: bool = False
+    store: str = "sqlite"           # sqlite | etcd (a 3-member cluster in the control-plane netns)
+    more_ports: tuple[int, ...] = ()  # the CLI's ports of replicas 2..N (etcd only)
+
+    @property
+    def controllers(self) -> int:
+        return 1 + len(self.more_ports)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.more_ports)
 
     @property
     def url(self) -> str:
+        """The first replica, as the CLI reaches it."""
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> str:
+        """Every replica as the CLI reaches it (what its context holds)."""
+        return ",".join(f"https://127.0.0.1:{p}" for p in self.ports)
 
     @property
     def plain_url(self) -> str:
@@ -177,16 +196,42 @@ class LabStatus:
 
 # ------------------------------------------------------------ command lines
 
-def controller_argv(settings: LabSettings, cli_fd: int, hosts: list[str]) -> list[str]:
-    """The controller runs in the control-plane netns and listens on the fabric, where agents
-    reach it over TLS as on real hosts; the CLI's socket (127.0.0.1:port, in the host's own
-    netns, bound by `_bind_cli_socket`) is handed to it as file descriptor `cli_fd`."""
+def controller_argv(settings: LabSettings, cli_fd: int, hosts: list[str], replica: int = 1,
+                    store: str = "sqlite") -> list[str]:
+    """A controller replica runs in the control-plane netns and listens on the fabric, where
+    agents reach it over TLS as on real hosts; the CLI's socket (127.0.0.1:port, in the host's
+    own netns, bound by `_bind_cli_socket`) is handed to it as file descriptor `cli_fd`."""
     cp = naming.control_netns(settings.prefix)
+    where = ["--db", str(settings.db)] if store == "sqlite" else ["--store", etcd_store_url()]
     return ["nsenter", f"--net=/run/netns/{cp}", sys.executable, "-m", "stockade", "controller", "serve",
-            "--db", str(settings.db), "--listen", f"{naming.CONTROLLER_V4}:{naming.CONTROLLER_PORT}",
+            *where, "--listen", f"{naming.controller_addresses(replica)[0]}:{naming.CONTROLLER_PORT}",
             "--listen-fd", str(cli_fd),
             "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts),
             "--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
+
+
+def etcd_store_url() -> str:
+    return "etcd://" + ",".join(f"{naming.etcd_address(j)}:{naming.ETCD_CLIENT_PORT}"
+                                for j in range(1, naming.ETCD_MEMBERS + 1))
+
+
+def etcd_argv(settings: LabSettings, member: int) -> list[str]:
+    """One member of the lab's 3-member etcd cluster, in the control-plane netns on the fabric
+    (plain HTTP: it never leaves the lab's namespaces). Transaction limits raised so that one
+    revision of 10,000 objects is one transaction (docs/operations.md)."""
+    cp = naming.control_netns(settings.prefix)
+    address = naming.etcd_address(member)
+    cluster = ",".join(f"etcd-{j}=http://{naming.etcd_address(j)}:{naming.ETCD_PEER_PORT}"
+                       for j in range(1, naming.ETCD_MEMBERS + 1))
+    return ["nsenter", f"--net=/run/netns/{cp}", "etcd", "--name", f"etcd-{member}",
+            "--data-dir", str(settings.etcd_dir(member)),
+            "--listen-client-urls", f"http://{address}:{naming.ETCD_CLIENT_PORT}",
+            "--advertise-client-urls", f"http://{address}:{naming.ETCD_CLIENT_PORT}",
+            "--listen-peer-urls", f"http://{address}:{naming.ETCD_PEER_PORT}",
+            "--initial-advertise-peer-urls", f"http://{address}:{naming.ETCD_PEER_PORT}",
+            "--initial-cluster", cluster, "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"stockade-{settings.prefix}",
+            "--max-txn-ops", "60000", "--max-request-bytes", "67108864", "--log-level", "warn", "--logger", "zap"]
 
 
 def _bind_cli_socket(port: int) -> socket.socket:
@@ -206,7 +251,7 @@ def _bind_cli_socket(port: int) -> socket.socket:
 AGENT_METRICS_PORT = 9301
 
 
-def agent_argv(settings: LabSettings, host: str) -> list[str]:
+def agent_argv(settings: LabSettings, host: str, controllers: int = 1) -> list[str]:
     # nsenter --net only: the agent's own netns is the hypervisor's, while it still
     # shares the mount namespace, so it sees /run/netns and can make workload netns.
     # `python -m stockade.lab.agent`: the agent with the lab's endpoint driver, without the rest
@@ -214,21 +259,22 @@ def agent_argv(settings: LabSettings, host: str) -> list[str]:
     # `python -m stockade.agent run` and the lab's prefix.
     hv = naming.host_netns(settings.prefix, host)
     return ["nsenter", f"--net=/run/netns/{hv}", sys.executable, "-m", "stockade.lab.agent", "run",
-            "--host", host, "--controller", naming.controller_url(), "--ca", str(settings.ca_cert),
+            "--host", host, "--controller", naming.controller_url(controllers), "--ca", str(settings.ca_cert),
             "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
             "--state-dir", str(settings.state_dir),
             # Each agent serves /metrics inside its own hypervisor's namespace, as on a real host.
             "--metrics-address", f"{naming.node_addresses(host)[0]}:{AGENT_METRICS_PORT}"]
 
 
-def _agent_is_current(settings: LabSettings, host: str) -> bool:
-    """False for a running agent of an earlier lab, which reached the controller on a unix socket."""
+def _agent_is_current(settings: LabSettings, host: str, controllers: int = 1) -> bool:
+    """False for a running agent of an earlier lab, which reached the controller on a unix socket,
+    or which was given other controller replicas."""
     pid = _read_pid(settings, _agent_name(host))
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid is not None else []
     except (FileNotFoundError, ProcessLookupError):
         return True  # not running: nothing to replace
-    return not args or naming.controller_url().encode() in args
+    return not args or naming.controller_url(controllers).encode() in args
 
 
 def _agent_name(host: str) -> str:
@@ -260,17 +306,27 @@ def _is_ours(pid: int, settings: LabSettings, marker: list[str]) -> bool:
     return "\0".join(marker) in joined
 
 
+def controller_name(replica: int) -> str:
+    return "controller" if replica == 1 else f"controller-{replica}"
+
+
+def _role(name: str) -> str:
+    return "controller" if name.startswith("controller") else "etcd" if name.startswith("etcd-") else "agent"
+
+
 def _marker(name: str) -> list[str]:
-    if name == "controller":
+    role = _role(name)
+    if role == "controller":
         return ["controller", "serve"]
+    if role == "etcd":
+        return ["--name", name]
     return ["stockade.lab.agent", "run", "--host", name.removeprefix("agent-")]
 
 
 def _process_status(settings: LabSettings, name: str) -> ProcessStatus:
     pid = _read_pid(settings, name)
     alive = pid is not None and _is_ours(pid, settings, _marker(name))
-    role = "controller" if name == "controller" else "agent"
-    return ProcessStatus(name, role, pid, alive, str(settings.log_file(name)))
+    return ProcessStatus(name, _role(name), pid, alive, str(settings.log_file(name)))
 
 
 # What a lab process inherits from the operator's environment: how to find programs and Python,
@@ -289,7 +345,8 @@ def lab_process_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()) -> int:
+def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[int, ...] = (),
+           program: str = sys.executable) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     env = lab_process_env(os.environ)
@@ -308,7 +365,7 @@ def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[in
     # the last exec, so that a liveness check right after `_start` is right.
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and proc.poll() is None:
-        if _runs_program(proc.pid, sys.executable) and _is_ours(proc.pid, settings, _marker(name)):
+        if _runs_program(proc.pid, program) and _is_ours(proc.pid, settings, _marker(name)):
             break
         time.sleep(0.01)
     return proc.pid
@@ -373,7 +430,8 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def _read_record(settings: LabSettings) -> LabRecord | None:
     try:
         raw = json.loads(settings.lab_file.read_text())
-        return LabRecord(raw["prefix"], int(raw["hosts"]), int(raw["port"]), bool(raw.get("config_written")))
+        return LabRecord(raw["prefix"], int(raw["hosts"]), int(raw["port"]), bool(raw.get("config_written")),
+                         str(raw.get("store", "sqlite")), tuple(int(p) for p in raw.get("more_ports", ())))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as e:
@@ -437,9 +495,9 @@ def _write_cli_config(settings: LabSettings, record: LabRecord, token: str) -> N
         cfg = ConfigFile.read(settings.config_path)
     except StockadeError:
         cfg = ConfigFile()  # unreadable: `up` must still leave a working CLI behind
-    if cfg.legacy and cfg.contexts[LEGACY_CONTEXT].controller in (record.url, record.plain_url):
+    if cfg.legacy and cfg.contexts[LEGACY_CONTEXT].controller in (record.url, record.urls, record.plain_url):
         cfg.contexts.clear()  # the flat file an earlier `lab up` wrote for this same lab
-    cfg.contexts[CLI_CONTEXT] = Context(record.url, token, str(settings.ca_cert))
+    cfg.contexts[CLI_CONTEXT] = Context(record.urls, token, str(settings.ca_cert))
     cfg.current_context = CLI_CONTEXT
     cfg.write(settings.config_path)
 
@@ -451,7 +509,7 @@ def _remove_cli_config(settings: LabSettings, record: LabRecord) -> bool:
     except StockadeError:
         return False  # not ours to repair or delete
     ours = [name for name, c in cfg.contexts.items()
-            if (name == CLI_CONTEXT or cfg.legacy) and c.controller in (record.url, record.plain_url)]
+            if (name == CLI_CONTEXT or cfg.legacy) and c.controller in (record.url, record.urls, record.plain_url)]
     if not ours:
         return False
     for name in ours:
@@ -483,46 +541,69 @@ def _controller_is_current(settings: LabSettings) -> bool:
 
 # ------------------------------------------------------------------ up/down
 
-def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
-    """Bring the lab up (or complete it); returns its status once every agent has reported."""
+def up(settings: LabSettings, hosts: int | None = None, store: str | None = None,
+       controllers: int | None = None) -> LabStatus:
+    """Bring the lab up (or complete it); returns its status once every agent has reported.
+
+    `store` (sqlite, the default, or etcd: a 3-member cluster in the control-plane netns) is
+    fixed when the lab is first made; `controllers` replicas (etcd only) may grow."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
     record = _read_record(settings)
     if record is not None and record.prefix != settings.prefix:
         raise LabError(f"{settings.state_dir} belongs to the lab with prefix {record.prefix!r}, not "
                        f"{settings.prefix!r}: set STOCKADE_LAB_PREFIX={record.prefix} or another STOCKADE_STATE_DIR")
+    kind = store or (record.store if record else "sqlite")
+    if kind not in ("sqlite", "etcd"):
+        raise LabError(f"--store {kind!r}: the lab runs on sqlite or etcd")
+    if record is not None and kind != record.store:
+        raise LabError(f"this lab runs on {record.store}: `stockade lab down` first to make one on {kind}")
+    replicas = max(controllers or 0, record.controllers if record else 0) or 1
+    if replicas > 1 and kind != "etcd":
+        raise LabError(f"--controllers {replicas}: several controller replicas need a shared store (--store etcd)")
+    if not 1 <= replicas <= naming.MAX_CONTROLLERS:
+        raise LabError(f"--controllers {replicas}: a lab runs 1 to {naming.MAX_CONTROLLERS} replicas")
     # Additive: asking for fewer hosts than exist keeps the others.
     wanted = max(hosts or 0, record.hosts if record else 0) or DEFAULT_HOSTS
-    topology.build(settings.prefix, wanted)
+    topology.build(settings.prefix, wanted, controllers=replicas,
+                   etcd_members=naming.ETCD_MEMBERS if kind == "etcd" else 0)
 
-    port = record.port if record else _free_port()
+    ports = list(record.ports if record else ())
+    ports += [_free_port() for _ in range(replicas - len(ports))]
     # --known-hosts is fixed at start: more hypervisors need a controller restart.
-    restart_controller = record is None or record.hosts != wanted
-    record = LabRecord(settings.prefix, wanted, port, config_written=True)
+    restart_controllers = record is None or record.hosts != wanted
+    grown = record is not None and record.controllers != replicas
+    record = LabRecord(settings.prefix, wanted, ports[0], True, kind, tuple(ports[1:]))
     _write_record(settings, record)
     renewed = _ensure_tokens(settings, record.host_names)
     # A new CA or certificate (first up, lost or expiring files) is only served after a restart.
     certs = pki.ensure_pki(settings.state_dir)
 
-    if restart_controller or certs.changed or not _controller_is_current(settings):
-        _stop(settings, ["controller"])
+    names = [controller_name(i) for i in range(1, replicas + 1)]
+    if restart_controllers or certs.changed or not _controller_is_current(settings):
+        _stop(settings, names)
     # An agent whose token was renewed runs with one that no longer exists; one from an earlier lab
-    # (on the unix socket) must reach the controller on the fabric.
+    # (on the unix socket), or that knows fewer replicas, must be given the controllers anew.
     _stop(settings, [_agent_name(h) for h in renewed]
-          + [_agent_name(h) for h in record.host_names if not _agent_is_current(settings, h)])
-    if not _process_status(settings, "controller").alive:
+          + [_agent_name(h) for h in record.host_names if grown or not _agent_is_current(settings, h, replicas)])
+    if kind == "etcd":
+        _ensure_etcd(settings)
+    for replica, name in enumerate(names, start=1):
+        if _process_status(settings, name).alive:
+            continue
         settings.socket.unlink(missing_ok=True)  # an earlier lab's
-        cli_socket = _bind_cli_socket(port)
+        cli_socket = _bind_cli_socket(record.ports[replica - 1])
         try:
-            _start(settings, "controller", controller_argv(settings, cli_socket.fileno(), record.host_names),
+            _start(settings, name, controller_argv(settings, cli_socket.fileno(), record.host_names, replica, kind),
                    pass_fds=(cli_socket.fileno(),))
         finally:
             cli_socket.close()  # the controller holds it now
-    _wait_healthy(settings, record)
+    for replica, name in enumerate(names, start=1):
+        _wait_healthy(settings, name, f"https://127.0.0.1:{record.ports[replica - 1]}")
     for host in record.host_names:
         name = _agent_name(host)
         if not _process_status(settings, name).alive:
-            _start(settings, name, agent_argv(settings, host))
+            _start(settings, name, agent_argv(settings, host, replicas))
 
     admin = settings.admin_token.read_text().strip()
     _write_cli_config(settings, record, admin)
@@ -530,22 +611,48 @@ def up(settings: LabSettings, hosts: int | None = None) -> LabStatus:
     return status(settings)
 
 
-def _wait_healthy(settings: LabSettings, record: LabRecord) -> None:
+def _ensure_etcd(settings: LabSettings) -> None:
+    """Start the members that do not run and wait until the cluster answers, with quorum."""
+    for member in range(1, naming.ETCD_MEMBERS + 1):
+        name = f"etcd-{member}"
+        if not _process_status(settings, name).alive:
+            settings.etcd_dir(member).parent.mkdir(parents=True, exist_ok=True)
+            _start(settings, name, etcd_argv(settings, member), program="etcd")
+    cp = naming.control_netns(settings.prefix)
+    endpoints = ",".join(f"http://{naming.etcd_address(j)}:{naming.ETCD_CLIENT_PORT}"
+                         for j in range(1, naming.ETCD_MEMBERS + 1))
     deadline = time.monotonic() + HEALTH_TIMEOUT
-    log = settings.log_file("controller")
+    while time.monotonic() < deadline:
+        for member in range(1, naming.ETCD_MEMBERS + 1):
+            if not _process_status(settings, f"etcd-{member}").alive:
+                log = settings.log_file(f"etcd-{member}")
+                raise LabError(f"etcd member {member} exited; read {log}:\n{_log_tail(log)}")
+        done = subprocess.run(["nsenter", f"--net=/run/netns/{cp}", "etcdctl", "--endpoints", endpoints,
+                               "--command-timeout", "2s", "endpoint", "health"],
+                              capture_output=True, text=True, env={**lab_process_env(os.environ), "ETCDCTL_API": "3"})
+        if done.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise LabError(f"the lab's etcd cluster did not become healthy within {HEALTH_TIMEOUT:.0f} s; read "
+                   f"{settings.log_dir}/etcd-*.log")
+
+
+def _wait_healthy(settings: LabSettings, name: str, url: str) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    log = settings.log_file(name)
     verify = _tls_verify(settings)
     if verify is None:
         raise LabError(f"cannot read the lab CA {settings.ca_cert}; run `stockade lab down` and `lab up` again")
     while time.monotonic() < deadline:
-        if not _process_status(settings, "controller").alive:
-            raise LabError(f"the controller exited; read {log}:\n{_log_tail(log)}")
+        if not _process_status(settings, name).alive:
+            raise LabError(f"the {name} exited; read {log}:\n{_log_tail(log)}")
         try:
-            if httpx.get(f"{record.url}/healthz", timeout=1.0, verify=verify).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise LabError(f"the controller did not answer {record.url}/healthz within {HEALTH_TIMEOUT:.0f} s; "
+    raise LabError(f"the {name} did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s; "
                    f"read {log}:\n{_log_tail(log)}")
 
 
@@ -590,10 +697,10 @@ def down(settings: LabSettings) -> list[str]:
     removed: list[str] = []
     record = _read_record(settings)
     names = [p.stem for p in settings.run_dir.glob("*.pid")] if settings.run_dir.exists() else []
-    # Agents first: a stopping agent must not find its controller gone and log noise for nothing.
-    agents = sorted(n for n in names if n != "controller")
-    removed += [f"process {n}" for n in _stop(settings, agents)]
-    removed += [f"process {n}" for n in _stop(settings, [n for n in names if n == "controller"])]
+    # Agents first: a stopping agent must not find its controller gone and log noise for nothing;
+    # then the controllers, then the store they use.
+    for role in ("agent", "controller", "etcd"):
+        removed += [f"process {n}" for n in _stop(settings, sorted(n for n in names if _role(n) == role))]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
     if record is not None and record.config_written and _remove_cli_config(settings, record):
         removed.append(f"CLI config context {CLI_CONTEXT!r} in {settings.config_path}")
@@ -611,7 +718,7 @@ def _remove_known_files(settings: LabSettings) -> None:
                  settings.db, Path(f"{settings.db}-wal"), Path(f"{settings.db}-shm"),
                  *settings.state_dir.glob("agent-hv*.token")):
         path.unlink(missing_ok=True)
-    for directory in (settings.run_dir, settings.log_dir):
+    for directory in (settings.run_dir, settings.log_dir, settings.state_dir / "etcd"):
         shutil.rmtree(directory, ignore_errors=True)
     try:
         settings.state_dir.rmdir()
@@ -626,7 +733,10 @@ def status(settings: LabSettings) -> LabStatus:
     inventory = topology.inspect(settings.prefix)
     host_names = sorted(set(inventory.host_names) | set(record.host_names if record else []),
                         key=naming.host_index)
-    processes = [_process_status(settings, "controller")] if record else []
+    processes = [_process_status(settings, controller_name(i)) for i in range(1, record.controllers + 1)] \
+        if record else []
+    if record and record.store == "etcd":
+        processes += [_process_status(settings, f"etcd-{j}") for j in range(1, naming.ETCD_MEMBERS + 1)]
     processes += [_process_status(settings, _agent_name(h)) for h in host_names if record]
     alive = {p.name: p.alive for p in processes}
     by_host = {h.name: h for h in inventory.hosts}
@@ -645,5 +755,5 @@ def status(settings: LabSettings) -> LabStatus:
     if record and settings.admin_token.exists() and alive.get("controller"):
         reporting = _reporting_hosts(record.url, settings.admin_token.read_text().strip(),
                                      _tls_verify(settings), timeout=1.0)
-    return LabStatus(settings.prefix, str(settings.state_dir), record.url if record else None,
+    return LabStatus(settings.prefix, str(settings.state_dir), record.urls if record else None,
                      processes, hosts, reporting)

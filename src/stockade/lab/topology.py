@@ -79,13 +79,14 @@ class LabInventory:
         return tuple(h.name for h in self.hosts)
 
 
-def build(prefix: str, hosts: int) -> LabInventory:
-    """Build (or complete) the fabric and hypervisors hv1..hv`hosts`; returns what exists after."""
+def build(prefix: str, hosts: int, controllers: int = 1, etcd_members: int = 0) -> LabInventory:
+    """Build (or complete) the fabric, the control plane (addresses for `controllers` replicas
+    and `etcd_members` etcd members) and hypervisors hv1..hv`hosts`; returns what exists after."""
     naming.check_prefix(prefix)
     if not 1 <= hosts <= naming.MAX_HOSTS:
         raise LabError(f"a lab has 1 to {naming.MAX_HOSTS} hypervisors, not {hosts}")
     _ensure_fabric(prefix)
-    _ensure_control_plane(prefix)
+    _ensure_control_plane(prefix, controllers, etcd_members)
     for i in range(1, hosts + 1):
         _ensure_host(prefix, naming.host_name(i))
     return inspect(prefix)
@@ -144,9 +145,10 @@ def _ensure_host(prefix: str, host: str) -> None:
         ensure_up(ipr, port)
 
 
-def _ensure_control_plane(prefix: str) -> None:
-    """The control plane's netns on the fabric: the controller listens there on CONTROLLER_V4/V6,
-    where each hypervisor's agent reaches it over TLS, as agents on real hosts do."""
+def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int = 0) -> None:
+    """The control plane's netns on the fabric: each controller replica listens there on its
+    own address, where each hypervisor's agent reaches it over TLS, as agents on real hosts do;
+    etcd members, when the lab runs them, on theirs."""
     cp = naming.control_netns(prefix)
     _ensure_netns(cp, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
     _ensure_uplink(prefix, naming.CONTROL_SUFFIX, cp)
@@ -155,8 +157,11 @@ def _ensure_control_plane(prefix: str) -> None:
         ensure_up(ipr, links["lo"])
         uplink = links[naming.FABRIC_IFACE]
         have = dump_addrs(ipr).get(uplink.index, set())
-        for addr, plen in ((naming.CONTROLLER_V4, naming.NODE_V4_PREFIXLEN),
-                           (naming.CONTROLLER_V6, naming.NODE_V6_PREFIXLEN)):
+        wanted = [(a, plen) for i in range(1, controllers + 1)
+                  for a, plen in zip(naming.controller_addresses(i), (naming.NODE_V4_PREFIXLEN,
+                                                                      naming.NODE_V6_PREFIXLEN))]
+        wanted += [(naming.etcd_address(j), naming.NODE_V4_PREFIXLEN) for j in range(1, etcd_members + 1)]
+        for addr, plen in wanted:
             if (addr, plen) not in have:
                 add_address(ipr, uplink.index, naming.FABRIC_IFACE, addr, plen)
         ensure_up(ipr, uplink)

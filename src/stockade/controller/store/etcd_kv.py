@@ -35,6 +35,9 @@ from stockade.errors import ControllerUnavailable, PayloadTooLarge, StockadeErro
 
 API_PATH = "/v3/"          # etcd >= 3.4 serves its JSON gateway here (no discovery round trip)
 DEFAULT_TIMEOUT = 30.0     # seconds per call; a 10,000-object commit takes about one
+# A read waits this long for a member that must agree with a quorum (etcd holds a linearizable
+# read while there is no leader); then it is asked again as a serializable read (below).
+READ_TIMEOUT = 2.0
 PAGE = 2000                # keys per range call when reading a whole prefix
 # etcd's gRPC code for a request it refuses as too big (too many ops, too many bytes).
 _INVALID_ARGUMENT = 3
@@ -120,17 +123,21 @@ class EtcdKV:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[Any] = []
+        # Set when the last read could not be served linearizably but a member answered it from
+        # what it holds: the cluster has no quorum (or no leader), so a write is refused at once.
+        self.quorum_lost = False
 
-    def _client(self, index: int) -> etcd3gw.Etcd3Client:
-        clients: dict[int, etcd3gw.Etcd3Client] | None = getattr(self._local, "clients", None)
+    def _client(self, index: int, read: bool = False) -> etcd3gw.Etcd3Client:
+        clients: dict[tuple[int, bool], etcd3gw.Etcd3Client] | None = getattr(self._local, "clients", None)
         if clients is None:
             clients = self._local.clients = {}
-        client = clients.get(index)
+        client = clients.get((index, read))
         if client is None:
             e = self.endpoints[index]
-            client = etcd3gw.Etcd3Client(host=e.host, port=e.port, protocol=self._scheme, timeout=self._timeout,
+            timeout = min(self._timeout, READ_TIMEOUT) if read else self._timeout
+            client = etcd3gw.Etcd3Client(host=e.host, port=e.port, protocol=self._scheme, timeout=timeout,
                                          api_path=API_PATH, session=self._session())
-            clients[index] = client
+            clients[(index, read)] = client
             with self._lock:
                 self._sessions.append(client.session)
         return client
@@ -155,7 +162,7 @@ class EtcdKV:
         count = len(self.endpoints) if retry else 1
         for step in range(count):
             index = (start + step) % len(self.endpoints)
-            client = self._client(index)
+            client = self._client(index, read=retry)
             try:
                 answer: dict[str, Any] = client.post(client.get_url(path), data=json.dumps(body))
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
@@ -189,7 +196,15 @@ class EtcdKV:
         if descend:
             body["sort_order"] = "DESCEND"
             body["sort_target"] = "KEY"
-        answer = self._post("/kv/range", body, retry=True)
+        try:
+            answer = self._post("/kv/range", body, retry=True)
+            self.quorum_lost = False
+        except (ControllerUnavailable, StockadeError):
+            # No member could answer with the quorum's agreement: one that is up can still tell
+            # what it holds. Reads go on, perhaps a little behind; writes need the quorum back.
+            body["serializable"] = True
+            answer = self._post("/kv/range", body, retry=True)
+            self.quorum_lost = True
         return (int(answer["header"]["revision"]), [_kv(kv) for kv in answer.get("kvs", [])],
                 bool(answer.get("more", False)))
 
@@ -224,7 +239,12 @@ class EtcdKV:
 
     def txn(self, compare: Sequence[dict[str, Any]], success: Sequence[dict[str, Any]],
             failure: Sequence[dict[str, Any]] = ()) -> TxnResult:
-        """One etcd transaction: if every comparison holds, the success ops, else the failure ops."""
+        """One etcd transaction: if every comparison holds, the success ops, else the failure ops.
+        Refused without being sent while the cluster has no quorum (see `quorum_lost`)."""
+        if self.quorum_lost:
+            raise ControllerUnavailable("the etcd cluster has no quorum (no member could serve a read with a "
+                                        "majority's agreement): changes are refused, and nothing of this one was "
+                                        "stored, until a majority of its members is back")
         answer = self._post("/kv/txn", {"compare": list(compare), "success": list(success),
                                         "failure": list(failure)}, retry=False)
         ranges = tuple(tuple(_kv(kv) for kv in r["response_range"].get("kvs", []))
