@@ -56,11 +56,11 @@ from typing import Any, Callable, Mapping, Protocol
 from stockade.dataplane.conntrack import ConntrackEnd
 from stockade.dataplane.nflog import LoggedPacket
 from stockade.model.state import DesiredState
+from stockade.model.verdicts import VERDICTS
 from stockade.nft.ir import Ruleset
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("allow", "deny", "reject", "would-allow", "would-deny", "would-reject", "log")
 DROP_REASONS = ("queue", "kernel", "ratelimit")
 Record = dict[str, Any]
 

@@ -16,7 +16,6 @@ first sync replaces it: a host never runs open while its controller is away.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from stockade.agent.memory import release_free_memory
 from stockade.agent.reconciler import Outcome, Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.stale_flows import FlowMemory
+from stockade.clock import utc_now_iso
 from stockade.errors import Gone, StockadeError
 from stockade.model.state import DesiredState
 
@@ -68,8 +68,7 @@ class AgentConfig:
     conflict_retry_interval: float = 5.0
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+_now = utc_now_iso  # the wall clock of reports (stockade.clock)
 
 
 @dataclass

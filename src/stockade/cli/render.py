@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from stockade.durations import parse_duration
 from stockade.errors import ValidationError
 from stockade.model.selectors import parse_selector
 
@@ -157,19 +157,17 @@ def shorten(value: Any, width: int = 70) -> str:
 
 # ------------------------------------------------------------------ flows
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _VERDICT_STYLE = {"allow": "green", "deny": "red", "reject": "red", "would-allow": "yellow",
                   "would-deny": "yellow", "would-reject": "yellow", "log": "blue"}
 
 
 def parse_since(text: str, now: float, command: str = "flows") -> str:
-    """`--since`: an ISO 8601 time (UTC when it names no zone) or a duration back from `now` (30s, 5m, 1h, 2d);
-    the UTC ISO time to ask the controller for. `command` names the command in the error."""
-    m = _DURATION.match(text.strip())
-    if m:
-        when = datetime.fromtimestamp(now, timezone.utc) - timedelta(seconds=float(m[1]) * _UNIT_SECONDS[m[2]])
-        return when.isoformat()
+    """`--since`: an ISO 8601 time (UTC when it names no zone) or a duration back from `now` (30s, 5m, 1h, 2d:
+    stockade.durations); the UTC ISO time to ask the controller for. `command` names the command in the error."""
+    try:
+        return (datetime.fromtimestamp(now, timezone.utc) - parse_duration(text)).isoformat()
+    except ValueError:
+        pass
     raw = text.strip()
     try:
         when = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)

@@ -12,6 +12,8 @@ from stockade.model.k8s import SOURCE_KIND_ANNOTATION
 from stockade.model.objects import GlobalPolicy, Policy, Rule
 from stockade.model.state import DesiredState
 from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, WORKLOAD_INTERFACE_PREFIXES
+from stockade.model.verdicts import DECIDING
+
 from stockade.nft.ir import Match
 from stockade.nft.ir import Ruleset
 
@@ -96,7 +98,7 @@ def selects(policy: AnyPolicy, direction: Direction) -> bool:
         return direction.capitalize() in policy.spec.types
     # Rules that only pass or log take no decision, so on their own they do not
     # close a direction of an allowUntilSelected namespace.
-    return any(r.action in ("allow", "deny", "reject") for r in policy_rules(policy, direction))
+    return any(r.action in DECIDING for r in policy_rules(policy, direction))
 
 
 def source_kind(policy: AnyPolicy) -> str:

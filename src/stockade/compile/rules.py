@@ -27,6 +27,8 @@ from stockade.compile.sets import SetBuilder
 from stockade.model.naming import object_name
 from stockade.model.objects import PortSpec, Rule
 from stockade.model.state import DesiredState
+from stockade.model.verdicts import would
+
 from stockade.nft.ir import (
     ICMP_CODE,
     ICMP_TYPE,
@@ -159,7 +161,7 @@ class RuleBuilder:
     def verdict_rules(self, policy: AnyPolicy, rule: Rule, ref: str, matches: tuple[Match, ...]) -> list[NftRule]:
         action = rule.action
         if policy.spec.mode == "audit":
-            return self.logged([NftRule(matches, Continue(), ref, True)], f"would-{action}", ref, records=True)
+            return self.logged([NftRule(matches, Continue(), ref, True)], would(action), ref, records=True)
         if action == "allow":
             return self.logged([NftRule(matches, Accept(), ref, True)], "allow", ref)
         if action == "deny":

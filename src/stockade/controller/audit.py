@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from stockade.clock import utc_now
 from stockade.controller.store.audit_log import AuditRepository
 from stockade.controller.store.types import AuditRows, Committed
 from stockade.redaction import redact_value
@@ -93,7 +94,7 @@ class AuditLog:
     """
 
     def __init__(self, repository: AuditRepository, jsonl_path: Path | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = utc_now,
                  retry_delay: float = 1.0) -> None:
         self.repository = repository
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from stockade.controller.store.tokens import StoredToken, TokenRepository
+from stockade.clock import utc_now
+from stockade.durations import HINT as DURATION_HINT
+from stockade.durations import parse_duration
 from stockade.errors import NotFoundError, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,7 @@ MAX_TTL = timedelta(days=3650)
 Clock = Callable[[], datetime]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+_utc_now = utc_now  # the default clock (stockade.clock)
 
 
 @dataclass(frozen=True)
@@ -114,16 +116,14 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-_TTL = re.compile(r"^(\d+)([smhdw])$")
-_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_ttl(text: str) -> timedelta:
-    """`90s`, `30m`, `12h`, `7d`, `2w` → a positive timedelta of at most ten years."""
-    m = _TTL.match(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise ValidationError.single("token", "ttl", f"{text!r} is not a duration like 90s, 30m, 12h, 7d or 2w")
-    ttl = timedelta(seconds=int(m.group(1)) * _TTL_UNITS[m.group(2)])
+    """`90s`, `30m`, `12h`, `7d`, `2w` (stockade.durations) → a positive timedelta of at most ten years."""
+    try:
+        ttl = parse_duration(text, whole=True)
+    except ValueError:
+        ttl = timedelta(0)
+    if ttl <= timedelta(0):
+        raise ValidationError.single("token", "ttl", f"{text!r} is not {DURATION_HINT}")
     if ttl > MAX_TTL:
         raise ValidationError.single("token", "ttl", f"{text!r} is longer than ten years")
     return ttl

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-DENIED_VERDICTS = frozenset({"deny", "reject", "would-deny", "would-reject"})
+from stockade.model.verdicts import DENIED
+
+DENIED_VERDICTS = DENIED
 DEFAULT_FLOW_HISTORY = 50_000
 DEFAULT_QUERY_LIMIT = 1_000
 MAX_QUERY_LIMIT = 10_000

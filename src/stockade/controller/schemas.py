@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stockade.model.verdicts import Verdict
+
 MAX_FLOW_BATCH = 5_000
 MAX_DOCUMENTS = 10_000
 MAX_MESSAGE = 2_000
@@ -146,7 +148,7 @@ class FlowRecord(BaseModel):
     time: str = Field(description="UTC ISO 8601; normalised to +00:00")
     host: str = Field(min_length=1, max_length=253, description="the enforcing host (the sender)")
     direction: Literal["egress", "ingress"]
-    verdict: Literal["allow", "deny", "reject", "would-allow", "would-deny", "would-reject", "log"]
+    verdict: Verdict
     rule: str = Field(min_length=1, max_length=512, description="ns/policy/rule-id (policy/rule-id if global)")
     protocol: str = Field(min_length=1, max_length=16)
     family: Literal[4, 6]

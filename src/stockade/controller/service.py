@@ -45,9 +45,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
+from stockade.clock import Clock, utc_now
 from stockade.controller import rbac, visibility
 from stockade.controller.rbac import Permission
 from stockade.controller.audit import AuditLog, WriteAudit
@@ -90,15 +91,13 @@ from stockade.model.kinds import StockadeObject
 from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 
-Clock = Callable[[], datetime]
 
 MAX_OBJECTS_PER_WRITE = 10_000
 # Plans of one write that another controller replica may overtake before it answers 409.
 REPLANS = 5
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+
 
 
 def object_key(kind: str, namespace: str | None, name: str) -> ObjectKey:

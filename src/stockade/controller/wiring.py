@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from stockade.controller.audit import AuditLog
 from stockade.controller.config import ControllerConfig
-from stockade.controller.service import Clock, ControllerService, utc_now
+from stockade.clock import Clock, utc_now
+from stockade.controller.service import ControllerService
 from stockade.controller.store import Backend, open_store
 
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from stockade.clock import utc_now
 from stockade.lab import naming
 from stockade.private_files import write_private
 
@@ -62,7 +63,7 @@ def paths(directory: Path) -> tuple[Path, Path, Path, Path]:
 
 def ensure_pki(directory: Path, now: dt.datetime | None = None) -> Pki:
     """Make (or reuse) the lab CA and the controller certificate in `directory`."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utc_now()
     ca_cert_path, ca_key_path, cert_path, key_path = paths(directory)
     changed = False
 

@@ -50,8 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import httpx
-
+from stockade.client import ControllerClient
 from stockade.client_config import LEGACY_CONTEXT, ConfigFile, Context, config_path
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming, pki, topology
@@ -520,12 +519,18 @@ def _remove_cli_config(settings: LabSettings, record: LabRecord) -> bool:
     return True
 
 
-def _tls_verify(settings: LabSettings) -> ssl.SSLContext | None:
-    """The lab CA as httpx's `verify`; None when it cannot be read (then nothing is trusted)."""
+def _ca_readable(settings: LabSettings) -> bool:
+    """The lab CA can be loaded (else nothing is asked: nothing would be trusted)."""
     try:
-        return ssl.create_default_context(cafile=str(settings.ca_cert))
+        ssl.create_default_context(cafile=str(settings.ca_cert))
     except OSError:
-        return None
+        return False
+    return True
+
+
+def _client(settings: LabSettings, url: str, token: str | None = None, timeout: float = 1.0) -> ControllerClient:
+    """The lab's controller through the project's own client, verified against the lab CA."""
+    return ControllerClient(url, token, timeout=timeout, ca=settings.ca_cert)
 
 
 def _controller_is_current(settings: LabSettings) -> bool:
@@ -640,49 +645,44 @@ def _ensure_etcd(settings: LabSettings) -> None:
 def _wait_healthy(settings: LabSettings, name: str, url: str) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT
     log = settings.log_file(name)
-    verify = _tls_verify(settings)
-    if verify is None:
+    if not _ca_readable(settings):
         raise LabError(f"cannot read the lab CA {settings.ca_cert}; run `stockade lab down` and `lab up` again")
-    while time.monotonic() < deadline:
-        if not _process_status(settings, name).alive:
-            raise LabError(f"the {name} exited; read {log}:\n{_log_tail(log)}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0, verify=verify).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    with _client(settings, url) as client:
+        while time.monotonic() < deadline:
+            if not _process_status(settings, name).alive:
+                raise LabError(f"the {name} exited; read {log}:\n{_log_tail(log)}")
+            try:
+                if client.healthz().get("ok"):
+                    return
+            except StockadeError:
+                pass
+            time.sleep(0.1)
     raise LabError(f"the {name} did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s; "
                    f"read {log}:\n{_log_tail(log)}")
 
 
-def _reporting_hosts(url: str, token: str, verify: ssl.SSLContext | None,
-                     timeout: float = 2.0) -> list[str] | None:
+def _reporting_hosts(settings: LabSettings, url: str, token: str, timeout: float = 2.0) -> list[str] | None:
     """Hosts the controller has a report from; None when it cannot be asked (or not over verified TLS)."""
-    if verify is None:
+    if not _ca_readable(settings):
         return None
     try:
-        resp = httpx.get(f"{url}/api/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
-                         verify=verify)
-    except httpx.HTTPError:
+        with _client(settings, url, token, timeout) as client:
+            agents = client.status().get("agents") or []
+    except StockadeError:
         return None
-    if resp.status_code != 200:
-        return None
-    agents = resp.json().get("agents") or []
     return sorted(str(a.get("host")) for a in agents if isinstance(a, dict) and a.get("host"))
 
 
 def _wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
     deadline = time.monotonic() + AGENTS_TIMEOUT
     missing = record.host_names
-    verify = _tls_verify(settings)
     while time.monotonic() < deadline:
         for host in missing:
             name = _agent_name(host)
             if not _process_status(settings, name).alive:
                 log = settings.log_file(name)
                 raise LabError(f"the agent of {host} exited; read {log}:\n{_log_tail(log)}")
-        seen = _reporting_hosts(record.url, token, verify) or []
+        seen = _reporting_hosts(settings, record.url, token) or []
         missing = [h for h in record.host_names if h not in seen]
         if not missing:
             return
@@ -753,7 +753,6 @@ def status(settings: LabSettings) -> LabStatus:
         })
     reporting = None
     if record and settings.admin_token.exists() and alive.get("controller"):
-        reporting = _reporting_hosts(record.url, settings.admin_token.read_text().strip(),
-                                     _tls_verify(settings), timeout=1.0)
+        reporting = _reporting_hosts(settings, record.url, settings.admin_token.read_text().strip(), timeout=1.0)
     return LabStatus(settings.prefix, str(settings.state_dir), record.urls if record else None,
                      processes, hosts, reporting)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stockade.model.verdicts import Action
 from stockade.model.selectors import (
     SelectorSyntaxError,
     label_key_problem,
@@ -266,7 +267,6 @@ class Group(Strict):
 
 # -------------------------------------------------------------------- Policy
 
-Action = Literal["allow", "deny", "reject", "pass", "log"]
 PortProtocol = Literal["TCP", "UDP", "SCTP", "ICMP", "ICMPv6"]
 
 

@@ -23,13 +23,14 @@ import yaml
 
 from stockade.compile.trace import Flow
 from stockade.errors import FieldProblem, ValidationError
+from stockade.model.verdicts import FINAL_VERDICTS, FinalVerdict
 
 Protocol = Literal["tcp", "udp", "sctp", "icmp"]
-Verdict = Literal["allow", "deny", "reject"]
+Verdict = FinalVerdict
 Problem = Callable[[str, str], None]  # record (field, text) against the entry being parsed
 
 PROTOCOLS: tuple[str, ...] = ("tcp", "udp", "sctp", "icmp")
-VERDICTS: tuple[str, ...] = ("allow", "deny", "reject")
+VERDICTS: tuple[str, ...] = FINAL_VERDICTS
 FIELDS: tuple[str, ...] = ("name", "from", "to", "protocol", "port", "family", "expect", "type", "code")
 REQUIRED: tuple[str, ...] = ("from", "to", "protocol", "expect")
 # Namespace and workload names are DNS labels (model.objects checks the same shape).
