@@ -12,7 +12,7 @@ import pytest
 
 from tests.controller.controller_docs import group, namespace, policy, shop, workload
 from stockade.controller.config import ControllerConfig
-from stockade.controller.records import AgentReport, Endpoint
+from stockade.model.reports import AgentReport, Endpoint
 from stockade.controller.service import ControllerService, object_key
 from stockade.controller.wiring import open_service
 from stockade.errors import ConflictError, NotFoundError, ValidationError

@@ -21,7 +21,7 @@ from stockade.controller.api import build_app
 from stockade.controller.auth import Principal, create_token_file
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import FlowQuery
-from stockade.controller.records import AgentReport
+from stockade.model.reports import AgentReport
 from stockade.controller.service import ControllerService
 from stockade.compile.host import NotProgrammed
 from stockade.errors import ConflictError, Forbidden, NotFoundError, ValidationError

@@ -28,6 +28,7 @@ from stockade.agent.saved_program import SavedProgram
 from stockade.compile.stale_flows import FlowMemory
 from stockade.clock import utc_now_iso
 from stockade.errors import Gone, StockadeError
+from stockade.model.reports import AgentReport, Endpoint, NotProgrammed
 from stockade.model.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,13 @@ class AgentStatus:
     not_programmed: list[dict[str, str]] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
-        return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
-                "inSync": self.in_sync, "error": self.error, "endpoints": self.endpoints,
-                "driftRepairs": self.drift_repairs, "lastDriftAt": self.last_drift_at,
-                "notProgrammed": self.not_programmed}
+        """The report's wire form, as the one AgentReport type (model.reports) gives it."""
+        return AgentReport(
+            revision=self.revision, program_hash=self.program_hash, applied_at=self.applied_at,
+            in_sync=self.in_sync, error=self.error, drift_repairs=self.drift_repairs,
+            last_drift_at=self.last_drift_at,
+            endpoints={k: Endpoint.from_dict(v) for k, v in self.endpoints.items()},
+            not_programmed=tuple(NotProgrammed(n["object"], n["reason"]) for n in self.not_programmed)).to_dict()
 
 
 class Agent:

@@ -12,6 +12,7 @@ from stockade.model.k8s import SOURCE_KIND_ANNOTATION
 from stockade.model.objects import GlobalPolicy, Policy, Rule
 from stockade.model.state import DesiredState
 from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, WORKLOAD_INTERFACE_PREFIXES
+from stockade.model.reports import NotProgrammed  # a compile result; the type is the report's
 from stockade.model.verdicts import DECIDING
 
 from stockade.nft.ir import Match
@@ -54,17 +55,6 @@ class CompileOptions:
     # kernel refused (agent.reconciler isolates them), so that the rest is enforced. Their
     # ports are then dropped like any workload port without a program.
     left_out: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class NotProgrammed:
-    """A local workload the host program leaves out, and why; the agent reports it."""
-
-    workload: str  # "namespace/name"
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"object": self.workload, "reason": self.reason}
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
 
-from stockade.compile.host import NotProgrammed
+from stockade.model.reports import AgentReport
 from stockade.controller.store.types import Event
 from stockade.model.kinds import ObjectKey
 
@@ -58,56 +58,6 @@ ApplyResult = WriteResult
 def event_to_dict(event: Event) -> dict[str, Any]:
     return {"revision": event.revision, "type": event.type, "kind": event.key.kind,
             "namespace": _ns(event.key.namespace), "name": event.key.name, "object": event.document}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a workload's network stack lives on its host, as the agent found it."""
-
-    netns: str | None = None
-    interface: str | None = None
-    mac: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("netns", self.netns), ("interface", self.interface), ("mac", self.mac))
-                if v is not None}
-
-
-@dataclass(frozen=True)
-class AgentReport:
-    """An agent's account of itself: the revision it enforces, the program's hash, its endpoints.
-
-    `endpoints` is keyed by `namespace/name` of the workload; `not_programmed` lists the local
-    workloads the agent's program leaves out (the host cannot enforce their policy), and why.
-    """
-
-    revision: int
-    program_hash: str | None = None
-    applied_at: str | None = None
-    in_sync: bool = False
-    error: str | None = None
-    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
-    drift_repairs: int = 0
-    last_drift_at: str | None = None
-    not_programmed: tuple[NotProgrammed, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
-                "inSync": self.in_sync, "error": self.error, "driftRepairs": self.drift_repairs,
-                "lastDriftAt": self.last_drift_at,
-                "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())},
-                "notProgrammed": [n.to_dict() for n in self.not_programmed]}
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "AgentReport":
-        """From the stored form (which `to_dict` wrote)."""
-        return cls(revision=int(raw.get("revision", 0)), program_hash=raw.get("programHash"),
-                   applied_at=raw.get("appliedAt"), in_sync=bool(raw.get("inSync", False)),
-                   error=raw.get("error"), drift_repairs=int(raw.get("driftRepairs") or 0),
-                   last_drift_at=raw.get("lastDriftAt"),
-                   endpoints={k: Endpoint(**v) for k, v in (raw.get("endpoints") or {}).items()},
-                   not_programmed=tuple(NotProgrammed(str(n["object"]), str(n["reason"]))
-                                        for n in raw.get("notProgrammed") or ()))
 
 
 @dataclass(frozen=True)

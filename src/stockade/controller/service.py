@@ -62,7 +62,6 @@ from stockade.model.ipam import Pools, assign_addresses
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
     Action,
-    AgentReport,
     AgentStatus,
     ControllerStatus,
     ObjectResult,
@@ -88,6 +87,7 @@ from stockade.model.kinds import (
     to_document,
 )
 from stockade.model.kinds import StockadeObject
+from stockade.model.reports import AgentReport
 from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 

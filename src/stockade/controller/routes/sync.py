@@ -10,10 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from stockade.compile.host import NotProgrammed
 from stockade.controller.host_views import HostViews
 from stockade.controller.metrics import ControllerMetrics
-from stockade.controller.records import AgentReport, Endpoint, WatchAnswers
+from stockade.controller.records import WatchAnswers
 from stockade.controller.routes.deps import API, ERROR_RESPONSES, MAX_WATCH_TIMEOUT, Reporter, StateReader
 from stockade.controller.schemas import (
     AgentStatusRequest,
@@ -26,6 +25,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService
+from stockade.model.reports import AgentReport, Endpoint, NotProgrammed
 
 
 def router(service: ControllerService, host_views: HostViews, watch_answers: WatchAnswers,
