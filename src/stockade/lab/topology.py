@@ -116,7 +116,6 @@ def _ensure_fabric(prefix: str) -> None:
 
 def _ensure_host(prefix: str, host: str) -> None:
     hv = naming.host_netns(prefix, host)
-    fab = naming.fabric_netns(prefix)
     _ensure_netns(hv, _HOST_SYSCTLS)
     with ns.open_rtnl(hv) as ipr:
         links = dump_links(ipr)
@@ -135,14 +134,7 @@ def _ensure_host(prefix: str, host: str) -> None:
             if (addr, plen) not in have:
                 add_address(ipr, uplink.index, naming.FABRIC_IFACE, addr, plen)
         ensure_up(ipr, uplink)
-    with ns.open_rtnl(fab) as ipr:
-        links = dump_links(ipr)
-        port = links[naming.fabric_port(host)]
-        bridge = links[naming.FABRIC_BRIDGE]
-        if port.master != bridge.index:
-            with netlink_op(f"attach {port.name} to {naming.FABRIC_BRIDGE} in {fab}"):
-                ipr.link("set", index=port.index, master=bridge.index)
-        ensure_up(ipr, port)
+    _attach_to_bridge(prefix, naming.fabric_port(host))
 
 
 def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int = 0) -> None:
@@ -169,16 +161,11 @@ def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int =
 
 
 def _ensure_uplink(prefix: str, port: str, netns: str) -> None:
+    """`netns`'s uplink fab0, made with its fabric end `port` unless it exists."""
     with ns.open_rtnl(netns) as ipr:
         if naming.FABRIC_IFACE in dump_links(ipr):
             return
-    fab = naming.fabric_netns(prefix)
-    with ns.open_rtnl(fab) as ipr:
-        if port in dump_links(ipr):
-            with netlink_op(f"delete stale {port} in {fab}", ignore=(19,)):  # ENODEV
-                ipr.link("del", ifname=port)
-        with netlink_op(f"create veth {port} ({fab}) <-> {naming.FABRIC_IFACE} ({netns})"):
-            ipr.link("add", ifname=port, kind="veth", peer={"ifname": naming.FABRIC_IFACE, "net_ns_fd": netns})
+    _make_uplink(prefix, port, netns)
 
 
 def _attach_to_bridge(prefix: str, port_name: str) -> None:
@@ -194,19 +181,21 @@ def _attach_to_bridge(prefix: str, port_name: str) -> None:
 
 
 def _create_uplink(prefix: str, host: str) -> None:
-    """The veth pair hvN (fabric) ↔ fab0 (hypervisor), made in the fabric with its peer sent over."""
+    """The veth pair hvN (fabric) ↔ fab0 (hypervisor)."""
+    _make_uplink(prefix, naming.fabric_port(host), naming.host_netns(prefix, host))
+
+
+def _make_uplink(prefix: str, port: str, netns: str) -> None:
+    """The veth pair `port` (fabric) ↔ fab0 (`netns`), made in the fabric with its peer sent over."""
     fab = naming.fabric_netns(prefix)
-    hv = naming.host_netns(prefix, host)
-    port = naming.fabric_port(host)
     with ns.open_rtnl(fab) as ipr:
         if port in dump_links(ipr):
-            # A stale port whose peer went with a deleted hypervisor netns cannot exist
-            # (veth ends die together); a same-named foreign link is in the way: replace it.
+            # A stale port whose peer went with a deleted netns cannot exist (veth ends die
+            # together); a same-named foreign link is in the way: replace it.
             with netlink_op(f"delete stale {port} in {fab}", ignore=(19,)):  # ENODEV
                 ipr.link("del", ifname=port)
-        with netlink_op(f"create veth {port} ({fab}) <-> {naming.FABRIC_IFACE} ({hv})"):
-            ipr.link("add", ifname=port, kind="veth",
-                     peer={"ifname": naming.FABRIC_IFACE, "net_ns_fd": hv})
+        with netlink_op(f"create veth {port} ({fab}) <-> {naming.FABRIC_IFACE} ({netns})"):
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": naming.FABRIC_IFACE, "net_ns_fd": netns})
 
 
 def teardown(prefix: str, kill_processes: bool = True) -> list[str]:
