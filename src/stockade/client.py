@@ -37,6 +37,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from stockade.errors import ControllerUnavailable, StockadeError, ValidationError, error_from_response
 from stockade.listing import loads_with_lazy_array
 from stockade.model.kinds import ObjectKey, parse_stored
+from stockade.model.reports import AgentReport, FlowRecord
 from stockade.model.state import DesiredState
 from stockade.transport import RETRY_SAFE, Response, Transport
 
@@ -99,10 +100,12 @@ class _Calls:
         return _Call("GET", f"{API}/watch", params=params, extra_timeout=timeout)
 
     @staticmethod
-    def report_status(host: str, report: Mapping[str, Any] | None, revision: int | None,
+    def report_status(host: str, report: AgentReport | Mapping[str, Any] | None, revision: int | None,
                       program_hash: str | None, applied_at: str | None, in_sync: bool, error: str | None,
                       endpoints: Mapping[str, Mapping[str, Any]] | None) -> _Call:
-        if report is not None:
+        if isinstance(report, AgentReport):
+            body = report.to_dict()
+        elif report is not None:
             body = dict(report)  # already in wire form: {revision, programHash, ..., endpoints}
         elif revision is None:
             raise ValidationError.single(f"agent {host}", "revision", "a status report needs the revision")
@@ -113,9 +116,10 @@ class _Calls:
         return _Call("PUT", f"{API}/agents/{quote(host, safe='')}/status", json=body)
 
     @staticmethod
-    def send_flows(host: str, records: Sequence[Mapping[str, Any]], dropped: int) -> _Call:
+    def send_flows(host: str, records: Sequence[FlowRecord | Mapping[str, Any]], dropped: int) -> _Call:
         return _Call("PUT", f"{API}/agents/{quote(host, safe='')}/flows",
-                     json={"records": [dict(r) for r in records], "dropped": dropped})
+                     json={"records": [r.to_dict() if isinstance(r, FlowRecord) else dict(r) for r in records],
+                           "dropped": dropped})
 
     @staticmethod
     def flows(since_seq: int | None, since: str | datetime | None, namespace: str | None, workload: str | None,
@@ -384,11 +388,12 @@ class ControllerClient(_Base):
         An agent passes the `view` its snapshot named (its host's view of the state)."""
         return self._run(_Calls.watch(since, timeout, view))
 
-    def report_status(self, host: str, report: Mapping[str, Any] | None = None, *, revision: int | None = None,
+    def report_status(self, host: str, report: AgentReport | Mapping[str, Any] | None = None, *,
+                      revision: int | None = None,
                       program_hash: str | None = None, applied_at: str | None = None, in_sync: bool = False,
                       error: str | None = None, endpoints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        """Tell the controller what `host` enforces: either `report` in wire form
-        ({revision, programHash, appliedAt, inSync, error, endpoints}) or the keyword fields;
+        """Tell the controller what `host` enforces: either `report` (an AgentReport, or its wire form
+        {revision, programHash, appliedAt, inSync, error, endpoints}) or the keyword fields;
         endpoints: {"ns/name": {netns, interface, mac}}."""
         self._run(_Calls.report_status(host, report, revision, program_hash, applied_at, in_sync, error,
                                        endpoints))
@@ -397,7 +402,8 @@ class ControllerClient(_Base):
         """{"revision", "enforcedRevision", "agents": [...]}."""
         return self._run(_Calls.status())
 
-    def send_flows(self, host: str, records: Sequence[Mapping[str, Any]], dropped: int = 0) -> dict[str, Any]:
+    def send_flows(self, host: str, records: Sequence[FlowRecord | Mapping[str, Any]],
+                   dropped: int = 0) -> dict[str, Any]:
         """Send flow records enforced on `host` (at most 5000 per call) and how many the agent dropped or
         sampled away since its previous call; {"accepted", "lastSeq"}. ValidationError names the bad field."""
         return self._run(_Calls.send_flows(host, records, dropped))
@@ -482,7 +488,7 @@ class AsyncControllerClient(_Base):
                     view: str | None = None) -> dict[str, Any]:
         return await self._run(_Calls.watch(since, timeout, view))
 
-    async def report_status(self, host: str, report: Mapping[str, Any] | None = None, *,
+    async def report_status(self, host: str, report: AgentReport | Mapping[str, Any] | None = None, *,
                             revision: int | None = None, program_hash: str | None = None,
                             applied_at: str | None = None, in_sync: bool = False, error: str | None = None,
                             endpoints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -492,7 +498,8 @@ class AsyncControllerClient(_Base):
     async def status(self) -> dict[str, Any]:
         return await self._run(_Calls.status())
 
-    async def send_flows(self, host: str, records: Sequence[Mapping[str, Any]], dropped: int = 0) -> dict[str, Any]:
+    async def send_flows(self, host: str, records: Sequence[FlowRecord | Mapping[str, Any]],
+                         dropped: int = 0) -> dict[str, Any]:
         return await self._run(_Calls.send_flows(host, records, dropped))
 
     async def flows(self, since_seq: int | None = None, since: str | datetime | None = None,

@@ -85,7 +85,7 @@ def test_logged_packet_becomes_record_with_workloads_verdict_rule_and_direction(
     index = {"stk deny shop/web/ssh ": LogSite("deny", "ingress", "shop/web/ssh")}
     rec = to_record(pkt("stk deny shop/web/ssh ", src, dst, dport=22, timestamp=NOW), "hv1", index,
                     Resolver.from_state(state), now=0)
-    assert rec == {
+    assert rec is not None and rec.to_dict() == {
         "time": "2023-11-14T22:13:20.250Z", "host": "hv1", "direction": "ingress", "verdict": "deny",
         "rule": "shop/web/ssh", "protocol": "tcp", "family": 4 if "." in src else 6,
         "src": {"ip": src, "port": 40000, "workload": f"{sns}/{sname}", "namespace": sns},
@@ -99,10 +99,11 @@ def test_outside_peer_and_icmp_have_no_workload_and_an_icmp_type() -> None:
                         protocol="icmp", sport=None, dport=None, icmp_type=8),
                     "hv1", {}, Resolver(), now=NOW)
     assert rec is not None
+    wire = rec.to_dict()  # the wire form, as the controller gets it
     # A namespace default names its direction in its id, so it needs no index.
-    assert (rec["direction"], rec["verdict"], rec["rule"]) == ("egress", "would-deny", "shop/default-deny/egress")
-    assert rec["dst"] == {"ip": "198.19.0.9", "port": None, "workload": None, "namespace": None}
-    assert rec["icmpType"] == 8 and rec["protocol"] == "icmp"
+    assert (wire["direction"], wire["verdict"], wire["rule"]) == ("egress", "would-deny", "shop/default-deny/egress")
+    assert wire["dst"] == {"ip": "198.19.0.9", "port": None, "workload": None, "namespace": None}
+    assert wire["icmpType"] == 8 and wire["protocol"] == "icmp"
 
 
 def test_foreign_or_unplaceable_prefix_makes_no_record() -> None:
@@ -121,7 +122,7 @@ def test_ipv6_addresses_resolve_whatever_their_spelling() -> None:
     import ipaddress
 
     exploded = ipaddress.IPv6Address(ip).exploded
-    assert Resolver.from_state(state).endpoint(exploded, 1)["workload"] == f"{key[0]}/{key[1]}"
+    assert Resolver.from_state(state).endpoint(exploded, 1).workload == f"{key[0]}/{key[1]}"
 
 
 def test_queue_is_bounded_and_counts_what_it_refuses() -> None:
@@ -285,7 +286,8 @@ def test_an_allowed_start_and_its_destroy_make_one_end_record_with_counts() -> N
     now[0] += 10.0
     rec.offer_end(ended("198.18.0.1", "198.18.0.2"))
     rec.offer_end(ended("198.18.0.1", "198.18.0.2"))   # a second destroy of the same tuple: already ended
-    (start, end), _ = rec.take(10)
+    taken, _ = rec.take(10)
+    start, end = (r.to_dict() for r in taken)  # the wire form, as the controller gets it
     assert start["event"] == "start" and start.get("packets") is None
     assert end == {**start, "event": "end", "time": "2023-11-14T22:13:30.250Z",
                    "packets": 12, "bytes": 10500, "replyPackets": 5, "replyBytes": 9000}
@@ -316,7 +318,7 @@ def test_a_connection_recorded_in_both_directions_ends_in_both_without_counters_
     rec.take(10)
     rec.offer_end(ended("2001:db8:0::1", "2001:0db8::2", packets=None, bytes=None, reply_packets=None,
                         reply_bytes=None, timestamp=NOW + 1))
-    ends, _ = rec.take(10)
+    ends = [r.to_dict() for r in rec.take(10)[0]]
     assert [(e["direction"], e["event"], e["packets"], e["bytes"]) for e in ends] == [
         ("egress", "end", None, None), ("ingress", "end", None, None)]
     assert all(e["time"] == "2023-11-14T22:13:21.250Z" for e in ends)
@@ -333,7 +335,7 @@ def test_open_connections_are_bounded_oldest_first(monkeypatch) -> None:
     assert rec.open_connections() == 3
     rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=0))   # forgotten
     rec.offer_end(ended("198.18.0.1", "198.18.0.2", sport=4))
-    ends, _ = rec.take(10)
+    ends = [r.to_dict() for r in rec.take(10)[0]]
     assert [e["src"]["port"] for e in ends] == [4]
 
 

@@ -21,7 +21,7 @@ from stockade.controller.api import build_app
 from stockade.controller.auth import Principal, create_token_file
 from stockade.controller.config import ControllerConfig
 from stockade.controller.flows import FlowQuery
-from stockade.model.reports import AgentReport
+from stockade.model.reports import AgentReport, FlowRecord
 from stockade.controller.service import ControllerService
 from stockade.compile.host import NotProgrammed
 from stockade.errors import ConflictError, Forbidden, NotFoundError, ValidationError
@@ -185,7 +185,8 @@ def _flow(src: str, dst: str, rule: str, port: int = 5432) -> dict[str, Any]:
 
 def test_flow_records_hide_the_other_sides_workload_and_rule(service: ControllerService) -> None:
     _world(service)
-    service.record_flows("hv1", [(datetime.now(timezone.utc), _flow("a/web", "b/secret-db", "b/db-lockdown/no-web"))])
+    service.record_flows("hv1", [(datetime.now(timezone.utc),
+                                  FlowRecord.from_dict(_flow("a/web", "b/secret-db", "b/db-lockdown/no-web")))])
     page = asyncio.run(service.flows(FlowQuery(), principal=TENANT_A))
     [record] = service.scope_flow_page(page, TENANT_A)["records"]
     assert record["src"]["workload"] == "a/web"
@@ -199,7 +200,7 @@ def test_flow_records_hide_the_other_sides_workload_and_rule(service: Controller
 def test_tenant_cannot_probe_another_tenants_workload_name_through_the_flow_filter(
         service: ControllerService) -> None:
     _world(service)
-    service.record_flows("hv1", [(datetime.now(timezone.utc), _flow("a/web", "b/secret-db", "b/p/r"))])
+    service.record_flows("hv1", [(datetime.now(timezone.utc), FlowRecord.from_dict(_flow("a/web", "b/secret-db", "b/p/r")))])
     for guess in ("b/secret-db", "b/no-such"):
         with pytest.raises(Forbidden):
             asyncio.run(service.flows(FlowQuery(namespace="a", workload=guess), principal=TENANT_A))
@@ -216,7 +217,7 @@ def test_diff_replays_only_the_tenants_flows_and_hides_the_far_end(service: Cont
     now = datetime.now(timezone.utc)
     b_to_a = _flow("b/secret-db", "a/web", "a/in/from-db", port=80)
     b_to_a.update(src={**b_to_a["src"], "ip": "198.18.2.20"}, dst={**b_to_a["dst"], "ip": "198.18.1.10"})
-    service.record_flows("hv1", [(now, b_to_a)])
+    service.record_flows("hv1", [(now, FlowRecord.from_dict(b_to_a))])
     closed = {**in_a, "spec": {**in_a["spec"], "ingress": []}}
     _, _, changes = service.diff([closed], principal=TENANT_A)
     [change] = changes

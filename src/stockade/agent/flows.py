@@ -7,14 +7,11 @@
     conntrack DESTROY (NFNLGRP_CONNTRACK_DESTROY, with accounting)
       └─► ConntrackReader (a thread) ─► FlowRecorder.offer_end: match an allowed start, queue an end record
 
-A record (the schema the controller stores and `stockade flows` shows):
-
-    {"time": ISO 8601 UTC, "host", "direction": "egress"|"ingress",
-     "verdict": allow|deny|reject|would-allow|would-deny|would-reject|log,
-     "rule": "ns/policy/rule-id", "protocol": tcp|udp|sctp|icmp|ipv6-icmp, "family": 4|6,
-     "src": {"ip", "port", "workload": "ns/name"|null, "namespace"|null}, "dst": {...},
-     "icmpType": int|null, "event": "start"|"end",
-     "packets", "bytes", "replyPackets", "replyBytes": int|null (end records only)}
+A record is a `model.reports.FlowRecord` (the type the controller stores and `stockade
+flows` shows; its `to_dict` is the wire form): time (ISO 8601 UTC), host, direction,
+verdict (a flow verdict of model.verdicts), rule id, protocol, family, both ends
+(address, port, workload and namespace when one is known), ICMP type, event (start or
+end) and, on end records, the counts.
 
 Start and end: every record from a logged packet is a `start`. A start with
 verdict `allow` is remembered (at most RECENT_KEYS, least recently used first
@@ -50,11 +47,12 @@ import collections
 import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol
 
 from stockade.dataplane.conntrack import ConntrackEnd
 from stockade.dataplane.nflog import LoggedPacket
+from stockade.model.reports import FlowEnd, FlowRecord
 from stockade.model.state import DesiredState
 from stockade.model.verdicts import VERDICTS
 from stockade.nft.ir import Ruleset
@@ -62,7 +60,7 @@ from stockade.nft.ir import Ruleset
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue", "kernel", "ratelimit")
-Record = dict[str, Any]
+Record = FlowRecord
 
 
 @dataclass(frozen=True)
@@ -114,10 +112,9 @@ class Resolver:
                 by_ip.setdefault(_canon(ip), key)
         return cls(by_ip)
 
-    def endpoint(self, ip: str, port: int | None) -> dict[str, Any]:
+    def endpoint(self, ip: str, port: int | None) -> FlowEnd:
         key = self.by_ip.get(_canon(ip))
-        return {"ip": ip, "port": port, "workload": f"{key[0]}/{key[1]}" if key else None,
-                "namespace": key[0] if key else None}
+        return FlowEnd(ip, port, f"{key[0]}/{key[1]}" if key else None, key[0] if key else None)
 
 
 def _canon(ip: str) -> str:
@@ -140,19 +137,19 @@ def to_record(pkt: LoggedPacket, host: str, index: Mapping[str, LogSite], resolv
     site = index.get(pkt.prefix) or parse_prefix(pkt.prefix)
     if site is None or site.direction is None or site.verdict not in VERDICTS:
         return None
-    return {
-        "time": _iso(pkt.timestamp if pkt.timestamp is not None else now),
-        "host": host,
-        "direction": site.direction,
-        "verdict": site.verdict,
-        "rule": site.rule,
-        "protocol": pkt.protocol,
-        "family": pkt.family,
-        "src": resolver.endpoint(pkt.src, pkt.sport),
-        "dst": resolver.endpoint(pkt.dst, pkt.dport),
-        "icmpType": pkt.icmp_type,
-        "event": "start",
-    }
+    return FlowRecord(
+        time=_iso(pkt.timestamp if pkt.timestamp is not None else now),
+        host=host,
+        direction=site.direction,
+        verdict=site.verdict,
+        rule=site.rule,
+        protocol=pkt.protocol,
+        family=pkt.family,
+        src=resolver.endpoint(pkt.src, pkt.sport),
+        dst=resolver.endpoint(pkt.dst, pkt.dport),
+        icmp_type=pkt.icmp_type,
+        event="start",
+    )
 
 
 # Verdicts whose connections get an end record: the deciding allow (audit and log rules
@@ -168,8 +165,8 @@ def conn_key(protocol: str, src: str, sport: int | None, dst: str, dport: int | 
 
 
 def record_key(record: Record) -> ConnKey:
-    src, dst = record["src"], record["dst"]
-    return conn_key(record["protocol"], src["ip"], src["port"], dst["ip"], dst["port"], record.get("icmpType"))
+    src, dst = record.src, record.dst
+    return conn_key(record.protocol, src.ip, src.port, dst.ip, dst.port, record.icmp_type)
 
 
 def end_key(end: ConntrackEnd) -> ConnKey:
@@ -182,9 +179,9 @@ def _sum(a: int | None, b: int | None) -> int | None:
 
 def to_end_record(start: Record, end: ConntrackEnd, now: float) -> Record:
     """The start record again, as the connection's end: its time and its counters."""
-    return {**start, "time": _iso(end.timestamp if end.timestamp is not None else now), "event": "end",
-            "packets": _sum(end.packets, end.reply_packets), "bytes": _sum(end.bytes, end.reply_bytes),
-            "replyPackets": end.reply_packets, "replyBytes": end.reply_bytes}
+    return replace(start, time=_iso(end.timestamp if end.timestamp is not None else now), event="end",
+                   packets=_sum(end.packets, end.reply_packets), bytes=_sum(end.bytes, end.reply_bytes),
+                   reply_packets=end.reply_packets, reply_bytes=end.reply_bytes)
 
 
 class FlowMetrics(Protocol):
@@ -243,9 +240,9 @@ class FlowRecorder:
         """A retransmission of a connection attempt we already recorded (a dropped SYN is
         retried with the same 5-tuple and never gets a conntrack entry): one record per
         connection, not per packet. Bounded: the oldest keys are forgotten first."""
-        src, dst = record["src"], record["dst"]
-        key = (record["direction"], record["rule"], record["verdict"], record["protocol"],
-               src["ip"], src["port"], dst["ip"], dst["port"], record.get("icmpType"))
+        src, dst = record.src, record.dst
+        key = (record.direction, record.rule, record.verdict, record.protocol,
+               src.ip, src.port, dst.ip, dst.port, record.icmp_type)
         recent = self._recent
         seen = recent.get(key)
         recent[key] = now
@@ -264,7 +261,7 @@ class FlowRecorder:
         if self._seen_recently(record, now):
             self.repeats += 1
             return
-        if record["verdict"] in TRACKED_VERDICTS:
+        if record.verdict in TRACKED_VERDICTS:
             self._remember(record)
         self._enqueue(record)
 
@@ -274,7 +271,7 @@ class FlowRecorder:
             opened = self._open.get(key)
             if opened is None:
                 opened = self._open[key] = {}
-            opened[record["direction"]] = record
+            opened[record.direction] = record
             self._open.move_to_end(key)
             while len(self._open) > RECENT_KEYS:
                 self._open.popitem(last=False)
@@ -305,7 +302,7 @@ class FlowRecorder:
             if full:
                 self.metrics.flow_dropped("queue", 1)
             else:
-                self.metrics.flow_recorded(record["verdict"])
+                self.metrics.flow_recorded(record.verdict)
 
     def count_dropped(self, reason: str, count: int) -> None:
         if count <= 0:

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from stockade.compile.trace import Flow, trace_flow
 from stockade.errors import StockadeError
 from stockade.model.kinds import ObjectKey
+from stockade.model.reports import FlowRecord
 from stockade.model.state import DesiredState
 from stockade.nft.ir import Ruleset
 
@@ -119,21 +120,21 @@ class VerdictChange:
                 "beforeRule": self.before_rule, "afterRule": self.after_rule}
 
 
-def _flow_of(record: Mapping[str, Any]) -> Flow | None:
-    src, dst = record.get("src") or {}, record.get("dst") or {}
-    protocol = _PROTOCOLS.get(str(record.get("protocol", "")).lower())
-    if protocol is None or "/" not in str(src.get("workload")) or "/" not in str(dst.get("workload")):
+def _flow_of(record: FlowRecord) -> Flow | None:
+    src, dst = record.src, record.dst
+    protocol = _PROTOCOLS.get(record.protocol.lower())
+    if protocol is None or "/" not in str(src.workload) or "/" not in str(dst.workload):
         return None
-    s_ns, s_name = str(src["workload"]).split("/", 1)
-    d_ns, d_name = str(dst["workload"]).split("/", 1)
-    family = 6 if record.get("family") == 6 else 4
+    s_ns, s_name = str(src.workload).split("/", 1)
+    d_ns, d_name = str(dst.workload).split("/", 1)
+    family = 6 if record.family == 6 else 4
     return Flow((s_ns, s_name), (d_ns, d_name), protocol,  # type: ignore[arg-type]
-                dst.get("port") if protocol != "icmp" else None, family,  # type: ignore[arg-type]
-                record.get("icmpType") if protocol == "icmp" else None)
+                dst.port if protocol != "icmp" else None, family,  # type: ignore[arg-type]
+                record.icmp_type if protocol == "icmp" else None)
 
 
 def verdict_changes(before: DesiredState, after: DesiredState,
-                    records: Sequence[Mapping[str, Any]]) -> list[VerdictChange]:
+                    records: Sequence[FlowRecord]) -> list[VerdictChange]:
     """Observed workload-to-workload flows whose traced verdict differs between the two states.
 
     Flows whose workloads no longer exist in either state are skipped (their fate is in the

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from stockade.model.verdicts import DENIED
+from stockade.model.reports import FlowRecord
+from stockade.model.verdicts import DENIED, is_denied
 
 DENIED_VERDICTS = DENIED
 DEFAULT_FLOW_HISTORY = 50_000
@@ -39,7 +40,7 @@ MAX_QUERY_LIMIT = 10_000
 
 @dataclass(frozen=True)
 class FlowEntry:
-    """One stored record: its wire form plus what the filters look at, extracted once."""
+    """One stored record plus what the filters look at, extracted once."""
 
     seq: int
     time: datetime
@@ -47,10 +48,19 @@ class FlowEntry:
     namespaces: frozenset[str]
     workloads: frozenset[str]
     denied: bool
-    document: Mapping[str, Any]  # the validated record, wire form, without `seq`
+    record: FlowRecord  # validated
+
+    @classmethod
+    def of(cls, seq: int, time: datetime, host: str, record: FlowRecord) -> "FlowEntry":
+        src, dst = record.src, record.dst
+        return cls(seq=seq, time=time, host=host,
+                   namespaces=frozenset(x for x in (src.namespace, dst.namespace) if x),
+                   workloads=frozenset(x for x in (src.workload, dst.workload) if x),
+                   denied=is_denied(record.verdict), record=record)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, **self.document}
+        # Every key on every record (counts null on a start): the API's answer always had them.
+        return {"seq": self.seq, **self.record.to_dict(counts=True)}
 
 
 @dataclass(frozen=True)
@@ -125,19 +135,14 @@ class FlowLog:
     def last_seq(self) -> int:
         return self._seq
 
-    def add(self, host: str, records: Iterable[tuple[datetime, Mapping[str, Any]]], dropped: int = 0) -> int:
-        """Append validated records (time, wire form) from `host`; count `dropped`. Returns the last seq."""
+    def add(self, host: str, records: Iterable[tuple[datetime, FlowRecord]], dropped: int = 0) -> int:
+        """Append validated records (with their time) from `host`; count `dropped`. Returns the last seq."""
         with self._lock:
             n = 0
-            for when, doc in records:
+            for when, record in records:
                 self._seq += 1
                 n += 1
-                src, dst = doc.get("src") or {}, doc.get("dst") or {}
-                self._ring.append(FlowEntry(
-                    seq=self._seq, time=when, host=host,
-                    namespaces=frozenset(x for x in (src.get("namespace"), dst.get("namespace")) if x),
-                    workloads=frozenset(x for x in (src.get("workload"), dst.get("workload")) if x),
-                    denied=doc.get("verdict") in DENIED_VERDICTS, document=doc))
+                self._ring.append(FlowEntry.of(self._seq, when, host, record))
                 if len(self._ring) > self.capacity:
                     old = self._ring.popleft()
                     self._evicted[old.host] = self._evicted.get(old.host, 0) + 1
@@ -178,24 +183,23 @@ class FlowLog:
                 last_seq = found[-1].seq
         return FlowPage(tuple(found), last_seq, first_seq, more, counts)
 
-    def recent_distinct(self, limit: int = 2_000) -> list[Mapping[str, Any]]:
+    def recent_distinct(self, limit: int = 2_000) -> list[FlowRecord]:
         """The newest record of each distinct workload-to-workload flow (ends, protocol, port),
         newest first, at most `limit`: what `diff` re-evaluates under a proposed policy."""
         with self._lock:
             ring = list(self._ring)
         seen: set[tuple[Any, ...]] = set()
-        out: list[Mapping[str, Any]] = []
+        out: list[FlowRecord] = []
         for e in reversed(ring):
-            doc = e.document
-            src, dst = doc.get("src") or {}, doc.get("dst") or {}
-            if doc.get("event", "start") != "start" or not src.get("workload") or not dst.get("workload"):
+            record = e.record
+            src, dst = record.src, record.dst
+            if record.ended or not src.workload or not dst.workload:
                 continue
-            key = (src["workload"], dst["workload"], doc.get("protocol"), dst.get("port"), doc.get("family"),
-                   doc.get("icmpType"))
+            key = (src.workload, dst.workload, record.protocol, dst.port, record.family, record.icmp_type)
             if key in seen:
                 continue
             seen.add(key)
-            out.append(doc)
+            out.append(record)
             if len(out) >= limit:
                 break
         return out

@@ -87,7 +87,7 @@ from stockade.model.kinds import (
     to_document,
 )
 from stockade.model.kinds import StockadeObject
-from stockade.model.reports import AgentReport
+from stockade.model.reports import AgentReport, FlowRecord
 from stockade.model.state import DesiredState
 from stockade.model.validation import referrers_of_group, referrers_of_tier, validate_state
 
@@ -336,8 +336,7 @@ class ControllerService:
         # A tenant's change can only matter to flows with one end in its namespaces; others'
         # flows are not replayed for it at all, and the far end of its own is shown cut down.
         visible = rbac.visible_namespaces(principal)
-        mine = [r for r in recent if visibility.touches(
-            ((r.get("src") or {}).get("namespace"), (r.get("dst") or {}).get("namespace")), visible)]
+        mine = [r for r in recent if visibility.touches((r.src.namespace, r.dst.namespace), visible)]
         changes = [visibility.verdict_change(c, visible) for c in verdict_changes(current, after, mine)]
         return current.revision, diffs, changes
 
@@ -608,9 +607,9 @@ class ControllerService:
 
     # ------------------------------------------------------------------ flows
 
-    def record_flows(self, host: str, records: Sequence[tuple[datetime, dict[str, Any]]], dropped: int = 0,
+    def record_flows(self, host: str, records: Sequence[tuple[datetime, FlowRecord]], dropped: int = 0,
                      principal: Principal | None = None) -> int:
-        """Keep validated flow records (commit time, wire form) from `host`; count `dropped`.
+        """Keep validated flow records (with their time) from `host`; count `dropped`.
 
         Every record must name `host` as its enforcing host; with `principal`, it must be one
         that may report for `host`. Returns the log's last seq.
@@ -619,8 +618,8 @@ class ControllerService:
             rbac.require(principal, Permission.REPORT, host=host)
         self._check_host(host)
         problems = [FieldProblem(f"agent {host}", f"records.{i}.host",
-                                 f"{doc.get('host')!r} is not the reporting host {host!r}")
-                    for i, (_, doc) in enumerate(records) if doc.get("host") != host]
+                                 f"{record.host!r} is not the reporting host {host!r}")
+                    for i, (_, record) in enumerate(records) if record.host != host]
         if problems:
             raise ValidationError(problems)
         last = self.flow_log.add(host, records, dropped)

@@ -1,10 +1,89 @@
-"""What an agent reports about its host, as one type for the agent that sends it, the controller
-that keeps it and the API that carries it. Pure; `to_dict` is the wire form (camelCase)."""
+"""What an agent tells the controller, as one type for the agent that sends it, the controller
+that keeps it, the API that carries it: its status report, and the flow records it ships.
+Pure; `to_dict` is the wire form (camelCase keys; for a flow record, in the order the agent
+has always sent them) and `from_dict(x.to_dict()) == x`. Validation is the API schemas' job
+(controller/schemas.py), which build these from what they accepted.
+
+    FlowRecord   {"time", "host", "direction", "verdict", "rule", "protocol", "family",
+                  "src": FlowEnd, "dst": FlowEnd, "icmpType", "event",
+                  "packets", "bytes", "replyPackets", "replyBytes"}   (counts: end records)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+
+Direction = Literal["egress", "ingress"]
+FlowEvent = Literal["start", "end"]
+
+
+@dataclass(frozen=True)
+class FlowEnd:
+    """One end of a flow: address, port, and the workload and namespace it belongs to (None outside)."""
+
+    ip: str
+    port: int | None = None
+    workload: str | None = None     # "namespace/name"
+    namespace: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ip": self.ip, "port": self.port, "workload": self.workload, "namespace": self.namespace}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "FlowEnd":
+        return cls(raw["ip"], raw.get("port"), raw.get("workload"), raw.get("namespace"))
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """A packet an enforcing rule logged (`start`), or the end of an allowed connection (`end`,
+    with the counts conntrack had: both directions summed, and the reply direction alone)."""
+
+    time: str                       # UTC ISO 8601
+    host: str                       # the enforcing host
+    direction: str                  # Direction
+    verdict: str                    # model.verdicts.FlowVerdict
+    rule: str                       # "ns/policy/rule-id"
+    protocol: str
+    family: int                     # 4 or 6
+    src: FlowEnd
+    dst: FlowEnd
+    icmp_type: int | None = None
+    event: str = "start"            # FlowEvent
+    packets: int | None = None
+    bytes: int | None = None
+    reply_packets: int | None = None
+    reply_bytes: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.event == "end"
+
+    def to_dict(self, *, counts: bool | None = None) -> dict[str, Any]:
+        """The wire form. The counts are there for an end record (what an agent sends) or,
+        with `counts=True`, always (null on a start: what the API serves)."""
+        out: dict[str, Any] = {
+            "time": self.time, "host": self.host, "direction": self.direction, "verdict": self.verdict,
+            "rule": self.rule, "protocol": self.protocol, "family": self.family,
+            "src": self.src.to_dict(), "dst": self.dst.to_dict(), "icmpType": self.icmp_type,
+            "event": self.event,
+        }
+        if counts or (counts is None and self.ended):
+            out.update(packets=self.packets, bytes=self.bytes, replyPackets=self.reply_packets,
+                       replyBytes=self.reply_bytes)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "FlowRecord":
+        """From the wire form (a record an older agent sent may lack `event` and the counts)."""
+        return cls(time=raw["time"], host=raw["host"], direction=raw["direction"], verdict=raw["verdict"],
+                   rule=raw["rule"], protocol=raw["protocol"], family=raw["family"],
+                   src=FlowEnd.from_dict(raw["src"]), dst=FlowEnd.from_dict(raw["dst"]),
+                   icmp_type=raw.get("icmpType"), event=raw.get("event") or "start",
+                   packets=raw.get("packets"), bytes=raw.get("bytes"),
+                   reply_packets=raw.get("replyPackets"), reply_bytes=raw.get("replyBytes"))
 
 
 @dataclass(frozen=True)

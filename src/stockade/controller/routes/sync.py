@@ -25,7 +25,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService
-from stockade.model.reports import AgentReport, Endpoint, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, FlowRecord, NotProgrammed
 
 
 def router(service: ControllerService, host_views: HostViews, watch_answers: WatchAnswers,
@@ -78,7 +78,7 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
     def report_flows(host: str, body: FlowBatchRequest, principal: Reporter) -> dict[str, Any]:
         """An agent sends flow records it enforced and how many it dropped or sampled since its last batch;
         an agent token only for its host, and every record must name that host."""
-        records = [(parse_utc(r.time), r.model_dump()) for r in body.records]
+        records = [(parse_utc(r.time), FlowRecord.from_dict(r.model_dump())) for r in body.records]  # validated
         last = service.record_flows(host, records, body.dropped, principal=principal)
         return {"accepted": len(records), "lastSeq": last}
 
