@@ -13,6 +13,12 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def unix_time() -> float:
+    """Now in seconds since the epoch: for components that count time as kernel timestamps do
+    (the agent's flow recorder) and for the CLI's `--since`."""
+    return utc_now().timestamp()
+
+
 def utc_now_iso() -> str:
     """Now as ISO 8601 with milliseconds, the form reports and records carry."""
     return utc_now().isoformat(timespec="milliseconds")

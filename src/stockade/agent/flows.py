@@ -50,6 +50,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol
 
+from stockade.clock import unix_time
 from stockade.dataplane.conntrack import ConntrackEnd
 from stockade.dataplane.nflog import LoggedPacket
 from stockade.model.reports import FlowEnd, FlowRecord
@@ -201,12 +202,10 @@ class FlowRecorder:
 
     def __init__(self, host: str, capacity: int = 10_000, metrics: FlowMetrics | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self.host = host
         self.capacity = capacity
         self.metrics = metrics
-        self.clock = clock or time.time
+        self.clock = clock or unix_time  # wall time: records are stamped with it (stockade.clock)
         self._lock = threading.Lock()
         self._queue: collections.deque[Record] = collections.deque()
         self._index: Mapping[str, LogSite] = {}

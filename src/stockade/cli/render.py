@@ -13,6 +13,7 @@ from rich.text import Text
 from stockade.durations import parse_duration
 from stockade.errors import ValidationError
 from stockade.model.selectors import parse_selector
+from stockade.model.verdicts import AUDIT_VERDICTS, VERDICTS, is_denied
 
 
 def _labels(meta: dict[str, Any]) -> str:
@@ -157,8 +158,9 @@ def shorten(value: Any, width: int = 70) -> str:
 
 # ------------------------------------------------------------------ flows
 
-_VERDICT_STYLE = {"allow": "green", "deny": "red", "reject": "red", "would-allow": "yellow",
-                  "would-deny": "yellow", "would-reject": "yellow", "log": "blue"}
+# Audited (would-*): yellow; refused: red; allowed: green; only logged: blue.
+_VERDICT_STYLE = {v: "yellow" if v in AUDIT_VERDICTS else "red" if is_denied(v) else "green" if v == "allow"
+                  else "blue" for v in VERDICTS}
 
 
 def parse_since(text: str, now: float, command: str = "flows") -> str:

@@ -52,6 +52,7 @@ from typing import Any, Mapping
 
 from stockade.client import ControllerClient
 from stockade.client_config import LEGACY_CONTEXT, ConfigFile, Context, config_path
+from stockade.clock import utc_now
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming, pki, topology
 from stockade.private_files import write_private
@@ -350,7 +351,7 @@ def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[in
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     env = lab_process_env(os.environ)
     with open(settings.log_file(name), "ab") as log:
-        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+        log.write(f"\n==== {utc_now().astimezone().strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
         try:
             # Own session: the process outlives `lab up`, and a Ctrl-C there does not reach it.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, Optional
 
 import typer
@@ -18,6 +17,7 @@ from stockade.cli.commanding import OUTPUTS, Invocation, SinceOpt, command, dump
 from stockade.cli.documents import read_documents
 from stockade.cli.render import object_ref, shorten
 from stockade.cli.waiting import print_revision
+from stockade.clock import unix_time
 from stockade.errors import ValidationError
 
 app = typer.Typer()
@@ -112,7 +112,7 @@ def audit(
     limit: int = typer.Option(1000, "--limit"),
 ) -> None:
     """The audit log: every write and every refusal — who, when, what, revision or reason."""
-    when = render.parse_since(since, time.time(), "audit") if since else None
+    when = render.parse_since(since, unix_time(), "audit") if since else None
     entries = call.client().audit(when, limit)
     if call.output == "json":
         for e in entries:

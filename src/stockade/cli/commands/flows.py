@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from typing import Any, Optional
 
 import typer
@@ -16,6 +15,7 @@ from rich.console import Console
 
 from stockade.cli import render
 from stockade.cli.commanding import Invocation, SinceOpt, command, out
+from stockade.clock import unix_time
 
 app = typer.Typer()
 
@@ -38,7 +38,7 @@ def flows(
     limit: int = typer.Option(1000, "--limit", help="At most this many records (the newest) before following."),
 ) -> None:
     """Flow records: who talked to whom, the verdict and the rule that decided it."""
-    when = render.parse_since(since, time.time()) if since else None
+    when = render.parse_since(since, unix_time()) if since else None
     client = call.client()
     filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied}
     page = client.flows(limit=limit, **filters)
