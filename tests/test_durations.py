@@ -41,3 +41,10 @@ def test_a_token_lifetime_is_a_whole_number_of_units() -> None:
     with pytest.raises(ValueError):
         parse_duration("1.5h", whole=True)
     assert parse_duration("90m", whole=True) == timedelta(minutes=90)
+
+
+def test_an_absurdly_long_duration_is_refused_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("999999999999999w")
+    with pytest.raises(ValidationError):
+        parse_ttl("999999999999999w")

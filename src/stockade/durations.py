@@ -17,4 +17,7 @@ def parse_duration(text: str, whole: bool = False) -> timedelta:
     m = _DURATION.match(text.strip())
     if m is None or (whole and "." in m[1]):
         raise ValueError(f"{text!r} is not {HINT}")
-    return timedelta(seconds=float(m[1]) * _UNIT_SECONDS[m[2]])
+    try:
+        return timedelta(seconds=float(m[1]) * _UNIT_SECONDS[m[2]])
+    except OverflowError:  # beyond what a timedelta holds (about 2.7 million years)
+        raise ValueError(f"{text!r} is too long a duration") from None
