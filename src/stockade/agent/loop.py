@@ -356,14 +356,17 @@ class Agent:
             if self.on_failure:
                 self.on_failure()
             failed = True
-        reported = self._report_now()
+        # Before the report: a revision is enforced once the connections it ends are gone, so
+        # `apply --wait` never returns while one of them can still carry a packet. There is
+        # nothing to end in most revisions (`FlowMemory.forget`), and then this costs nothing.
         if stale and self.forget_connections is not None:
             self._end_connections(state.revision, stale)
+        reported = self._report_now()
         return failed, reported
 
     def _end_connections(self, revision: int, stale: set[str]) -> None:
-        """After the program is in force (a connection's next packet meets the new policy, or no
-        owner) and reported (conntrack's deletions do not delay the rollout's report)."""
+        """After the program is in force: a connection's next packet meets the new policy (or no
+        owner), so one that conntrack forgets now cannot come back through an old rule."""
         assert self.forget_connections is not None
         try:
             ended = self.forget_connections(stale)
