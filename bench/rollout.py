@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.common import Figure, cli_client, in_netns, new_prefix, percentile, remove_netns, run as sh
 
@@ -102,8 +102,10 @@ def transactions(prefix: str, hosts: int) -> dict[str, int]:
     return total
 
 
-def measure(hosts: int, applies: int, relabels: int) -> dict[str, Any]:
-    """One lab of `hosts` hypervisors, from `lab up` to `lab down` (also on failure)."""
+def measure(hosts: int, applies: int, relabels: int, up_args: tuple[str, ...] = (),
+            then: Callable[[Any, str, dict[str, str]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One lab of `hosts` hypervisors (`lab up` with `up_args`), from `lab up` to `lab down` (also
+    on failure); `then(client, prefix, env)`, if given, measures more before the lab goes down."""
     prefix = new_prefix()
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     with tempfile.TemporaryDirectory(prefix=f"stockade-{prefix}-") as tmp:
@@ -114,7 +116,7 @@ def measure(hosts: int, applies: int, relabels: int) -> dict[str, Any]:
         env = dict(os.environ)
         try:
             started = time.monotonic()
-            sh([sys.executable, "-m", "stockade", "lab", "up", "--hosts", str(hosts)], env=env, timeout=600)
+            sh([sys.executable, "-m", "stockade", "lab", "up", "--hosts", str(hosts), *up_args], env=env, timeout=600)
             lab_up_s = time.monotonic() - started
             client = cli_client(timeout=60)
             timed_apply(client, base_documents(hosts), hosts, timeout=120)  # workloads appear: not timed
@@ -122,6 +124,7 @@ def measure(hosts: int, applies: int, relabels: int) -> dict[str, Any]:
             before = transactions(prefix, hosts)
             label = [timed_apply(client, [relabel("b" if i % 2 == 0 else "a")], hosts) for i in range(relabels)]
             after = transactions(prefix, hosts)
+            extra = then(client, prefix, env) if then is not None else {}
         finally:
             sh([sys.executable, "-m", "stockade", "lab", "down"], env=dict(os.environ), timeout=300, check=False)
             remove_netns(prefix)
@@ -133,7 +136,7 @@ def measure(hosts: int, applies: int, relabels: int) -> dict[str, Any]:
     return {"full": [e for e, _ in full], "label": [e for e, _ in label],
             "full_observed": [o for _, o in full], "label_observed": [o for _, o in label],
             "deltas": after["delta"] - before["delta"],
-            "fulls": after["full"] - before["full"], "lab_up_s": lab_up_s}
+            "fulls": after["full"] - before["full"], "lab_up_s": lab_up_s, **extra}
 
 
 def run(hosts: int = 20, applies: int = 15, relabels: int = 15, small_hosts: int = 2) -> Figure:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import compile as compile_bench
-from bench import memory, packets, rollout, txsize
+from bench import memory, packets, replicated, rollout, txsize
 from bench.common import REPO, Figure
 
 # name → (full run, quick run, time limit in seconds of the full run)
@@ -41,6 +41,8 @@ FIGURES: dict[str, tuple[Callable[[], Figure], Callable[[], Figure], int]] = {
                lambda: txsize.run((50, 10), (500, 100)), 180),
     "memory": (lambda: memory.run(10_000, 2_000),
                lambda: memory.run(200, 40), 300),
+    "replicated": (lambda: replicated.run(4, 20, 20),
+                   lambda: replicated.run(2, 2, 2), 600),
 }
 
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from bench import compile as compile_bench
-from bench import memory, packets, rollout, synthetic, txsize
+from bench import memory, packets, replicated, rollout, synthetic, txsize
 from bench.common import Figure, percentile
 from bench.run import FIGURES
 
@@ -39,7 +39,7 @@ def no_leftovers():
 
 
 def test_every_figure_of_the_issue_is_in_the_suite():
-    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory"}
+    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory", "replicated"}
 
 
 def test_synthetic_state_is_deterministic_and_has_the_bench_pair():
@@ -102,6 +102,14 @@ def test_rollout_figure_at_tiny_size(no_leftovers):
     assert 0 <= values["apply_p50_ms"] <= values["apply_p99_ms"] < 30_000
     # Enforced (the agents' appliedAt) comes before the controller's status shows it.
     assert values["apply_p50_ms"] <= values["apply_observed_p50_ms"] < 30_000
+
+
+@pytest.mark.kernel
+def test_replicated_figure_at_tiny_size(no_leftovers):
+    values = check_shape(replicated.run(hosts=2, applies=2, relabels=2), "replicated")
+    assert 0 <= values["etcd_apply_p50_ms"] <= values["etcd_apply_p99_ms"] < 30_000
+    assert 0 <= values["sqlite_apply_p50_ms"] <= values["sqlite_apply_p99_ms"] < 30_000
+    assert 0 < values["failover_s"] < 60 and values["failover_attempts"] >= 1
 
 
 @pytest.mark.kernel
