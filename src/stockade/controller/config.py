@@ -15,11 +15,11 @@ from stockade.controller.flows import DEFAULT_FLOW_HISTORY
 from stockade.controller.quotas import DEFAULT_POLICIES, DEFAULT_POOL_SHARE, DEFAULT_WORKLOADS, Quotas, default_quotas
 from stockade.controller.ratelimit import AuthFailureLimits
 from stockade.controller.store.location import EtcdLocation, SqliteLocation, StoreLocation
+from stockade.controller.store.types import DEFAULT_EVENT_RETENTION
 from stockade.model.ipam import DEFAULT_IPV4_POOL, DEFAULT_IPV6_POOL
 from stockade.model.validation import ValidationSettings
 
 DEFAULT_STALE_AFTER = 15.0
-DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 

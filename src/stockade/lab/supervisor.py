@@ -269,12 +269,8 @@ def agent_argv(settings: LabSettings, host: str, controllers: int = 1) -> list[s
 def _agent_is_current(settings: LabSettings, host: str, controllers: int = 1) -> bool:
     """False for a running agent of an earlier lab, which reached the controller on a unix socket,
     or which was given other controller replicas."""
-    pid = _read_pid(settings, _agent_name(host))
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid is not None else []
-    except (FileNotFoundError, ProcessLookupError):
-        return True  # not running: nothing to replace
-    return not args or naming.controller_url(controllers).encode() in args
+    args = _proc_args(_read_pid(settings, _agent_name(host)))
+    return not args or naming.controller_url(controllers).encode() in args  # not running: nothing to replace
 
 
 def _agent_name(host: str) -> str:
@@ -292,10 +288,12 @@ def _read_pid(settings: LabSettings, name: str) -> int | None:
 
 def _is_ours(pid: int, settings: LabSettings, marker: list[str]) -> bool:
     """Alive, not a zombie, and its command line holds our state dir and `marker` in order."""
+    cmdline = _proc_args(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError):
+        return False
+    if cmdline is None:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
@@ -371,11 +369,19 @@ def _start(settings: LabSettings, name: str, argv: list[str], pass_fds: tuple[in
     return proc.pid
 
 
-def _runs_program(pid: int, program: str) -> bool:
+def _proc_args(pid: int | None) -> list[bytes] | None:
+    """Process `pid`'s command line, argument by argument; None when there is no such process."""
+    if pid is None:
+        return None
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode() == program
-    except (FileNotFoundError, ProcessLookupError, UnicodeDecodeError):
-        return False
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _runs_program(pid: int, program: str) -> bool:
+    args = _proc_args(pid)
+    return args is not None and args[0] == program.encode()
 
 
 def _reap(pid: int) -> None:
@@ -537,11 +543,7 @@ def _client(settings: LabSettings, url: str, token: str | None = None, timeout: 
 def _controller_is_current(settings: LabSettings) -> bool:
     """A controller started by an earlier lab (plain HTTP, or on 127.0.0.1 with the agents on a
     unix socket) must be restarted on the fabric."""
-    pid = _read_pid(settings, "controller")
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid is not None else []
-    except (FileNotFoundError, ProcessLookupError):
-        return False
+    args = _proc_args(_read_pid(settings, "controller")) or []
     return b"--tls-cert" in args and b"--listen-fd" in args
 
 

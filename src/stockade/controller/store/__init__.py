@@ -26,10 +26,11 @@ from stockade.controller.store.agent_reports import AgentReportRepository, Sqlit
 from stockade.controller.store.audit_log import DEFAULT_AUDIT_RETENTION, AuditRepository, SqliteAudit
 from stockade.controller.store.location import EtcdLocation, SqliteLocation, StoreLocation, parse_store
 from stockade.controller.store.protocol import StateStore
-from stockade.controller.store.sqlite import DEFAULT_EVENT_RETENTION, SqliteStateStore
+from stockade.controller.store.sqlite import SqliteStateStore
 from stockade.controller.store.sqlite_file import SqliteFile
 from stockade.controller.store.tokens import SqliteTokens, StoredToken, TokenRepository
-from stockade.controller.store.types import AuditRows, Change, Committed, Event, EventType, Revision, StaleBase
+from stockade.controller.store.types import (DEFAULT_EVENT_RETENTION, AuditRows, Change, Committed, Event, EventType,
+                                             Revision, StaleBase)
 
 __all__ = ["AgentReportRepository", "AuditRepository", "AuditRows", "Backend", "Change", "Committed", "Event",
            "EtcdLocation", "EventType", "Revision", "SqliteLocation", "StaleBase", "StateStore", "StoreLocation",

@@ -166,8 +166,7 @@ class ReportFile:
 
     def load(self) -> list[AgentRecord]:
         with self._lock:
-            rows = self._conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
-        return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
+            return agent_rows(self._conn)
 
     def save(self, batch: list[AgentRecord]) -> None:
         with self._lock:
@@ -188,12 +187,18 @@ class ReportFile:
             self._conn.close()
 
 
-class SqliteAgentReports:
-    """Reports in memory, saved behind to the `ReportFile` beside the database `db`."""
+def agent_rows(conn: sqlite3.Connection) -> list[AgentRecord]:
+    """The records of an `agents` table (the reports file's, or an older database's)."""
+    rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
+    return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
 
-    def __init__(self, db: SqliteFile, flush_delay: float = 0.5) -> None:
-        self._file = ReportFile(reports_path(db.path))
-        self._reports = AgentReports(self._load(db), self._file.save, flush_delay)
+
+class WriteBehindReports:
+    """The repository over `AgentReports`: newest reports in memory, saved behind by `save`.
+    Backends give where the reports are loaded from and saved to, and what `refresh` takes."""
+
+    def __init__(self, loaded: list[AgentRecord], save: SaveBatch, flush_delay: float) -> None:
+        self._reports = AgentReports(loaded, save, flush_delay)
 
     def put(self, host: str, report: dict[str, Any], seen: datetime) -> None:
         self._reports.put(AgentRecord(host, report, seen))
@@ -205,10 +210,21 @@ class SqliteAgentReports:
         self._reports.flush()
 
     def refresh(self) -> None:
-        pass  # one controller per SQLite file: every report came through this one
+        pass  # one controller writes this store: every report came through it
 
     def close(self) -> None:
         self._reports.close()  # saves the reports not yet written
+
+
+class SqliteAgentReports(WriteBehindReports):
+    """Reports in memory, saved behind to the `ReportFile` beside the database `db`."""
+
+    def __init__(self, db: SqliteFile, flush_delay: float = 0.5) -> None:
+        self._file = ReportFile(reports_path(db.path))
+        super().__init__(self._load(db), self._file.save, flush_delay)
+
+    def close(self) -> None:
+        super().close()
         self._file.close()
 
     def _load(self, db: SqliteFile) -> list[AgentRecord]:
@@ -218,8 +234,7 @@ class SqliteAgentReports:
         if loaded:
             return loaded
         with db.read() as conn:
-            rows = conn.execute("SELECT host, report, last_seen FROM agents ORDER BY host").fetchall()
-        return [AgentRecord(h, json.loads(r), datetime.fromisoformat(s)) for h, r, s in rows]
+            return agent_rows(conn)
 
 
 def reports_path(db: Path) -> Path:

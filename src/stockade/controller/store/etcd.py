@@ -45,6 +45,7 @@ from stockade.controller.store.etcd_layout import Layout
 from stockade.controller.store.etcd_repos import audit_ops
 from stockade.controller.store.audit_log import DEFAULT_AUDIT_RETENTION
 from stockade.controller.store.types import (
+    DEFAULT_EVENT_RETENTION,
     AuditRows,
     Change,
     Committed,
@@ -57,7 +58,6 @@ from stockade.controller.store.types import (
 from stockade.errors import ConflictError, Gone
 from stockade.model.kinds import ObjectKey
 
-DEFAULT_EVENT_RETENTION = 10_000
 # Commits lost to other writers before this one gives up (each lost race means another commit
 # succeeded, so the store as a whole moves on; only one writer can starve).
 MAX_ATTEMPTS = 50

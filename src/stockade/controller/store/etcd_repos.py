@@ -22,7 +22,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Sequence
 
-from stockade.controller.store.agent_reports import AgentRecord, AgentReports
+from stockade.controller.store.agent_reports import AgentRecord, WriteBehindReports
 from stockade.controller.store.audit_log import DEFAULT_AUDIT_RETENTION
 from stockade.controller.store.etcd_kv import EtcdKV, OutcomeUnknown, mod_is, prefix_end, put
 from stockade.controller.store.etcd_kv import delete as delete_op
@@ -151,29 +151,17 @@ class EtcdTokens:
         return {kv.key[len(prefix):].decode() for kv in self._kv.scan(prefix, prefix_end(prefix), 0)}
 
 
-class EtcdAgentReports:
+class EtcdAgentReports(WriteBehindReports):
     """Reports in memory, saved behind to `PREFIX agents/HOST` (one transaction per burst)."""
 
     def __init__(self, kv: EtcdKV, layout: Layout, flush_delay: float = 0.5) -> None:
         self._kv = kv
         self._layout = layout
-        self._reports = AgentReports(self._load(), self._save, flush_delay)
-
-    def put(self, host: str, report: dict[str, Any], seen: datetime) -> None:
-        self._reports.put(AgentRecord(host, report, seen))
-
-    def all(self) -> list[AgentRecord]:
-        return self._reports.all()
-
-    def flush(self) -> None:
-        self._reports.flush()
+        super().__init__(self._load(), self._save, flush_delay)
 
     def refresh(self) -> None:
         """Take the reports other replicas saved (an agent reports to one replica at a time)."""
         self._reports.merge(self._load())
-
-    def close(self) -> None:
-        self._reports.close()  # saves the reports not yet written
 
     def _load(self) -> list[AgentRecord]:
         prefix = self._layout.agents

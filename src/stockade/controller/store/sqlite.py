@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 from stockade.controller.store.audit_log import DEFAULT_AUDIT_RETENTION, insert_entries
 from stockade.controller.store.sqlite_file import SqliteFile
 from stockade.controller.store.types import (
+    DEFAULT_EVENT_RETENTION,
     AuditRows,
     Change,
     Committed,
@@ -47,7 +48,6 @@ from stockade.controller.store.types import (
 from stockade.errors import ConflictError, Gone
 from stockade.model.kinds import ObjectKey
 
-DEFAULT_EVENT_RETENTION = 10_000
 
 
 def _event(row: Sequence[Any]) -> Event:

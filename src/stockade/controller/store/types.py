@@ -17,6 +17,9 @@ EventType = Literal["PUT", "DELETE"]
 AuditRows = Callable[[int], Sequence[dict[str, Any]]]
 
 
+# Events (whole revisions) the event window keeps; older ones are history only (docs/architecture.md).
+DEFAULT_EVENT_RETENTION = 10_000
+
 @dataclass(frozen=True)
 class Revision:
     number: int
