@@ -18,8 +18,10 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from stockade.dataplane.nft_driver import run_command
+from stockade.agent.reconciler import Reconciler
+from stockade.dataplane.nft_driver import NftDriver, run_command
 from stockade.nft.ir import Accept, Chain, Jump, Rule, Ruleset
+from tests.golden_states import HOST
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,3 +123,29 @@ def broken_ruleset(table: str = "stockade") -> Ruleset:
     """Valid IR, refused by the kernel: a jump to a chain that does not exist."""
     return Ruleset(table, chains=(Chain("egress", (Rule((), Jump("no_such_chain")),)),
                                   Chain("ok", (Rule((), Accept(), "fine"),))))
+
+
+# ------------------------------------------------------------ fixtures both test modules import
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    with scratch_netns("stkt") as ns:
+        yield ns
+
+
+@pytest.fixture
+def other_table(netns: Netns) -> Iterator[list[dict]]:
+    """Another program's table, which must survive everything we do."""
+    with another_programs_table(netns) as before:
+        yield before
+
+
+@pytest.fixture
+def driver(netns: Netns) -> NftDriver:
+    return NftDriver(runner=netns.runner)
+
+
+@pytest.fixture
+def reconciler(driver: NftDriver) -> Reconciler:
+    return Reconciler(driver, HOST)
+

@@ -10,8 +10,6 @@ driver's tests (tests/dataplane/test_nft_driver.py).
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 import yaml
 
@@ -25,30 +23,8 @@ from stockade.model.state import DesiredState
 from stockade.nft import render
 from tests.agent.fakes import FakeTable
 from tests.golden_states import HOST, load_state, relabel
-from tests.kernel_table import (Netns, another_programs_table, broken_ruleset, chains_in, kernel, scratch_netns,
-                                set_elements, set_named)
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    with scratch_netns("stkt") as ns:
-        yield ns
-
-
-@pytest.fixture
-def other_table(netns: Netns) -> Iterator[list[dict]]:
-    with another_programs_table(netns) as before:
-        yield before
-
-
-@pytest.fixture
-def driver(netns):
-    return NftDriver(runner=netns.runner)
-
-
-@pytest.fixture
-def reconciler(driver):
-    return Reconciler(driver, HOST)
+from tests.kernel_table import driver, netns, other_table, reconciler  # noqa: F401 (fixtures)
+from tests.kernel_table import broken_ruleset, chains_in, kernel, set_elements, set_named
 
 
 # ================================================================== decisions, against a fake table

@@ -9,17 +9,16 @@ nftables in a network namespace of the test's own.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import uuid
 from typing import Any, Iterator
 
 import pytest
 
 from stockade.agent.reconciler import Reconciler
-from stockade.dataplane.nft_driver import NftDriver, run_command
+from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.kinds import parse_object
 from stockade.model.state import DesiredState
+from tests.kernel_table import Netns, scratch_netns, set_elements
 
 pytestmark = pytest.mark.kernel
 
@@ -29,39 +28,28 @@ KERNEL_REFUSAL = ("Error: Could not process rule: Numerical result out of range\
                   "add rule inet stockade ...\n^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n")
 
 
-class Netns:
+class RefusingNetns(Netns):
+    """The real nft in the namespace, except for programs that hold REFUSED_PORT."""
+
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self.refused: list[list[str]] = []
 
     def runner(self, cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """The real nft in the namespace, except for programs that hold REFUSED_PORT."""
         if stdin is not None and REFUSED_PORT in stdin:
             self.refused.append(cmd)
             return subprocess.CompletedProcess(cmd, 1, "", KERNEL_REFUSAL)
-        return run_command(["ip", "netns", "exec", self.name, *cmd], stdin)
+        return super().runner(cmd, stdin)
 
     def rule_comments(self) -> set[str]:
-        res = self.runner(["nft", "-j", "list", "table", "inet", "stockade"])
-        assert res.returncode == 0, res.stderr
-        return {item["rule"]["comment"] for item in json.loads(res.stdout)["nftables"]
+        return {item["rule"]["comment"] for item in self.listing("inet", "stockade")
                 if "rule" in item and "comment" in item["rule"]}
-
-    def set_elements(self, name: str) -> set[str]:
-        res = self.runner(["nft", "-j", "list", "set", "inet", "stockade", name])
-        assert res.returncode == 0, res.stderr
-        [found] = [i["set"] for i in json.loads(res.stdout)["nftables"] if "set" in i]
-        return set(found.get("elem", []))
 
 
 @pytest.fixture
-def netns() -> Iterator[Netns]:
-    name = f"stkr-{uuid.uuid4().hex[:10]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        yield Netns(name)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+def netns() -> Iterator[RefusingNetns]:
+    with scratch_netns("stkr") as ns:
+        yield RefusingNetns(ns.name)
 
 
 def doc(kind: str, name: str, ns: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -92,7 +80,7 @@ def test_a_workload_whose_program_the_kernel_refuses_is_left_out_and_reported(ne
     # Everyone else is enforced, its own namespace's neighbour too, and the refused workload's
     # port is one without a program: dropped by the fail-closed rules, not open.
     assert {"shop/web-in/http", "other/all-in/any"} <= netns.rule_comments()
-    assert netns.set_elements("workload_ifaces") == {"stkweb0", "stkdb0"}
+    assert set_elements(netns.listing("inet", "stockade"), "workload_ifaces") == {"stkweb0", "stkdb0"}
     assert len(netns.refused) >= 2  # the commit, then the checks that found it
     # The host goes on enforcing later changes.
     changed = reconciler.reconcile(state(2, web_port=8080))

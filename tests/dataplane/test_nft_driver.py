@@ -10,8 +10,6 @@ both share tests/kernel_table.py.
 from __future__ import annotations
 
 import json
-from typing import Iterator
-
 import pytest
 
 from stockade.agent.reconciler import Reconciler
@@ -22,31 +20,10 @@ from stockade.errors import DataplaneError
 from stockade.lab import netns as ns_mod
 from stockade.nft import render
 from tests.golden_states import GOLDEN, HOST, load_state, relabel
-from tests.kernel_table import KERNEL, Netns, another_programs_table, broken_ruleset, chains_in, scratch_netns
+from tests.kernel_table import driver, netns, other_table, reconciler  # noqa: F401 (fixtures)
+from tests.kernel_table import KERNEL, broken_ruleset, chains_in
 
 pytestmark = KERNEL
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    with scratch_netns("stkt") as ns:
-        yield ns
-
-
-@pytest.fixture
-def other_table(netns: Netns) -> Iterator[list[dict]]:
-    with another_programs_table(netns) as before:
-        yield before
-
-
-@pytest.fixture
-def driver(netns):
-    return NftDriver(runner=netns.runner)
-
-
-@pytest.fixture
-def reconciler(driver):
-    return Reconciler(driver, HOST)
 
 
 # ------------------------------------------------------------------ failure keeps what was applied
