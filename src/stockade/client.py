@@ -157,6 +157,11 @@ class _Calls:
         return _Call("GET", f"{API}/audit", params=params)
 
     @staticmethod
+    def backup() -> _Call:
+        # Reading a large store at one revision takes a while: more than a read's timeout.
+        return _Call("GET", f"{API}/backup", extra_timeout=120.0)
+
+    @staticmethod
     def create_token(role: str, namespaces: Sequence[str], ttl: str | None, name: str | None,
                      host: str | None) -> _Call:
         body: dict[str, Any] = {"role": role, "namespaces": list(namespaces)}
@@ -432,6 +437,10 @@ class ControllerClient(_Base):
     def audit(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = self._run(_Calls.audit(since, limit))["entries"]
         return entries
+
+    def backup(self) -> dict[str, Any]:
+        """The whole store at one revision: a backup file's document (admins only)."""
+        return self._run(_Calls.backup())
 
     def create_token(self, role: str, namespaces: Sequence[str] = (), ttl: str | None = None,
                      name: str | None = None, host: str | None = None) -> dict[str, Any]:

@@ -151,7 +151,8 @@ class Agent:
             try:
                 if since is None:
                     snap = await asyncio.to_thread(self.client.snapshot)
-                    conflict = self._store_conflict(snap.get("clusterId"), int(snap["revision"]))
+                    conflict = self._store_conflict(snap.get("clusterId"), int(snap["revision"]),
+                                                    tuple(snap.get("lineage") or ()))
                     if conflict is not None:
                         del snap
                         await self._hold(conflict)
@@ -194,13 +195,20 @@ class Agent:
         if self.on_controller_error is not None:
             self.on_controller_error()
 
-    def _store_conflict(self, cluster_id: str | None, revision: int) -> str | None:
+    def _store_conflict(self, cluster_id: str | None, revision: int, lineage: tuple[str, ...] = ()) -> str | None:
         """Why the listed state must not replace what this host enforces, or None (and the
         store's identity is taken as ours). A controller started on an empty or another
-        database would otherwise make every agent program its (empty) state within a second."""
+        database would otherwise make every agent program its (empty) state within a second.
+        A store restored from a backup of ours (our identity in its `lineage`, which only
+        `stockade restore` writes) is a deliberate successor: taken, even at an older revision,
+        since its revision numbers may repeat ones we saw with other content."""
         enforced = self.status.revision
         problem = None
-        if self.cluster_id is not None and cluster_id is not None and cluster_id != self.cluster_id:
+        if self.cluster_id is not None and cluster_id is not None and self.cluster_id in lineage:
+            log.warning("the controller's store was restored from a backup of the store we enforce (identity %s, "
+                        "revision %d; we enforce revision %d of %s): taking its state", cluster_id, revision,
+                        enforced, self.cluster_id)
+        elif self.cluster_id is not None and cluster_id is not None and cluster_id != self.cluster_id:
             problem = (f"the controller's store is another one (identity {cluster_id}, we enforce revision "
                        f"{enforced} of store {self.cluster_id})")
         elif revision < enforced:

@@ -42,6 +42,7 @@ from stockade.controller.metrics import ControllerMetrics, RequestCounter
 from stockade.controller.ratelimit import FailureLimiter
 from stockade.controller.replicas import ReplicaFollower
 from stockade.controller.records import WatchAnswers
+from stockade.controller.routes import backup as backup_routes
 from stockade.controller.routes import flows as flow_routes
 from stockade.controller.routes import history as history_routes
 from stockade.controller.routes import objects as object_routes
@@ -199,4 +200,5 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(flow_routes.router(service))
     app.include_router(history_routes.router(service, audit))
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
+    app.include_router(backup_routes.router(backend, audit))
     return app

@@ -48,6 +48,7 @@ class Permission(Enum):
     MANAGE_TOKENS = "create, list or revoke tokens"
     REPORT = "report an agent's status and flows"
     READ_METRICS = "read the controller's metrics (with --metrics-auth)"
+    TAKE_BACKUP = "read the whole store, token hashes and audit log included (backup)"
 
 
 _ALL = frozenset(Permission)

@@ -224,6 +224,8 @@ class ListResponse(_Response):
 class SnapshotResponse(_Response):
     revision: int
     clusterId: str = Field(description="the store's identity, made when its database was created")
+    lineage: list[str] | None = Field(default=None, description="the identities the store was restored from "
+                                      "(`stockade restore`), oldest first; absent when none")
     view: str | None = Field(default=None, description="an agent's: the name of its host's view, sent back "
                              "with each watch")
     objects: list[dict[str, Any]]

@@ -163,6 +163,11 @@ class ControllerService:
         """The store's identity (made when its database was created); agents check it."""
         return self.store.cluster_id
 
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        """The identities the store was restored from (`stockade restore`), oldest first."""
+        return self.store.lineage
+
     def _current_state(self) -> DesiredState:
         """The stored state, cached between writes (only this service writes the file)."""
         rev = self.store.revision()

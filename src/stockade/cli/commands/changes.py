@@ -1,4 +1,4 @@
-"""`stockade history | diff | rollback | audit`: who changed what, and safe change.
+"""`stockade history | diff | rollback | audit | backup`: who changed what, safe change, and a copy of it all.
 
 Commands only parse, call the controller and print.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -130,3 +131,18 @@ def audit(
         table.add_row(e["time"], who, what, f"[{style}]{e['outcome']}[/{style}]" if style else e["outcome"],
                       shorten(result, 90))
     out.print(table)
+
+
+@command(app)
+def backup(
+    call: Invocation,
+    file: Path = typer.Argument(..., help="Where to write the backup (mode 0600; replaced whole, never torn)."),
+) -> None:
+    """Take a backup through the controller (admins only): every revision with its changes, API tokens
+    (hashes only), revocations and the audit log, read at one revision while the controller goes on
+    serving. `stockade restore FILE --store ...` loads it; `stockade store backup` reads a store directly."""
+    from stockade.controller.store.archive import dump_from_document, write_backup
+
+    dump = dump_from_document(call.client().backup())  # checked (checksum, numbering) before it is kept
+    write_backup(file, dump)
+    out.print(f"backup of store {dump.cluster_id} written to {file}: {dump.summary()}", highlight=False)

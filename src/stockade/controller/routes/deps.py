@@ -58,6 +58,7 @@ Writer = Annotated[Principal, Depends(allowed(Permission.WRITE_OBJECTS))]
 TokenAdmin = Annotated[Principal, Depends(allowed(Permission.MANAGE_TOKENS))]
 Reporter = Annotated[Principal, Depends(allowed(Permission.REPORT))]
 MetricsReader = Annotated[Principal, Depends(allowed(Permission.READ_METRICS))]
+BackupTaker = Annotated[Principal, Depends(allowed(Permission.TAKE_BACKUP))]
 
 
 def client_of(scope_client: Any) -> str:

@@ -39,6 +39,8 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
         gets its host's view (what that host enforces) and the view's name to watch with."""
         revision, objects, view = host_views.snapshot_for(principal)
         answer: dict[str, Any] = {"revision": revision, "clusterId": service.cluster_id}
+        if service.lineage:
+            answer["lineage"] = list(service.lineage)
         if view is not None:
             answer["view"] = view
         answer["objects"] = objects

@@ -4,7 +4,8 @@ Implements `store.protocol.StateStore` on an etcd cluster (`store.etcd_kv`), und
 prefix (default `/stockade/`) that holds nothing else; `store.etcd_repos` keeps tokens,
 audit entries and agent reports under the same prefix. Key layout (docs/architecture.md):
 
-    PREFIX meta/cluster_id               made once, by a create-if-absent transaction
+    PREFIX meta/cluster_id               made once, by a create-if-absent transaction (or a restore)
+    PREFIX meta/lineage                  the identities this store was restored from (JSON list)
     PREFIX head                          {"revision": N, "compacted": C, "kept": E}: the newest
                                          revision, the event window's bound, events kept in it
     PREFIX objects/KIND/NS/NAME          '{"kind","namespace","name","revision"}' LF document
@@ -93,12 +94,12 @@ class _Snapshot:
     objects: dict[ObjectKey, tuple[int, str]]
 
 
-def _object_value(key: ObjectKey, revision: int, doc_json: str) -> bytes:
+def object_value(key: ObjectKey, revision: int, doc_json: str) -> bytes:
     header = _dumps({"kind": key.kind, "namespace": key.namespace, "name": key.name, "revision": revision})
     return f"{header}\n{doc_json}".encode()
 
 
-def _parse_object(value: bytes) -> tuple[ObjectKey, int, str]:
+def parse_object(value: bytes) -> tuple[ObjectKey, int, str]:
     header, _, doc_json = value.decode().partition("\n")
     h = json.loads(header)
     return ObjectKey(h["kind"], h["namespace"], h["name"]), int(h["revision"]), doc_json
@@ -134,6 +135,17 @@ class EtcdStateStore:
         self._cache: _Snapshot | None = None
         self._cache_lock = threading.Lock()
         self._cluster_id = self._make_cluster_id()
+        self._lineage = self._read_lineage()
+
+    def _read_lineage(self) -> tuple[str, ...]:
+        _, kv = self.kv.get(self.layout.lineage)
+        return tuple(json.loads(kv.value)) if kv is not None else ()
+
+    def reload_identity(self) -> None:
+        """Read the identity again (after a restore wrote another one: store.etcd_archive)."""
+        _, kv = self.kv.get(self.layout.cluster_id)
+        self._cluster_id = kv.value.decode() if kv is not None else self._make_cluster_id()
+        self._lineage = self._read_lineage()
 
     def _make_cluster_id(self) -> str:
         """The store's identity: created by the first controller to open the prefix, read by every other."""
@@ -153,6 +165,10 @@ class EtcdStateStore:
     @property
     def cluster_id(self) -> str:
         return self._cluster_id
+
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        return self._lineage
 
     def close(self) -> None:
         self.kv.close()
@@ -179,7 +195,7 @@ class EtcdStateStore:
             return cached
         objects: dict[ObjectKey, tuple[int, str]] = {}
         for kv in self.kv.scan(self.layout.objects, prefix_end(self.layout.objects), at):
-            key, rev, doc_json = _parse_object(kv.value)
+            key, rev, doc_json = parse_object(kv.value)
             objects[key] = (rev, doc_json)
         snapshot = _Snapshot(head.revision, objects)
         self._remember(snapshot)
@@ -281,7 +297,7 @@ class EtcdStateStore:
                 for key in expected:
                     _, kv = self.kv.get(self.layout.object(key), revision=at)
                     if kv is not None:
-                        versions[key] = _parse_object(kv.value)[1]
+                        versions[key] = parse_object(kv.value)[1]
                     compare.append(mod_is(self.layout.object(key), kv.mod_revision if kv is not None else 0))
                 stale = stale_versions(expected, versions)
                 if stale:
@@ -327,7 +343,7 @@ class EtcdStateStore:
                   "changes": [[e.type, e.key.kind, e.key.namespace, e.key.name] for e in events]}
         ops = [put(self.layout.head, new_head.value())]
         for k, doc_json in final.items():
-            ops.append(put(self.layout.object(k), _object_value(k, number, doc_json)) if doc_json is not None
+            ops.append(put(self.layout.object(k), object_value(k, number, doc_json)) if doc_json is not None
                        else delete_op(self.layout.object(k)))
         ops.append(put(self.layout.revision(number), _dumps(record).encode()))
         ops.append(put(self.layout.events(number), ("[" + ",".join(rows) + "]").encode()))

@@ -32,6 +32,10 @@ class Layout:
         return self._k("meta/cluster_id")
 
     @property
+    def lineage(self) -> bytes:
+        return self._k("meta/lineage")
+
+    @property
     def head(self) -> bytes:
         return self._k("head")
 
@@ -41,6 +45,18 @@ class Layout:
     @property
     def objects(self) -> bytes:
         return self._k("objects/")
+
+    @property
+    def revision_prefix(self) -> bytes:
+        return self._k("revisions/")
+
+    @property
+    def event_prefix(self) -> bytes:
+        return self._k("events/")
+
+    @property
+    def audit_prefix(self) -> bytes:
+        return self._k("audit/")
 
     def revision(self, number: int) -> bytes:
         return self._k(f"revisions/{number:012d}")

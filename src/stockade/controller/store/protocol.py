@@ -24,7 +24,8 @@ What every backend guarantees:
   raises `Gone` when those are no longer all kept (or `n` is newer than the store).
 - History keeps every change of every revision: `objects_at` and `changes_of` answer
   for any revision, whatever the event window.
-- `cluster_id` is made once, when the store is created, and never changes.
+- `cluster_id` is made once, when the store is created, and never changes, but by a restore
+  (`store.archive`), which makes a new one and adds the old one to `lineage`.
 
 Blocking: every method may wait on I/O; call them off the event loop. What a watcher gets
 from memory (the event tail, rendered answers, wake-ups) lives above this seam, in the
@@ -44,6 +45,12 @@ class StateStore(Protocol):
     @property
     def cluster_id(self) -> str:
         """The store's identity, made when it was created (agents check it)."""
+        ...
+
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        """The identities this store was restored from, oldest first (`stockade restore`); an
+        agent that enforces a program of one of them takes this store as their successor."""
         ...
 
     def revision(self) -> int:

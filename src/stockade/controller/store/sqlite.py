@@ -79,6 +79,10 @@ class SqliteStateStore:
     def cluster_id(self) -> str:
         return self.db.cluster_id
 
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        return self.db.lineage
+
     def close(self) -> None:
         self.db.close()
 

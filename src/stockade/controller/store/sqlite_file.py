@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -95,6 +96,12 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+def read_lineage(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """The identities the store was restored from, oldest first (none for a store made here)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'lineage'").fetchone()
+    return tuple(json.loads(row[0])) if row else ()
+
+
 class SqliteFile:
     """The database file, its schema and its transactions; safe to call from any thread.
     Writers are serialized by SQLite itself (BEGIN IMMEDIATE)."""
@@ -121,6 +128,13 @@ class SqliteFile:
             # the program it enforces instead of swapping in a stranger's state.
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster_id', ?)", (uuid.uuid4().hex,))
             self.cluster_id: str = c.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0]
+            self.lineage: tuple[str, ...] = read_lineage(c)
+
+    def reload_identity(self) -> None:
+        """Read the identity again (after a restore wrote another one: store.sqlite_archive)."""
+        with self.read() as c:
+            self.cluster_id = c.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0]
+            self.lineage = read_lineage(c)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
