@@ -300,6 +300,45 @@ def test_a_watch_that_fell_behind_is_gone_by_type_and_lists_again() -> None:
     asyncio.run(scenario())
 
 
+def _switch_store(controller: FakeController, cluster_id: str, revision: int, docs: list[dict[str, Any]],
+                  lineage: list[str] | None = None) -> None:
+    """The controller now answers from another store (restarted on it)."""
+    controller.cluster_id = cluster_id
+    controller.listing = {"revision": revision, "objects": docs, "clusterId": cluster_id}
+    if lineage is not None:
+        controller.listing["lineage"] = lineage
+
+
+def test_a_store_restored_from_a_backup_of_ours_is_taken_even_at_an_older_revision() -> None:
+    """`stockade restore` gives the store a new identity with ours in its lineage: the agent takes
+    its state (older than what it enforces: the backup's) instead of holding its program."""
+    async def scenario() -> None:
+        controller = FakeController(5, _docs("late"), cluster_id="c1")
+        h = Harness(controller)
+        async with h.running():
+            await until(lambda: h.outcomes and h.outcomes[-1].revision == 5, "revision 5 of store c1")
+            _switch_store(controller, "c2", 3, _docs(), lineage=["c0", "c1"])
+            await until(lambda: h.outcomes[-1].revision == 3, "the restored store's revision 3")
+            assert h.table.programs[-1] == _program_of(3, _docs())  # "late" (revision 5) is gone
+            assert h.agent.cluster_id == "c2" and not h.agent.status.error
+
+    asyncio.run(scenario())
+
+
+def test_a_stranger_store_behind_us_is_held_off_even_with_a_lineage() -> None:
+    async def scenario() -> None:
+        controller = FakeController(5, _docs("late"), cluster_id="c1")
+        h = Harness(controller)
+        async with h.running():
+            await until(lambda: h.outcomes and h.outcomes[-1].revision == 5, "revision 5 of store c1")
+            enforced = h.table.content
+            _switch_store(controller, "c9", 3, _docs(), lineage=["c7"])  # restored, but from someone else
+            await until(lambda: "store conflict" in (h.agent.status.error or ""), "the conflict to be reported")
+            assert h.table.content == enforced and h.agent.cluster_id == "c1"
+
+    asyncio.run(scenario())
+
+
 # ================================================================== what it reports (no kernel)
 
 class CompilingReconciler:

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from stockade.controller.store.archive import read_backup
 from stockade.lab.probe import probe
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
 from tests.waiting import wait_until
@@ -142,3 +143,45 @@ def test_tenant_token_is_scoped_and_every_refusal_is_audited(shop: Lab, tmp_path
     admin_token = shop.context().token
     for text in (json.dumps(entries), audit_file, shop.logs()):
         assert secret not in text and admin_token not in text
+
+
+def test_a_restored_backup_is_what_every_host_enforces_again(shop: Lab, tmp_path: Path) -> None:
+    """The store is lost after a change; the backup from before it is restored into a new store.
+    Every agent enforces a revision newer than the backup's, of the old store: each takes the
+    restored state (the new store's lineage names the old one) rather than holding its program,
+    and new changes go on from the backup's revision, with numbers the agents saw before."""
+    assert _lb_to_web(shop) == "allowed"
+    backup = tmp_path / "shop.backup"
+    shop.cli("backup", str(backup))
+    taken = read_backup(backup)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(_policies_text().replace("port: http}]          # named port", "port: 9999}]  #"))
+    shop.cli("apply", "-f", str(changed), "--wait", "--timeout", "60", "-m", "after the backup")
+    assert _lb_to_web(shop) == "denied"
+
+    db = shop.state_dir / "controller.db"
+    lost = shop.state_dir / f"lost-{secrets.token_hex(3)}"
+    lost.mkdir()
+    shop.kill9("controller")
+    for f in shop.state_dir.glob("controller.db*"):
+        f.rename(lost / f.name)
+    restored = shop.cli("restore", str(backup), "--store", f"sqlite:{db}")
+    assert f"restored from {taken.cluster_id}" in restored.stdout
+    shop.cli("lab", "up", "--hosts", "2")
+
+    def back_at_the_backup() -> bool:
+        agents = shop.json("status")["agents"]
+        return len(agents) == 2 and all(a["inSync"] and not a.get("error") and a["revision"] == taken.revision
+                                        for a in agents)
+
+    wait_until(back_at_the_backup, "every agent to enforce the restored revision, without a store conflict",
+               timeout=30, describe=lambda: shop.json("status"))
+    assert _lb_to_web(shop) == "allowed"
+    assert [r["revision"] for r in shop.client().revisions()][:1] == [taken.revision]
+
+    # The next change takes the number the lost change had; the agents enforce it, not what they saw.
+    shop.cli("apply", "-f", str(changed), "--wait", "--timeout", "60", "-m", "again")
+    assert shop.client().revisions(1)[0]["revision"] == taken.revision + 1
+    assert _lb_to_web(shop) == "denied"
+    shop.cli("apply", "-f", str(EXAMPLES / "30-policies.yaml"), "--wait", "--timeout", "60", "-m", "as before")
+    assert _lb_to_web(shop) == "allowed"

@@ -10,6 +10,7 @@ backend's own methods.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from stockade.controller.store import Backend, Change, StaleBase, StoredToken, open_etcd, open_sqlite
+from stockade.controller.store.archive import final_objects
 from stockade.errors import ConflictError, Gone
 from stockade.model.kinds import ObjectKey
 from tests.controller.store.etcd_cluster import EtcdCluster
@@ -377,3 +379,165 @@ def test_tokens_and_audit_entries_are_shared_by_every_replica(factory: BackendFa
     finally:
         one.close()
         two.close()
+
+
+# ------------------------------------------------------- whole stores: backup, restore, migrate
+
+def _fill(b: Backend, retention_window: bool = False) -> None:
+    """A store with history worth keeping: puts, an update, a delete, tokens, a revocation, audit."""
+    audit = lambda rev: [{"time": "2030-01-02T03:04:05.000+00:00", "action": "apply", "revision": rev}]  # noqa: E731
+    b.state.commit(put("a", "b"), "alice", "first", T0, audit=audit)
+    b.state.commit(put("a", n=1), "bob", "update a", T0, audit=audit)
+    b.state.commit([Change(key("b"), None)], "carol", "delete b", T0, audit=audit)
+    b.state.commit(put("c", "d", n=2), "alice", "more", T0)
+    b.tokens.add(StoredToken("t1", "ab" * 32, "ci", "tenant", ("shop",), None, "2030-01-01T00:00:00.000+00:00",
+                             "alice", "2031-01-01T00:00:00.000+00:00", None))
+    b.tokens.revoke_hash("cd" * 32, "2030-01-03T00:00:00.000+00:00")
+
+
+def everything(b: Backend) -> tuple[Any, ...]:
+    """What a restored store must answer exactly as the original did (its identity aside)."""
+    s = b.state
+    n = s.revision()
+    return (n, s.objects(), s.object_revisions(), s.revisions(), [s.objects_at(r) for r in range(n + 1)],
+            s.changes_of(list(range(1, n + 1))), s.events_since(s.compacted()), s.compacted(), b.tokens.all(),
+            b.tokens.revoked_hashes(), b.audit.entries())
+
+
+def test_a_dump_loaded_into_an_empty_store_answers_as_the_original(factory: BackendFactory, tmp_path: Path) -> None:
+    original = factory(tmp_path / "a", 3)  # a small event window: some events are history only
+    copy = factory(tmp_path / "b", 3)
+    try:
+        _fill(original)
+        dump = original.archive.dump("2030-01-05T00:00:00.000+00:00")
+        assert dump.revision == 4 and [r.revision.number for r in dump.revisions] == [1, 2, 3, 4]
+        assert dump.objects == 3 and dump.cluster_id == original.state.cluster_id
+        copy.archive.load(dump)
+        assert everything(copy) == everything(original)
+        assert copy.state.cluster_id == original.state.cluster_id
+        with pytest.raises(Gone):  # the event window is the original's too
+            copy.state.events_since(0)
+        # The restored store goes on where the original stood: the next number, the next audit seq.
+        seq_before = max(seq for seq, _ in copy.audit.entries())
+        committed = copy.state.commit(put("e"), "dave", "after", T0,
+                                      audit=lambda rev: [{"time": "2030-01-06T00:00:00.000+00:00", "revision": rev}])
+        assert committed.revision.number == 5 and committed.audit_seqs[0] > seq_before
+        assert copy.state.events_since(4) == (5, list(committed.events))
+    finally:
+        original.close()
+        copy.close()
+
+
+def test_a_store_reopened_after_a_load_keeps_its_identity_and_lineage(factory: BackendFactory, tmp_path: Path) -> None:
+    original = factory(tmp_path / "a", 100)
+    _fill(original)
+    dump = dataclasses.replace(original.archive.dump(""), cluster_id="restored-id", lineage=("older", "original"))
+    original.close()
+    copy = factory(tmp_path / "b", 100)
+    copy.archive.load(dump)
+    assert (copy.state.cluster_id, copy.state.lineage) == ("restored-id", ("older", "original"))
+    copy.close()
+    again = factory(tmp_path / "b", 100)
+    try:
+        assert (again.state.cluster_id, again.state.lineage) == ("restored-id", ("older", "original"))
+        assert again.state.revision() == 4
+    finally:
+        again.close()
+
+
+def test_a_load_into_a_store_that_holds_one_is_refused_and_writes_nothing(factory: BackendFactory,
+                                                                          tmp_path: Path) -> None:
+    source, target = factory(tmp_path / "a", 100), factory(tmp_path / "b", 100)
+    try:
+        _fill(source)
+        dump = source.archive.dump("")
+        target.state.commit(put("x"), "eve", "already here", T0)
+        before = (everything(target), target.state.cluster_id)
+        with pytest.raises(ConflictError, match="holds a store already.*nothing was written"):
+            target.archive.load(dump)
+        assert (everything(target), target.state.cluster_id) == before
+        # A store with only a token (a controller bootstrapped on it) is no empty store either.
+        other = factory(tmp_path / "c", 100)
+        try:
+            other.tokens.revoke_hash("ef" * 32, "2030-01-01T00:00:00.000+00:00")
+            with pytest.raises(ConflictError, match="revocations"):
+                other.archive.load(dump)
+            assert other.state.revision() == 0
+        finally:
+            other.close()
+    finally:
+        source.close()
+        target.close()
+
+
+def test_a_dump_taken_while_writers_commit_is_one_revision(factory: BackendFactory, tmp_path: Path) -> None:
+    writer_side, reader_side = factory(tmp_path, 10_000), factory(tmp_path, 10_000)
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set() and i < 400:
+            writer_side.state.commit(put(f"w{i % 7}", n=i), "writer", "", T0,
+                                     audit=lambda rev: [{"time": "2030-01-02T03:04:05.000+00:00", "revision": rev}])
+            i += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        dumps = []
+        for _ in range(5):
+            dumps.append(reader_side.archive.dump(""))
+    finally:
+        stop.set()
+        thread.join(60)
+    try:
+        for dump in dumps:
+            numbers = [r.revision.number for r in dump.revisions]
+            assert numbers == list(range(1, dump.revision + 1))
+            # The audit entries of exactly those revisions: none of a revision the dump lacks.
+            assert [e["revision"] for _, e in dump.audit] == numbers
+            replayed = sorted((k.name, doc) for k, (_, doc) in final_objects(dump.revisions).items())
+            assert replayed == sorted((d["metadata"]["name"], d) for d in writer_side.state.objects_at(dump.revision))
+            assert dump.objects == len(replayed)
+    finally:
+        writer_side.close()
+        reader_side.close()
+
+
+def test_a_store_migrates_between_backends_keeping_revision_numbers(etcd_cluster: EtcdCluster,
+                                                                    tmp_path: Path) -> None:
+    """SQLite -> etcd -> SQLite through `controller.backups.migrate`: every answer as before,
+    the identity too (agents go on watching from the revision they have)."""
+    from stockade.controller.backups import migrate
+    from stockade.controller.store.location import SqliteLocation
+
+    on_sqlite = SqliteLocation(tmp_path / "source.db")
+    source = open_sqlite(on_sqlite.path)
+    _fill(source)
+    expected = everything(source)
+    identity = source.state.cluster_id
+    source.close()
+    on_etcd_location = etcd_cluster.location("/migrate-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16] + "/")
+    moved = migrate(on_sqlite, on_etcd_location)
+    assert moved.cluster_id == identity
+    target = open_etcd(on_etcd_location)
+    try:
+        got = everything(target)
+        # The same, but the one audit entry that says the migration happened.
+        assert got[:-1] == expected[:-1]
+        assert got[-1][:-1] == expected[-1] and got[-1][-1][1]["action"] == "store.migrate"
+        assert target.state.cluster_id == identity and target.state.lineage == ()
+        assert target.state.commit(put("z"), "zed", "", T0).revision.number == 5
+    finally:
+        target.close()
+    back = SqliteLocation(tmp_path / "back.db")
+    migrate(on_etcd_location, back)
+    again = open_sqlite(back.path)
+    try:
+        assert again.state.cluster_id == identity and again.state.revision() == 5
+        assert [r.number for r in again.state.revisions()] == [5, 4, 3, 2, 1]
+    finally:
+        again.close()
+    # A target that holds a store is refused, and the source is left as it was.
+    with pytest.raises(ConflictError, match="holds a store already"):
+        migrate(on_sqlite, back)

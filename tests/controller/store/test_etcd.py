@@ -13,7 +13,8 @@ import pytest
 
 from stockade.controller.config import ControllerConfig
 from stockade.controller.main import store_config
-from stockade.controller.store import Change, EtcdLocation, SqliteLocation, open_etcd, parse_store
+from stockade.controller.backups import migrate
+from stockade.controller.store import Change, EtcdLocation, SqliteLocation, open_etcd, open_sqlite, parse_store
 from stockade.controller.store.etcd_kv import EtcdKV, OutcomeUnknown, TxnResult
 from stockade.controller.store.location import Endpoint, TlsFiles
 from stockade.controller.wiring import service_on
@@ -156,3 +157,44 @@ def test_a_bad_store_option_names_the_option(text: str, extra: dict[str, str], p
     assert problem in str(caught.value)
     with pytest.raises(ValueError, match="--db and --store"):
         store_config("/x.db", "sqlite:/y.db")
+
+
+def _sqlite_store(path: Path, revisions: int, big: bool = False) -> None:
+    store = open_sqlite(path)
+    try:
+        for i in range(revisions):
+            store.state.commit([group(f"g{i % 50}", i), group(f"h{i % 30}", i)], "alice", f"change {i}", T0)
+        if big:  # one revision larger than etcd's default request limit (1.5 MiB)
+            store.state.commit([Change(ObjectKey("Group", "shop", "huge"),
+                                       {"kind": "Group", "spec": {"blob": "x" * 2_000_000}})], "alice", "huge", T0)
+    finally:
+        store.close()
+
+
+def test_a_migration_fits_etcds_default_limits_whatever_the_history(small_etcd: EtcdCluster, tmp_path: Path) -> None:
+    """300 revisions into a member with the default 128 operations per transaction."""
+    _sqlite_store(tmp_path / "s.db", 300)
+    target = small_etcd.location(prefix_for(tmp_path))
+    moved = migrate(SqliteLocation(tmp_path / "s.db"), target)
+    backend = open_etcd(target)
+    try:
+        assert backend.state.revision() == 300 == moved.revision
+        assert len(backend.state.objects()[1]) == 80 and len(backend.state.revisions()) == 300
+    finally:
+        backend.close()
+
+
+def test_a_load_that_fails_half_way_leaves_nothing_behind(small_etcd: EtcdCluster, tmp_path: Path) -> None:
+    _sqlite_store(tmp_path / "s.db", 150, big=True)
+    target = small_etcd.location(prefix_for(tmp_path))
+    with pytest.raises(PayloadTooLarge, match="--max-request-bytes"):
+        migrate(SqliteLocation(tmp_path / "s.db"), target)
+    backend = open_etcd(target)
+    try:
+        # Everything written before the refusal was taken back: the prefix is an empty store again.
+        assert backend.state.revision() == 0 and backend.state.objects() == (0, [])
+        assert backend.tokens.all() == [] and backend.audit.entries() == [] and backend.state.revisions() == []
+    finally:
+        backend.close()
+    _sqlite_store(tmp_path / "ok.db", 2)
+    assert migrate(SqliteLocation(tmp_path / "ok.db"), target).revision == 2  # and takes a store afterwards

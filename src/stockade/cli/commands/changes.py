@@ -145,4 +145,5 @@ def backup(
 
     dump = dump_from_document(call.client().backup())  # checked (checksum, numbering) before it is kept
     write_backup(file, dump)
-    out.print(f"backup of store {dump.cluster_id} written to {file}: {dump.summary()}", highlight=False)
+    out.print(f"backup of store {dump.cluster_id} written to {file}: {dump.summary()}", highlight=False,
+              soft_wrap=True)
