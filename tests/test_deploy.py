@@ -20,10 +20,11 @@ def help_text(*command: str) -> str:
 @pytest.mark.parametrize("unit, command", [
     ("stockade-controller.service", ("controller", "serve")),
     ("stockade-agent.service", ("agent", "run")),
+    ("stockade-backup.service", ("backup",)),
 ])
 def test_every_option_a_unit_shows_exists(unit: str, command: tuple[str, ...]) -> None:
     text = (DEPLOY / "systemd" / unit).read_text()
-    assert f"ExecStart=/usr/local/bin/stockade {' '.join(command)} $" in text
+    assert f"/usr/local/bin/stockade {' '.join(command)} " in text
     shown = set(re.findall(r"(--[a-z][a-z-]+)", text))
     assert shown, f"{unit} shows no example options"
     known = set(re.findall(r"(--[a-z][a-z-]+)", help_text(*command)))
@@ -35,3 +36,14 @@ def test_the_etcd_member_settings_allow_one_revision_of_ten_thousand_objects() -
                     if line and not line.startswith("#"))
     assert int(settings["ETCD_MAX_TXN_OPS"].strip('"')) >= 10_003
     assert settings["ETCD_CLIENT_CERT_AUTH"] == '"true"'
+
+
+def test_the_backup_timer_starts_the_backup_service_and_the_service_keeps_its_files_private() -> None:
+    timer = (DEPLOY / "systemd" / "stockade-backup.timer").read_text()
+    service = (DEPLOY / "systemd" / "stockade-backup.service").read_text()
+    assert "OnCalendar=" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    assert "Type=oneshot" in service and "UMask=0077" in service
+    # The environment the unit documents is what the CLI reads (client_config).
+    assert "STOCKADE_CONTROLLER=" in service and "STOCKADE_CA=" in service
+    config = (Path(__file__).resolve().parent.parent / "src" / "stockade" / "client_config.py").read_text()
+    assert '"STOCKADE_CONTROLLER"' in config and '"STOCKADE_CA"' in config
