@@ -11,10 +11,12 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from stockade.controller.store.archive import read_backup
 from stockade.lab import naming
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
 from tests.waiting import wait_until
@@ -72,6 +74,22 @@ def test_the_lab_runs_three_etcd_members_and_three_controller_replicas(replicate
                      ("etcd", "etcd-1"), ("etcd", "etcd-2"), ("etcd", "etcd-3")]
     assert len(replicated.context().controller.split(",")) == 3  # the CLI knows every replica
     assert verdicts(replicated) == expected()
+
+
+def test_a_backup_is_taken_through_another_replica_when_the_first_is_down(replicated: Lab,
+                                                                           tmp_path: Path) -> None:
+    replicated.kill9("controller")  # the replica the CLI tries first
+    try:
+        backup = tmp_path / "store.backup"
+        done = replicated.cli("backup", str(backup))
+        assert "written to" in done.stdout
+        taken = read_backup(backup)
+        history = replicated.client().revisions()
+        assert taken.source == "etcd" and taken.revision == history[0]["revision"]
+        assert [r.revision.number for r in reversed(taken.revisions)] == [r["revision"] for r in history]
+        assert taken.cluster_id == replicated.client().healthz()["clusterId"]
+    finally:
+        heal(replicated)
 
 
 def test_killing_the_etcd_leader_loses_no_acknowledged_change(replicated: Lab) -> None:
