@@ -334,8 +334,9 @@ def run_case(ctl: Controller, target: str, role: str, tag: str = "") -> None:
             assert result["action"] == ("created" if before is None else "configured")
             assert w.check is None or w.check(after), after
     else:
-        # Viewer and agent are refused by role ("may not change objects"); a tenant names the object.
-        reason = w.name if role == "tenant-a" else "may not change objects"
+        # A viewer is refused by role ("may not change objects"); a tenant and an agent (a host
+        # credential registers only its own host's attached Workloads) name the object.
+        reason = w.name if role in ("tenant-a", "agent") else "may not change objects"
         ctl.expect(r, 403, ACTOR[role], w.op, reason=reason)
         assert r.json()["error"] == "forbidden"
         assert reason in r.json()["message"]

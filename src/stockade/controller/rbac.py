@@ -10,8 +10,10 @@ Roles:
   guard rails). It reads only its own namespaces (plus the Tier list) and their flows/history.
 - `viewer`: reads everything (objects, status, flows, history, audit), writes nothing.
 - `agent`: reads its host's view of the desired state (snapshot, watch) and reports status and flows for its own host;
-  nothing else — not the object listing, which is for people (an agent needs the whole state
-  anyway: its local workloads' peers may be any namespace's group members).
+  and registers the workloads its host's runtimes attach (the CNI plugin, a hypervisor hook):
+  Workloads on its own host marked `stockade.io/attached-by`, stored and new alike, so it can
+  neither move a workload to or from another host nor touch one an administrator placed on it.
+  Nothing else — not the object listing, which is for people.
 
 What a tenant reads is cut down to its namespaces by `may_read` (whole objects) and by
 `controller.visibility` (answers that mix its namespaces with others': flows, status, diff).
@@ -31,6 +33,7 @@ from typing import Any, Callable, Mapping
 from stockade.controller.auth import Principal
 from stockade.errors import Forbidden
 from stockade.model.kinds import ObjectKey
+from stockade.model.naming import ATTACHED_BY
 
 TENANT_KINDS = frozenset({"Workload", "Group", "Policy", "NetworkPolicy"})
 TENANT_TIER = "application"
@@ -48,6 +51,8 @@ class Permission(Enum):
     MANAGE_TOKENS = "create, list or revoke tokens"
     REPORT = "report an agent's status and flows"
     READ_METRICS = "read the controller's metrics (with --metrics-auth)"
+    REGISTER_WORKLOADS = ("create, change or delete the Workloads its host's runtimes attach "
+                          "(its own host, marked stockade.io/attached-by)")
     TAKE_BACKUP = "read the whole store, token hashes and audit log included (backup)"
 
 
@@ -64,7 +69,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "viewer": _READS,
     # Not READ_OBJECTS: an agent syncs through snapshot and watch; listing objects by kind and
     # namespace is how a person browses, and a stolen agent token should not be a browser.
-    "agent": frozenset({Permission.READ_STATE, Permission.REPORT}),
+    "agent": frozenset({Permission.READ_STATE, Permission.REPORT, Permission.REGISTER_WORKLOADS}),
 }
 
 
@@ -74,8 +79,16 @@ def _who(p: Principal) -> str:
 
 def require(principal: Principal, permission: Permission, host: str | None = None) -> None:
     """Forbidden unless `principal` has `permission` (and, for reports, reports for its own host)."""
-    if permission not in ROLE_PERMISSIONS.get(principal.role, frozenset()):
-        raise Forbidden(f"{_who(principal)} may not {permission.value}")
+    require_any(principal, permission, host=host)
+    if host is not None and principal.host is not None and host != principal.host:
+        raise Forbidden(f"{_who(principal)} may only report for host {principal.host!r}, not {host!r}")
+
+
+def require_any(principal: Principal, *permissions: Permission, host: str | None = None) -> None:
+    """Forbidden unless `principal` has one of `permissions` (for reports: for its own host)."""
+    held = ROLE_PERMISSIONS.get(principal.role, frozenset())
+    if not any(p in held for p in permissions):
+        raise Forbidden(f"{_who(principal)} may not {' or '.join(p.value for p in permissions)}")
     if host is not None and principal.host is not None and host != principal.host:
         raise Forbidden(f"{_who(principal)} may only report for host {principal.host!r}, not {host!r}")
 
@@ -129,6 +142,9 @@ def _tier(doc: Mapping[str, Any] | None) -> str:
 def check_write(principal: Principal, key: ObjectKey, old: Mapping[str, Any] | None,
                 new: Mapping[str, Any] | None) -> None:
     """Forbidden unless `principal` may turn `old` into `new` (None: absent) for the object `key`."""
+    if principal.role == "agent":
+        _check_registration(principal, key, old, new)
+        return
     require(principal, Permission.WRITE_OBJECTS)
     if principal.role in ("admin", "network-admin"):
         return
@@ -145,3 +161,27 @@ def check_write(principal: Principal, key: ObjectKey, old: Mapping[str, Any] | N
             if doc is not None and _tier(doc) != TENANT_TIER:
                 raise Forbidden(f"{_who(principal)} may not write Policy {where}: the {label} policy is in "
                                 f"tier {_tier(doc)!r}; tenants write only tier {TENANT_TIER!r}")
+
+
+def _check_registration(principal: Principal, key: ObjectKey, old: Mapping[str, Any] | None,
+                        new: Mapping[str, Any] | None) -> None:
+    """A host credential writes only Workloads its host's runtimes attach: on its own host, marked
+    `stockade.io/attached-by`, before and after (a stolen host credential cannot reach another
+    host's workloads, nor one an administrator placed on its host)."""
+    require(principal, Permission.REGISTER_WORKLOADS)
+    where = f"{key.namespace}/{key.name}" if key.namespace else key.name
+    if key.kind != "Workload":
+        raise Forbidden(f"{_who(principal)} may not write {key.kind} {where}: a host credential registers "
+                        "only Workloads")
+    for label, doc in (("stored", old), ("new", new)):
+        if doc is None:
+            continue
+        host = ((doc.get("spec") or {}).get("host"))
+        if principal.host is None or host != principal.host:
+            raise Forbidden(f"{_who(principal)} may not write Workload {where}: the {label} workload is on host "
+                            f"{host!r}; a host credential writes only workloads on its own host "
+                            f"({principal.host!r})")
+        if ATTACHED_BY not in ((doc.get("metadata") or {}).get("annotations") or {}):
+            raise Forbidden(f"{_who(principal)} may not write Workload {where}: the {label} workload has no "
+                            f"{ATTACHED_BY} annotation; a host credential writes only the workloads its "
+                            "runtimes attach")

@@ -13,6 +13,10 @@ import re
 from stockade.model.objects import Workload
 
 IFACE_PREFIX = "stk"
+# On a Workload: who made its interface (`stockade-cni`, a hypervisor hook, `lab-vm`). Such a
+# workload is attached to an interface Stockade did not create: the lab makes no endpoint for it,
+# and a host credential may register, change and remove it on its own host (controller.rbac).
+ATTACHED_BY = "stockade.io/attached-by"
 
 
 def short_hash(text: str, length: int = 8) -> str:

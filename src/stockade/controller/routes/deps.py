@@ -41,9 +41,10 @@ async def caller(request: Request,
     return principal
 
 
-def allowed(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
+def allowed(*permissions: Permission) -> Callable[[Principal], Awaitable[Principal]]:
+    """The caller, if it holds one of `permissions` (each object is checked again: rbac.check_write)."""
     async def check(principal: Annotated[Principal, Depends(caller)]) -> Principal:
-        rbac.require(principal, permission)
+        rbac.require_any(principal, *permissions)
         return principal
     return check
 
@@ -55,6 +56,8 @@ FlowReader = Annotated[Principal, Depends(allowed(Permission.READ_FLOWS))]
 HistoryReader = Annotated[Principal, Depends(allowed(Permission.READ_HISTORY))]
 AuditReader = Annotated[Principal, Depends(allowed(Permission.READ_AUDIT))]
 Writer = Annotated[Principal, Depends(allowed(Permission.WRITE_OBJECTS))]
+# apply and delete: people who write objects, and host credentials registering their workloads.
+ObjectWriter = Annotated[Principal, Depends(allowed(Permission.WRITE_OBJECTS, Permission.REGISTER_WORKLOADS))]
 TokenAdmin = Annotated[Principal, Depends(allowed(Permission.MANAGE_TOKENS))]
 Reporter = Annotated[Principal, Depends(allowed(Permission.REPORT))]
 MetricsReader = Annotated[Principal, Depends(allowed(Permission.READ_METRICS))]

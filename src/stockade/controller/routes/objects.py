@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from stockade.controller.routes.deps import API, ERROR_RESPONSES, Reader, Writer, write_audit
+from stockade.controller.routes.deps import API, ERROR_RESPONSES, ObjectWriter, Reader, Writer, write_audit
 from stockade.controller.schemas import (
     ApplyRequest,
     DeleteRequest,
@@ -21,14 +21,14 @@ def router(service: ControllerService) -> APIRouter:
     r = APIRouter(tags=["objects"])
 
     @r.post(f"{API}/apply", response_model=WriteResponse, responses=ERROR_RESPONSES)
-    def apply(body: ApplyRequest, principal: Writer, request: Request) -> dict[str, Any]:
+    def apply(body: ApplyRequest, principal: ObjectWriter, request: Request) -> dict[str, Any]:
         """Create or update objects, all or nothing, as one revision authored by the token's name.
         Each object must be within the caller's role; a stale metadata.resourceVersion gives 409."""
         return service.apply(body.documents, principal.name, body.message, body.namespace, principal=principal,
                              audit=write_audit(request, principal, "apply", message=body.message)).to_dict()
 
     @r.post(f"{API}/delete", response_model=WriteResponse, responses=ERROR_RESPONSES)
-    def delete(body: DeleteRequest, principal: Writer, request: Request) -> dict[str, Any]:
+    def delete(body: DeleteRequest, principal: ObjectWriter, request: Request) -> dict[str, Any]:
         """Delete objects, all or nothing, as one revision."""
         keys = [object_key(o.kind, o.namespace, o.name) for o in body.objects]
         return service.delete(keys, principal.name, body.message, principal=principal,
