@@ -43,6 +43,9 @@ def parser(prog: str = PROG, more: Callable[[argparse.ArgumentParser], None] | N
     run.add_argument("--accept-new-store", action="store_true",
                      help="Take the controller's state even from another store (another identity) or one "
                           "behind the revision this host enforces; without it the agent keeps its program.")
+    run.add_argument("--attach", action=argparse.BooleanOptionalAction, default=True,
+                     help="Plumb the host side of this host's workloads when their interface appears (up, "
+                          "fe80::1, proxy ARP, host routes); --no-attach where the runtime does it.")
     run.add_argument("--verbose", "-v", action="store_true")
     if more is not None:
         more(run)
@@ -53,7 +56,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     token = args.token_file.read_text().strip()
     return AgentSettings(args.host, args.controller, token, args.table, metrics_address=args.metrics_address,
                          flow_log_group=args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
-                         state_dir=args.state_dir, accept_new_store=args.accept_new_store, ca=args.ca)
+                         state_dir=args.state_dir, accept_new_store=args.accept_new_store, ca=args.ca,
+                         attach=args.attach)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:

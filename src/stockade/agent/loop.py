@@ -28,6 +28,7 @@ from stockade.agent.saved_program import SavedProgram
 from stockade.compile.stale_flows import FlowMemory
 from stockade.clock import utc_now_iso
 from stockade.errors import Gone, StockadeError
+from stockade.model.naming import workload_interface
 from stockade.model.reports import AgentReport, Endpoint, NotProgrammed
 from stockade.model.state import DesiredState
 
@@ -46,6 +47,15 @@ class FlowSource(Protocol):
 
     def update(self, state: DesiredState, ruleset: Any) -> None: ...
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class LinkEvents(Protocol):
+    """A reader of link events (dataplane.link_events.LinkEventReader): a context manager whose
+    `run(halt, sink, poll)` hands each (kind, interface) to `sink` until `halt` is set."""
+
+    def __enter__(self) -> "LinkEvents": ...
+    def __exit__(self, *exc: object) -> None: ...
+    def run(self, stop: threading.Event, sink: Callable[[tuple[str, str]], None], poll: float = 1.0) -> None: ...
 
 
 class EndpointDriver(Protocol):
@@ -105,7 +115,8 @@ class Agent:
                  on_controller_error: Callable[[], None] | None = None,
                  saved: SavedProgram | None = None,
                  forget_connections: Callable[[set[str]], int] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 link_events: Callable[[], LinkEvents] | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -119,6 +130,10 @@ class Agent:
         self.cluster_id: str | None = None  # identity of the store whose state we enforce
         self.forget_connections = forget_connections
         self.sleep = sleep  # every timer and retry waits through it: tests pass a clock they move
+        # Interfaces appearing or going away (dataplane.link_events): a local workload's wakes the
+        # loop at once, so its host side is plumbed and reported when the hypervisor makes it.
+        self.link_events = link_events
+        self._local_interfaces: frozenset[str] = frozenset()
         self._flows_seen = FlowMemory()  # what the last state held: whose connections to end next
         self._conflict: str | None = None
         self.flows = flows
@@ -136,6 +151,8 @@ class Agent:
             self._drift_loop(stop), self._heartbeat_loop(stop), self._save_loop(stop))]
         if self.flows is not None:
             tasks.append(asyncio.create_task(self.flows.run(stop)))
+        if self.link_events is not None and self.endpoints is not None:
+            tasks.append(asyncio.create_task(self._link_loop(stop)))
         try:
             await stop.wait()
         finally:
@@ -230,6 +247,30 @@ class Agent:
         self.status.error = conflict
         await self._report()
         await self.sleep(self.config.conflict_retry_interval)
+
+    async def _link_loop(self, stop: asyncio.Event) -> None:
+        """Read link events in a thread; a local workload's interface (or a lost burst) wakes the loop."""
+        assert self.link_events is not None
+        loop = asyncio.get_running_loop()
+        halt = threading.Event()
+
+        def sink(event: tuple[str, str]) -> None:
+            kind, name = event
+            if kind == "overrun" or name in self._local_interfaces:
+                log.debug("link event: %s %s", kind, name or "(lost events)")
+                loop.call_soon_threadsafe(self.dirty.set)
+
+        def read() -> None:
+            assert self.link_events is not None
+            with self.link_events() as reader:
+                reader.run(halt, sink, poll=0.5)
+
+        reading = asyncio.create_task(asyncio.to_thread(read))
+        try:
+            await stop.wait()
+        finally:
+            halt.set()
+            await asyncio.gather(reading, return_exceptions=True)
 
     async def _timer(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
@@ -338,6 +379,8 @@ class Agent:
                          outcome.kind, outcome.objects_sent, outcome.seconds * 1000,
                          " (drift repaired)" if outcome.drift_repaired else "")
             if self.endpoints is not None:
+                self._local_interfaces = frozenset(
+                    workload_interface(wl) for wl in state.workloads.values() if wl.spec.host == self.config.host)
                 self.status.endpoints = self.endpoints.reconcile(state)
             if self.flows is not None:  # workloads and log sites of what the kernel now runs
                 self.flows.update(state, self.reconciler.applied)

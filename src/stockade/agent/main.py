@@ -23,7 +23,9 @@ from stockade.agent.reconciler import Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
 from stockade.redaction import install_log_redaction
+from stockade.dataplane.attach import HostAttachments
 from stockade.dataplane.conntrack import ConntrackReader, forget_connections
+from stockade.dataplane.link_events import LinkEventReader
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
 from stockade.model.state import DesiredState
@@ -43,12 +45,16 @@ class AgentSettings:
     state_dir: Path | None = None
     accept_new_store: bool = False     # take a store with another identity, or one behind us
     ca: Path | None = None             # PEM bundle the controller's certificate is verified against
+    # Plumb the host side of local workloads on interfaces a hypervisor or runtime made
+    # (dataplane.attach), woken by link events; off where the runtime does it, or in the lab,
+    # whose driver plumbs its own and the marked ones (lab.agent).
+    attach: bool = True
 
 
 def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None) -> tuple[Agent, AgentMetrics]:
     """The agent's graph. `endpoints` realises local workloads' interfaces (the lab's driver,
-    `stockade.lab.agent`); None where the hypervisor or CNI makes them. Passed in, never imported:
-    the agent knows no endpoint driver."""
+    `stockade.lab.agent`, passed in, never imported); without one, the host side of interfaces a
+    hypervisor or CNI made is plumbed by `dataplane.attach` (unless `settings.attach` is off)."""
     from stockade.client import ControllerClient
 
     class AgentClient(ControllerClient):
@@ -79,10 +85,12 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
     if settings.flow_log_group is not None:
         flows = build_flows(settings, client, driver, metrics)
     saved = SavedProgram(settings.state_dir / f"agent-{settings.host}.program.json") if settings.state_dir else None
+    if endpoints is None and settings.attach:
+        endpoints = HostAttachments(settings.host)
     agent = Agent(AgentConfig(host=settings.host, accept_new_store=settings.accept_new_store), client, reconciler, endpoints,
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
                   on_controller_error=metrics.controller_error, saved=saved,
-                  forget_connections=forget_connections)
+                  forget_connections=forget_connections, link_events=LinkEventReader)
     return agent, metrics
 
 

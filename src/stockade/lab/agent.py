@@ -16,6 +16,7 @@ from typing import Any, Callable
 from stockade.agent.command import parser as agent_parser
 from stockade.agent.command import settings_from_args
 from stockade.agent.main import run_agent
+from stockade.dataplane.attach import HostAttachments
 from stockade.lab.endpoints import plan_endpoints, reconcile_endpoints
 from stockade.model.state import DesiredState
 
@@ -38,8 +39,15 @@ class LabEndpoints:
         self.recheck_interval = recheck_interval
         self.clock = clock
         self._realised: tuple[Any, dict[str, dict[str, Any]], float] | None = None  # plan, statuses, when
+        self.attachments = HostAttachments(host, only_marked=True)
 
     def reconcile(self, state: DesiredState) -> dict[str, dict[str, Any]]:
+        # Workloads on interfaces a hypervisor or runtime made here (a lab VM's tap, a podman
+        # container's veth through stockade-cni): plumbed as on a real host, not made by the lab.
+        attached = self.attachments.reconcile(state)
+        return {**self._lab_made(state), **attached}
+
+    def _lab_made(self, state: DesiredState) -> dict[str, dict[str, Any]]:
         plan = plan_endpoints(state, self.host, self.prefix)
         if self._realised is not None:
             last_plan, statuses, checked_at = self._realised

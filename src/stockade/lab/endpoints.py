@@ -59,7 +59,7 @@ from stockade.lab.rtnl import (
     netlink_op,
     norm_ip,
 )
-from stockade.model.naming import workload_interface
+from stockade.model.naming import ATTACHED_BY, workload_interface
 from stockade.model.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ def plan_endpoints(state: DesiredState, host: str, prefix: str) -> EndpointPlan:
         key = f"{namespace}/{name}"
         ips = tuple(sorted((norm_ip(ip) for ip in state.workload_ips(wl)), key=lambda ip: (":" in ip, ip)))
         if wl.spec.host == host:
+            if ATTACHED_BY in (wl.metadata.annotations or {}):
+                continue  # a hypervisor or runtime made its interface: plumbed by dataplane.attach
             iface = workload_interface(wl)
             if iface in taken_ifaces:
                 problems.append(f"Workload {key}: interface {iface} is already used by {taken_ifaces[iface]}")
