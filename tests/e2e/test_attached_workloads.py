@@ -1,0 +1,167 @@
+"""Workloads on interfaces Stockade did not make (issue 16, item 1), in the real lab.
+
+A "runtime" (this test, doing what a container runtime or hypervisor does) makes a veth in
+hypervisor hv1 with its workload side in a namespace of its own, then registers the Workload
+(`spec.interface`, addresses, the `stockade.io/attached-by` mark). Real packets show: before the
+object exists the interface is dropped (fail closed, counted); once it exists the agent plumbs
+the host side (woken by the link event) and the policy decides, both ways, IPv4 and IPv6, like
+for any lab workload; after the object is deleted the host keeps nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from typing import Iterator
+
+import pytest
+
+from stockade.dataplane.attach import ROUTE_PROTO
+from stockade.lab.probe import probe
+from tests.e2e.conftest import Lab, ipv4, make_lab
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.kernel
+
+WAIT = ("--wait", "--timeout", "60")
+V4, V6 = "198.18.40.10", "2001:db8:40::10"
+WORLD = """
+apiVersion: stockade.io/v1
+kind: Namespace
+metadata: {name: att}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: client, namespace: att, labels: {role: client}}
+spec: {host: hv2}
+---
+apiVersion: stockade.io/v1
+kind: Workload
+metadata: {name: stranger, namespace: att, labels: {role: stranger}}
+spec: {host: hv2}
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: to-server, namespace: att}
+spec:
+  appliesTo: {selector: {matchLabels: {role: server}}}
+  ingress: [{action: allow, from: [{selector: {matchLabels: {role: client}}}], ports: [{protocol: TCP, port: 8080}]}]
+---
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: client-out, namespace: att}
+spec:
+  appliesTo: {selector: {matchLabels: {role: client}}}
+  egress: [{action: allow, to: [{selector: {matchLabels: {role: server}}}], ports: [{protocol: TCP, port: 8080}]}]
+"""
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+    assert not check or res.returncode == 0, f"{' '.join(cmd)}: {res.stderr}"
+    return res
+
+
+def server_doc(interface: str) -> str:
+    return f"""
+apiVersion: stockade.io/v1
+kind: Workload
+metadata:
+  name: server
+  namespace: att
+  labels: {{role: server}}
+  annotations: {{stockade.io/attached-by: a-test-runtime}}
+spec: {{host: hv1, interface: {interface}, ips: [{V4}, "{V6}"]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    for made in make_lab(tmp_path_factory.mktemp("attach"), hosts=2):
+        made.apply_text(WORLD, *WAIT)
+        yield made
+
+
+@pytest.fixture
+def runtime(lab: Lab) -> Iterator[tuple[str, str]]:
+    """A veth the runtime made in hv1, and the namespace of its workload side."""
+    tag = secrets.token_hex(3)
+    netns, iface = f"rt-{tag}", f"vethrt{tag}"
+    hv = lab.hv_netns("hv1")
+    try:
+        sh("ip", "netns", "add", netns)
+        sh("ip", "-n", netns, "link", "set", "lo", "up")
+        sh("ip", "-n", hv, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        for cmd in (("link", "set", "eth0", "up"), ("addr", "add", f"{V4}/32", "dev", "eth0"),
+                    ("addr", "add", f"{V6}/128", "dev", "eth0", "nodad"),
+                    ("route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
+                    ("route", "add", "default", "via", "169.254.1.1", "dev", "eth0"),
+                    ("-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")):
+            sh("ip", "-n", netns, *cmd)
+        sh("ip", "-n", hv, "link", "set", iface, "up")
+        yield netns, iface
+    finally:
+        lab.cli("delete", "workload", "server", "-n", "att", "--wait", check=False)
+        sh("ip", "-n", hv, "link", "del", iface, check=False)
+        sh("ip", "netns", "del", netns, check=False)
+
+
+def _unknown_drops(lab: Lab) -> float:
+    return lab.agent_metrics("hv1").get(("stockade_agent_unknown_interface_drops_total", ()), 0.0)
+
+
+def test_an_attached_interface_is_dropped_until_its_object_then_enforced_like_any_workload(
+        lab: Lab, runtime: tuple[str, str]) -> None:
+    netns, iface = runtime
+    client, stranger = lab.workload("att/client"), lab.workload("att/stranger")
+    # Before its object: nothing of it passes, and the drops are counted. (The guest knows its
+    # gateway's MAC already, as after a reboot of the VM on a warm host: no ARP answer is needed
+    # for its packets to reach the host.)
+    mac = json.loads(sh("ip", "-j", "-n", lab.hv_netns("hv1"), "link", "show", iface).stdout)[0]["address"]
+    sh("ip", "-n", netns, "neigh", "replace", "169.254.1.1", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+    before = _unknown_drops(lab)
+    assert probe(netns, client["status"]["netns"], ipv4(client), "tcp", 8080).verdict != "allowed"
+    wait_until(lambda: _unknown_drops(lab) > before, "the unknown interface's drops to be counted", timeout=10)
+
+    lab.apply_text(server_doc(iface), *WAIT)
+    assert lab.workload("att/server")["status"]["interface"] == iface  # as hv1's agent reported it
+    routes = sh("ip", "-n", lab.hv_netns("hv1"), "route", "show", "proto", str(ROUTE_PROTO)).stdout
+    assert f"{V4} dev {iface}" in routes
+    for dst in (V4, V6):
+        assert probe(client["status"]["netns"], netns, dst, "tcp", 8080).verdict == "allowed", dst
+        assert probe(stranger["status"]["netns"], netns, dst, "tcp", 8080).verdict == "denied", dst
+        assert probe(client["status"]["netns"], netns, dst, "tcp", 9090).verdict == "denied", dst
+    # Its own egress: nothing allows it (the namespace denies by default).
+    assert probe(netns, client["status"]["netns"], ipv4(client), "tcp", 8080).verdict == "denied"
+
+    # Deleted: dropped again, and the host keeps no route of it.
+    lab.cli("delete", "workload", "server", "-n", "att", *WAIT)
+    assert probe(client["status"]["netns"], netns, V4, "tcp", 8080).verdict != "allowed"
+    assert V4 not in sh("ip", "-n", lab.hv_netns("hv1"), "route", "show", "proto", str(ROUTE_PROTO)).stdout
+
+
+def test_an_object_before_its_interface_is_plumbed_when_the_interface_appears(lab: Lab) -> None:
+    """The hypervisor makes the tap after the object (the usual order): the link event wakes the
+    agent, which plumbs and reports it at once, not at its next resync (30 s)."""
+    tag = secrets.token_hex(3)
+    netns, iface = f"rt-{tag}", f"tapat{tag}"
+    hv = lab.hv_netns("hv1")
+    client = lab.workload("att/client")
+    try:
+        lab.apply_text(server_doc(iface), *WAIT)
+        assert "interface" not in lab.workload("att/server")["status"]  # no interface yet
+        sh("ip", "netns", "add", netns)
+        sh("ip", "-n", hv, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        for cmd in (("link", "set", "eth0", "up"), ("addr", "add", f"{V4}/32", "dev", "eth0"),
+                    ("route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
+                    ("route", "add", "default", "via", "169.254.1.1", "dev", "eth0")):
+            sh("ip", "-n", netns, *cmd)
+        wait_until(lambda: lab.workload("att/server")["status"].get("interface") == iface,
+                   "hv1 to report the attached interface", timeout=5)
+        wait_until(lambda: probe(client["status"]["netns"], netns, V4, "tcp", 8080).verdict == "allowed",
+                   "the client to reach the server through the new interface", timeout=5)
+    finally:
+        lab.cli("delete", "workload", "server", "-n", "att", "--wait", check=False)
+        sh("ip", "-n", hv, "link", "del", iface, check=False)
+        sh("ip", "netns", "del", netns, check=False)
