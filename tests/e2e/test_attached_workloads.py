@@ -76,6 +76,21 @@ spec: {{host: hv1, interface: {interface}, ips: [{V4}, "{V6}"]}}
 """
 
 
+def make_interface(hv: str, netns: str, iface: str) -> None:
+    """What a runtime does: a veth in the hypervisor, its other end the workload's eth0 with the
+    workload's addresses and default routes via the gateways the agent puts on the host side."""
+    sh("ip", "netns", "add", netns)
+    sh("ip", "-n", netns, "link", "set", "lo", "up")
+    sh("ip", "-n", hv, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    for cmd in (("link", "set", "eth0", "up"), ("addr", "add", f"{V4}/32", "dev", "eth0"),
+                ("addr", "add", f"{V6}/128", "dev", "eth0", "nodad"),
+                ("route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
+                ("route", "add", "default", "via", "169.254.1.1", "dev", "eth0"),
+                ("-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")):
+        sh("ip", "-n", netns, *cmd)
+    sh("ip", "-n", hv, "link", "set", iface, "up")
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for made in make_lab(tmp_path_factory.mktemp("attach"), hosts=2):
@@ -90,16 +105,7 @@ def runtime(lab: Lab) -> Iterator[tuple[str, str]]:
     netns, iface = f"rt-{tag}", f"vethrt{tag}"
     hv = lab.hv_netns("hv1")
     try:
-        sh("ip", "netns", "add", netns)
-        sh("ip", "-n", netns, "link", "set", "lo", "up")
-        sh("ip", "-n", hv, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        for cmd in (("link", "set", "eth0", "up"), ("addr", "add", f"{V4}/32", "dev", "eth0"),
-                    ("addr", "add", f"{V6}/128", "dev", "eth0", "nodad"),
-                    ("route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
-                    ("route", "add", "default", "via", "169.254.1.1", "dev", "eth0"),
-                    ("-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")):
-            sh("ip", "-n", netns, *cmd)
-        sh("ip", "-n", hv, "link", "set", iface, "up")
+        make_interface(hv, netns, iface)
         yield netns, iface
     finally:
         lab.cli("delete", "workload", "server", "-n", "att", "--wait", check=False)
@@ -151,12 +157,7 @@ def test_an_object_before_its_interface_is_plumbed_when_the_interface_appears(la
     try:
         lab.apply_text(server_doc(iface), *WAIT)
         assert "interface" not in lab.workload("att/server")["status"]  # no interface yet
-        sh("ip", "netns", "add", netns)
-        sh("ip", "-n", hv, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        for cmd in (("link", "set", "eth0", "up"), ("addr", "add", f"{V4}/32", "dev", "eth0"),
-                    ("route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
-                    ("route", "add", "default", "via", "169.254.1.1", "dev", "eth0")):
-            sh("ip", "-n", netns, *cmd)
+        make_interface(hv, netns, iface)
         wait_until(lambda: lab.workload("att/server")["status"].get("interface") == iface,
                    "hv1 to report the attached interface", timeout=5)
         wait_until(lambda: probe(client["status"]["netns"], netns, V4, "tcp", 8080).verdict == "allowed",
