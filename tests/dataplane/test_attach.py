@@ -153,3 +153,14 @@ def test_link_events_announce_an_interface_as_it_comes_and_goes(world: dict[str,
             halt.set()
             thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_bridge_port_is_left_as_it_is(world: dict[str, str]) -> None:
+    """Bridged attachment is not built: a tap enslaved to a bridge gets no address, route or proxy ARP."""
+    h = world["host"]
+    make_workload(h, world["a"], world["ifa"], A4, A6)
+    sh("ip", "-n", h, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", h, "link", "set", world["ifa"], "master", "br0")
+    assert in_netns(h, lambda: AttachDriver().reconcile((Attachment("pods/a", world["ifa"], (A4, A6)),))) == {}
+    assert sh("ip", "-n", h, "route", "show", "proto", str(ROUTE_PROTO)).stdout.strip() == ""
+    assert "169.254.1.1" not in sh("ip", "-n", h, "addr", "show", "dev", world["ifa"]).stdout

@@ -17,6 +17,8 @@ The nftables program needs none of this: it matches the interface by name, so a 
 filtered from its interface's first packet whether the interface came before or after its
 object, and an interface of the workload naming scheme with no object is dropped (fail closed).
 
+A bridge port (the interface has a master) is left alone: the bridged mode is not built yet.
+
 Invariants: level-triggered and idempotent (one dump of links, addresses and our routes per
 call; nothing sent when nothing differs); it only removes routes of `ROUTE_PROTO`, never a link,
 an address or a route of anyone else. pyroute2's IPRoute is imported only when the host has an
@@ -101,6 +103,12 @@ class AttachDriver:
                 link = links.get(att.interface)
                 if link is None:
                     continue  # not there yet: the link event that announces it brings us back
+                if link.master is not None:
+                    # A bridge port (a bridged hypervisor network): the bridge carries its traffic,
+                    # and host routes or addresses on it would take the VM's packets off the bridge.
+                    log.warning("%s: %s is a bridge port; bridged attachment is not supported, left as it is",
+                                att.key, att.interface)
+                    continue
                 try:
                     self._plumb(ipr, rtnl, att, link, addrs.get(link.index, set()))
                 except Exception as e:  # noqa: BLE001 - one interface's trouble must not stop the others
