@@ -36,7 +36,7 @@ from bench.common import Figure, cli_client, in_netns, new_prefix, percentile, r
 API = "stockade.io/v1"
 NS = "roll"
 POLL_INTERVAL = 0.05
-METRICS_PORT = 9301  # the lab agents' /metrics port (lab.supervisor.AGENT_METRICS_PORT)
+METRICS_PORT = 9301  # the lab agents' /metrics port (lab.commands.AGENT_METRICS_PORT)
 ENV_KEYS = ("STOCKADE_STATE_DIR", "STOCKADE_LAB_PREFIX", "STOCKADE_CONFIG", "STOCKADE_CONTROLLER",
             "STOCKADE_TOKEN", "STOCKADE_CA", "STOCKADE_CONTEXT")
 

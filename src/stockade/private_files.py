@@ -7,7 +7,7 @@ edit) would hold the new secret under its old mode until a chmod after the write
 mid-write would leave a torn file. With `durable`, the data and the rename are fsynced, so after
 a power cut the file is the old one or the new one.
 
-Used for tokens and CLI config (client_config, lab.supervisor), keys and certificates (lab.pki), and
+Used for tokens and CLI config (client_config, lab.state), keys and certificates (lab.pki), and
 the agent's saved program (agent.saved_program).
 """
 

@@ -15,8 +15,8 @@ import pytest
 
 from stockade.client_config import ConfigFile, Context, set_context
 from stockade.errors import LabError
-from stockade.lab import naming, netns, supervisor
-from stockade.lab.supervisor import LabSettings
+from stockade.lab import commands, naming, netns, supervisor, tokens
+from stockade.lab.state import LabSettings
 from tests.lab.conftest import new_prefix
 from tests.lab.helpers import needs_root
 from tests.waiting import process_gone, wait_until
@@ -42,7 +42,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSettings) -> None:
-    argv = supervisor.agent_argv(settings, "hv2")
+    argv = commands.agent_argv(settings, "hv2")
     assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-hv2"]
     assert argv[2:6] == [sys.executable, "-m", "stockade.lab.agent", "run"]
     flags = dict(zip(argv[6::2], argv[7::2]))
@@ -55,7 +55,7 @@ def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSett
 
 
 def test_controller_serves_https_on_the_fabric_and_the_cli_socket_it_is_handed(settings: LabSettings) -> None:
-    argv = supervisor.controller_argv(settings, 7, ["hv1", "hv2"])
+    argv = commands.controller_argv(settings, 7, ["hv1", "hv2"])
     assert argv[:2] == ["nsenter", f"--net=/run/netns/{settings.prefix}-cp"]
     assert argv[2:7] == [sys.executable, "-m", "stockade", "controller", "serve"]
     flags = dict(zip(argv[7::2], argv[8::2]))
@@ -119,7 +119,7 @@ def test_up_reports_a_controller_that_dies_with_its_log(settings: LabSettings,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in that looks like our controller (state dir and "controller serve" on its command line).
     script = "import sys; print('controller boom', flush=True); sys.exit(3)"
-    monkeypatch.setattr(supervisor, "controller_argv", lambda s, port, hosts, *rest: [
+    monkeypatch.setattr(commands, "controller_argv", lambda s, port, hosts, *rest: [
         sys.executable, "-c", script, str(s.state_dir), "controller", "serve"])
     with pytest.raises(LabError, match="controller exited") as err:
         supervisor.up(settings, hosts=1)
@@ -213,16 +213,16 @@ def test_lab_tokens_are_made_by_the_controllers_own_command(tmp_path: Path) -> N
     """The lab runs `python -m stockade.controller init-tokens` (it never imports the controller):
     every plaintext 0600, and a lost agent token renews that agent's entry only."""
     s = LabSettings(new_prefix(), tmp_path / "state", tmp_path / "config.json")
-    assert supervisor.init_tokens_argv(s, ["a:admin=x"])[1:4] == ["-m", "stockade.controller", "init-tokens"]
-    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == ["hv1", "hv2"]
+    assert commands.init_tokens_argv(s, ["a:admin=x"])[1:4] == ["-m", "stockade.controller", "init-tokens"]
+    assert tokens.ensure_tokens(s, ["hv1", "hv2"]) == ["hv1", "hv2"]
     files = [s.tokens, s.admin_token, s.agent_token("hv1"), s.agent_token("hv2")]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     entries = {e["name"]: e for e in json.loads(s.tokens.read_text())}
     assert sorted(entries) == ["agent-hv1", "agent-hv2", "lab-admin"] and entries["agent-hv2"]["host"] == "hv2"
     admin, hv1 = s.admin_token.read_text(), s.agent_token("hv1").read_text()
-    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == []  # nothing lost: nothing made
+    assert tokens.ensure_tokens(s, ["hv1", "hv2"]) == []  # nothing lost: nothing made
     s.agent_token("hv2").unlink()
-    assert supervisor._ensure_tokens(s, ["hv1", "hv2"]) == ["hv2"]
+    assert tokens.ensure_tokens(s, ["hv1", "hv2"]) == ["hv2"]
     renewed = {e["name"]: e for e in json.loads(s.tokens.read_text())}
     assert renewed["agent-hv2"]["sha256"] != entries["agent-hv2"]["sha256"]
     assert renewed["lab-admin"] == entries["lab-admin"] and renewed["agent-hv1"] == entries["agent-hv1"]
@@ -235,7 +235,7 @@ def test_lab_tokens_are_made_by_the_controllers_own_command(tmp_path: Path) -> N
 # reach the controller or the agents. No root needed.
 
 def test_lab_process_env_drops_the_operators_token_and_credentials() -> None:
-    from stockade.lab.supervisor import lab_process_env
+    from stockade.lab.processes import lab_process_env
 
     operator = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
                 "STOCKADE_TOKEN": "stk_" + "o" * 43, "STOCKADE_CONFIG": "/root/.config/stockade/config.json",

@@ -26,7 +26,7 @@ def resolve_workload(client: Any, ref: str, namespace: str | None) -> dict[str, 
 def run_probe(client: Any, src: str, dst: str, port: int, protocol: str, family: int,
               namespace: str | None, timeout: float) -> dict[str, Any]:
     from stockade.lab.probe import check_workload_netns, probe
-    from stockade.lab.supervisor import LabSettings
+    from stockade.lab.state import LabSettings
 
     protocol = protocol.lower()
     if protocol not in ("tcp", "udp", "icmp"):

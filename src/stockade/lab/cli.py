@@ -1,6 +1,6 @@
 """`stockade lab up|down|status`: a typer sub-app the main CLI mounts. Parsing and printing only.
 
-Settings come from the environment (see `supervisor.LabSettings.from_env`):
+Settings come from the environment (see `state.LabSettings.from_env`):
 STOCKADE_STATE_DIR, STOCKADE_LAB_PREFIX, STOCKADE_CONFIG. Errors print once
 and exit with the error's own exit code.
 """
@@ -66,9 +66,9 @@ def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=240,
                                                  help="Controller replicas (default 1; more need --store etcd).")
        ) -> None:
     """Build the lab and start its controller(s), agents (and etcd); idempotent. Configures the CLI."""
-    from stockade.lab import supervisor
+    from stockade.lab import state, supervisor
 
-    st = _run(lambda: supervisor.up(supervisor.LabSettings.from_env(), hosts, store, controllers))
+    st = _run(lambda: supervisor.up(state.LabSettings.from_env(), hosts, store, controllers))
     _render(st)
     _out.print(f"ready: the CLI now talks to {st.controller_url}", highlight=False)
 
@@ -76,9 +76,9 @@ def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=240,
 @lab_app.command()
 def down() -> None:
     """Stop the lab's processes and remove its namespaces, state and CLI config."""
-    from stockade.lab import supervisor
+    from stockade.lab import state, supervisor
 
-    removed = _run(lambda: supervisor.down(supervisor.LabSettings.from_env()))
+    removed = _run(lambda: supervisor.down(state.LabSettings.from_env()))
     _out.print(f"lab down: removed {len(removed)} item(s)", highlight=False)
     for item in removed:
         _out.print(f"  {item}", highlight=False)
@@ -90,9 +90,9 @@ def status(output: str = typer.Option("table", "--output", "-o", help="table or 
     if output not in ("table", "json"):
         _err.print(f"[red]error:[/red] --output: {output!r} is not one of table, json")
         raise typer.Exit(2)
-    from stockade.lab import supervisor
+    from stockade.lab import state, supervisor
 
-    st = _run(lambda: supervisor.status(supervisor.LabSettings.from_env()))
+    st = _run(lambda: supervisor.status(state.LabSettings.from_env()))
     if output == "json":
         sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
     else:
