@@ -18,7 +18,8 @@ TOP_LEVEL = {"client": "Client", "transport": "Client", "listing": "Client", "cl
              "durations": "Base", "__main__": "Cli",
              "__init__": "Base"}
 PACKAGES = {"model": "Model", "compile": "Compile", "nft": "Nft", "dataplane": "Dataplane", "agent": "Agent",
-            "controller": "Controller", "lab": "Lab", "cli": "Cli", "policytest": "Policytest"}
+            "controller": "Controller", "lab": "Lab", "cli": "Cli", "policytest": "Policytest",
+            "cni": "Cni"}
 
 # part -> the parts it may import (besides itself and Base)
 ALLOWED: dict[str, frozenset[str]] = {
@@ -32,6 +33,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "Agent": frozenset({"Model", "Compile", "Nft", "Dataplane", "Client"}),
     "Controller": frozenset({"Model", "Compile", "Nft"}),
     "Lab": frozenset({"Model", "Client", "Dataplane", "Agent", "Compile", "Nft"}),
+    # A runtime's plugin on a real host: the client to register, the dataplane's netlink helpers.
+    "Cni": frozenset({"Model", "Client", "Dataplane"}),
     "Cli": frozenset({"Model", "Client", "Compile", "Nft", "Policytest", "Lab", "Agent", "Controller"}),
 }
 # Arrows that must never exist, with the reason the failure message gives.
@@ -47,6 +50,8 @@ NEVER: dict[tuple[str, str], str] = {
     ("Lab", "Controller"): "the lab starts servers; it does not reach into them",
     ("Policytest", "Controller"): "policy tests run offline, without controller internals",
     ("Controller", "Cli"): "no server code depends on the CLI",
+    ("Cni", "Lab"): "the plugin runs on real hosts, where there is no lab",
+    ("Cni", "Agent"): "the plugin and the agent meet only through the controller",
 }
 
 
