@@ -146,3 +146,10 @@ def test_the_host_credential_cannot_register_a_workload_on_another_host(stack: S
     assert stack.workload("default", "elsewhere") is None
     assert "stk" not in stack.host_links()
     assert stack.tokens[f"agent-{HOST}"] not in run.stdout + run.stderr
+
+
+def test_add_into_a_missing_network_namespace_registers_nothing(stack: Stack) -> None:
+    run = stack.plugin("ADD", stack.netconf(), _cid(), f"/run/netns/{stack.prefix}-gone", args="K8S_POD_NAME=no-netns")
+    assert run.rc != 0 and run.out is not None and run.out["code"] == 3, run.stdout
+    assert "CNI_NETNS" in run.out["details"]
+    assert stack.workload("default", "no-netns") is None

@@ -36,6 +36,7 @@ def _client(conf: config.NetConf) -> ControllerClient:
 
 def add(conf: config.NetConf, env: config.Environment) -> dict[str, Any]:
     who = ident.identify(env, conf)
+    wiring.require_netns(env.netns)   # before the controller hears of a container that is not there
     with _client(conf) as client:
         ips = registration.register(client, who, conf.host)
         try:

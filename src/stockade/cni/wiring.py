@@ -125,9 +125,14 @@ def _host_side(ipr: IPRoute, identity: Identity, ips: tuple[str, ...]) -> str:
     return str(link.mac)
 
 
+def require_netns(netns_path: str) -> None:
+    """CniError 3 unless the container's network namespace can be entered."""
+    _in_netns(netns_path, lambda: None)
+
+
 def attach(identity: Identity, netns_path: str, ips: tuple[str, ...]) -> Attached:
     """Make the veth and wire both sides; on any failure remove the veth again and raise."""
-    _in_netns(netns_path, lambda: None)  # the container's netns exists (code 3 if not)
+    require_netns(netns_path)
     with IPRoute(groups=0) as ipr:
         try:
             if identity.host_interface in rtnl.dump_links(ipr):
