@@ -5,7 +5,9 @@ check when pytest is started by hand. A missing command fails here in a second, 
 Debian package that brings it, instead of as a time-out deep inside a kernel test (a test
 that waits 10 s for an nginx that was never installed). The list of commands is
 `deps/commands.tsv`, the same file `make install` takes its packages from, so a command
-added there is both installed and checked.
+added there is both installed and checked. A package that brings no command (the guest kernel
+of the lab's VMs, a static libc) is listed by a file it installs instead: a "command" that
+starts with `/` is an absolute path, shell wildcards allowed, that must match an existing file.
 
 Never skips anything: the kernel tests need root and these commands, and a machine without
 them is a broken machine, not a reason to report fewer tests.
@@ -13,6 +15,7 @@ them is a broken machine, not a reason to report fewer tests.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import shutil
@@ -33,6 +36,16 @@ class RequiredCommand:
     package: str
     needed_by: str
 
+    @property
+    def is_path(self) -> bool:
+        return self.command.startswith("/")
+
+    def present(self) -> bool:
+        """The command is on the PATH, or (for a path) some file matches it."""
+        if self.is_path:
+            return any(Path(match).is_file() for match in glob.glob(self.command))
+        return shutil.which(self.command) is not None
+
 
 def required_commands(path: Path = COMMANDS_FILE) -> list[RequiredCommand]:
     """The commands of `deps/commands.tsv`: `command<TAB>package<TAB>who runs it` per line."""
@@ -50,11 +63,12 @@ def required_commands(path: Path = COMMANDS_FILE) -> list[RequiredCommand]:
 def problems(kernel_tests: bool = True, commands_file: Path = COMMANDS_FILE) -> list[str]:
     """Everything missing, one sentence each; empty when the suite can run."""
     found = []
-    missing = [c for c in required_commands(commands_file) if shutil.which(c.command) is None]
+    missing = [c for c in required_commands(commands_file) if not c.present()]
     if missing:
         packages = sorted({c.package for c in missing})
         for c in missing:
-            found.append(f"command {c.command!r} not found: install the Debian package {c.package!r} "
+            what = "file" if c.is_path else "command"
+            found.append(f"{what} {c.command!r} not found: install the Debian package {c.package!r} "
                          f"(needed by {c.needed_by})")
         found.append(f"fix: `make install`, or apt-get install -y {' '.join(packages)}")
     for module, package in TEST_MODULES.items():

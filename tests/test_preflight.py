@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,17 @@ from tests import preflight
 def test_every_listed_command_names_a_package_and_is_installed_here() -> None:
     listed = preflight.required_commands()
     assert {"nft", "ip", "nginx", "wrk", "conntrack"} <= {c.command for c in listed}
-    assert [c.command for c in listed if shutil.which(c.command) is None] == []
+    assert [c.command for c in listed if not c.present()] == []
+
+
+def test_a_package_without_a_command_is_checked_by_a_file_it_installs(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz-1.2-cloud").write_bytes(b"")
+    commands = tmp_path / "commands.tsv"
+    commands.write_text(f"{tmp_path}/vmlinuz-*-cloud\tlinux-image-cloud\tthe VMs\n"
+                        f"{tmp_path}/libc-*.a\tlibc-dev-x9\tthe guest's static binary\n")
+    found = preflight.problems(kernel_tests=False, commands_file=commands)
+    assert any("file" in p and "libc-*.a" in p and "'libc-dev-x9'" in p for p in found), found
+    assert not any("vmlinuz" in p for p in found), found
 
 
 def test_a_missing_command_is_named_with_its_package(tmp_path: Path) -> None:
