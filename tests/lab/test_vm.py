@@ -37,6 +37,9 @@ PEER_V4, PEER_V6 = "198.18.200.2", "2001:db8:200::2"
 HV_V4, HV_V6 = "198.18.200.1", "2001:db8:200::1"
 SPOOF_V4, SPOOF_V6 = "198.18.201.99", "2001:db8:201::99"
 TABLE = "vmhtest"
+# For an answer that is expected: returned as soon as it comes, but an emulated (TCG) guest on a
+# busy machine can take more than the probe's default second to answer.
+SURE = 3.0
 
 
 @dataclass
@@ -124,15 +127,15 @@ def test_vm_runs_qemu_in_the_hypervisor_netns_with_its_tap(vm_lab: VmLab) -> Non
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_vm_reaches_a_peer_server_and_is_refused_on_a_closed_port(vm_lab: VmLab, protocol: str, ip: str) -> None:
     with serve(vm_lab.peer, protocol, 7001):
-        result = vm_lab.vm.connect(ip, protocol, 7001)
+        result = vm_lab.vm.connect(ip, protocol, 7001, timeout=SURE)
         assert result.verdict == "allowed", result
-        closed = vm_lab.vm.connect(ip, protocol, 7002)
+        closed = vm_lab.vm.connect(ip, protocol, 7002, timeout=SURE)
         assert closed.verdict == "rejected", closed
 
 
 @pytest.mark.parametrize("ip", [PEER_V4, PEER_V6])
 def test_vm_pings_the_peer(vm_lab: VmLab, ip: str) -> None:
-    result = vm_lab.vm.connect(ip, "icmp")
+    result = vm_lab.vm.connect(ip, "icmp", timeout=SURE)
     assert result.verdict == "allowed", result
 
 
@@ -152,9 +155,9 @@ def test_vm_sees_a_drop_as_denied_and_a_reject_as_rejected(vm_lab: VmLab, nft_in
         reject = {"tcp": "reject with tcp reset", "udp": "reject",
                   "icmp": "reject with icmpx admin-prohibited"}[protocol]
         sh(vm_lab.hv, "nft", "add", "rule", "inet", nft_in_hv, "vmhforward", *match.split(), *reject.split())
-        assert vm_lab.vm.connect(ip, protocol, 7003).verdict == "rejected"
+        assert vm_lab.vm.connect(ip, protocol, 7003, timeout=SURE).verdict == "rejected"
         sh(vm_lab.hv, "nft", "flush", "chain", "inet", nft_in_hv, "vmhforward")
-        assert vm_lab.vm.connect(ip, protocol, 7003).verdict == "allowed"  # control: the rule decided
+        assert vm_lab.vm.connect(ip, protocol, 7003, timeout=SURE).verdict == "allowed"  # control: the rule decided
 
 
 # ------------------------------------------------------------------ peer → VM
@@ -163,15 +166,15 @@ def test_vm_sees_a_drop_as_denied_and_a_reject_as_rejected(vm_lab: VmLab, nft_in
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_peer_reaches_a_server_in_the_vm_until_it_stops(vm_lab: VmLab, protocol: str, ip: str) -> None:
     with vm_lab.vm.serving(protocol, 8001):
-        result = probe(vm_lab.peer, None, ip, protocol, 8001, reuse_server=True)
+        result = probe(vm_lab.peer, None, ip, protocol, 8001, reuse_server=True, timeout=SURE)
         assert result.verdict == "allowed", result
-    after = probe(vm_lab.peer, None, ip, protocol, 8001, reuse_server=True)
+    after = probe(vm_lab.peer, None, ip, protocol, 8001, reuse_server=True, timeout=SURE)
     assert after.verdict == "rejected", after
 
 
 @pytest.mark.parametrize("ip", [GUEST_V4, GUEST_V6])
 def test_peer_pings_the_vm(vm_lab: VmLab, ip: str) -> None:
-    result = probe(vm_lab.peer, None, ip, "icmp", None)
+    result = probe(vm_lab.peer, None, ip, "icmp", None, timeout=SURE)
     assert result.verdict == "allowed", result
 
 
@@ -217,12 +220,12 @@ def test_vm_sends_from_a_spoofed_source_and_a_source_check_drops_it(vm_lab: VmLa
     sh(vm_lab.hv, "nft", "add", "chain", "inet", nft_in_hv, "pre",
        "{ type filter hook prerouting priority -300; policy accept; }")
     sh(vm_lab.hv, "nft", "add", "rule", "inet", nft_in_hv, "pre", "iifname", vm_lab.vm.spec.tap,
-       family, "saddr", "!=", own, "counter", "drop")
+       family, "saddr", "!=", own, "udp", "dport", "7004", "counter", "drop")  # not the guest's ND
     assert vm_lab.vm.connect(peer_ip, "udp", 7004, src_ip=spoof, timeout=0.3).verdict == "denied"
     wait_until(lambda: _packets(vm_lab.hv, nft_in_hv, "pre") == 1, "the source check to drop the datagram")
     assert _packets(vm_lab.peer, nft_in_peer, "arrivals") == 1
     with serve(vm_lab.peer, "udp", 7004):
-        assert vm_lab.vm.connect(peer_ip, "udp", 7004).verdict == "allowed"  # its own source passes
+        assert vm_lab.vm.connect(peer_ip, "udp", 7004, timeout=SURE).verdict == "allowed"  # its own source passes
 
 
 def test_vm_pings_from_an_added_address(vm_lab: VmLab) -> None:
@@ -230,7 +233,7 @@ def test_vm_pings_from_an_added_address(vm_lab: VmLab) -> None:
     vm_lab.vm.add_address(SPOOF_V4)
     try:
         assert f"{SPOOF_V4}/32" in vm_lab.vm.addresses()
-        assert vm_lab.vm.connect(PEER_V4, "icmp", src_ip=SPOOF_V4).verdict == "allowed"
+        assert vm_lab.vm.connect(PEER_V4, "icmp", src_ip=SPOOF_V4, timeout=SURE).verdict == "allowed"
     finally:
         vm_lab.vm.remove_address(SPOOF_V4)
         sh(vm_lab.hv, "ip", "route", "del", f"{SPOOF_V4}/32", "dev", vm_lab.vm.spec.tap)
@@ -246,14 +249,14 @@ def test_stop_ends_qemu_and_removes_its_tap_socket_and_pid_file(vm_lab: VmLab) -
                   vm_lab.image, run_dir)
     try:
         assert tap in sh(vm_lab.hv, "ip", "-o", "link", "show")
-        assert vm.connect(GUEST_V4, "icmp").verdict == "denied"  # no host side configured: no route out
+        assert vm.connect(GUEST_V4, "icmp", timeout=0.5).verdict == "denied"  # no host side configured: no route out
     finally:
         vm.stop()
     wait_until(lambda: process_gone(vm.pid), f"QEMU pid {vm.pid} to end")
     assert tap not in sh(vm_lab.hv, "ip", "-o", "link", "show")
     assert not (run_dir / "control.sock").exists() and not (run_dir / "qemu.pid").exists()
     vm.stop()  # a second stop is harmless
-    with pytest.raises(LabError, match="control channel|closed|Bad file"):
+    with pytest.raises(LabError, match="control channel closed"):
         vm.connect(GUEST_V4, "icmp")
 
 

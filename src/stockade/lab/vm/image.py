@@ -82,8 +82,9 @@ def module_load_order(release: str, wanted: tuple[str, ...] = GUEST_MODULES) -> 
         path, _, rest = line.partition(":")
         deps[path] = rest.split()
     by_name = {re.sub(r"\.ko(\.\w+)?$", "", Path(p).name).replace("-", "_"): p for p in deps}
-    builtin = {re.sub(r"\.ko$", "", Path(p).name).replace("-", "_")
-               for p in (root / "modules.builtin").read_text().split()} if (root / "modules.builtin").exists() else set()
+    builtin_list = root / "modules.builtin"
+    builtin = ({re.sub(r"\.ko$", "", Path(p).name).replace("-", "_") for p in builtin_list.read_text().split()}
+               if builtin_list.exists() else set())
     order: list[str] = []
 
     def visit(path: str) -> None:
