@@ -26,7 +26,7 @@ import pytest
 from stockade.errors import LabError
 from stockade.lab import netns as ns
 from stockade.lab.probe import probe, serve
-from stockade.lab.vm import GuestImage, RunningVm, VmSpec, build_image, configure_routed_tap, start_vm
+from stockade.lab.vm import GuestClient, GuestImage, RunningVm, VmSpec, build_image, configure_routed_tap, start_vm
 from tests.lab.helpers import sh
 from tests.waiting import process_gone, wait_until
 
@@ -241,6 +241,21 @@ def test_vm_pings_from_an_added_address(vm_lab: VmLab) -> None:
 
 
 # ------------------------------------------------------------------ lifecycle
+
+def test_another_process_probes_through_the_socket_once_the_starter_lets_go(vm_lab: VmLab) -> None:
+    """QEMU serves one client: the starter releases the channel, a client (as `stockade probe`
+    in its own process would) opens it, and the starter takes it back afterwards."""
+    vm = vm_lab.vm
+    vm.release_control()
+    try:
+        with GuestClient.open(vm.run_dir, vm.spec.name) as guest:
+            assert guest.connect(PEER_V4, "icmp", timeout=SURE).verdict == "allowed"
+        with GuestClient.open(vm.run_dir, vm.spec.name) as again:  # a second client after the first
+            assert sorted(again.addresses()) == sorted([f"{GUEST_V4}/32", f"{GUEST_V6}/128"])
+    finally:
+        vm.retake_control()
+    assert vm.connect(PEER_V6, "icmp", timeout=SURE).verdict == "allowed"
+
 
 def test_stop_ends_qemu_and_removes_its_tap_socket_and_pid_file(vm_lab: VmLab) -> None:
     tap = f"vmhs{_suffix()}"

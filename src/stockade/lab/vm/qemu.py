@@ -4,6 +4,7 @@
                          ips=("198.18.1.10", "2001:db8:1::10")), image, run_dir)
     vm.connect("198.18.2.20", "tcp", 8080)      # -> ProbeResult, as `stockade.lab.probe` gives
     with vm.serving("udp", 53): ...             # a probe server inside the guest
+    vm.release_control()                        # another process may now GuestClient.open(run_dir)
     vm.stop()
 
 QEMU runs inside `spec.netns` (nsenter --net; nsenter execs it, so the Popen pid is QEMU's and
@@ -32,16 +33,15 @@ import os
 import re
 import subprocess
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from stockade.errors import LabError
 from stockade.lab import naming
 from stockade.lab import netns as ns
-from stockade.lab.probe import ProbeResult, Verdict
 from stockade.lab.vm.control import ControlChannel
+from stockade.lab.vm.guest_client import GuestClient
 from stockade.lab.vm.image import GuestImage
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ _IFNAME = re.compile(r"[A-Za-z0-9_-]{1,15}")
 KVM_TRIAL_TIMEOUT = 15.0
 # Whether KVM booted a guest in this process: None until tried (a process-wide fact of the host).
 _kvm_boots: bool | None = None
-_VERDICTS = ("allowed", "denied", "rejected", "unreachable", "error")
 Accel = Literal["kvm", "tcg"]
 
 
@@ -146,106 +145,47 @@ def qemu_argv(spec: VmSpec, image: GuestImage, run_dir: Path, accel: Accel) -> l
     ]
 
 
-@dataclass
-class RunningVm:
-    spec: VmSpec
-    pid: int
-    accel: Accel
-    run_dir: Path
-    boot_seconds: float            # from starting QEMU to the guest agent's "ready"
-    _proc: subprocess.Popen[bytes] = field(repr=False)
-    _control: ControlChannel = field(repr=False)
+class RunningVm(GuestClient):
+    """A VM this process started: what `GuestClient` does, plus its QEMU process."""
+
+    def __init__(self, spec: VmSpec, proc: subprocess.Popen[bytes], accel: Accel, run_dir: Path,
+                 boot_seconds: float, control: ControlChannel) -> None:
+        super().__init__(control, spec.name)
+        self.spec = spec
+        self.pid = proc.pid
+        self.accel = accel
+        self.run_dir = run_dir
+        self.boot_seconds = boot_seconds   # from starting QEMU to the guest agent's "ready"
+        self._proc = proc
+
+    def __repr__(self) -> str:
+        return (f"RunningVm(name={self.spec.name!r}, pid={self.pid}, accel={self.accel!r}, "
+                f"boot_seconds={self.boot_seconds}, run_dir={str(self.run_dir)!r})")
 
     @property
     def console_log(self) -> Path:
         return self.run_dir / "console.log"
 
-    # -- what `stockade probe` needs
-
-    def serve(self, protocol: str, port: int) -> None:
-        """Start a TCP (accept-and-reply) or UDP (echo) server on `port` in the guest, IPv4 and
-        IPv6; returns once it listens. Nothing to start for ICMP (the guest kernel answers)."""
-        proto = _protocol(protocol)
-        if proto != "icmp":
-            self._control.request("serve", proto, str(_port(port)))
-
-    def unserve(self, protocol: str, port: int) -> None:
-        proto = _protocol(protocol)
-        if proto != "icmp":
-            self._control.request("unserve", proto, str(_port(port)))
-
-    @contextmanager
-    def serving(self, protocol: str, port: int) -> Iterator[None]:
-        self.serve(protocol, port)
-        try:
-            yield
-        finally:
-            if self.running:
-                self.unserve(protocol, port)
-
-    def connect(self, dst_ip: str, protocol: str, port: int | None = None, timeout: float = 1.0,
-                src_ip: str | None = None) -> ProbeResult:
-        """One probe from the guest, with the verdicts of `stockade.lab.probe.probe`. `src_ip`
-        is bound even if the guest does not have it (a spoofed source, for TCP and UDP)."""
-        proto = _protocol(protocol)
-        for ip in (dst_ip, src_ip):
-            if ip is not None:
-                try:
-                    ipaddress.ip_address(ip)
-                except ValueError:
-                    raise LabError(f"{ip!r} is not an IP address") from None
-        if proto != "icmp":
-            _port(port)
-        ms = max(100, min(60000, int(timeout * 1000)))
-        words = ["connect", proto, dst_ip, str(port or 0), str(ms)] + ([src_ip] if src_ip else [])
-        start = time.monotonic()
-        result = self._control.request(*words, timeout=timeout + 5.0)
-        elapsed = round(time.monotonic() - start, 4)
-        verdict, _, detail = result.partition(" ")
-        if verdict not in _VERDICTS:
-            return ProbeResult("error", f"guest probe said {result!r}", elapsed)
-        v: Verdict = verdict  # type: ignore[assignment]
-        return ProbeResult(v, detail, elapsed)
-
-    def add_address(self, ip: str) -> None:
-        """An extra /32 or /128 on the guest's eth0 (to send ICMP from a spoofed source)."""
-        self._control.request("addr", "add", str(ipaddress.ip_address(ip)))
-
-    def remove_address(self, ip: str) -> None:
-        self._control.request("addr", "del", str(ipaddress.ip_address(ip)))
-
-    def addresses(self) -> list[str]:
-        """The guest's global addresses on eth0, as `ip/len`."""
-        return self._control.request("addrs").split()
-
-    # -- lifecycle
-
     @property
     def running(self) -> bool:
         return self._proc.poll() is None
 
+    def release_control(self) -> None:
+        """Let go of the control channel so that another process can `GuestClient.open` it (QEMU
+        serves one client at a time). QEMU keeps running; `stop` still ends it."""
+        self.close()
+
+    def retake_control(self, timeout: float = 10.0) -> None:
+        """Connect again after `release_control` (once the other client has let go)."""
+        self._control = GuestClient.open(self.run_dir, self.spec.name, timeout)._control
+
     def stop(self, timeout: float = 5.0) -> None:
         """End QEMU and remove its socket and pid file (console.log and qemu.log stay, for
         reading after the fact). Idempotent."""
-        self._control.close()
+        self.close()
         _end(self._proc, timeout)
         for name in ("control.sock", "qemu.pid"):
             (self.run_dir / name).unlink(missing_ok=True)
-
-
-def _protocol(protocol: str) -> str:
-    proto = protocol.lower()
-    if proto == "icmpv6":
-        proto = "icmp"
-    if proto not in ("tcp", "udp", "icmp"):
-        raise LabError(f"probe protocol must be tcp, udp or icmp, not {protocol!r}")
-    return proto
-
-
-def _port(port: int | None) -> int:
-    if port is None or not 1 <= port <= 65535:
-        raise LabError(f"a port in 1-65535 is needed, not {port}")
-    return port
 
 
 def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -331,7 +271,7 @@ def _boot(spec: VmSpec, image: GuestImage, run_dir: Path, accel: Accel, ready_ti
         raise
     boot = round(time.monotonic() - start, 3)
     log.info("VM %s booted in %.2f s (%s), QEMU pid %d", spec.name, boot, accel, proc.pid)
-    return RunningVm(spec, proc.pid, accel, run_dir, boot, proc, control)
+    return RunningVm(spec, proc, accel, run_dir, boot, control)
 
 
 def _tail(path: Path, chars: int = 1200) -> str:
