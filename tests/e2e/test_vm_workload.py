@@ -1,27 +1,25 @@
 """A real QEMU virtual machine as a workload (issue 16, items 1 and 2), in the real lab.
 
-The VM (lab/vm: Debian's kernel, a busybox initramfs, TCG here where KVM does not run guests)
-boots on a tap in hypervisor hv1, as a hypervisor would make it; its Workload names the tap and
-MAC, takes its addresses from IPAM and is marked `stockade.io/attached-by: lab-vm`. hv1's agent
-plumbs the tap (link event) and enforces the same policy as on a namespace workload: real packets
-both ways, IPv4 and IPv6, through the VM's control channel; a spoofed source from inside the VM
-is dropped.
+`stockade lab vm start` (lab/vm: Debian's kernel, a busybox initramfs, TCG here where KVM does
+not run guests) registers the Workload (marked `stockade.io/attached-by: lab-vm`, naming the tap
+and MAC, addresses from IPAM) and boots QEMU on a tap in hypervisor hv1, as a hypervisor would;
+hv1's agent plumbs the tap (link event) and enforces the same policy as on a namespace workload.
+`stockade probe` reaches the guest through its control channel: real packets both ways, IPv4 and
+IPv6. A spoofed source from inside the VM is dropped. `lab status` lists the VM (role vm).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from stockade.lab.probe import probe, serve
-from stockade.lab.vm import RunningVm, VmSpec, build_image, start_vm
+from stockade.lab import vms
+from stockade.lab.probe import serve
+from stockade.lab.state import LabSettings
 from tests.e2e.conftest import Lab, ipv4, make_lab
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -79,66 +77,45 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def vm(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningVm, list[str]]]:
-    tag = secrets.token_hex(3)
-    tap, mac = f"tapvm{tag}", "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
-    lab.apply_text(f"""
-apiVersion: stockade.io/v1
-kind: Workload
-metadata:
-  name: server
-  namespace: vms
-  labels: {{role: server}}
-  annotations: {{stockade.io/attached-by: lab-vm}}
-spec: {{host: hv1, interface: {tap}, mac: "{mac}"}}
-""", *WAIT)
-    ips = lab.workload("vms/server")["status"]["ips"]  # from IPAM
-    run_dir = Path(tempfile.mkdtemp(prefix="stkvm-"))  # short: QEMU's control socket lives here
-    running: RunningVm | None = None
+def vm(lab: Lab) -> Iterator[dict[str, Any]]:
+    """`stockade lab vm start`: the Workload (IPAM's addresses), then QEMU on a tap of hv1."""
     try:
-        image = build_image(tmp_path_factory.mktemp("vm-image"))
-        running = start_vm(VmSpec("server", lab.hv_netns("hv1"), tap, mac, tuple(ips), gateway_v4="169.254.1.1"),
-                           image, run_dir)
-        yield running, ips
+        started = lab.json("lab", "vm", "start", "server", "-n", "vms", "--host", "hv1", "-l", "role=server",
+                           "-o", "json")
+        yield started
     finally:
-        if running is not None:
-            running.stop()
-        lab.cli("delete", "workload", "server", "-n", "vms", *WAIT, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        lab.cli("lab", "vm", "stop", "server", "-n", "vms", check=False)
 
 
-def _until_reachable(lab: Lab, vm: RunningVm, ip: str) -> None:
-    """The agent plumbs the tap once QEMU made it (link event): a few seconds on a busy machine."""
-    client = lab.workload("vms/client")
-    with vm.serving("tcp", 8080):
-        for _ in range(20):
-            if probe(client["status"]["netns"], None, ip, "tcp", 8080, reuse_server=True).verdict == "allowed":
-                return
-    raise AssertionError(f"the VM at {ip} never became reachable from its client")
+def verdict(lab: Lab, src: str, dst: str, port: int, family: int = 4, protocol: str = "tcp") -> str:
+    return lab.json("probe", "--from", src, "--to", dst, "--port", str(port), "--protocol", protocol,
+                    "--family", str(family), "-o", "json")["verdict"]
 
 
-def test_the_vm_is_allowed_and_denied_exactly_as_a_namespace_workload(lab: Lab,
-                                                                     vm: tuple[RunningVm, list[str]]) -> None:
-    running, ips = vm
+def test_the_vm_is_allowed_and_denied_exactly_as_a_namespace_workload(lab: Lab, vm: dict[str, Any]) -> None:
+    assert vm["accel"] in ("kvm", "tcg") and len(vm["ips"]) == 2
+    processes = {p["name"]: p for p in lab.json("lab", "status", "-o", "json")["processes"]}
+    assert processes[vm["process"]]["role"] == "vm" and processes[vm["process"]]["alive"]
+    # hv1's agent plumbs the tap once QEMU made it (link event): moments on a busy machine.
+    wait_until(lambda: verdict(lab, "vms/client", "vms/server", 8080) == "allowed",
+               "the client to reach the VM", timeout=20)
+    for family in (4, 6):
+        assert verdict(lab, "vms/client", "vms/server", 8080, family) == "allowed", family
+        assert verdict(lab, "vms/stranger", "vms/server", 8080, family) == "denied", family
+        assert verdict(lab, "vms/client", "vms/server", 9090, family) == "denied", family
+        # From the VM: its egress allows the stranger's UDP 5353, nothing else.
+        assert verdict(lab, "vms/server", "vms/stranger", 5353, family, "udp") == "allowed", family
+        assert verdict(lab, "vms/server", "vms/client", 8080, family) == "denied", family
+    assert lab.workload("vms/server")["status"]["interface"] == vm["interface"]  # as hv1's agent reported it
+
+
+def test_a_spoofed_source_from_inside_the_vm_is_dropped(lab: Lab, vm: dict[str, Any]) -> None:
     client, stranger = lab.workload("vms/client"), lab.workload("vms/stranger")
-    _until_reachable(lab, running, ips[0])
-    with running.serving("tcp", 8080), running.serving("tcp", 9090):
-        for ip in ips:  # IPv4 and IPv6
-            assert probe(client["status"]["netns"], None, ip, "tcp", 8080, reuse_server=True).verdict == "allowed", ip
-            assert probe(stranger["status"]["netns"], None, ip, "tcp", 8080, reuse_server=True).verdict == "denied", ip
-            assert probe(client["status"]["netns"], None, ip, "tcp", 9090, reuse_server=True).verdict == "denied", ip
-    # From the VM: nothing allows its egress (the namespace denies by default).
-    with serve(client["status"]["netns"], "tcp", 8080):
-        assert running.connect(ipv4(client), "tcp", 8080, timeout=2.0).verdict == "denied"
-    assert lab.workload("vms/server")["status"]["interface"] == running_tap(running)
-
-
-def test_a_spoofed_source_from_inside_the_vm_is_dropped(lab: Lab, vm: tuple[RunningVm, list[str]]) -> None:
-    running, ips = vm
-    client = lab.workload("vms/client")
-    _until_reachable(lab, running, ips[0])
-    stranger = lab.workload("vms/stranger")
-    with serve(stranger["status"]["netns"], "udp", 5353):
+    wait_until(lambda: verdict(lab, "vms/server", "vms/stranger", 5353, 4, "udp") == "allowed",
+               "the VM to reach the stranger", timeout=20)
+    with serve(stranger["status"]["netns"], "udp", 5353), \
+            vms.guest(LabSettings(lab.prefix, lab.state_dir, lab.state_dir / "unused-config.json"),
+                      lab.workload("vms/server")) as running:
         # As itself, the VM may send to the stranger's port 5353 (server-out, stranger-in) ...
         assert running.connect(ipv4(stranger), "udp", 5353, timeout=2.0).verdict == "allowed"
         # ... but not as the client, whose address it forges: hv1's spoof check drops it (its
@@ -164,7 +141,3 @@ def _antispoof_drops(lab: Lab) -> int:
         if on_ipv4_source:
             total += sum(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
     return total
-
-
-def running_tap(running: RunningVm) -> str:
-    return running.spec.tap

@@ -97,3 +97,53 @@ def status(output: str = typer.Option("table", "--output", "-o", help="table or 
         sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
     else:
         _render(st)
+
+
+vm_app = typer.Typer(help="Run a lab workload as a real QEMU virtual machine.", no_args_is_help=True)
+lab_app.add_typer(vm_app, name="vm")
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _err.print(f"[red]error:[/red] --label {pair!r}: expected KEY=VALUE")
+            raise typer.Exit(2)
+        labels[key] = value
+    return labels
+
+
+@vm_app.command("start")
+def vm_start(name: str = typer.Argument(..., help="The Workload's name."),
+             namespace: str = typer.Option(..., "--namespace", "-n", help="The Workload's namespace (must exist)."),
+             host: str = typer.Option(..., "--host", help="The lab hypervisor the VM runs on."),
+             label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE; repeat for more."),
+             output: str = typer.Option("table", "--output", "-o", help="table or json")) -> None:
+    """Register the Workload (addresses from IPAM), then boot the VM on a tap of HOST (KVM when it
+    runs guests, else TCG); `stockade probe` reaches it like any workload, `lab vm stop` ends it."""
+    from stockade.client_config import load_config
+    from stockade.lab import state, vms
+
+    labels = _labels(label)
+    with load_config(None, None).client() as client:
+        started = _run(lambda: vms.start(state.LabSettings.from_env(), client, namespace, name, host, labels))
+    if output == "json":
+        sys.stdout.write(json.dumps(started, indent=2) + "\n")
+    else:
+        _out.print(f"VM {started['workload']} runs on {host} ({started['accel']}, booted in "
+                   f"{started['bootSeconds']} s): {', '.join(started['ips'])} on {started['interface']}",
+                   highlight=False)
+
+
+@vm_app.command("stop")
+def vm_stop(name: str = typer.Argument(..., help="The Workload's name."),
+            namespace: str = typer.Option(..., "--namespace", "-n")) -> None:
+    """Stop the VM and delete its Workload."""
+    from stockade.client_config import load_config
+    from stockade.lab import state, vms
+
+    with load_config(None, None).client() as client:
+        was = _run(lambda: vms.stop(state.LabSettings.from_env(), client, namespace, name))
+    _out.print(f"VM {namespace}/{name} {'stopped' if was else 'was not running'}; its Workload is deleted",
+               highlight=False)

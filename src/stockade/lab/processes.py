@@ -28,6 +28,7 @@ from typing import Mapping
 from stockade.clock import utc_now
 from stockade.errors import LabError
 from stockade.lab.state import LabSettings
+from stockade.model.naming import short_hash
 
 STOP_TIMEOUT = 5.0
 
@@ -51,7 +52,19 @@ def agent_name(host: str) -> str:
     return f"agent-{host}"
 
 
+def vm_name(namespace: str, name: str) -> str:
+    """The process name of a lab VM (`lab.vms`): short, so its run directory's socket path fits."""
+    return "vm-" + short_hash(f"{namespace}/{name}", 10)
+
+
+def running_vms(settings: LabSettings) -> list[str]:
+    """The process names of the lab's VMs (`lab.vms`: those with a pid file)."""
+    return sorted(p.stem for p in settings.run_dir.glob("vm-*.pid")) if settings.run_dir.exists() else []
+
+
 def role(name: str) -> str:
+    if name.startswith("vm-"):
+        return "vm"
     return "controller" if name.startswith("controller") else "etcd" if name.startswith("etcd-") else "agent"
 
 
@@ -62,6 +75,8 @@ def _marker(name: str) -> list[str]:
         return ["controller", "serve"]
     if kind == "etcd":
         return ["--name", name]
+    if kind == "vm":
+        return ["-name", f"stockade-{name}"]  # lab.vms names the QEMU guest after its process
     return ["stockade.lab.agent", "run", "--host", name.removeprefix("agent-")]
 
 

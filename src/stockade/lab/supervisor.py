@@ -179,9 +179,9 @@ def down(settings: LabSettings) -> list[str]:
     removed: list[str] = []
     record = read_record(settings)
     names = [p.stem for p in settings.run_dir.glob("*.pid")] if settings.run_dir.exists() else []
-    # Agents first: a stopping agent must not find its controller gone and log noise for nothing;
-    # then the controllers, then the store they use.
-    for role in ("agent", "controller", "etcd"):
+    # VMs and agents first: a stopping agent must not find its controller gone and log noise for
+    # nothing; then the controllers, then the store they use.
+    for role in ("vm", "agent", "controller", "etcd"):
         removed += [f"process {n}" for n in processes.stop(settings, sorted(n for n in names
                                                                             if processes.role(n) == role))]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
@@ -207,6 +207,7 @@ def status(settings: LabSettings) -> LabStatus:
     if record and record.store == "etcd":
         running += [processes.process_status(settings, f"etcd-{j}") for j in range(1, naming.ETCD_MEMBERS + 1)]
     running += [processes.process_status(settings, agent_name(h)) for h in host_names if record]
+    running += [processes.process_status(settings, vm) for vm in processes.running_vms(settings)]
     alive = {p.name: p.alive for p in running}
     by_host = {h.name: h for h in inventory.hosts}
     hosts = []
