@@ -172,6 +172,10 @@ def test_changed_addresses_are_applied_in_the_workload_and_on_both_hosts(lab: La
     for ip in ("198.18.10.111", "2001:db8:10::111"):
         assert probe(db1, lab.netns("web-1", "hv1"), ip, "tcp", 8080).verdict == "allowed"
     assert probe(db1, None, "198.18.10.11", "icmp", None).verdict == "unreachable"
+    # The old addresses' routes are gone from the workload's own hypervisor too (a link-scope
+    # IPv4 route is deleted only when the delete asks for any scope).
+    for family, old in (("-4", "198.18.10.11"), ("-6", "2001:db8:10::11")):
+        assert sh(lab.hv("hv1"), "ip", family, "route", "show", old).strip() == "", old
 
 
 @pytest.mark.kernel

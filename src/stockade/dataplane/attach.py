@@ -42,7 +42,6 @@ ROUTE_PROTO = 77          # our host routes to attached workloads (the lab's own
 GATEWAY_V4 = "169.254.1.1"  # on every attached interface: the next hop workloads route IPv4 through
 GATEWAY_V6 = "fe80::1"      # and IPv6
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
-RT_SCOPE_NOWHERE = 255
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class AttachDriver:
             with rtnl.netlink_op(f"delete route {dst}/{plen}", ignore=_GONE):
                 # Scope "nowhere" matches any scope (as `ip route del` asks): ours are scope link.
                 ipr.route("del", dst=f"{dst}/{plen}", oif=oif, proto=ROUTE_PROTO, table=rtnl.RT_TABLE_MAIN,
-                          scope=RT_SCOPE_NOWHERE)
+                          scope=rtnl.RT_SCOPE_NOWHERE)
         for key in sorted(set(want) - set(have), key=str):
             dst, plen, oif = key
             with rtnl.netlink_op(f"add route {dst}/{plen}"):

@@ -45,6 +45,7 @@ from stockade.lab import naming
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import (
     RT_SCOPE_LINK,
+    RT_SCOPE_NOWHERE,
     RT_SCOPE_UNIVERSE,
     RT_TABLE_MAIN,
     LinkView,
@@ -310,8 +311,10 @@ class _Reconciler:
             dst, plen, oif, gw = key
             self.change(f"delete route {dst}/{plen} dev {by_index.get(oif or -1, oif)}" + (f" via {gw}" if gw else ""))
             with netlink_op(f"delete route {dst}/{plen}", ignore=_GONE):
+                # Scope "nowhere" matches any scope, as `ip route del` asks: without it the kernel
+                # refuses to delete a link-scope IPv4 route (ESRCH), which _GONE would hide.
                 self.ipr.route("del", dst=f"{dst}/{plen}", oif=oif, proto=naming.ROUTE_PROTO,
-                               table=RT_TABLE_MAIN, **({"gateway": gw} if gw else {}))
+                               table=RT_TABLE_MAIN, scope=RT_SCOPE_NOWHERE, **({"gateway": gw} if gw else {}))
         for key in sorted(set(want) - set(have), key=str):
             dst, plen, oif, gw = key
             self.change(f"add route {dst}/{plen} dev {by_index.get(oif or -1, oif)}" + (f" via {gw}" if gw else ""))

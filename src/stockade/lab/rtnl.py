@@ -8,12 +8,13 @@ from contextlib import AbstractContextManager
 from pyroute2 import IPRoute
 
 from stockade.dataplane import rtnl as _rtnl
-from stockade.dataplane.rtnl import (AF_INET, AF_INET6, IFA_F_NODAD, IFF_UP, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
+from stockade.dataplane.rtnl import (AF_INET, AF_INET6, IFA_F_NODAD, IFF_UP, RT_SCOPE_LINK, RT_SCOPE_NOWHERE,
+                                     RT_SCOPE_UNIVERSE,
                                      RT_TABLE_MAIN, LinkView, RouteView, dump_addrs, dump_links, dump_routes,
                                      family_of, host_prefixlen, norm_ip)
 from stockade.errors import LabError
 
-__all__ = ["AF_INET", "AF_INET6", "IFA_F_NODAD", "IFF_UP", "RT_SCOPE_LINK", "RT_SCOPE_UNIVERSE", "RT_TABLE_MAIN",
+__all__ = ["AF_INET", "AF_INET6", "IFA_F_NODAD", "IFF_UP", "RT_SCOPE_LINK", "RT_SCOPE_NOWHERE", "RT_SCOPE_UNIVERSE", "RT_TABLE_MAIN",
            "LinkView", "RouteView", "add_address", "dump_addrs", "dump_links", "dump_routes", "ensure_up",
            "family_of", "host_prefixlen", "netlink_op", "norm_ip"]
 
