@@ -15,7 +15,7 @@ import pytest
 
 from stockade.client import ControllerClient
 from stockade.controller.main import RunningController
-from stockade.errors import Forbidden
+from stockade.errors import Forbidden, NotFoundError
 from tests.controller.conftest import admin, agent, config, controller, short_dir, tokens  # noqa: F401 (fixtures)
 
 NS = {"apiVersion": "stockade.io/v1", "kind": "Namespace", "metadata": {"name": "pods"}}
@@ -80,3 +80,20 @@ def test_every_other_write_with_a_host_credential_is_refused_and_audited(
         _refused(host_credential, admin, write, words)
     refused = [e for e in admin.audit() if e["outcome"] == "refused" and (e.get("actor") or {}).get("name") == "agent-hv1"]
     assert len(refused) == len(attacks)
+
+
+def test_a_host_reads_back_the_workloads_on_its_own_host_and_nothing_else(
+        host_credential: ControllerClient, admin: ControllerClient) -> None:  # noqa: F811
+    host_credential.apply([workload("c1")])
+    admin.apply([workload("elsewhere", host="hv2"), workload("placed", mark=False)])
+    mine = host_credential.list("Workload", "pods", "c1")["items"]
+    assert [w["metadata"]["name"] for w in mine] == ["c1"] and mine[0]["status"]["ips"]
+    # Every workload of its host (an administrator's too: the host runs it), none of another host.
+    assert sorted(w["metadata"]["name"] for w in host_credential.list("Workload")["items"]) == ["c1", "placed"]
+    with pytest.raises(NotFoundError):  # the same answer as for a name nobody has
+        host_credential.list("Workload", "pods", "elsewhere")
+    with pytest.raises(NotFoundError):
+        host_credential.list("Workload", "pods", "nobody")
+    for kind in ("Policy", "Group", "Namespace", "GlobalPolicy"):
+        with pytest.raises(Forbidden, match="reads only the Workloads on its own host"):
+            host_credential.list(kind)

@@ -1,9 +1,8 @@
 """The container's Workload at the controller, under the host's credential (`ControllerClient`).
 
 The credential is an agent-role token bound to the host: it may write only Workloads on its
-own host marked `stockade.io/attached-by` (`controller.rbac`), and it reads the state through
-the snapshot (its host's view, which holds its own workloads whole, `status.ips` included); it
-may not list objects, so every read here is a snapshot.
+own host marked `stockade.io/attached-by` (`controller.rbac`), and read back the Workloads on
+its own host by name (`status.ips` included): one object per read, whatever the fleet's size.
 
 Invariants: a Workload is removed only when its `stockade.io/cni-container-id` annotation
 names the container being deleted (a newer container of the same name keeps its object).
@@ -19,7 +18,7 @@ from typing import Any, Iterator
 from stockade.cni.identity import CONTAINER_ID, Identity
 from stockade.cni.spec import CONTROLLER_REFUSED, TRY_AGAIN_LATER, CniError
 from stockade.client import ControllerClient
-from stockade.errors import ControllerUnavailable, StockadeError
+from stockade.errors import ControllerUnavailable, NotFoundError, StockadeError
 
 
 @contextmanager
@@ -33,15 +32,14 @@ def controller_errors(what: str) -> Iterator[None]:
 
 
 def find(client: ControllerClient, identity: Identity) -> dict[str, Any] | None:
-    """The stored Workload of this name and namespace (with its status), or None."""
+    """The stored Workload of this name and namespace on this host (with its status), or None.
+    One object read by name: what a host credential may list (its own host's Workloads)."""
     with controller_errors(f"reading Workload {identity.namespace}/{identity.name}"):
-        snapshot = client.snapshot()
-    for doc in snapshot.get("objects") or []:
-        meta = doc.get("metadata") or {}
-        if (doc.get("kind") == "Workload" and meta.get("name") == identity.name
-                and (meta.get("namespace") or "") == identity.namespace):
-            return dict(doc)
-    return None
+        try:
+            items = client.list("Workload", identity.namespace, identity.name)["items"]
+        except NotFoundError:
+            return None
+    return dict(items[0]) if items else None
 
 
 def owned_by(doc: dict[str, Any], identity: Identity) -> bool:

@@ -12,8 +12,9 @@ Roles:
 - `agent`: reads its host's view of the desired state (snapshot, watch) and reports status and flows for its own host;
   and registers the workloads its host's runtimes attach (the CNI plugin, a hypervisor hook):
   Workloads on its own host marked `stockade.io/attached-by`, stored and new alike, so it can
-  neither move a workload to or from another host nor touch one an administrator placed on it.
-  Nothing else — not the object listing, which is for people.
+  neither move a workload to or from another host nor touch one an administrator placed on it;
+  it lists the Workloads on its own host (to read back their addresses) and no other object:
+  the object listing is for people.
 
 What a tenant reads is cut down to its namespaces by `may_read` (whole objects) and by
 `controller.visibility` (answers that mix its namespaces with others': flows, status, diff).
@@ -185,3 +186,11 @@ def _check_registration(principal: Principal, key: ObjectKey, old: Mapping[str, 
             raise Forbidden(f"{_who(principal)} may not write Workload {where}: the {label} workload has no "
                             f"{ATTACHED_BY} annotation; a host credential writes only the workloads its "
                             "runtimes attach")
+
+
+def require_own_workloads(principal: Principal, kind: str) -> None:
+    """A host credential lists only Workloads (those of its own host: the service filters)."""
+    require(principal, Permission.REGISTER_WORKLOADS)
+    if kind != "Workload":
+        raise Forbidden(f"{_who(principal)} may not read {kind} objects: a host credential reads only the "
+                        "Workloads on its own host")

@@ -463,6 +463,8 @@ class ControllerService:
         own — is Forbidden whether or not it exists, so no answer tells others' names apart.
         """
         k = resolve_kind(kind)
+        if principal is not None and principal.role == "agent":
+            return self._own_workloads(k.name, namespace, name, principal)
         scoped = principal is not None and rbac.is_scoped(principal)
         if principal is not None and scoped:
             rbac.require_namespace(principal, namespace if k.namespaced else None)
@@ -479,6 +481,19 @@ class ControllerService:
         if name is not None and not docs:
             where = f"{namespace}/" if k.namespaced and namespace else ""
             raise NotFoundError(f"{k.name} {where}{name} not found")
+        return revision, self._with_runtime_status(self._with_versions(docs))
+
+    def _own_workloads(self, kind: str, namespace: str | None, name: str | None,
+                       principal: Principal) -> tuple[int, list[dict[str, Any]]]:
+        """A host credential reads back the Workloads on its own host (what the CNI plugin
+        registered: its addresses), nothing else: other kinds are Forbidden, other hosts'
+        workloads are not there (NotFound alike, so the answer tells nothing of them)."""
+        rbac.require_own_workloads(principal, kind)
+        revision, docs = self.store.objects(kind, namespace or None, name)
+        docs = [d for d in docs if (d.get("spec") or {}).get("host") == principal.host]
+        if name is not None and not docs:
+            raise NotFoundError(f"Workload {namespace + '/' if namespace else ''}{name} not found on host "
+                                f"{principal.host}")
         return revision, self._with_runtime_status(self._with_versions(docs))
 
     def _with_versions(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

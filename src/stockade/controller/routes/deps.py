@@ -50,6 +50,8 @@ def allowed(*permissions: Permission) -> Callable[[Principal], Awaitable[Princip
 
 
 Reader = Annotated[Principal, Depends(allowed(Permission.READ_OBJECTS))]
+# The object listing: people, and host credentials reading back their own host's Workloads.
+ObjectLister = Annotated[Principal, Depends(allowed(Permission.READ_OBJECTS, Permission.REGISTER_WORKLOADS))]
 StateReader = Annotated[Principal, Depends(allowed(Permission.READ_STATE))]
 StatusReader = Annotated[Principal, Depends(allowed(Permission.READ_STATUS))]
 FlowReader = Annotated[Principal, Depends(allowed(Permission.READ_FLOWS))]

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from stockade.controller.routes.deps import API, ERROR_RESPONSES, ObjectWriter, Reader, Writer, write_audit
+from stockade.controller.routes.deps import API, ERROR_RESPONSES, ObjectLister, ObjectWriter, Writer, write_audit
 from stockade.controller.schemas import (
     ApplyRequest,
     DeleteRequest,
@@ -50,7 +50,7 @@ def router(service: ControllerService) -> APIRouter:
                                 audit=entry).to_dict()
 
     @r.get(f"{API}/objects/{{kind}}", response_model=ListResponse, responses=ERROR_RESPONSES)
-    def list_objects(kind: str, principal: Reader, namespace: str | None = None,
+    def list_objects(kind: str, principal: ObjectLister, namespace: str | None = None,
                      name: str | None = None) -> dict[str, Any]:
         """Objects of one kind (singular, plural or alias, any case); all namespaces unless one is given.
         A tenant sees only its own namespaces; naming an object it may not read is 403 whether or not
