@@ -39,7 +39,7 @@ def test_join_writes_a_credential_that_reports_for_that_host_only(
         with pytest.raises(Forbidden):
             agent.report_status("hv1", revision=0)
         with pytest.raises(Forbidden):
-            agent.list("workloads")
+            agent.list("policies")  # of objects, a host credential reads only its own host's Workloads
 
 
 def test_join_refuses_to_overwrite_a_credential(controller: RunningController, tokens: dict[str, str],

@@ -184,8 +184,10 @@ def test_agent_token_reads_state_but_neither_lists_nor_writes_objects(agent: Con
                                                                      admin: ControllerClient) -> None:
     admin.apply(shop(), "")
     assert agent.snapshot()["revision"] == 1
+    # Of objects, only its own host's Workloads (test_host_registration.py): no other kind.
+    assert {w["spec"]["host"] for w in agent.list("workloads")["items"]} <= {"hv1"}
     with pytest.raises(Forbidden):
-        agent.list("workloads")
+        agent.list("policies")
     with pytest.raises(Forbidden):
         agent.apply([workload("evil")], "")
     with pytest.raises(Forbidden):
