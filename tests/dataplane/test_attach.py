@@ -10,23 +10,20 @@ reads them. Every namespace is uniquely named and removed, also on failure.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import subprocess
 import threading
 import uuid
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Iterator
 
 import pytest
 
 from stockade.dataplane.attach import ROUTE_PROTO, AttachDriver, Attachment
 from stockade.dataplane.link_events import LinkEventReader
+from stockade.dataplane.netlink_events import in_netns
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -34,29 +31,6 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check:
         assert res.returncode == 0, f"{' '.join(cmd)}: {res.stderr}"
     return res
-
-
-def in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a thread that entered `netns` (as the agent runs inside its host's namespace)."""
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                assert ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) == 0
-            finally:
-                os.close(fd)
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
-            out["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join(30)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 @contextlib.contextmanager

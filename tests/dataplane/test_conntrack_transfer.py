@@ -10,7 +10,6 @@ the connection carries on; without, the same connection is cut (so the test can 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -21,8 +20,8 @@ import pytest
 
 from stockade.dataplane.conntrack_transfer import (MIN_TIMEOUT, ConnectionState, export_connections,
                                                    import_argv, import_connections, parse_xml)
-from tests.dataplane.test_attach import in_netns, namespaces, sh
-from tests.waiting import wait_until
+from stockade.dataplane.netlink_events import in_netns
+from tests.dataplane.test_attach import namespaces, sh
 
 XML = """<?xml version="1.0" encoding="utf-8"?><conntrack>
 <flow><meta direction="original"><layer3 protonum="2" protoname="ipv4"><src>198.18.1.1</src><dst>198.18.1.2</dst></layer3><layer4 protonum="6" protoname="tcp"><sport>1234</sport><dport>80</dport></layer4></meta><meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>198.18.1.2</src><dst>198.18.1.1</dst></layer3><layer4 protonum="6" protoname="tcp"><sport>80</sport><dport>1234</dport></layer4></meta><meta direction="independent"><state>ESTABLISHED</state><timeout>99</timeout><mark>0</mark><use>1</use><id>1</id><assured/></meta></flow>

@@ -21,6 +21,8 @@ SOL_NETLINK = 270
 NLMSG_HDR = struct.Struct("=IHHII")
 CLONE_NEWNET = 0x40000000
 
+
+
 T = TypeVar("T")
 
 
@@ -36,8 +38,8 @@ def split_messages(data: bytes, with_offsets: bool = False) -> Iterator:
         offset += (length + 3) & ~3
 
 
-def in_netns(netns: str, fn: Callable[[], socket.socket]) -> socket.socket:
-    """Run `fn` in a short-lived thread that entered `netns` (setns is per thread): the socket it
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a short-lived thread that entered `netns` (setns is per thread): a socket it
     makes stays in that namespace; the caller's thread never changes namespace."""
     result: dict[str, object] = {}
 
@@ -50,7 +52,7 @@ def in_netns(netns: str, fn: Callable[[], socket.socket]) -> socket.socket:
                     raise OSError(ctypes.get_errno(), f"setns {netns}")
             finally:
                 os.close(fd)
-            result["sock"] = fn()
+            result["value"] = fn()
         except BaseException as e:  # noqa: BLE001 - handed back to the caller below
             result["error"] = e
 
@@ -59,7 +61,7 @@ def in_netns(netns: str, fn: Callable[[], socket.socket]) -> socket.socket:
     t.join()
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
+    return result["value"]  # type: ignore[return-value]
 
 
 class EventReader(Generic[T]):
