@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stockade.client import ControllerClient
+from stockade.dataplane.attach import GATEWAY_V4  # what the host's agent puts on the tap
 from stockade.errors import LabError, NotFoundError
 from stockade.lab import naming, processes
 from stockade.lab.state import LabSettings, read_record
@@ -31,7 +32,6 @@ from stockade.lab.vm import GuestClient, VmSpec, build_image, start_vm
 from stockade.model.naming import ATTACHED_BY, short_hash
 
 ATTACHED_BY_LAB = "lab-vm"
-GATEWAY_V4 = "169.254.1.1"  # dataplane.attach.GATEWAY_V4: what the host's agent answers on the tap
 
 
 def run_dir(settings: LabSettings, namespace: str, name: str) -> Path:

@@ -54,6 +54,7 @@ from stockade.controller.store.types import (
     EventType,
     Revision,
     StaleBase,
+    canonical_json,
     stale_versions,
 )
 from stockade.errors import ConflictError, Gone
@@ -62,10 +63,6 @@ from stockade.model.kinds import ObjectKey
 # Commits lost to other writers before this one gives up (each lost race means another commit
 # succeeded, so the store as a whole moves on; only one writer can starve).
 MAX_ATTEMPTS = 50
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,7 @@ class Head:
         return cls(int(value["revision"]), int(value["compacted"]), int(value["kept"]), kv.mod_revision)
 
     def value(self) -> bytes:
-        return _dumps({"revision": self.revision, "compacted": self.compacted, "kept": self.kept}).encode()
+        return canonical_json({"revision": self.revision, "compacted": self.compacted, "kept": self.kept}).encode()
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class _Snapshot:
 
 
 def object_value(key: ObjectKey, revision: int, doc_json: str) -> bytes:
-    header = _dumps({"kind": key.kind, "namespace": key.namespace, "name": key.name, "revision": revision})
+    header = canonical_json({"kind": key.kind, "namespace": key.namespace, "name": key.name, "revision": revision})
     return f"{header}\n{doc_json}".encode()
 
 
@@ -103,6 +100,13 @@ def parse_object(value: bytes) -> tuple[ObjectKey, int, str]:
     header, _, doc_json = value.decode().partition("\n")
     h = json.loads(header)
     return ObjectKey(h["kind"], h["namespace"], h["name"]), int(h["revision"]), doc_json
+
+
+def revision_value(number: int, author: str, message: str, time: str, commit: str,
+                   changes: Sequence[tuple[str, ObjectKey]]) -> bytes:
+    """The value of `revisions/N`: who, when, why, the commit id, and what changed (type, key)."""
+    return canonical_json({"number": number, "author": author, "message": message, "time": time, "commit": commit,
+                   "changes": [[typ, k.kind, k.namespace, k.name] for typ, k in changes]}).encode()
 
 
 def _order(key: ObjectKey) -> tuple[str, str, str]:
@@ -278,7 +282,7 @@ class EtcdStateStore:
             raise ValueError("a revision needs at least one change")
         when = time.isoformat(timespec="milliseconds")
         # Serialized first: a document that cannot be stored fails the commit before anything is sent.
-        docs = [_dumps(c.document) if c.document is not None else None for c in changes]
+        docs = [canonical_json(c.document) if c.document is not None else None for c in changes]
         commit_id = uuid.uuid4().hex
         unknown: Committed | None = None  # a commit sent without an answer: maybe stored
         for _ in range(MAX_ATTEMPTS):
@@ -334,18 +338,17 @@ class EtcdStateStore:
             k = change.key
             typ: EventType = "PUT" if doc_json is not None else "DELETE"
             events.append(Event(number, seq, typ, k, json.loads(doc_json) if doc_json is not None else None))
-            rows.append(f"[{_dumps(typ)},{_dumps(k.kind)},{_dumps(k.namespace)},{_dumps(k.name)},"
+            rows.append(f"[{canonical_json(typ)},{canonical_json(k.kind)},{canonical_json(k.namespace)},{canonical_json(k.name)},"
                         f"{doc_json if doc_json is not None else 'null'}]")
             final[k] = doc_json
         compacted, kept = self._compact(head, len(changes), number, at)
         new_head = Head(number, compacted, kept, 0)
-        record = {"number": number, "author": author, "message": message, "time": when, "commit": commit_id,
-                  "changes": [[e.type, e.key.kind, e.key.namespace, e.key.name] for e in events]}
         ops = [put(self.layout.head, new_head.value())]
         for k, doc_json in final.items():
             ops.append(put(self.layout.object(k), object_value(k, number, doc_json)) if doc_json is not None
                        else delete_op(self.layout.object(k)))
-        ops.append(put(self.layout.revision(number), _dumps(record).encode()))
+        ops.append(put(self.layout.revision(number),
+                       revision_value(number, author, message, when, commit_id, [(e.type, e.key) for e in events])))
         ops.append(put(self.layout.events(number), ("[" + ",".join(rows) + "]").encode()))
         return ops, Committed(Revision(number, author, message, when), tuple(events))
 

@@ -18,11 +18,11 @@ import json
 from typing import Any, Callable
 
 from stockade.controller.store.archive import RevisionRecord, StoreDump, final_objects
-from stockade.controller.store.etcd import Head, object_value
+from stockade.controller.store.etcd import Head, object_value, revision_value
 from stockade.controller.store.etcd_kv import EtcdKV, mod_is, prefix_end, put
 from stockade.controller.store.etcd_kv import delete as delete_op
 from stockade.controller.store.etcd_layout import Layout
-from stockade.controller.store.tokens import StoredToken
+from stockade.controller.store.etcd_repos import json_value, token_from_value, token_value
 from stockade.controller.store.types import Change, Revision
 from stockade.errors import ConflictError
 from stockade.model.kinds import ObjectKey
@@ -31,10 +31,6 @@ from stockade.model.kinds import ObjectKey
 # so a restore needs no special member flags beyond what its largest revision needs.
 OPS_PER_TXN = 100
 BYTES_PER_TXN = 700_000
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _number(key: bytes) -> int:
@@ -62,8 +58,7 @@ class EtcdArchive:
             r = json.loads(kv.value)
             changes = tuple(Change(ObjectKey(kind, ns, name), doc) for _, kind, ns, name, doc in events[r["number"]])
             records.append(RevisionRecord(Revision(int(r["number"]), r["author"], r["message"], r["time"]), changes))
-        tokens = tuple(StoredToken(**{**t, "namespaces": tuple(t["namespaces"])})
-                       for t in (json.loads(kv.value) for kv in self._scan(lay.tokens, at)))
+        tokens = tuple(token_from_value(kv.value) for kv in self._scan(lay.tokens, at))
         revoked = tuple((kv.key[len(lay.revoked_all):].decode(), kv.value.decode())
                         for kv in self._scan(lay.revoked_all, at))
         audit = tuple((_number(kv.key), json.loads(kv.value)) for kv in self._scan(lay.audit_prefix, at))
@@ -101,7 +96,7 @@ class EtcdArchive:
             head = Head(dump.revision, dump.compacted, kept, 0)
             done = self._kv.txn([mod_is(lay.head, 0)],
                                 [put(lay.head, head.value()), put(lay.cluster_id, dump.cluster_id.encode()),
-                                 put(lay.lineage, _dumps(list(dump.lineage)))])
+                                 put(lay.lineage, json_value(list(dump.lineage)))])
             if not done.succeeded:
                 raise ConflictError(f"another writer made a store under {lay.prefix} during the restore "
                                     "(is a controller running on it?); nothing of the restore was kept")
@@ -116,17 +111,15 @@ class EtcdArchive:
         ops = []
         for record in dump.revisions:
             r = record.revision
-            rows = [["PUT" if c.document is not None else "DELETE", c.key.kind, c.key.namespace, c.key.name]
-                    for c in record.changes]
-            ops.append(put(lay.revision(r.number), _dumps({"number": r.number, "author": r.author,
-                                                           "message": r.message, "time": r.time, "commit": "",
-                                                           "changes": rows})))
-            ops.append(put(lay.events(r.number), _dumps([[*row, c.document] for row, c in zip(rows, record.changes)])))
+            kinds = [("PUT" if c.document is not None else "DELETE", c.key) for c in record.changes]
+            ops.append(put(lay.revision(r.number), revision_value(r.number, r.author, r.message, r.time, "", kinds)))
+            ops.append(put(lay.events(r.number), json_value([[typ, k.kind, k.namespace, k.name, c.document]
+                                                             for (typ, k), c in zip(kinds, record.changes)])))
         for key, (rev, doc) in final_objects(dump.revisions).items():
-            ops.append(put(lay.object(key), object_value(key, rev, _dumps(doc).decode())))
-        ops += [put(lay.token(t.id), _dumps({**t.__dict__, "namespaces": list(t.namespaces)})) for t in dump.tokens]
+            ops.append(put(lay.object(key), object_value(key, rev, json_value(doc).decode())))
+        ops += [put(lay.token(t.id), token_value(t)) for t in dump.tokens]
         ops += [put(lay.revoked(sha), when.encode()) for sha, when in dump.revoked]
-        ops += [put(lay.audit(seq), _dumps(entry)) for seq, entry in dump.audit]
+        ops += [put(lay.audit(seq), json_value(entry)) for seq, entry in dump.audit]
         if dump.audit:
             ops.append(put(lay.audit_seq, str(max(seq for seq, _ in dump.audit)).encode()))
         return ops

@@ -28,14 +28,25 @@ from stockade.controller.store.etcd_kv import EtcdKV, OutcomeUnknown, mod_is, pr
 from stockade.controller.store.etcd_kv import delete as delete_op
 from stockade.controller.store.etcd_layout import Layout
 from stockade.controller.store.tokens import StoredToken
+from stockade.controller.store.types import canonical_json
 from stockade.errors import ConflictError
 
 MAX_ATTEMPTS = 50
 REPORTS_PER_TXN = 100  # within etcd's default --max-txn-ops (128): reports are saved independently
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+def json_value(value: Any) -> bytes:
+    """A value as the store writes it (`types.canonical_json`), as etcd takes it."""
+    return canonical_json(value).encode()
+
+
+def token_value(token: StoredToken) -> bytes:
+    return json_value({**asdict(token), "namespaces": list(token.namespaces)})
+
+
+def token_from_value(value: bytes) -> StoredToken:
+    t = json.loads(value)
+    return StoredToken(**{**t, "namespaces": tuple(t["namespaces"])})
 
 
 def _seq(key: bytes) -> int:
@@ -47,7 +58,7 @@ def audit_ops(layout: Layout, last: int, entries: Sequence[dict[str, Any]],
     """The puts that store `entries` after seq `last` (and move the counter), and their seqs;
     when the seqs cross a multiple of 1000, a delete of the entries beyond `retention` (as SQLite)."""
     seqs = [last + i + 1 for i in range(len(entries))]
-    ops = [put(layout.audit(seq), _dumps(entry)) for seq, entry in zip(seqs, entries)]
+    ops = [put(layout.audit(seq), json_value(entry)) for seq, entry in zip(seqs, entries)]
     if seqs:
         ops.append(put(layout.audit_seq, str(seqs[-1]).encode()))
         cut = seqs[-1] - retention
@@ -73,7 +84,7 @@ class EtcdAudit:
             last = int(seq_kv.value) if seq_kv is not None else 0
             if sent and last >= sent[-1]:
                 _, first = self._kv.get(self._layout.audit(sent[0]))
-                if first is not None and first.value == _dumps(entries[0]):
+                if first is not None and first.value == json_value(entries[0]):
                     return sent  # that transaction was applied
             ops, seqs = audit_ops(self._layout, last, entries, self.retention)
             try:
@@ -106,7 +117,7 @@ class EtcdTokens:
         self._layout = layout
 
     def add(self, token: StoredToken) -> None:
-        key, value = self._layout.token(token.id), _dumps(asdict(token))
+        key, value = self._layout.token(token.id), token_value(token)
         for _ in range(MAX_ATTEMPTS):
             try:
                 if self._kv.txn([mod_is(key, 0)], [put(key, value)]).succeeded:
@@ -120,10 +131,7 @@ class EtcdTokens:
         raise ConflictError(f"token {token.id} could not be stored")
 
     def all(self) -> list[StoredToken]:
-        tokens = []
-        for kv in self._kv.scan(self._layout.tokens, prefix_end(self._layout.tokens), 0):
-            t = json.loads(kv.value)
-            tokens.append(StoredToken(**{**t, "namespaces": tuple(t["namespaces"])}))
+        tokens = [token_from_value(kv.value) for kv in self._kv.scan(self._layout.tokens, prefix_end(self._layout.tokens), 0)]
         return sorted(tokens, key=lambda t: (t.created, t.id))
 
     def revoke_hash(self, sha256: str, when: str) -> None:
@@ -136,7 +144,7 @@ class EtcdTokens:
                 t = json.loads(kv.value)
                 if t["sha256"] == sha256 and t["revoked"] is None:
                     compare.append(mod_is(kv.key, kv.mod_revision))
-                    ops.append(put(kv.key, _dumps({**t, "revoked": when})))
+                    ops.append(put(kv.key, json_value({**t, "revoked": when})))
             if not ops:
                 return  # revoked already: a revocation is never changed
             try:
@@ -174,7 +182,7 @@ class EtcdAgentReports(WriteBehindReports):
     def _save(self, batch: list[AgentRecord]) -> None:
         for i in range(0, len(batch), REPORTS_PER_TXN):
             ops = [put(self._layout.agent(r.host),
-                       _dumps({"host": r.host, "report": r.report,
+                       json_value({"host": r.host, "report": r.report,
                                "lastSeen": r.last_seen.isoformat(timespec="milliseconds")}))
                    for r in batch[i:i + REPORTS_PER_TXN]]
             self._kv.txn([], ops)  # an error leaves the batch to the next burst (AgentReports)

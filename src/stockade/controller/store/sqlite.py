@@ -43,6 +43,7 @@ from stockade.controller.store.types import (
     EventType,
     Revision,
     StaleBase,
+    canonical_json,
     stale_versions,
 )
 from stockade.errors import ConflictError, Gone
@@ -212,7 +213,7 @@ class SqliteStateStore:
                                  (k.kind, k.namespace, k.name))
                     doc_json = None
                 else:
-                    doc_json = json.dumps(change.document, sort_keys=True, separators=(",", ":"))
+                    doc_json = canonical_json(change.document)
                     conn.execute(
                         "INSERT INTO objects (kind, namespace, name, document, rev) VALUES (?, ?, ?, ?, ?) "
                         "ON CONFLICT (kind, namespace, name) DO UPDATE SET document = excluded.document, "

@@ -13,14 +13,10 @@ import sqlite3
 
 from stockade.controller.store.archive import RevisionRecord, StoreDump, final_objects
 from stockade.controller.store.sqlite_file import SqliteFile, read_lineage
-from stockade.controller.store.tokens import StoredToken
-from stockade.controller.store.types import Change, Revision
+from stockade.controller.store.tokens import insert_tokens, token_rows
+from stockade.controller.store.types import Change, Revision, canonical_json
 from stockade.errors import ConflictError
 from stockade.model.kinds import ObjectKey
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> str | None:
@@ -43,9 +39,7 @@ class SqliteArchive:
                     Change(ObjectKey(kind, ns, name), json.loads(doc) if doc is not None else None))
             records = tuple(RevisionRecord(Revision(*row), tuple(changes.get(row[0], ())))
                             for row in conn.execute("SELECT rev, author, message, time FROM revisions ORDER BY rev"))
-            tokens = tuple(StoredToken(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7], r[8], r[9])
-                           for r in conn.execute("SELECT id, sha256, name, role, namespaces, host, created, created_by, "
-                                                 "expires, revoked FROM tokens ORDER BY created, id"))
+            tokens = tuple(token_rows(conn))
             revoked = tuple((r[0], r[1]) for r in
                             conn.execute("SELECT sha256, revoked FROM revoked_hashes ORDER BY revoked, sha256"))
             audit = tuple((seq, json.loads(entry)) for seq, entry in
@@ -74,20 +68,16 @@ class SqliteArchive:
                 for seq, change in enumerate(record.changes):
                     k = change.key
                     row = (r.number, seq, "PUT" if change.document is not None else "DELETE", k.kind, k.namespace,
-                           k.name, _dumps(change.document) if change.document is not None else None)
+                           k.name, canonical_json(change.document) if change.document is not None else None)
                     conn.execute("INSERT INTO history (rev, seq, type, kind, namespace, name, document) "
                                  "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                     if r.number > dump.compacted:  # the event window as the source kept it
                         conn.execute("INSERT INTO events (rev, seq, type, kind, namespace, name, document) "
                                      "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             conn.executemany("INSERT INTO objects (kind, namespace, name, document, rev) VALUES (?, ?, ?, ?, ?)",
-                             [(k.kind, k.namespace, k.name, _dumps(doc), rev)
+                             [(k.kind, k.namespace, k.name, canonical_json(doc), rev)
                               for k, (rev, doc) in final_objects(dump.revisions).items()])
-            conn.executemany(
-                "INSERT INTO tokens (id, sha256, name, role, namespaces, host, created, created_by, expires, revoked) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(t.id, t.sha256, t.name, t.role, json.dumps(list(t.namespaces)), t.host, t.created, t.created_by,
-                  t.expires, t.revoked) for t in dump.tokens])
+            insert_tokens(conn, dump.tokens)
             conn.executemany("INSERT INTO revoked_hashes (sha256, revoked) VALUES (?, ?)", dump.revoked)
             # Explicit seqs: AUTOINCREMENT goes on after the highest, as it did in the source.
             conn.executemany("INSERT INTO audit (seq, time, entry) VALUES (?, ?, ?)",

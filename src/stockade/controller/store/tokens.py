@@ -10,8 +10,9 @@ repository does not hold); a token, once revoked, stays revoked.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 from stockade.controller.store.sqlite_file import SqliteFile
 
@@ -46,6 +47,30 @@ class TokenRepository(Protocol):
     def revoked_hashes(self) -> set[str]: ...
 
 
+TOKEN_COLUMNS = "id, sha256, name, role, namespaces, host, created, created_by, expires, revoked"
+
+
+def token_row(token: StoredToken) -> tuple[Any, ...]:
+    """`token` as a row of the tokens table (TOKEN_COLUMNS)."""
+    return (token.id, token.sha256, token.name, token.role, json.dumps(list(token.namespaces)), token.host,
+            token.created, token.created_by, token.expires, token.revoked)
+
+
+def token_from_row(row: Sequence[Any]) -> StoredToken:
+    return StoredToken(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5], row[6], row[7], row[8],
+                       row[9])
+
+
+def insert_tokens(conn: sqlite3.Connection, tokens: Iterable[StoredToken]) -> None:
+    conn.executemany(f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [token_row(t) for t in tokens])
+
+
+def token_rows(conn: sqlite3.Connection) -> list[StoredToken]:
+    """Every stored token, by creation time."""
+    return [token_from_row(r) for r in conn.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id")]
+
+
 class SqliteTokens:
     """Tokens in the revisions' database file (`SqliteFile`, which it does not own)."""
 
@@ -54,18 +79,11 @@ class SqliteTokens:
 
     def add(self, token: StoredToken) -> None:
         with self._db.write() as conn:
-            conn.execute(
-                "INSERT INTO tokens (id, sha256, name, role, namespaces, host, created, created_by, expires, "
-                "revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (token.id, token.sha256, token.name, token.role, json.dumps(list(token.namespaces)),
-                 token.host, token.created, token.created_by, token.expires, token.revoked))
+            insert_tokens(conn, (token,))
 
     def all(self) -> list[StoredToken]:
         with self._db.read() as conn:
-            rows = conn.execute("SELECT id, sha256, name, role, namespaces, host, created, created_by, expires, "
-                                "revoked FROM tokens ORDER BY created, id").fetchall()
-        return [StoredToken(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7], r[8], r[9])
-                for r in rows]
+            return token_rows(conn)
 
     def revoke_hash(self, sha256: str, when: str) -> None:
         with self._db.write() as conn:

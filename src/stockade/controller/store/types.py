@@ -7,6 +7,7 @@ validated by the service; the store knows nothing of them beyond kind, namespace
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -15,6 +16,11 @@ from stockade.model.kinds import ObjectKey
 EventType = Literal["PUT", "DELETE"]
 # Revision number → the audit entries to store in that revision's own transaction.
 AuditRows = Callable[[int], Sequence[dict[str, Any]]]
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling the stores write documents and records in: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 # Events (whole revisions) the event window keeps; older ones are history only (docs/architecture.md).
