@@ -64,48 +64,17 @@ metadata: {name: client-out, namespace: att}
 spec:
   appliesTo: {selector: {matchLabels: {role: client}}}
   egress: [{action: allow, to: [{selector: {matchLabels: {role: server}}}], ports: [{protocol: TCP, port: 8080}]}]
-"""
-
-
-VM_WORLD = """
-apiVersion: stockade.io/v1
-kind: Namespace
-metadata: {name: vms}
----
-apiVersion: stockade.io/v1
-kind: Workload
-metadata: {name: client, namespace: vms, labels: {role: client}}
-spec: {host: hv2}
----
-apiVersion: stockade.io/v1
-kind: Workload
-metadata: {name: stranger, namespace: vms, labels: {role: stranger}}
-spec: {host: hv2}
 ---
 apiVersion: stockade.io/v1
 kind: Policy
-metadata: {name: to-server, namespace: vms}
-spec:
-  appliesTo: {selector: {matchLabels: {role: server}}}
-  ingress: [{action: allow, from: [{selector: {matchLabels: {role: client}}}], ports: [{protocol: TCP, port: 8080}]}]
----
-apiVersion: stockade.io/v1
-kind: Policy
-metadata: {name: client-out, namespace: vms}
-spec:
-  appliesTo: {selector: {matchLabels: {role: client}}}
-  egress: [{action: allow, to: [{selector: {matchLabels: {role: server}}}], ports: [{protocol: TCP, port: 8080}]}]
----
-apiVersion: stockade.io/v1
-kind: Policy
-metadata: {name: server-out, namespace: vms}
+metadata: {name: server-out, namespace: att}
 spec:
   appliesTo: {selector: {matchLabels: {role: server}}}
   egress: [{action: allow, to: [{selector: {matchLabels: {role: stranger}}}], ports: [{protocol: UDP, port: 5353}]}]
 ---
 apiVersion: stockade.io/v1
 kind: Policy
-metadata: {name: stranger-in, namespace: vms}
+metadata: {name: stranger-in, namespace: att}
 spec:
   appliesTo: {selector: {matchLabels: {role: stranger}}}
   ingress: [{action: allow, from: [{selector: {matchLabels: {role: server}}}], ports: [{protocol: UDP, port: 5353}]}]
@@ -150,7 +119,6 @@ def make_interface(hv: str, netns: str, iface: str) -> None:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for made in make_lab(tmp_path_factory.mktemp("attach"), hosts=2):
         made.apply_text(WORLD, *WAIT)
-        made.apply_text(VM_WORLD, *WAIT)
         yield made
 
 
@@ -230,11 +198,11 @@ def test_an_object_before_its_interface_is_plumbed_when_the_interface_appears(la
 def vm(lab: Lab) -> Iterator[dict[str, Any]]:
     """`stockade lab vm start`: the Workload (IPAM's addresses), then QEMU on a tap of hv1."""
     try:
-        started = lab.json("lab", "vm", "start", "server", "-n", "vms", "--host", "hv1", "-l", "role=server",
+        started = lab.json("lab", "vm", "start", "vm", "-n", "att", "--host", "hv1", "-l", "role=server",
                            "-o", "json")
         yield started
     finally:
-        lab.cli("lab", "vm", "stop", "server", "-n", "vms", check=False)
+        lab.cli("lab", "vm", "stop", "vm", "-n", "att", check=False)
 
 
 def verdict(lab: Lab, src: str, dst: str, port: int, family: int = 4, protocol: str = "tcp") -> str:
@@ -247,25 +215,25 @@ def test_the_vm_is_allowed_and_denied_exactly_as_a_namespace_workload(lab: Lab, 
     processes = {p["name"]: p for p in lab.json("lab", "status", "-o", "json")["processes"]}
     assert processes[vm["process"]]["role"] == "vm" and processes[vm["process"]]["alive"]
     # hv1's agent plumbs the tap once QEMU made it (link event): moments on a busy machine.
-    wait_until(lambda: verdict(lab, "vms/client", "vms/server", 8080) == "allowed",
+    wait_until(lambda: verdict(lab, "att/client", "att/vm", 8080) == "allowed",
                "the client to reach the VM", timeout=20)
     for family in (4, 6):
-        assert verdict(lab, "vms/client", "vms/server", 8080, family) == "allowed", family
-        assert verdict(lab, "vms/stranger", "vms/server", 8080, family) == "denied", family
-        assert verdict(lab, "vms/client", "vms/server", 9090, family) == "denied", family
+        assert verdict(lab, "att/client", "att/vm", 8080, family) == "allowed", family
+        assert verdict(lab, "att/stranger", "att/vm", 8080, family) == "denied", family
+        assert verdict(lab, "att/client", "att/vm", 9090, family) == "denied", family
         # From the VM: its egress allows the stranger's UDP 5353, nothing else.
-        assert verdict(lab, "vms/server", "vms/stranger", 5353, family, "udp") == "allowed", family
-        assert verdict(lab, "vms/server", "vms/client", 8080, family) == "denied", family
-    assert lab.workload("vms/server")["status"]["interface"] == vm["interface"]  # as hv1's agent reported it
+        assert verdict(lab, "att/vm", "att/stranger", 5353, family, "udp") == "allowed", family
+        assert verdict(lab, "att/vm", "att/client", 8080, family) == "denied", family
+    assert lab.workload("att/vm")["status"]["interface"] == vm["interface"]  # as hv1's agent reported it
 
 
 def test_a_spoofed_source_from_inside_the_vm_is_dropped(lab: Lab, vm: dict[str, Any]) -> None:
-    client, stranger = lab.workload("vms/client"), lab.workload("vms/stranger")
-    wait_until(lambda: verdict(lab, "vms/server", "vms/stranger", 5353, 4, "udp") == "allowed",
+    client, stranger = lab.workload("att/client"), lab.workload("att/stranger")
+    wait_until(lambda: verdict(lab, "att/vm", "att/stranger", 5353, 4, "udp") == "allowed",
                "the VM to reach the stranger", timeout=20)
     with serve(stranger["status"]["netns"], "udp", 5353), \
             vms.guest(LabSettings(lab.prefix, lab.state_dir, lab.state_dir / "unused-config.json"),
-                      lab.workload("vms/server")) as running:
+                      lab.workload("att/vm")) as running:
         # As itself, the VM may send to the stranger's port 5353 (server-out, stranger-in) ...
         assert running.connect(ipv4(stranger), "udp", 5353, timeout=2.0).verdict == "allowed"
         # ... but not as the client, whose address it forges: hv1's spoof check drops it (its
