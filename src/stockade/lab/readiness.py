@@ -2,7 +2,7 @@
 
     wait_etcd_healthy(settings)            every member runs and `etcdctl endpoint health` says so
     wait_healthy(settings, name, url)      a controller replica answers /healthz
-    wait_agents(settings, record, token)   the controller has a report from every hypervisor's agent
+    wait_agents(settings, record, token)   every hypervisor's agent reported since, or enforces the store's revision
     reporting_hosts(settings, url, token)  the hosts the controller has reports from (also for `status`)
 
 Invariants:
@@ -10,6 +10,9 @@ Invariants:
   project's own client; an unreadable CA means nothing is asked.
 - A process that exits while it is waited for is a LabError at once, with its log's tail;
   one that does not answer in time is a LabError that names its log. No wait is unbounded.
+- An agent counts as ready by a report that is current, not merely by one the controller holds:
+  a replica restarted after a crash loads the reports its store kept, which may predate the
+  last change (reports are written behind), and `up` must not return while they are all it has.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import os
 import ssl
 import subprocess
 import time
+from datetime import datetime
 
 from stockade.client import ControllerClient
+from stockade.clock import utc_now
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming
 from stockade.lab.processes import agent_name, lab_process_env, log_tail, process_status
@@ -95,7 +100,38 @@ def reporting_hosts(settings: LabSettings, url: str, token: str, timeout: float 
     return sorted(str(a.get("host")) for a in agents if isinstance(a, dict) and a.get("host"))
 
 
+def current_hosts(settings: LabSettings, url: str, token: str, since: datetime) -> list[str] | None:
+    """Hosts whose agent enforces the store's revision in sync, or reported at or after `since`
+    (an agent that holds an older program on purpose, e.g. on a store conflict, still answers);
+    None when the controller cannot be asked."""
+    if not _ca_readable(settings):
+        return None
+    try:
+        with _client(settings, url, token, 2.0) as client:
+            status = client.status()
+    except StockadeError:
+        return None
+    revision = status.get("revision")
+    current = []
+    for agent in status.get("agents") or []:
+        if not isinstance(agent, dict) or not agent.get("host"):
+            continue
+        in_force = agent.get("inSync") and agent.get("revision") == revision
+        seen = _parse_time(agent.get("lastSeen"))
+        if in_force or (seen is not None and seen >= since):
+            current.append(str(agent["host"]))
+    return sorted(current)
+
+
+def _parse_time(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
 def wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
+    since = utc_now()
     deadline = time.monotonic() + AGENTS_TIMEOUT
     missing = record.host_names
     while time.monotonic() < deadline:
@@ -104,11 +140,11 @@ def wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
             if not process_status(settings, name).alive:
                 log = settings.log_file(name)
                 raise LabError(f"the agent of {host} exited; read {log}:\n{log_tail(log)}")
-        seen = reporting_hosts(settings, record.url, token) or []
-        missing = [h for h in record.host_names if h not in seen]
+        current = current_hosts(settings, record.url, token, since) or []
+        missing = [h for h in record.host_names if h not in current]
         if not missing:
             return
         time.sleep(0.2)
     logs = ", ".join(str(settings.log_file(agent_name(h))) for h in missing)
-    raise LabError(f"no report from the agent of {', '.join(missing)} within {AGENTS_TIMEOUT:.0f} s; "
+    raise LabError(f"no current report from the agent of {', '.join(missing)} within {AGENTS_TIMEOUT:.0f} s; "
                    f"read {logs}")

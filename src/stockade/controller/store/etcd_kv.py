@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -38,6 +39,11 @@ DEFAULT_TIMEOUT = 30.0     # seconds per call; a 10,000-object commit takes abou
 # A read waits this long for a member that must agree with a quorum (etcd holds a linearizable
 # read while there is no leader); then it is asked again as a serializable read (below).
 READ_TIMEOUT = 2.0
+# While the quorum is known lost, reads go straight to the serializable form and the quorum's
+# return is tried at most this often: else every read of a request would wait READ_TIMEOUT
+# first, and an apply (several reads) would outlast its client's patience instead of being
+# refused at once with the reason.
+QUORUM_RECHECK = 1.0
 PAGE = 2000                # keys per range call when reading a whole prefix
 # etcd's gRPC code for a request it refuses as too big (too many ops, too many bytes).
 _INVALID_ARGUMENT = 3
@@ -126,6 +132,7 @@ class EtcdKV:
         # Set when the last read could not be served linearizably but a member answered it from
         # what it holds: the cluster has no quorum (or no leader), so a write is refused at once.
         self.quorum_lost = False
+        self._quorum_recheck_at = 0.0  # monotonic time after which a linearizable read is tried again
 
     def _client(self, index: int, read: bool = False) -> etcd3gw.Etcd3Client:
         clients: dict[tuple[int, bool], etcd3gw.Etcd3Client] | None = getattr(self._local, "clients", None)
@@ -196,10 +203,15 @@ class EtcdKV:
         if descend:
             body["sort_order"] = "DESCEND"
             body["sort_target"] = "KEY"
-        try:
-            answer = self._post("/kv/range", body, retry=True)
-            self.quorum_lost = False
-        except (ControllerUnavailable, StockadeError):
+        answer = None
+        if self._quorum_check_due():
+            try:
+                answer = self._post("/kv/range", body, retry=True)
+                self.quorum_lost = False
+            except (ControllerUnavailable, StockadeError):
+                with self._lock:
+                    self._quorum_recheck_at = time.monotonic() + QUORUM_RECHECK
+        if answer is None:
             # No member could answer with the quorum's agreement: one that is up can still tell
             # what it holds. Reads go on, perhaps a little behind; writes need the quorum back.
             body["serializable"] = True
@@ -207,6 +219,18 @@ class EtcdKV:
             self.quorum_lost = True
         return (int(answer["header"]["revision"]), [_kv(kv) for kv in answer.get("kvs", [])],
                 bool(answer.get("more", False)))
+
+    def _quorum_check_due(self) -> bool:
+        """Whether this read asks for the quorum's agreement: always while the quorum is there; while
+        it is lost, one read in each QUORUM_RECHECK (the others are served from what a member holds)."""
+        with self._lock:
+            if not self.quorum_lost:
+                return True
+            now = time.monotonic()
+            if now < self._quorum_recheck_at:
+                return False
+            self._quorum_recheck_at = now + QUORUM_RECHECK + READ_TIMEOUT  # one thread tries; others go on
+            return True
 
     def get(self, key: bytes, revision: int = 0) -> tuple[int, KeyValue | None]:
         """(etcd revision read at, the key's value or None)."""
