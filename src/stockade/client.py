@@ -157,6 +157,15 @@ class _Calls:
         return _Call("GET", f"{API}/audit", params=params)
 
     @staticmethod
+    def give_connections(namespace: str, name: str, revision: int, entries: Sequence[Mapping[str, Any]]) -> _Call:
+        return _Call("PUT", f"{API}/handoffs/{quote(namespace, safe='')}/{quote(name, safe='')}",
+                     json={"revision": revision, "entries": [dict(e) for e in entries]})
+
+    @staticmethod
+    def take_connections(namespace: str, name: str) -> _Call:
+        return _Call("GET", f"{API}/handoffs/{quote(namespace, safe='')}/{quote(name, safe='')}")
+
+    @staticmethod
     def backup() -> _Call:
         # Reading a large store at one revision takes a while: more than a read's timeout.
         return _Call("GET", f"{API}/backup", extra_timeout=120.0)
@@ -441,6 +450,15 @@ class ControllerClient(_Base):
     def backup(self) -> dict[str, Any]:
         """The whole store at one revision: a backup file's document (admins only)."""
         return self._run(_Calls.backup())
+
+    def give_connections(self, namespace: str, name: str, revision: int,
+                         entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Hand a moved workload's open connections to its new host (the agent of the host it left)."""
+        return self._run(_Calls.give_connections(namespace, name, revision, entries))
+
+    def take_connections(self, namespace: str, name: str) -> dict[str, Any]:
+        """{workload, from, revision, entries}: the connections handed to this host (NotFoundError: none yet)."""
+        return self._run(_Calls.take_connections(namespace, name))
 
     def create_token(self, role: str, namespaces: Sequence[str] = (), ttl: str | None = None,
                      name: str | None = None, host: str | None = None) -> dict[str, Any]:

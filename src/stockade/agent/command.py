@@ -46,6 +46,10 @@ def parser(prog: str = PROG, more: Callable[[argparse.ArgumentParser], None] | N
     run.add_argument("--attach", action=argparse.BooleanOptionalAction, default=True,
                      help="Plumb the host side of this host's workloads when their interface appears (up, "
                           "fe80::1, proxy ARP, host routes); --no-attach where the runtime does it.")
+    run.add_argument("--carry-connections", action=argparse.BooleanOptionalAction, default=True,
+                     help="When a workload moves (live migration), hand its open connections (conntrack "
+                          "entries) from the host it left to the host it moved to; --no-carry-connections: "
+                          "they meet the new host's policy as new connections.")
     run.add_argument("--verbose", "-v", action="store_true")
     if more is not None:
         more(run)
@@ -57,7 +61,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     return AgentSettings(args.host, args.controller, token, args.table, metrics_address=args.metrics_address,
                          flow_log_group=args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
                          state_dir=args.state_dir, accept_new_store=args.accept_new_store, ca=args.ca,
-                         attach=args.attach)
+                         attach=args.attach, carry_connections=args.carry_connections)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:

@@ -23,16 +23,19 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from stockade.agent.cache import StateCache
 from stockade.agent.memory import release_free_memory
+from stockade.agent.migration import ConnectionCarrier, moves
 from stockade.agent.reconciler import Outcome, Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.stale_flows import FlowMemory
 from stockade.clock import utc_now_iso
 from stockade.errors import Gone, StockadeError
 from stockade.model.naming import workload_interface
-from stockade.model.reports import AgentReport, Endpoint, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, Handoff, NotProgrammed
 from stockade.model.state import DesiredState
 
 log = logging.getLogger(__name__)
+
+MAX_HANDOFFS_SHOWN = 64  # the report lists the last arrivals, not every one since the start
 
 
 class ControllerApi(Protocol):
@@ -95,6 +98,8 @@ class AgentStatus:
     last_drift_at: str | None = None
     # Local workloads the program leaves out, and why: [{"object": "ns/name", "reason": ...}].
     not_programmed: list[dict[str, str]] = field(default_factory=list)
+    # Workloads that moved here, and the connections taken over (agent.migration); the last few.
+    handoffs: dict[str, Handoff] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """The report's wire form, as the one AgentReport type (model.reports) gives it."""
@@ -103,7 +108,8 @@ class AgentStatus:
             in_sync=self.in_sync, error=self.error, drift_repairs=self.drift_repairs,
             last_drift_at=self.last_drift_at,
             endpoints={k: Endpoint.from_dict(v) for k, v in self.endpoints.items()},
-            not_programmed=tuple(NotProgrammed(n["object"], n["reason"]) for n in self.not_programmed)).to_dict()
+            not_programmed=tuple(NotProgrammed(n["object"], n["reason"]) for n in self.not_programmed),
+            handoffs=dict(self.handoffs)).to_dict()
 
 
 class Agent:
@@ -116,7 +122,8 @@ class Agent:
                  saved: SavedProgram | None = None,
                  forget_connections: Callable[[set[str]], int] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 link_events: Callable[[], LinkEvents] | None = None) -> None:
+                 link_events: Callable[[], LinkEvents] | None = None,
+                 carrier: ConnectionCarrier | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -135,6 +142,12 @@ class Agent:
         self.link_events = link_events
         self._local_interfaces: frozenset[str] = frozenset()
         self._flows_seen = FlowMemory()  # what the last state held: whose connections to end next
+        # Live migration (agent.migration): the last state this host enforced, to see workloads
+        # move; the arrivals whose connections are still to be taken over; the tasks doing it.
+        self.carrier = carrier
+        self._enforced: DesiredState | None = None
+        self._arrivals: list[tuple[str, int, int]] = []   # (ns/name, revision, last revision seen elsewhere)
+        self._takeovers: set[asyncio.Task[None]] = set()
         self._conflict: str | None = None
         self.flows = flows
         self.cache = StateCache()
@@ -360,6 +373,10 @@ class Agent:
             failed, reported = await asyncio.to_thread(self._step, self.cache.state())
             if reported:
                 self.reported.set()
+            while self._arrivals:
+                task = asyncio.create_task(self._take_over(*self._arrivals.pop(0)))
+                self._takeovers.add(task)
+                task.add_done_callback(self._takeovers.discard)
             if failed:
                 asyncio.get_running_loop().call_later(self.config.retry_interval, self.dirty.set)
 
@@ -384,6 +401,8 @@ class Agent:
                 self.status.endpoints = self.endpoints.reconcile(state)
             if self.flows is not None:  # workloads and log sites of what the kernel now runs
                 self.flows.update(state, self.reconciler.applied)
+            if self.carrier is not None:
+                self._carry_connections(state)
             stale = self._flows_seen.forget(state, self.config.host)
             self.status.revision = outcome.revision
             self.status.program_hash = outcome.program_hash
@@ -414,6 +433,29 @@ class Agent:
             self._end_connections(state.revision, stale)
         reported = self._report_now()
         return failed, reported
+
+    def _carry_connections(self, state: DesiredState) -> None:
+        """After the program is in force: hand off the connections of workloads that left (their
+        ports are dropped now, so no packet changes an entry after its export); note the arrivals,
+        whose connections are taken over beside the loop (`_take_over`), not in its way."""
+        assert self.carrier is not None
+        before, self._enforced = self._enforced, state
+        moved = moves(before, state, self.config.host)
+        if moved.left:
+            staying = {ip for wl in state.workloads.values() if wl.spec.host == self.config.host
+                       for ip in state.workload_ips(wl)}
+            for key in moved.left:
+                self.carrier.hand_off(state, key, staying)
+        if moved.arrived and before is not None:
+            self._arrivals += [(key, state.revision, before.revision) for key in moved.arrived]
+
+    async def _take_over(self, key: str, revision: int, seen_elsewhere_at: int) -> None:
+        assert self.carrier is not None
+        note = await asyncio.to_thread(self.carrier.take_over, key, revision, seen_elsewhere_at)
+        self.status.handoffs[key] = note
+        while len(self.status.handoffs) > MAX_HANDOFFS_SHOWN:
+            self.status.handoffs.pop(next(iter(self.status.handoffs)))
+        await self._report()
 
     def _end_connections(self, revision: int, stale: set[str]) -> None:
         """After the program is in force: a connection's next packet meets the new policy (or no

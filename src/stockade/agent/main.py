@@ -19,6 +19,7 @@ from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowS
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
 from stockade.agent.memory import limit_arenas
 from stockade.agent.metrics import AgentMetrics, serve
+from stockade.agent.migration import ConnectionCarrier
 from stockade.agent.reconciler import Reconciler
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
@@ -49,6 +50,8 @@ class AgentSettings:
     # (dataplane.attach), woken by link events; off where the runtime does it, or in the lab,
     # whose driver plumbs its own and the marked ones (lab.agent).
     attach: bool = True
+    # Live migration: hand a moving workload's open connections to its new host (agent.migration).
+    carry_connections: bool = True
 
 
 def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None) -> tuple[Agent, AgentMetrics]:
@@ -90,7 +93,8 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
     agent = Agent(AgentConfig(host=settings.host, accept_new_store=settings.accept_new_store), client, reconciler, endpoints,
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
                   on_controller_error=metrics.controller_error, saved=saved,
-                  forget_connections=forget_connections, link_events=LinkEventReader)
+                  forget_connections=forget_connections, link_events=LinkEventReader,
+                  carrier=ConnectionCarrier(client) if settings.carry_connections else None)
     return agent, metrics
 
 

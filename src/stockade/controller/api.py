@@ -43,6 +43,8 @@ from stockade.controller.ratelimit import FailureLimiter
 from stockade.controller.replicas import ReplicaFollower
 from stockade.controller.records import WatchAnswers
 from stockade.controller.routes import backup as backup_routes
+from stockade.controller.routes import handoffs as handoff_routes
+from stockade.controller.handoffs import HandoffBox
 from stockade.controller.routes import flows as flow_routes
 from stockade.controller.routes import history as history_routes
 from stockade.controller.routes import objects as object_routes
@@ -201,4 +203,5 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(history_routes.router(service, audit))
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
     app.include_router(backup_routes.router(backend, audit))
+    app.include_router(handoff_routes.router(HandoffBox(service.desired_state)))
     return app

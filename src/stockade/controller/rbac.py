@@ -55,6 +55,8 @@ class Permission(Enum):
     REGISTER_WORKLOADS = ("create, change or delete the Workloads its host's runtimes attach "
                           "(its own host, marked stockade.io/attached-by)")
     TAKE_BACKUP = "read the whole store, token hashes and audit log included (backup)"
+    HAND_OFF_CONNECTIONS = ("hand a moving workload's open connections from the host it left to the "
+                            "host it moved to (its agents only)")
 
 
 _ALL = frozenset(Permission)
@@ -70,7 +72,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "viewer": _READS,
     # Not READ_OBJECTS: an agent syncs through snapshot and watch; listing objects by kind and
     # namespace is how a person browses, and a stolen agent token should not be a browser.
-    "agent": frozenset({Permission.READ_STATE, Permission.REPORT, Permission.REGISTER_WORKLOADS}),
+    "agent": frozenset({Permission.READ_STATE, Permission.REPORT, Permission.REGISTER_WORKLOADS,
+                        Permission.HAND_OFF_CONNECTIONS}),
 }
 
 

@@ -72,6 +72,7 @@ class AgentStatus:
                 "appliedAt": self.report.applied_at, "inSync": self.report.in_sync, "error": self.report.error,
                 "driftRepairs": self.report.drift_repairs, "lastDriftAt": self.report.last_drift_at,
                 "notProgrammed": [n.to_dict() for n in self.report.not_programmed],
+                "handoffs": {k: h.to_dict() for k, h in sorted(self.report.handoffs.items())},
                 "lastSeen": self.last_seen, "reporting": self.reporting}
 
 

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import IPvAnyAddress, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stockade.model.verdicts import Verdict
 
@@ -91,6 +91,13 @@ class NotProgrammedReport(BaseModel):
     reason: str = Field(max_length=1000)
 
 
+class HandoffReport(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    revision: int = Field(ge=0)
+    connections: int = Field(default=0, ge=0)
+    taken: bool = False
+
+
 class AgentStatusRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     revision: int = Field(ge=0, description="the revision whose program the agent enforces")
@@ -104,6 +111,9 @@ class AgentStatusRequest(BaseModel):
     notProgrammed: list[NotProgrammedReport] = Field(
         default_factory=list, max_length=100_000,
         description="local workloads left out of the program (the host cannot enforce their policy), and why")
+    handoffs: dict[str, HandoffReport] = Field(
+        default_factory=dict, max_length=1_000,
+        description="workloads that moved here (namespace/name): the revision, and the open connections taken over")
 
 
 def parse_utc(value: str) -> datetime:
@@ -184,6 +194,31 @@ class FlowBatchRequest(_Request):
                          description="records the agent dropped or sampled away since its previous batch")
 
 
+class ConnectionEntry(_Request):
+    """One conntrack entry of a moving workload (dataplane.conntrack_transfer.ConnectionState)."""
+
+    family: Literal["ipv4", "ipv6"]
+    protocol: Literal["tcp", "udp"]
+    src: IPvAnyAddress
+    dst: IPvAnyAddress
+    sport: int | None = Field(ge=0, le=65535)
+    dport: int | None = Field(ge=0, le=65535)
+    reply_src: IPvAnyAddress
+    reply_dst: IPvAnyAddress
+    reply_sport: int | None = Field(ge=0, le=65535)
+    reply_dport: int | None = Field(ge=0, le=65535)
+    state: str | None = Field(default=None, pattern=r"^[A-Z_]{1,16}$")
+    timeout: int = Field(ge=0, le=2**31)
+    assured: bool
+    replied: bool
+    mark: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class HandoffRequest(_Request):
+    revision: int = Field(ge=1, description="the revision that moved the workload, as the source host saw it")
+    entries: list[ConnectionEntry] = Field(max_length=65_536)
+
+
 # ----------------------------------------------------------------- responses
 
 class Problem(_Response):
@@ -262,6 +297,8 @@ class AgentStatusModel(_Response):
     lastDriftAt: str | None = None
     notProgrammed: list[NotProgrammedReport] = Field(
         default_factory=list, description="local workloads the host's program leaves out, and why")
+    handoffs: dict[str, HandoffReport] = Field(
+        default_factory=dict, description="workloads that moved to this host, and the connections taken over")
     lastSeen: str
     reporting: bool = Field(description="a report arrived within the staleness window")
 

@@ -59,6 +59,7 @@ from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_document
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller import quotas
 from stockade.model.ipam import Pools, assign_addresses
+from stockade.model.placement import record_moves
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
     Action,
@@ -208,7 +209,7 @@ class ControllerService:
             for obj in objects:
                 rbac.check_write(principal, key_of(obj), None, to_document(obj))
         expected = self._check_versions(objects)
-        objects = assign_addresses(current, objects, self.pools)
+        objects = record_moves(current, assign_addresses(current, objects, self.pools), self._clock())
         results: list[ObjectResult] = []
         changed: list[StockadeObject] = []
         for obj in objects:

@@ -74,7 +74,9 @@ def verdict_change(change: VerdictChange, visible: Visible) -> VerdictChange:
 def agent_status(agent: AgentStatus, visible: Visible) -> AgentStatus:
     report = agent.report
     mine = tuple(n for n in report.not_programmed if visible(n.workload.split("/", 1)[0]))
-    report = replace(report, error=HIDDEN_ERROR if report.error else None, not_programmed=mine, endpoints={})
+    moved = {k: h for k, h in report.handoffs.items() if visible(k.split("/", 1)[0])}
+    report = replace(report, error=HIDDEN_ERROR if report.error else None, not_programmed=mine, endpoints={},
+                     handoffs=moved)
     return replace(agent, report=report)
 
 

@@ -14,8 +14,8 @@ Through the `conntrack` tool (conntrack-tools, already the agent's: `dataplane.c
 hundred entries a move; ctnetlink message building is not worth it here.
 
 Invariants: an exported entry is a plain frozen value (`to_dict`/`from_dict`: JSON for the
-controller to carry); import never replaces an entry that exists (conntrack refuses a
-duplicate, which counts as already there); only TCP and UDP entries are carried.
+controller to carry); an imported entry replaces one of the same tuple (an accident of the
+move, see `import_connections`); only TCP and UDP entries are carried.
 """
 
 from __future__ import annotations
@@ -134,13 +134,41 @@ def import_argv(entry: ConnectionState) -> list[str]:
 
 
 def import_connections(entries: Iterable[ConnectionState]) -> int:
-    """Create each entry in this netns; returns how many are there now (made, or there already)."""
+    """Create each entry in this netns, replacing one of the same tuple; returns how many were made.
+
+    Replacing, because the entry this host may already hold for that tuple is not the
+    connection's state but an accident of the move: while the routes change, a packet of the
+    flow can pass through this host on its way to the old one and leave a fresh, unreplied
+    entry here, which the sender's next packets keep alive; the flow would then stay "new"
+    here, and a policy that admits no new connection would drop it for good."""
     made = 0
     for entry in entries:
         cmd = import_argv(entry)
         res = _run(cmd)
-        if res.returncode == 0 or "conntrack exists" in res.stderr:
+        if res.returncode != 0 and "exists" in res.stderr:
+            _run(remove_argv(entry))
+            res = _run(cmd)
+        if res.returncode == 0 or "exists" in res.stderr:  # made, or made meanwhile by the flow itself
             made += 1
             continue
         raise DataplaneError(cmd, res.returncode, res.stderr)
     return made
+
+
+def remove_argv(entry: ConnectionState) -> list[str]:
+    """The `conntrack -D` command that deletes exactly `entry` (by its original tuple)."""
+    return ["conntrack", "-D", "-p", entry.protocol, "-s", entry.src, "-d", entry.dst,
+            "--sport", str(entry.sport), "--dport", str(entry.dport)]
+
+
+def remove_connections(entries: Iterable[ConnectionState]) -> int:
+    """Delete each entry in this netns; returns how many were deleted (one already gone is not)."""
+    removed = 0
+    for entry in entries:
+        cmd = remove_argv(entry)
+        res = _run(cmd)
+        if res.returncode == 0:
+            removed += 1
+        elif "0 flow entries" not in res.stderr and "No such file" not in res.stderr:
+            raise DataplaneError(cmd, res.returncode, res.stderr)
+    return removed

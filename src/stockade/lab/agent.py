@@ -51,7 +51,10 @@ class LabEndpoints:
         plan = plan_endpoints(state, self.host, self.prefix)
         if self._realised is not None:
             last_plan, statuses, checked_at = self._realised
-            if last_plan == plan and self.clock() - checked_at < self.recheck_interval:
+            # Not while an endpoint of the plan is missing (one arriving from another host, whose
+            # link the move brings: its arrival wakes the agent, and must be plumbed at once).
+            complete = all(ep.key in statuses for ep in plan.local)
+            if last_plan == plan and complete and self.clock() - checked_at < self.recheck_interval:
                 return statuses
         realised = reconcile_endpoints(plan, self.prefix, self.host)  # raises when any part failed
         statuses = {key: {"netns": s.netns, "interface": s.interface, "mac": s.mac} for key, s in realised.items()}

@@ -147,3 +147,27 @@ def vm_stop(name: str = typer.Argument(..., help="The Workload's name."),
         was = _run(lambda: vms.stop(state.LabSettings.from_env(), client, namespace, name))
     _out.print(f"VM {namespace}/{name} {'stopped' if was else 'was not running'}; its Workload is deleted",
                highlight=False)
+
+
+@lab_app.command("migrate")
+def migrate(workload: str = typer.Argument(..., help="NAMESPACE/NAME of a lab namespace workload."),
+            to: str = typer.Option(..., "--to", help="The lab hypervisor it moves to."),
+            state: bool = typer.Option(True, "--state/--no-state",
+                                       help="--no-state: drop the connections the new host took over before "
+                                            "the switch (they then meet its policy as new ones)."),
+            output: str = typer.Option("table", "--output", "-o", help="table or json")) -> None:
+    """Move a running workload to another hypervisor, live: its processes and sockets stay, the
+    policy and its open connections follow it (docs/operations.md, "Live migration")."""
+    from stockade.client_config import load_config
+    from stockade.lab import migration
+    from stockade.lab.state import LabSettings
+
+    with load_config(None, None).client() as client:
+        moved = _run(lambda: migration.migrate(LabSettings.from_env(), client, workload, to, carry_state=state))
+    if output == "json":
+        sys.stdout.write(json.dumps(moved.to_dict(), indent=2) + "\n")
+    else:
+        _out.print(f"Workload {moved.workload} moved {moved.source} -> {moved.target} in revision {moved.revision}: "
+                   f"{moved.connections} open connections carried; handoff {moved.handoff_seconds * 1000:.0f} ms, "
+                   f"switch {moved.switch_seconds * 1000:.0f} ms, plumbed {moved.plumbed_seconds * 1000:.0f} ms "
+                   f"(total {moved.total_seconds * 1000:.0f} ms)", highlight=False)

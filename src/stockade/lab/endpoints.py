@@ -24,6 +24,9 @@ Invariants:
   no mutating request, and the report's `changes` is empty.
 - It only touches what the lab owns: routes with protocol ROUTE_PROTO, veths
   whose ifalias carries ENDPOINT_ALIAS_TAG, netns starting `P-<host>.`.
+- A workload the lab is moving (`lab.moves`) is left alone by both hosts until its link
+  arrives: the host it leaves keeps its netns and veth (the move takes them over, processes
+  and sockets included), the host it goes to does not make a fresh one in the meantime.
 - The workload side (inside a workload's netns) is configured when the
   endpoint is created or its configuration changes; the host-side veth's
   ifalias records what it was configured with (key, MAC, addresses), so an
@@ -41,7 +44,7 @@ from typing import Mapping
 from pyroute2 import IPRoute
 
 from stockade.errors import LabError
-from stockade.lab import naming
+from stockade.lab import moves, naming
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import (
     RT_SCOPE_LINK,
@@ -164,8 +167,9 @@ def reconcile(plan: EndpointPlan, prefix: str, host: str) -> ReconcileReport:
     if (plan.prefix, plan.host) != (prefix, host):
         raise LabError(f"plan is for {plan.prefix}/{plan.host}, not {prefix}/{host}")
     hv = naming.host_netns(prefix, host)
+    in_flight = moves.in_flight(prefix)
     with ns.open_rtnl(hv) as ipr:
-        return _Reconciler(ipr, plan, hv).run()
+        return _Reconciler(ipr, plan, hv, in_flight).run()
 
 
 @dataclass
@@ -175,6 +179,7 @@ class _Reconciler:
     ipr: IPRoute
     plan: EndpointPlan
     hv: str
+    in_flight: Mapping[str, moves.Move] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -193,6 +198,9 @@ class _Reconciler:
 
         done: dict[str, EndpointStatus] = {}
         for ep in self.plan.local:
+            move = self.in_flight.get(ep.key)
+            if move is not None and move.target == self.plan.host and ep.interface not in links:
+                continue  # arriving: its link comes from the host it leaves (lab.migration)
             try:
                 created = self.ensure_endpoint(ep, links.get(ep.interface), ep.netns in existing_ns, addrs)
             except LabError as e:
@@ -327,14 +335,19 @@ class _Reconciler:
     # -- what is no longer planned
 
     def remove_stale(self, links: dict[str, LinkView], existing_ns: set[str]) -> None:
+        leaving = [m.key for m in self.in_flight.values() if m.source == self.plan.host]
         planned_ifaces = {ep.interface for ep in self.plan.local}
         planned_ns = {ep.netns for ep in self.plan.local}
+        # A workload leaving for another host keeps its veth and netns until the move takes them.
+        planned_ns |= {naming.workload_netns(self.plan.prefix, self.plan.host, *k.split("/", 1)) for k in leaving}
         # Veths first: deleting one takes its peer along synchronously, whereas a
         # removed netns lets go of its devices asynchronously.
         for name, link in sorted(links.items()):
             if name in planned_ifaces or not (link.alias or "").startswith(naming.ENDPOINT_ALIAS_TAG + " "):
                 continue
-            self.change(f"delete {name} ({link.alias.split(' ')[1] if link.alias else '?'})")
+            if _alias_key(link.alias) in leaving:
+                continue
+            self.change(f"delete {name} ({_alias_key(link.alias) or '?'})")
             try:
                 with netlink_op(f"delete {name}", ignore=_GONE):
                     self.ipr.link("del", index=link.index)
@@ -346,3 +359,9 @@ class _Reconciler:
                 ns.remove(name)
             except LabError as e:
                 self.errors[name] = e.message
+
+
+def _alias_key(alias: str | None) -> str | None:
+    """The "namespace/name" a host veth's ifalias records (LocalEndpoint.signature)."""
+    parts = (alias or "").split(" ")
+    return parts[1] if len(parts) > 1 else None

@@ -95,6 +95,30 @@ def remove(name: str) -> bool:
     return True
 
 
+def rename(old: str, new: str) -> None:
+    """Give netns `old` the name `new`, keeping the namespace itself (its interfaces, sockets and
+    processes): the new name is bound to it first, then the old one let go. A live workload that
+    moves to another lab hypervisor keeps its stack under the name of its new host."""
+    if not exists(old):
+        raise LabError(f"network namespace {old} does not exist")
+    if exists(new):
+        raise LabError(f"cannot rename network namespace {old} to {new}: {new} exists")
+
+    def bind() -> None:
+        pr_netns.setns(old, flags=0)
+        pr_netns.attach(new, f"self/task/{threading.get_native_id()}")
+
+    try:
+        _in_thread(f"rename:{old}", bind)
+    except OSError as e:
+        try:
+            netns_path(new).unlink()
+        except OSError:
+            pass
+        raise LabError(f"cannot rename network namespace {old} to {new}: {e}") from e
+    remove(old)
+
+
 def _same_file(a: str | Path, b: str | Path) -> bool:
     try:
         sa, sb = os.stat(a), os.stat(b)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stockade.errors import LabError
-from stockade.lab import cli_context, commands, naming, pki, processes, readiness, tokens, topology
+from stockade.lab import cli_context, commands, moves, naming, pki, processes, readiness, tokens, topology
 from stockade.lab.processes import ProcessStatus, agent_name, controller_name
 from stockade.lab.state import LabRecord, LabSettings, read_record, remove_known_files, write_record
 
@@ -185,6 +185,8 @@ def down(settings: LabSettings) -> list[str]:
         removed += [f"process {n}" for n in processes.stop(settings, sorted(n for n in names
                                                                             if processes.role(n) == role))]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
+    if moves.forget_all(settings.prefix):
+        removed.append(f"marks of moves in flight in {moves.moving_dir(settings.prefix).parent}")
     if record is not None and record.config_written and cli_context.remove_cli_config(settings, record):
         removed.append(f"CLI config context {cli_context.CLI_CONTEXT!r} in {settings.config_path}")
     if settings.lab_file.exists():

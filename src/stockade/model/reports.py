@@ -115,6 +115,23 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """What a host took over of a workload that moved to it (agent.migration): the revision it
+    arrived in, how many open connections came with it, and whether they came at all."""
+
+    revision: int
+    connections: int = 0
+    taken: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "connections": self.connections, "taken": self.taken}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Handoff":
+        return cls(int(raw.get("revision", 0)), int(raw.get("connections", 0)), bool(raw.get("taken", False)))
+
+
+@dataclass(frozen=True)
 class AgentReport:
     """An agent's account of itself: the revision it enforces, the program's hash, its endpoints.
 
@@ -131,13 +148,15 @@ class AgentReport:
     drift_repairs: int = 0
     last_drift_at: str | None = None
     not_programmed: tuple[NotProgrammed, ...] = ()
+    handoffs: Mapping[str, Handoff] = field(default_factory=dict)  # by "namespace/name" of the workload
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
                 "inSync": self.in_sync, "error": self.error, "driftRepairs": self.drift_repairs,
                 "lastDriftAt": self.last_drift_at,
                 "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())},
-                "notProgrammed": [n.to_dict() for n in self.not_programmed]}
+                "notProgrammed": [n.to_dict() for n in self.not_programmed],
+                "handoffs": {k: h.to_dict() for k, h in sorted(self.handoffs.items())}}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "AgentReport":
@@ -148,4 +167,5 @@ class AgentReport:
                    last_drift_at=raw.get("lastDriftAt"),
                    endpoints={k: Endpoint.from_dict(v) for k, v in (raw.get("endpoints") or {}).items()},
                    not_programmed=tuple(NotProgrammed(str(n["object"]), str(n["reason"]))
-                                        for n in raw.get("notProgrammed") or ()))
+                                        for n in raw.get("notProgrammed") or ()),
+                   handoffs={k: Handoff.from_dict(v) for k, v in (raw.get("handoffs") or {}).items()})

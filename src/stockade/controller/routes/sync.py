@@ -25,7 +25,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService
-from stockade.model.reports import AgentReport, Endpoint, FlowRecord, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, FlowRecord, Handoff, NotProgrammed
 
 
 def router(service: ControllerService, host_views: HostViews, watch_answers: WatchAnswers,
@@ -69,7 +69,8 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
             in_sync=body.inSync, error=body.error, drift_repairs=body.driftRepairs,
             last_drift_at=body.lastDriftAt,
             endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()},
-            not_programmed=tuple(NotProgrammed(n.object, n.reason) for n in body.notProgrammed))
+            not_programmed=tuple(NotProgrammed(n.object, n.reason) for n in body.notProgrammed),
+            handoffs={k: Handoff(h.revision, h.connections, h.taken) for k, h in body.handoffs.items()})
         rollout = service.report_agent(host, report, principal=principal)
         if rollout is not None:
             metrics.rollout.observe(rollout)

@@ -1,0 +1,32 @@
+"""Routes of a live migration's connection handoff: the source host's agent gives a moving
+workload's open connections, the destination's takes them (`controller.handoffs` decides who may)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from stockade.controller.auth import Principal
+from stockade.controller.handoffs import HandoffBox
+from stockade.controller.rbac import Permission
+from stockade.controller.routes.deps import API, ERROR_RESPONSES, allowed
+from stockade.controller.schemas import HandoffRequest, OkResponse
+
+HandingOff = Annotated[Principal, Depends(allowed(Permission.HAND_OFF_CONNECTIONS))]
+
+
+def router(handoffs: HandoffBox) -> APIRouter:
+    r = APIRouter(tags=["agents"])
+
+    @r.put(f"{API}/handoffs/{{namespace}}/{{name}}", response_model=OkResponse, responses=ERROR_RESPONSES)
+    def give(namespace: str, name: str, body: HandoffRequest, principal: HandingOff) -> dict[str, Any]:
+        """The agent of the host a workload moved from hands over its open connections."""
+        entries = [e.model_dump(mode="json") for e in body.entries]
+        handoffs.give(principal, namespace, name, body.revision, entries)
+        return {"ok": True}
+
+    @r.get(f"{API}/handoffs/{{namespace}}/{{name}}", responses=ERROR_RESPONSES)
+    def take(namespace: str, name: str, principal: HandingOff) -> dict[str, Any]:
+        """The agent of the host a workload moved to takes its open connections (404: not yet given)."""
+        return handoffs.take(principal, namespace, name).to_dict()
+
+    return r
