@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import compile as compile_bench
-from bench import memory, packets, replicated, rollout, txsize
+from bench import memory, migration, packets, replicated, rollout, txsize
 from bench.common import REPO, Figure
 
 # name → (full run, quick run, time limit in seconds of the full run)
@@ -43,6 +43,8 @@ FIGURES: dict[str, tuple[Callable[[], Figure], Callable[[], Figure], int]] = {
                lambda: memory.run(200, 40), 300),
     "replicated": (lambda: replicated.run(4, 20, 20),
                    lambda: replicated.run(2, 2, 2), 600),
+    "migration": (lambda: migration.run(6, 10),
+                  lambda: migration.run(1, 2), 300),
 }
 
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from bench import compile as compile_bench
-from bench import memory, packets, replicated, rollout, synthetic, txsize
+from bench import memory, migration, packets, replicated, rollout, synthetic, txsize
 from bench.common import Figure, percentile
 from bench.run import FIGURES
 
@@ -39,7 +39,7 @@ def no_leftovers():
 
 
 def test_every_figure_of_the_issue_is_in_the_suite():
-    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory", "replicated"}
+    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory", "replicated", "migration"}
 
 
 def test_synthetic_state_is_deterministic_and_has_the_bench_pair():
@@ -110,6 +110,13 @@ def test_replicated_figure_at_tiny_size(no_leftovers):
     assert 0 <= values["etcd_apply_p50_ms"] <= values["etcd_apply_p99_ms"] < 30_000
     assert 0 <= values["sqlite_apply_p50_ms"] <= values["sqlite_apply_p99_ms"] < 30_000
     assert 0 < values["failover_s"] < 60 and values["failover_attempts"] >= 1
+
+
+@pytest.mark.kernel
+def test_migration_figure_at_tiny_size(no_leftovers):
+    values = check_shape(migration.run(moves=1, applies=2), "migration")
+    assert 0 < values["downtime_p50_ms"] <= values["downtime_p99_ms"] < 30_000
+    assert values["connections_carried"][0] >= 1 and values["rollout_apply_p50_ms"] > 0
 
 
 @pytest.mark.kernel

@@ -43,7 +43,7 @@ from stockade.model.state import DesiredState
 log = logging.getLogger(__name__)
 
 HANDOFF_WAIT = 10.0   # seconds the new host waits for the old one's connections
-POLL = 0.1
+POLL = 0.02    # the source gives within tens of milliseconds of the revision; asking again costs one GET
 
 
 @dataclass(frozen=True)
