@@ -5,6 +5,7 @@ host's credential, and a scratch "host" network namespace with a routed peer.
                 agent token bound to host `node1` in a file, the host netns (forwarding on) and
                 a peer netns routed from it (198.18.200.2, 2001:db8:200::2)
     container   a fresh netns for one container (what a runtime makes before ADD)
+    agent       (module) the host's real agent, its own process in the host netns, same credential
 
 The plugin runs as its own process inside the host netns (`nsenter --net`); it reaches the
 controller over the unix socket, which no network namespace hides. Every netns is named
@@ -17,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from stockade.controller.auth import create_token_file
 from stockade.controller.config import ControllerConfig
 from stockade.controller.main import RunningController, start_in_thread
 from stockade.model.validation import ValidationSettings
+from tests.waiting import wait_until
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "node1"
@@ -170,3 +173,36 @@ def container(stack: Stack) -> Iterator[str]:
         yield f"/run/netns/{name}"
     finally:
         del_netns(name)
+
+
+@pytest.fixture(scope="module")
+def agent(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
+    log = (stack.workdir / "agent.log").open("wb")
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{stack.host_netns}", sys.executable, "-m", "stockade.agent", "run",
+         "--host", HOST, "--controller", str(stack.controller.unix_url), "--token-file", str(stack.token_file),
+         "--state-dir", str(stack.workdir / "agent"), "--flow-log-group", "0", "--no-flow-conntrack"],
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+def enforced(stack: Stack, revision: int) -> bool:
+    status = stack.admin.status()
+    agents = [a for a in status.get("agents", []) if a.get("host") == HOST]
+    return bool(agents) and all(a.get("inSync") and (a.get("revision") or 0) >= revision for a in agents)
+
+
+def wait_enforced(stack: Stack, agent: subprocess.Popen[bytes]) -> None:
+    revision = stack.admin.status()["revision"]
+    wait_until(lambda: agent.poll() is not None or enforced(stack, revision), f"{HOST}'s agent enforcing r{revision}",
+               describe=lambda: (stack.workdir / "agent.log").read_text()[-2000:])
+    assert agent.poll() is None, (stack.workdir / "agent.log").read_text()[-2000:]

@@ -5,50 +5,15 @@ interface the Workload names, and plumbs its host side as it does every attached
 from __future__ import annotations
 
 import secrets
-import signal
 import subprocess
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.cni.conftest import HOST, PEER_V4, PEER_V6, SRC, Stack, in_netns
+from tests.cni.conftest import PEER_V4, PEER_V6, Stack, in_netns, wait_enforced
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def agent(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
-    log = (stack.workdir / "agent.log").open("wb")
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{stack.host_netns}", sys.executable, "-m", "stockade.agent", "run",
-         "--host", HOST, "--controller", str(stack.controller.unix_url), "--token-file", str(stack.token_file),
-         "--state-dir", str(stack.workdir / "agent"), "--flow-log-group", "0", "--no-flow-conntrack"],
-        env={"PYTHONPATH": str(SRC), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-def _enforced(stack: Stack, revision: int) -> bool:
-    status = stack.admin.status()
-    agents = [a for a in status.get("agents", []) if a.get("host") == HOST]
-    return bool(agents) and all(a.get("inSync") and (a.get("revision") or 0) >= revision for a in agents)
-
-
-def _wait_enforced(stack: Stack, agent: subprocess.Popen[bytes]) -> None:
-    revision = stack.admin.status()["revision"]
-    wait_until(lambda: agent.poll() is not None or _enforced(stack, revision), f"{HOST}'s agent enforcing r{revision}",
-               describe=lambda: (stack.workdir / "agent.log").read_text()[-2000:])
-    assert agent.poll() is None, (stack.workdir / "agent.log").read_text()[-2000:]
 
 
 def _pings(netns: str, target: str) -> bool:
@@ -67,11 +32,11 @@ def test_the_agent_enforces_policy_on_a_container_the_plugin_attached(stack: Sta
         "spec": {"appliesTo": {"selector": {"matchLabels": {"app": name}}},
                  "egress": [{"action": "allow", "to": [{"cidr": "198.18.200.0/24"}, {"cidr": "2001:db8:200::/64"}]}]}}
     try:
-        _wait_enforced(stack, agent)
+        wait_enforced(stack, agent)
         # Namespace `default` denies by default: the container reaches nothing.
         assert not _pings(netns, PEER_V4) and not _pings(netns, PEER_V6)
         stack.admin.apply([policy])
-        _wait_enforced(stack, agent)
+        wait_enforced(stack, agent)
         assert _pings(netns, PEER_V4) and _pings(netns, PEER_V6)
         # The agent took over the host routes (its protocol 77, the plugin's are 78) and CHECK still holds.
         ip = stack.workload("default", name)["status"]["ips"][0]  # type: ignore[index]

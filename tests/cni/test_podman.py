@@ -20,6 +20,7 @@ its addresses and routes are there, never in the machine's own namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -38,7 +39,8 @@ import pytest
 
 from stockade.cni.identity import CONTAINER_ID
 from stockade.model.naming import ATTACHED_BY
-from tests.cni.conftest import HOST, PEER_V4, PEER_V6, SRC, Stack
+from stockade.lab.probe import probe
+from tests.cni.conftest import HOST, PEER_V4, PEER_V6, SRC, Stack, enforced
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kernel
@@ -157,3 +159,67 @@ def test_podman_run_registers_the_container_and_stop_removes_it(stack: Stack, po
     assert stack.workload("default", name) is None, "podman stop returned and the Workload is still there"
     assert host_if not in stack.host_links()
     print(f"podman run -d {run_seconds * 1000:.0f} ms, podman stop {stop_seconds * 1000:.0f} ms")
+
+
+@contextlib.contextmanager
+def _named_netns(podman: Podman, container: str) -> Iterator[str]:
+    """The container's network namespace under a name of ours (`ip netns attach`), for probes."""
+    pid = podman.run("inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+    name = f"{container}-ns"
+    subprocess.run(["ip", "netns", "attach", name, pid], check=True, capture_output=True, timeout=10)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def _enforcing(stack: Stack, agent: subprocess.Popen[bytes], interface: str, present: bool) -> bool:
+    """The agent enforces the newest revision and its program names `interface` (or not)."""
+    if not enforced(stack, stack.admin.status()["revision"]):
+        return False
+    ruleset = subprocess.run(["ip", "netns", "exec", stack.host_netns, "nft", "list", "table", "inet", "stockade"],
+                             capture_output=True, text=True, timeout=10).stdout
+    return (f'"{interface}"' in ruleset) == present
+
+
+def test_a_podman_container_is_allowed_and_denied_like_any_workload(stack: Stack, podman: Podman,
+                                                                   agent: subprocess.Popen[bytes]) -> None:
+    """`podman run --network stockade` with the host's agent running: the container is filtered at
+    its veth by the same policy as any workload, both ways, IPv4 and IPv6; the time from `podman
+    run` to enforcement and from `podman stop` to nothing left is printed (make bench has no
+    figure for it: see docs/operations.md)."""
+    name = f"cnih-{secrets.token_hex(3)}"
+    peer = f"{stack.prefix}-p"
+    policy = {"apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": name, "namespace": "default"},
+              "spec": {"appliesTo": {"selector": {"matchLabels": {"app": name}}},
+                       "egress": [{"id": "to-peer", "action": "allow",
+                                   "to": [{"cidr": "198.18.200.0/24"}, {"cidr": "2001:db8:200::/64"}],
+                                   "ports": [{"protocol": "TCP", "port": 8080}]}],
+                       "ingress": [{"id": "from-peer", "action": "allow",
+                                    "from": [{"cidr": "198.18.200.0/24"}, {"cidr": "2001:db8:200::/64"}],
+                                    "ports": [{"protocol": "TCP", "port": 9090}]}]}}
+    stack.admin.apply([policy])
+    started = time.monotonic()
+    podman.run("run", "--detach", "--name", name, "--network", "stockade", IMAGE, "sleep", "600",
+               env={"CNI_ARGS": f"STOCKADE_LABELS=app={name}"})
+    wl = stack.workload("default", name)
+    assert wl is not None
+    interface = wl["spec"]["interface"]
+    try:
+        wait_until(lambda: _enforcing(stack, agent, interface, True), "the agent enforcing on the container's veth")
+        enforced_after = time.monotonic() - started
+        with _named_netns(podman, name) as netns:
+            for family, peer_ip, own_ip in ((4, PEER_V4, wl["status"]["ips"][0]), (6, PEER_V6, wl["status"]["ips"][1])):
+                assert probe(netns, peer, peer_ip, "tcp", 8080).verdict == "allowed", family
+                assert probe(netns, peer, peer_ip, "tcp", 8081, timeout=0.5).verdict == "denied", family
+                assert probe(peer, netns, own_ip, "tcp", 9090).verdict == "allowed", family
+                assert probe(peer, netns, own_ip, "tcp", 9091, timeout=0.5).verdict == "denied", family
+    finally:
+        started = time.monotonic()
+        podman.run("stop", "--time", "0", name)
+        podman.run("rm", "--force", name, check=False)
+        stack.admin.delete([("Policy", "default", name)])
+    wait_until(lambda: stack.workload("default", name) is None and _enforcing(stack, agent, interface, False),
+               "the container's Workload and program gone")
+    gone_after = time.monotonic() - started
+    print(f"podman run -> enforced {enforced_after * 1000:.0f} ms; podman stop -> nothing left {gone_after * 1000:.0f} ms")
