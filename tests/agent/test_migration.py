@@ -76,8 +76,13 @@ def test_the_host_it_arrived_at_waits_for_this_moves_handoff_then_imports() -> N
     controller = Controller()
     imported: list[ConnectionState] = []
     now = [0.0]
-    carrier = ConnectionCarrier(controller, import_=lambda es: imported.extend(es) or len(imported),
-                                clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+
+    def import_(entries: Any) -> int:
+        imported.extend(entries)
+        return len(imported)
+
+    carrier = ConnectionCarrier(controller, import_=import_, clock=lambda: now[0],
+                                sleep=lambda s: now.__setitem__(0, now[0] + s))
     controller.given.append(("ns", "a", 4, [conn("198.18.40.9", "198.18.40.1").to_dict()]))  # an earlier move's
     note = carrier.take_over("ns/a", revision=7, seen_elsewhere_at=6)
     assert (note.taken, note.connections) == (False, 0)   # only an older handoff came: none of this move

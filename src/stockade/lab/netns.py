@@ -215,9 +215,9 @@ def pids_in(names: Iterable[str]) -> dict[str, list[int]]:
             st = os.stat(f"/proc/{entry}/ns/net")
         except OSError:
             continue  # exited meanwhile, or a kernel thread
-        name = wanted.get((st.st_dev, st.st_ino))
-        if name is not None:
-            found.setdefault(name, []).append(int(entry))
+        owner = wanted.get((st.st_dev, st.st_ino))
+        if owner is not None:
+            found.setdefault(owner, []).append(int(entry))
     return found
 
 
