@@ -18,6 +18,7 @@ from stockade.client import ControllerClient
 from stockade.controller.main import RunningController
 from stockade.errors import Forbidden, NotFoundError, ValidationError
 from tests.controller.conftest import admin, config, controller, short_dir  # noqa: F401 (fixtures)
+from tests.waiting import wait_until
 from stockade.controller.auth import create_token_file
 
 W_IP, X_IP, PEER = "198.18.30.5", "198.18.30.6", "198.18.30.9"
@@ -76,6 +77,9 @@ def test_the_host_it_left_gives_and_the_host_it_is_on_takes(admin: ControllerCli
     agents["hv1"].give_connections("mig", "w", revision, [entry(PEER, W_IP)])
     taken = agents["hv2"].take_connections("mig", "w")
     assert (taken["from"], taken["revision"], taken["entries"]) == ("hv1", revision, [entry(PEER, W_IP)])
+    wait_until(lambda: any(e["action"] == "connections.handoff" for e in admin.audit()), "the handoff's audit entry")
+    given = next(e for e in admin.audit() if e["action"] == "connections.handoff")
+    assert given["actor"]["name"] == "agent-hv1" and "1 open connections of Workload mig/w" in given["reason"]
 
 
 def test_every_other_handoff_is_refused_and_changes_nothing(admin: ControllerClient,  # noqa: F811

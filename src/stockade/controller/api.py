@@ -203,5 +203,5 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(history_routes.router(service, audit))
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
     app.include_router(backup_routes.router(backend, audit))
-    app.include_router(handoff_routes.router(HandoffBox(service.desired_state)))
+    app.include_router(handoff_routes.router(HandoffBox(service.desired_state), audit))
     return app
