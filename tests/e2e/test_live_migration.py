@@ -11,7 +11,9 @@ holds for new connections: only conntrack state keeps the open ones going. Then
   host keeps nothing of the workload (chains, dispatch entries, conntrack entries) and the
   workload's status says where it is and when it moved; the loss and the longest gap are printed;
 - with the state dropped on the new host (`--no-state`), the same flows stop at the move: so
-  the first test can fail.
+  the first test can fail;
+- a real QEMU guest moves by QEMU's own live migration, and a UDP flow to a server inside it
+  carries on the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Iterator
 
 import pytest
 
+from stockade.lab import vms
+from stockade.lab.state import LabSettings
 from stockade.lab.stream import Stream, echo_server
 from tests.e2e.conftest import Lab, ipv4, make_lab
 
@@ -165,3 +169,38 @@ def test_without_the_state_the_open_connections_do_not_survive_the_move(lab: Lab
     # The new host's policy meets them as new connections, and its default deny drops them.
     assert tcp_after == 0 and udp_after == 0, (tcp_after, udp_after)
     assert lab.workload("mig/mover")["status"]["host"] == moved["target"]
+
+
+def test_a_lab_vm_moves_live_with_qemus_migration_and_keeps_its_flow(lab: Lab) -> None:
+    """A real QEMU guest (`lab vm start`) moves by QEMU's live migration: a UDP flow from the peer
+    to an echo server inside the guest carries on through the move, on state no policy admits
+    any more; afterwards the guest answers its control channel on the new host and the old
+    host's tap is gone."""
+    started = lab.json("lab", "vm", "start", "vm", "-n", "mig", "--host", "hv1", "-l", "role=mover", "-o", "json")
+    settings = LabSettings(lab.prefix, lab.state_dir, lab.state_dir / "unused-config.json")
+    try:
+        vm_ip = next(ip for ip in started["ips"] if ":" not in ip)
+        lab.apply_text(ADMIT, "--wait", "--timeout", "60")
+        peer_ns = lab.workload("mig/peer")["status"]["netns"]
+        with vms.guest(settings, lab.workload("mig/vm")) as guest:
+            guest.serve("udp", UDP_PORT)  # a process in the guest: it must move with the guest
+        with Stream(peer_ns, "udp", vm_ip, UDP_PORT) as udp:
+            assert udp.wait_answers(20, timeout=20), "the flow to the VM does not start while admitted"
+            lab.cli("delete", "policy", "mover-in", "-n", "mig", "--wait", "--timeout", "60")
+            assert udp.wait_answers(udp.answers + 20), "the open flow must outlive the policy change"
+            moved = json.loads(lab.cli("lab", "migrate", "mig/vm", "--to", "hv2", "-o", "json", timeout=180).stdout)
+            at_move = udp.answers
+            carried_on = udp.wait_answers(at_move + 50, timeout=5.0)
+            result = udp.stop()
+        print(f"\nVM move hv1 -> hv2 ({started['accel']}): handoff {moved['handoff_seconds'] * 1000:.0f} ms, "
+              f"QEMU migration {moved['switch_seconds'] * 1000:.0f} ms; udp: {result.lost} of {result.sent} "
+              f"datagrams lost, longest gap {result.longest_gap_ms} ms")
+        assert carried_on and moved["connections"] >= 1, (moved, result)
+        status = lab.workload("mig/vm")["status"]
+        assert (status["host"], status["movedFrom"]) == ("hv2", "hv1")
+        assert started["interface"] not in subprocess.run(["ip", "-n", lab.hv_netns("hv1"), "-o", "link"],
+                                                          capture_output=True, text=True).stdout
+        with vms.guest(settings, lab.workload("mig/vm")) as guest:
+            assert vm_ip in " ".join(guest.addresses())  # the same guest, reached on its new host
+    finally:
+        lab.cli("lab", "vm", "stop", "vm", "-n", "mig", check=False)

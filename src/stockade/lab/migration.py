@@ -21,9 +21,13 @@ the moment HOST plumbs its link (step 5): `MoveResult` says how long each part t
 `--no-state` deletes the imported entries on HOST before the switch: the connections then meet
 HOST's policy as new ones (to show what carrying them is for; tests/e2e/test_live_migration.py).
 
-Invariants: the move is refused before anything changes when the workload is not a lab-made
-namespace workload on a lab hypervisor or HOST is not another one; a mark never outlives the
-command; a failure after step 2 says what was written and what the hosts will do about it.
+A lab VM (`lab vm start`) moves the same way, with QEMU's own live migration in place of step 4
+(`lab.vm.migrate`): a destination QEMU on a tap of the new hypervisor receives the running
+guest, and the source QEMU quits once it has handed it over.
+
+Invariants: the move is refused before anything changes when the workload is neither a lab-made
+namespace workload nor a lab VM on a lab hypervisor, or HOST is not another one; a mark never
+outlives the command; a failure after step 2 says what was written and what the hosts will do.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 
 from stockade.client import ControllerClient
 from stockade.errors import LabError, NotFoundError, StockadeError
-from stockade.lab import moves, naming
+from stockade.lab import moves, naming, vms
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import dump_links, netlink_op
 from stockade.lab.state import LabSettings, read_record
@@ -73,15 +77,19 @@ def migrate(settings: LabSettings, client: ControllerClient, key: str, target: s
     except (NotFoundError, IndexError):
         raise NotFoundError(f"Workload {key}: not found") from None
     source = doc["spec"]["host"]
-    if ATTACHED_BY in ((doc["metadata"].get("annotations")) or {}):
-        raise LabError(f"Workload {key}: its interface was made by {doc['metadata']['annotations'][ATTACHED_BY]}, "
-                       "not the lab: only the lab's namespace workloads move live")
+    is_vm = vms.is_lab_vm(doc)
+    maker = ((doc["metadata"].get("annotations")) or {}).get(ATTACHED_BY)
+    if maker is not None and not is_vm:
+        raise LabError(f"Workload {key}: its interface was made by {maker}, not the lab: only the lab's "
+                       "namespace workloads and VMs move live")
     if source not in record.host_names:
         raise LabError(f"Workload {key}: its host {source!r} is not a lab hypervisor")
     if target not in record.host_names:
         raise LabError(f"--to {target!r}: not a lab hypervisor ({', '.join(record.host_names)})")
     if target == source:
         raise LabError(f"Workload {key} is already on {target}")
+    if is_vm:
+        return _migrate_vm(settings, client, doc, key, source, target, carry_state)
     old_ns = naming.workload_netns(settings.prefix, source, namespace, name)
     new_ns = naming.workload_netns(settings.prefix, target, namespace, name)
     interface = (doc.get("status") or {}).get("interface")  # the host side, as its agent reports it
@@ -107,6 +115,27 @@ def migrate(settings: LabSettings, client: ControllerClient, key: str, target: s
     finally:
         moves.unmark(settings.prefix, key)
     _wait_plumbed(client, namespace, name, new_ns)
+    done = time.monotonic()
+    return MoveResult(key, source, target, revision, connections, handed_off - started, switched - handed_off,
+                      done - switched, done - started)
+
+
+def _migrate_vm(settings: LabSettings, client: ControllerClient, doc: dict[str, Any], key: str, source: str,
+                target: str, carry_state: bool) -> MoveResult:
+    """A lab VM moves by QEMU's own live migration: the same steps, with QEMU in place of the
+    netns rename and link move (its tap is made anew on the destination, by the destination QEMU)."""
+    namespace, name = key.split("/", 1)
+    started = time.monotonic()
+    revision = int(client.apply([_moved_document(doc, target)],
+                                message=f"lab migrate {key} {source} -> {target}")["revision"])
+    connections = _settle(client, key, source, target, revision, carry_state)
+    if not carry_state:
+        _forget_in(naming.host_netns(settings.prefix, target), doc["status"]["ips"])
+        connections = 0
+    handed_off = time.monotonic()
+    vms.move(settings, doc, target)
+    switched = time.monotonic()
+    _wait_plumbed(client, namespace, name, None)
     done = time.monotonic()
     return MoveResult(key, source, target, revision, connections, handed_off - started, switched - handed_off,
                       done - switched, done - started)
@@ -165,14 +194,16 @@ def _switch(prefix: str, source: str, target: str, old_ns: str, new_ns: str, int
             ipr.link("set", index=link.index, net_ns_fd=dst_hv)
 
 
-def _wait_plumbed(client: ControllerClient, namespace: str, name: str, new_ns: str) -> None:
+def _wait_plumbed(client: ControllerClient, namespace: str, name: str, new_ns: str | None) -> None:
+    """Until the new host reports the workload's endpoint: its netns `new_ns`, or for a VM
+    (`new_ns` None) its tap, which the new host's report holds once it plumbed it."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         try:
             status = client.list("Workload", namespace=namespace, name=name)["items"][0].get("status") or {}
         except (StockadeError, IndexError):
             status = {}
-        if status.get("netns") == new_ns:
+        if (status.get("netns") == new_ns) if new_ns is not None else bool(status.get("interface")):
             return
         if time.monotonic() > deadline:
             raise LabError(f"Workload {namespace}/{name}: its new host did not report its endpoint {new_ns} "

@@ -2,6 +2,7 @@
 
     start(settings, client, namespace, name, host, labels)   the Workload, then the VM on its tap
     stop(settings, client, namespace, name)                  the VM, then the Workload
+    move(settings, workload, target)                         QEMU's live migration to another hypervisor
     guest(settings, workload)                                its control channel, for `stockade probe`
 
 What a hypervisor does on a real host, done here by the lab: the Workload is registered first
@@ -19,6 +20,7 @@ made (the VM, then the Workload).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +31,7 @@ from stockade.errors import LabError, NotFoundError
 from stockade.lab import naming, processes
 from stockade.lab.state import LabSettings, read_record
 from stockade.lab.vm import GuestClient, VmSpec, build_image, start_vm
+from stockade.lab.vm.migrate import VmMigration, live_migrate
 from stockade.model.naming import ATTACHED_BY, short_hash
 
 ATTACHED_BY_LAB = "lab-vm"
@@ -77,9 +80,36 @@ def start(settings: LabSettings, client: ControllerClient, namespace: str, name:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     vm.release_control()  # `stockade probe` opens it from its own process
+    (directory / "accel").write_text(vm.accel)  # a live migration's destination must use the same
     settings.pid_file(process).write_text(f"{vm.pid}\n")
     return {"workload": key, "host": host, "interface": tap, "mac": mac, "ips": list(ips), "pid": vm.pid,
             "accel": vm.accel, "bootSeconds": round(vm.boot_seconds, 2), "process": process}
+
+
+def move(settings: LabSettings, workload: Mapping[str, Any], target: str) -> VmMigration:
+    """Live-migrate the running VM of `workload` to hypervisor `target` (QEMU's own migration,
+    `lab.vm.migrate`); its run directory is the destination's afterwards. The Workload must
+    already name `target` (`lab.migration` writes it first), so that the destination's agent
+    plumbs the tap the destination QEMU makes."""
+    meta, spec = workload["metadata"], workload["spec"]
+    process = processes.vm_name(meta["namespace"], meta["name"])
+    if not processes.process_status(settings, process).alive:
+        raise LabError(f"VM {meta['namespace']}/{meta['name']} does not run (lab vm start it first)")
+    directory = run_dir(settings, meta["namespace"], meta["name"])
+    accel = (directory / "accel").read_text().strip() if (directory / "accel").exists() else "tcg"
+    ips = tuple((workload.get("status") or {}).get("ips") or ())
+    dest = VmSpec(process, naming.host_netns(settings.prefix, target), spec["interface"], spec["mac"], ips,
+                  gateway_v4=GATEWAY_V4)
+    incoming = directory / "next"
+    moved = live_migrate(directory, dest, build_image(settings.state_dir / "vm-image"), incoming,
+                         "kvm" if accel == "kvm" else "tcg")
+    # The destination's files take the source's names: `stockade probe` and `lab vm stop` find
+    # them where they always are (a unix socket keeps listening when its file is renamed).
+    for entry in sorted(incoming.iterdir()):
+        os.replace(entry, directory / entry.name)
+    incoming.rmdir()
+    settings.pid_file(process).write_text(f"{moved.pid}\n")
+    return moved
 
 
 def stop(settings: LabSettings, client: ControllerClient, namespace: str, name: str) -> bool:

@@ -31,6 +31,16 @@ def test_one_tap_vnic_no_disk_and_the_guest_addresses_on_the_command_line() -> N
     assert any("path=/run/vm/control.sock,server=on,wait=on" in c for c in _after(argv, "-chardev"))
 
 
+def test_a_migration_destination_waits_on_its_incoming_socket_and_every_vm_has_qmp() -> None:
+    plain = qemu_argv(SPEC, IMAGE, Path("/run/vm"), "tcg")
+    assert _after(plain, "-qmp") == ["unix:/run/vm/qmp.sock,server=on,wait=off"] and "-incoming" not in plain
+    dest = qemu_argv(SPEC, IMAGE, Path("/run/vm/next"), "tcg", incoming=Path("/run/vm/next/migrate.sock"))
+    assert _after(dest, "-incoming") == ["unix:/run/vm/next/migrate.sock"]
+    # The same machine on both ends: QEMU refuses a migration between different ones.
+    strip = lambda argv: [a.replace("/run/vm/next", "/run/vm") for a in argv if a != "-incoming"]  # noqa: E731
+    assert strip(dest)[:-1] == strip(plain)
+
+
 def test_kvm_uses_the_host_cpu() -> None:
     argv = qemu_argv(SPEC, IMAGE, Path("/run/vm"), "kvm")
     assert _after(argv, "-accel") == ["kvm"] and _after(argv, "-cpu") == ["host"]

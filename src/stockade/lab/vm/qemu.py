@@ -119,8 +119,10 @@ class VmSpec:
             raise LabError(f"{what}: cpus must be 1-4, not {self.cpus}")
 
 
-def qemu_argv(spec: VmSpec, image: GuestImage, run_dir: Path, accel: Accel) -> list[str]:
-    """QEMU's command line (without the nsenter in front). Pure."""
+def qemu_argv(spec: VmSpec, image: GuestImage, run_dir: Path, accel: Accel,
+              incoming: Path | None = None) -> list[str]:
+    """QEMU's command line (without the nsenter in front). Pure. `incoming`: the unix socket this
+    QEMU waits on for a running guest's state (the destination of a live migration, `migrate.py`)."""
     append = " ".join([
         "console=ttyS0", "quiet", "panic=-1", "net.ifnames=0",
         f"stockade.ips={','.join(spec.ips)}", f"stockade.gw4={spec.gateway_v4}",
@@ -142,6 +144,9 @@ def qemu_argv(spec: VmSpec, image: GuestImage, run_dir: Path, accel: Accel) -> l
         "-chardev", f"socket,id=ctl,path={run_dir / 'control.sock'},server=on,wait=on",
         "-device", f"virtserialport,bus=vser0.0,chardev=ctl,name={CONTROL_PORT_NAME}",
         "-pidfile", str(run_dir / "qemu.pid"),
+        # QMP, for a live migration's commands (migrate, query-migrate, quit); nothing else uses it.
+        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        *(["-incoming", f"unix:{incoming}"] if incoming is not None else []),
     ]
 
 
@@ -184,7 +189,7 @@ class RunningVm(GuestClient):
         reading after the fact). Idempotent."""
         self.close()
         _end(self._proc, timeout)
-        for name in ("control.sock", "qemu.pid"):
+        for name in ("control.sock", "qmp.sock", "qemu.pid"):
             (self.run_dir / name).unlink(missing_ok=True)
 
 
