@@ -161,6 +161,11 @@ def test_a_live_move_carries_the_policy_and_the_open_connections(lab: Lab) -> No
     assert status["interface"] not in ruleset
     assert connections_of(lab, source, dst_ip) == []
     assert status["interface"] in lab.nft(target, "-j", "list", "table", "inet", "stockade").stdout
+    # What an operator's dashboard counts: one move out of the old host, one into the new.
+    arrived = lab.agent_metrics(target)
+    assert arrived[("stockade_agent_moves_total", (("direction", "in"), ("result", "ok")))] >= 1
+    assert arrived[("stockade_agent_connections_carried_total", (("direction", "in"),))] >= moved["connections"]
+    assert lab.agent_metrics(source)[("stockade_agent_moves_total", (("direction", "out"), ("result", "ok")))] >= 1
 
 
 def test_without_the_state_the_open_connections_do_not_survive_the_move(lab: Lab) -> None:

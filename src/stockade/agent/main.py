@@ -94,7 +94,7 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
                   on_controller_error=metrics.controller_error, saved=saved,
                   forget_connections=forget_connections, link_events=LinkEventReader,
-                  carrier=ConnectionCarrier(client) if settings.carry_connections else None)
+                  carrier=ConnectionCarrier(client, observe=metrics.moved) if settings.carry_connections else None)
     return agent, metrics
 
 

@@ -84,6 +84,16 @@ class AgentMetrics:
                                             ["reason"], registry=r)
         for reason in ("queue", "kernel", "ratelimit"):
             self.flow_records_dropped.labels(reason)  # present at 0 from the start
+        # Live migration (agent.migration): workloads that left ("out") or arrived ("in"), by how
+        # their handoff went (ok; missing: nothing came from the old host in time; error), and the
+        # open connections carried with them.
+        self.moves = Counter("stockade_agent_moves", "Workloads that moved out of or into this host, by handoff result",
+                             ["direction", "result"], registry=r)
+        self.connections_carried = Counter("stockade_agent_connections_carried",
+                                           "Open connections handed off (out) or taken over (in) in moves",
+                                           ["direction"], registry=r)
+        for direction in ("out", "in"):
+            self.connections_carried.labels(direction)
         r.register(_RuleCounters(reconciler))
         self._reconciler = reconciler
 
@@ -106,6 +116,10 @@ class AgentMetrics:
 
     def flow_dropped(self, reason: str, count: int) -> None:
         self.flow_records_dropped.labels(reason).inc(count)
+
+    def moved(self, direction: str, result: str, connections: int) -> None:
+        self.moves.labels(direction, result).inc()
+        self.connections_carried.labels(direction).inc(connections)
 
     def controller_error(self) -> None:
         self.controller_errors.inc()

@@ -83,6 +83,8 @@ class ConnectionCarrier:
     wait: float = HANDOFF_WAIT
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # (direction "out"|"in", result "ok"|"missing"|"error", connections): the agent's metrics
+    observe: Callable[[str, str, int], None] = lambda direction, result, connections: None
 
     def hand_off(self, state: DesiredState, key: str, staying: set[str]) -> int:
         """The host a workload left: export, give, forget here. `staying`: the addresses of the
@@ -98,7 +100,9 @@ class ConnectionCarrier:
         except StockadeError as e:
             log.error("revision %d: handing off the connections of Workload %s failed: %s",
                       state.revision, key, e.message)
+            self.observe("out", "error", 0)
             return 0
+        self.observe("out", "ok", len(entries))
         log.info("revision %d: Workload %s moved to %s; handed off %d connections",
                  state.revision, key, workload.spec.host, len(entries))
         return len(entries)
@@ -122,6 +126,7 @@ class ConnectionCarrier:
             if self.clock() >= deadline:
                 log.warning("revision %d: no connections of Workload %s came from the host it left within "
                             "%.0f s; its connections are new ones here", revision, key, self.wait)
+                self.observe("in", "missing", 0)
                 return Handoff(revision, 0, False)
             self.sleep(POLL)
         entries = [ConnectionState.from_dict(e) for e in given.get("entries") or []]
@@ -129,9 +134,11 @@ class ConnectionCarrier:
             made = self.import_(entries)
         except StockadeError as e:
             log.error("revision %d: importing the connections of Workload %s failed: %s", revision, key, e.message)
+            self.observe("in", "error", 0)
             return Handoff(revision, 0, False)
         log.info("revision %d: Workload %s arrived from %s; took over %d connections",
                  revision, key, given.get("from"), made)
+        self.observe("in", "ok", made)
         return Handoff(revision, made, True)
 
 
