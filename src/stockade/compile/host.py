@@ -63,12 +63,17 @@ Validation refuses both; this guards states that predate it.
 
 from __future__ import annotations
 
+from stockade.compile.bridge import BridgedPort, bridge_ruleset
 from stockade.compile.chains import ChainBuilder, base_chains
 from stockade.compile.host_view import HostView, build_host_view, programmable_workloads
 from stockade.compile.program import (
     LOG_LIMIT,
     LOG_SUPPRESSED,
+    MAX_BRIDGE_PORTS,
     PASS_BIT,
+    PORT_EGRESS_DISPATCH,
+    PORT_INGRESS_DISPATCH,
+    PORT_OUT_SHIFT,
     TABLE,
     UNKNOWN_INTERFACE,
     WORKLOAD_PORT_NAMES,
@@ -81,7 +86,7 @@ from stockade.compile.program import (
 from stockade.compile.rules import RuleBuilder
 from stockade.compile.sets import SetBuilder
 from stockade.model.state import DesiredState
-from stockade.nft.ir import Goto, Jump, NamedCounter, NamedSet, RateLimit, Ruleset, Verdict, VerdictMap
+from stockade.nft.ir import Goto, Jump, NamedCounter, NamedSet, RateLimit, Ruleset, Value, Verdict, VerdictMap
 
 # The compile stage's public names, importable from here as before the split by concern.
 __all__ = ["LOG_LIMIT", "LOG_SUPPRESSED", "PASS_BIT", "TABLE", "UNKNOWN_INTERFACE", "WORKLOAD_PORT_NAMES",
@@ -108,13 +113,25 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
     ingress_map: list[tuple[str, Verdict]] = []
     guard_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
+    bridged, not_programmed = _bridged_ports(view)
+    bridged_keys = {p.key for p in bridged}
     for key, iface in view.local:
+        if key in bridged_keys or any(n.workload == f"{key[0]}/{key[1]}" for n in not_programmed):
+            continue
         applicable = list(view.policies[key])
         ifaces.append(iface)
         guard_map.append((iface, Goto(chains.spoof_chain(key))))  # goto: its end accepts, no unknown-port drop
         egress_map.append((iface, Jump(chains.workload_chain(key, "egress", applicable))))
         ingress_map.append((iface, Jump(chains.workload_chain(key, "ingress", applicable))))
-    all_chains = base_chains(options) + sorted(chains.chains.values(), key=lambda c: c.name)
+    # Bridged workloads: dispatched by the port ids the bridge table puts in the mark.
+    port_egress: list[tuple[Value, Verdict]] = []
+    port_ingress: list[tuple[Value, Verdict]] = []
+    for port in bridged:
+        applicable = list(view.policies[port.key])
+        port_egress.append((port.port_id, Jump(chains.workload_chain(port.key, "egress", applicable))))
+        port_ingress.append((port.port_id << PORT_OUT_SHIFT,
+                             Jump(chains.workload_chain(port.key, "ingress", applicable))))
+    all_chains = base_chains(options, bridged=bool(bridged)) + sorted(chains.chains.values(), key=lambda c: c.name)
     all_sets = sorted(sets.sets.values(), key=lambda s: s.name)
     all_sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False,
                              "local workload interfaces"))
@@ -126,11 +143,30 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
         VerdictMap("guard_dispatch", "ifname", tuple(sorted(guard_map, key=lambda e: e[0]))),
         VerdictMap("ingress_dispatch", "ifname", tuple(sorted(ingress_map, key=lambda e: e[0]))),
     )
+    ports: Ruleset | None = None
+    if bridged:
+        maps += (
+            VerdictMap(PORT_EGRESS_DISPATCH, "mark", tuple(port_egress)),
+            VerdictMap(PORT_INGRESS_DISPATCH, "mark", tuple(port_ingress)),
+        )
+        ports = bridge_ruleset(view.state, bridged, options, view.state.revision)
     limits: tuple[RateLimit, ...] = ()
     counters: tuple[NamedCounter, ...] = ()
     if options.log_group is not None:
         limits = (RateLimit(LOG_LIMIT, options.log_rate, "second", options.log_burst, over=True),)
         counters = (NamedCounter(LOG_SUPPRESSED),)
     ruleset = Ruleset(options.table, "inet", tuple(sorted(all_sets, key=lambda s: s.name)), maps,
-                      tuple(all_chains), view.state.revision, limits=limits, counters=counters)
-    return HostProgram(ruleset, view.not_programmed)
+                      tuple(all_chains), view.state.revision, limits=limits, counters=counters, ports=ports)
+    return HostProgram(ruleset, view.not_programmed + not_programmed)
+
+
+def _bridged_ports(view: HostView) -> tuple[list[BridgedPort], tuple[NotProgrammed, ...]]:
+    """The local bridged workloads with their port ids (by interface, from 1), and those left out
+    because the mark has no room for their port id."""
+    found = sorted(((iface, key) for key, iface in view.local
+                    if view.state.workloads[key].spec.attachment == "bridged"))
+    ports = [BridgedPort(key, iface, i + 1) for i, (iface, key) in enumerate(found[:MAX_BRIDGE_PORTS])]
+    over = tuple(NotProgrammed(f"{key[0]}/{key[1]}", f"more than {MAX_BRIDGE_PORTS} bridged workloads on host "
+                               f"{view.host}: no port id left for {iface}")
+                 for iface, key in found[MAX_BRIDGE_PORTS:])
+    return ports, over
