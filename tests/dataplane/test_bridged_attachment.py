@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import uuid
 from typing import Any, Iterator
 
@@ -25,7 +26,7 @@ from stockade.dataplane.attach import BRIDGE_NF_SYSCTLS, AttachDriver, plan_atta
 from stockade.dataplane.netlink_events import in_netns
 from stockade.dataplane.nft_driver import NftDriver, counters_by_comment, run_command
 from stockade.lab.probe import probe, serve
-from stockade.model.kinds import parse_object
+from stockade.model.kinds import ObjectKey, parse_object
 from stockade.model.state import DesiredState
 from tests.waiting import wait_until
 
@@ -141,6 +142,24 @@ def neighbour_mac(netns: str, ip: str) -> str:
     return sh("ip", "-n", netns, "neigh", "show", ip).stdout
 
 
+# Sends one ARP request on eth0 from a raw socket, "who has TARGET? tell SENDER_IP at SENDER_MAC":
+# the owner of TARGET learns the sender's claim from it (and answers it).
+_ARP_REQUEST = """
+import socket, sys
+sender_ip, sender_mac, target = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), sys.argv[3]
+frame = (b"\\xff" * 6 + sender_mac + b"\\x08\\x06"
+         + bytes.fromhex("0001080006040001") + sender_mac + socket.inet_aton(sender_ip)
+         + b"\\x00" * 6 + socket.inet_aton(target))
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind(("eth0", 0))
+    s.send(frame)
+"""
+
+
+def arp_request(netns: str, sender_ip: str, sender_mac: str, target: str) -> None:
+    sh("ip", "netns", "exec", netns, sys.executable, "-c", _ARP_REQUEST, sender_ip, sender_mac, target)
+
+
 def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbours_working(
         world: dict[str, str]) -> None:
     h, a, b, c = world["host"], world["a"], world["b"], world["c"]
@@ -183,6 +202,17 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     spoofed_ip = tables.port_counter("antispoof")
     assert spoofed_ip > before
 
+    # An ARP claim of another VM's address from A's port is dropped and counted; the same
+    # request with A's own address reaches B (which learns it), so the frame is not lost otherwise.
+    sh("ip", "-n", b, "neigh", "flush", "all")
+    before = tables.port_counter("antispoof")
+    arp_request(a, C4, MAC_A, B4)
+    arp_request(a, A4, MAC_A, B4)
+    wait_until(lambda: MAC_A in neighbour_mac(b, A4), "B to learn A's own claim", timeout=3,
+               describe=lambda: neighbour_mac(b, A4))
+    assert MAC_A not in neighbour_mac(b, C4) and tables.port_counter("antispoof") == before + 1
+    spoofed_ip = tables.port_counter("antispoof")
+
     # A spoofed source MAC (A takes C's) is dropped at layer 2, ARP included, and counted.
     sh("ip", "-n", a, "neigh", "flush", "all")
     sh("ip", "-n", a, "link", "set", "eth0", "address", MAC_C)
@@ -193,6 +223,8 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
         sh("ip", "-n", a, "link", "set", "eth0", "address", MAC_A)
     assert tcp(a, b, B4) == "allowed"
 
+    # A new revision with the same program sends nothing (the bridge table included).
+    assert tables.reconciler.reconcile(state.with_changes(2)).kind == "none"
     # Both tables are the program: a hand edit of the bridge table is drift, repaired whole.
     assert tables.reconciler.in_sync()
     sh("ip", "netns", "exec", h, "nft", "delete", "table", "bridge", "stockade_ports")
@@ -200,7 +232,12 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     # Without its bridge table the inet table cannot tell the ports apart: the program is open
     # until the drift check repairs it (which is why the fingerprint covers both tables).
     assert tcp(b, a, A4) == "allowed"
-    repaired = tables.reconciler.reconcile(state.with_changes(2))
+    repaired = tables.reconciler.reconcile(state.with_changes(3))
     assert repaired.kind == "full" and repaired.drift_repaired
     assert tables.driver.list_ports_table() is not None and tables.reconciler.in_sync()
     assert tcp(a, b, B6) == "allowed" and tcp(b, a, A6) == "denied"
+
+    # With no bridged workload left the bridge table goes, in the same transaction as the rest.
+    gone = state.with_changes(4, delete=[ObjectKey("Workload", "vms", "a"), ObjectKey("Workload", "vms", "b")])
+    assert tables.reconciler.reconcile(gone).kind == "full"
+    assert tables.driver.list_ports_table() is None and tables.reconciler.in_sync()

@@ -86,9 +86,9 @@ class BridgedPort:
     port_id: int  # 1..MAX_BRIDGE_PORTS
 
 
-def bridge_ruleset(state: DesiredState, ports: list[BridgedPort], options: CompileOptions,
-                   revision: int) -> Ruleset:
-    """The bridge-family table for the host's bridged workloads `ports` (not empty)."""
+def bridge_ruleset(state: DesiredState, ports: list[BridgedPort], options: CompileOptions) -> Ruleset:
+    """The bridge-family table for the host's bridged workloads `ports` (not empty). Its revision
+    is 0: it goes with its inet table's, and two revisions with the same ports are equal."""
     chains: list[Chain] = []
     in_map: list[tuple[str, Goto]] = []
     out_map: list[tuple[str, Goto]] = []
@@ -120,7 +120,7 @@ def bridge_ruleset(state: DesiredState, ports: list[BridgedPort], options: Compi
         VerdictMap("port_out_dispatch", "ifname", tuple(sorted(out_map, key=lambda e: e[0]))),
     )
     return Ruleset(ports_table(options.table), "bridge", (names,), maps,
-                   tuple(base + sorted(chains, key=lambda c: c.name)), revision)
+                   tuple(base + sorted(chains, key=lambda c: c.name)))
 
 
 def _port_in_rules(state: DesiredState, port: BridgedPort) -> tuple[Rule, ...]:

@@ -149,7 +149,7 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
             VerdictMap(PORT_EGRESS_DISPATCH, "mark", tuple(port_egress)),
             VerdictMap(PORT_INGRESS_DISPATCH, "mark", tuple(port_ingress)),
         )
-        ports = bridge_ruleset(view.state, bridged, options, view.state.revision)
+        ports = bridge_ruleset(view.state, bridged, options)
     limits: tuple[RateLimit, ...] = ()
     counters: tuple[NamedCounter, ...] = ()
     if options.log_group is not None:
