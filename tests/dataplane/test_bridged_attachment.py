@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from stockade.agent.metrics import AgentMetrics
 from stockade.agent.reconciler import Reconciler
 from stockade.compile.program import CompileOptions
 from stockade.dataplane.attach import BRIDGE_NF_SYSCTLS, AttachDriver, plan_attachments
@@ -186,6 +187,10 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
         assert tcp(b, a, ip) == "denied", ip
     assert tcp(a, b, B4, OTHER_PORT) == "denied"
     assert tcp(c, b, B6) == "denied" and tcp(a, c, C4) == "denied"
+    # C's port (a workload name, no object) is dropped on the bridge, counted in the agent's total.
+    metrics = AgentMetrics(tables.reconciler).registry
+    assert (metrics.get_sample_value("stockade_agent_unknown_interface_drops_total") or 0) \
+        >= tables.port_counter("unknown-interface") > 0
 
     # ARP and ND still resolve (flushed caches, then a new allowed connection each).
     for ns in (a, b):
