@@ -9,6 +9,8 @@ from typing import Any
 
 from stockade.compile.host import compile_host, compile_host_program
 from stockade.compile.program import (
+    BRIDGED_INGRESS_V4,
+    BRIDGED_INGRESS_V6,
     PASS_BIT,
     PORT_EGRESS_DISPATCH,
     PORT_IN_MASK,
@@ -25,7 +27,9 @@ from stockade.nft.ir import (
     ARP_SADDR_ETHER,
     ARP_SADDR_IP,
     ETHER_SADDR,
+    IP6_DADDR,
     IP6_SADDR,
+    IP_DADDR,
     IP_SADDR,
     META_MARK,
     Chain,
@@ -110,8 +114,13 @@ def test_bridged_workloads_get_port_ids_by_interface_and_a_bridge_table_named_af
     assert {k for k, _ in rs.vmap("guard_dispatch").elements} == {"tapr"}
     assert rs.set("workload_ifaces").elements == ("tapr",)
     assert [r.verdict for r in rs.chain("egress").rules][-1] == Dispatch(META_MARK, PORT_EGRESS_DISPATCH, PORT_IN_MASK)
-    assert [r.verdict for r in rs.chain("ingress").rules][-1] == Dispatch(META_MARK, PORT_INGRESS_DISPATCH,
-                                                                          PORT_OUT_MASK)
+    assert [r.verdict for r in rs.chain("ingress").rules][-3:] == [
+        Dispatch(META_MARK, PORT_INGRESS_DISPATCH, PORT_OUT_MASK),
+        Dispatch(IP_DADDR, BRIDGED_INGRESS_V4), Dispatch(IP6_DADDR, BRIDGED_INGRESS_V6)]
+    # What the host routes into the bridge meets the ingress chain of the workload it is for.
+    assert dict(rs.vmap(BRIDGED_INGRESS_V4).elements) == {"198.18.66.10": ingress[1 << PORT_OUT_SHIFT],
+                                                          "198.18.66.11": ingress[2 << PORT_OUT_SHIFT]}
+    assert set(dict(rs.vmap(BRIDGED_INGRESS_V6).elements)) == {"2001:db8:66::10", "2001:db8:66::11"}
 
 
 def test_the_mark_bits_never_touch_the_pass_bit_nor_each_other() -> None:
@@ -167,6 +176,9 @@ def test_trace_follows_the_marks_to_the_bridged_workloads_chains() -> None:
     ingress = Interpreter(rs).run_base_chain(packet, "ingress")
     assert (egress.verdict, egress.steps[-1].comment) == ("drop", "vms/default-deny/egress")
     assert ingress.verdict == "accept" and ingress.steps[-1].comment == "vms/web/http"
+    # Routed into the bridge by the host (no out-port id): b's ingress, by its address.
+    routed_in = Packet(4, "198.18.68.2", "198.18.66.11", "tcp", 80, iifname="up0", oifname="br0")
+    assert Interpreter(rs).run_base_chain(routed_in, "ingress").steps[-1].comment == "vms/web/http"
     # No mark (a packet the bridge table did not see): neither dispatch matches.
     assert Interpreter(rs).run_base_chain(Packet(4, "198.18.66.10", "198.18.66.11", "tcp", 80, "br0", "br0"),
                                           "egress").steps == []

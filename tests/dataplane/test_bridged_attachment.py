@@ -5,6 +5,7 @@ Scratch namespaces: H is the host (a bridge `brgbr…` and the agent's table), A
 "VMs" on veth ports of that bridge, all in one subnet (198.18.66.0/24, 2001:db8:66::/64): their
 traffic is switched, never routed, so a routed design would not see it at all. A and B are
 workloads (A the client, B the server); C's port has a workload name but no object (fail closed).
+O is outside, in 198.18.68.0/24: H routes between it and the bridge (H's gateway address on it).
 The program is compiled from a real DesiredState and loaded by the real driver and reconciler;
 every verdict comes from real packets. Every namespace is uniquely named (tag `brg`, random
 suffix) and removed, also on failure.
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.kernel
 HOST = "hv-brg"
 A4, A6, B4, B6, C4, C6 = ("198.18.66.10", "2001:db8:66::10", "198.18.66.11", "2001:db8:66::11",
                           "198.18.66.12", "2001:db8:66::12")
+GW4, GW6 = "198.18.66.1", "2001:db8:66::1"          # the host, on the bridge
+OUT_GW4, OUT_GW6, OUT4, OUT6 = "198.18.68.1", "2001:db8:68::1", "198.18.68.2", "2001:db8:68::2"  # outside
 MAC_A, MAC_B, MAC_C = "02:b6:00:00:00:0a", "02:b6:00:00:00:0b", "02:b6:00:00:00:0c"
 PORT = 8080
 OTHER_PORT = 9090
@@ -73,9 +76,10 @@ def vm_on_bridge(host: str, bridge: str, netns: str, port: str, mac: str, v4: st
 @pytest.fixture
 def world() -> Iterator[dict[str, str]]:
     tag = "brg" + uuid.uuid4().hex[:5]
-    names = {"host": f"{tag}-h", "a": f"{tag}-a", "b": f"{tag}-b", "c": f"{tag}-c", "bridge": f"{tag}br",
+    names = {"host": f"{tag}-h", "a": f"{tag}-a", "b": f"{tag}-b", "c": f"{tag}-c", "out": f"{tag}-o",
+             "bridge": f"{tag}br",
              "pa": f"tap{tag}a", "pb": f"tap{tag}b", "pc": f"tap{tag}c"}
-    with namespaces(names["host"], names["a"], names["b"], names["c"]):
+    with namespaces(names["host"], names["a"], names["b"], names["c"], names["out"]):
         h = names["host"]
         sh("ip", "-n", h, "link", "add", names["bridge"], "type", "bridge")
         sh("ip", "-n", h, "link", "set", names["bridge"], "up")
@@ -85,6 +89,21 @@ def world() -> Iterator[dict[str, str]]:
         vm_on_bridge(h, names["bridge"], names["a"], names["pa"], MAC_A, A4, A6)
         vm_on_bridge(h, names["bridge"], names["b"], names["pb"], MAC_B, B4, B6)
         vm_on_bridge(h, names["bridge"], names["c"], names["pc"], MAC_C, C4, C6)
+        # The host routes between the bridge's subnet (its gateway on the bridge) and an outside one.
+        sh("ip", "-n", h, "addr", "add", f"{GW4}/24", "dev", names["bridge"])
+        sh("ip", "-n", h, "addr", "add", f"{GW6}/64", "dev", names["bridge"], "nodad")
+        sh("ip", "-n", h, "link", "add", f"{tag}up", "type", "veth", "peer", "name", "eth0", "netns", names["out"])
+        sh("ip", "-n", h, "link", "set", f"{tag}up", "up")
+        sh("ip", "-n", h, "addr", "add", f"{OUT_GW4}/24", "dev", f"{tag}up")
+        sh("ip", "-n", h, "addr", "add", f"{OUT_GW6}/64", "dev", f"{tag}up", "nodad")
+        sh("ip", "-n", names["out"], "link", "set", "eth0", "up")
+        sh("ip", "-n", names["out"], "addr", "add", f"{OUT4}/24", "dev", "eth0")
+        sh("ip", "-n", names["out"], "addr", "add", f"{OUT6}/64", "dev", "eth0", "nodad")
+        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+            sh("ip", "netns", "exec", h, "sysctl", "-qw", f"{key}=1")
+        for ns, v4, v6 in ((names["out"], OUT_GW4, OUT_GW6), (names["a"], GW4, GW6), (names["b"], GW4, GW6)):
+            sh("ip", "-n", ns, "route", "add", "default", "via", v4)
+            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", v6)
         yield names
 
 
@@ -113,7 +132,10 @@ def desired_state(world: dict[str, str], revision: int = 1) -> DesiredState:
         {"apiVersion": "stockade.io/v1", "kind": "Policy", "metadata": {"name": "server", "namespace": "vms"},
          "spec": {"appliesTo": {"group": "servers"},
                   "ingress": [{"id": "from-clients", "action": "allow", "from": [{"group": "clients"}],
-                               "ports": [{"protocol": "TCP", "port": PORT}]}]}},
+                               "ports": [{"protocol": "TCP", "port": PORT}]},
+                              {"id": "from-outside", "action": "allow",
+                               "from": [{"cidr": "198.18.68.0/24"}, {"cidr": "2001:db8:68::/64"}],
+                               "ports": [{"protocol": "TCP", "port": OTHER_PORT}]}]}},
     ]
     return DesiredState.from_objects(revision, [parse_object(d) for d in docs])
 
@@ -167,6 +189,7 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     # Without a program the bridge switches everything: B may open A, and C (no object) talks.
     assert tcp(b, a, A4) == "allowed"
     assert tcp(c, b, B6) == "allowed"
+    assert tcp(world["out"], a, A4, OTHER_PORT) == "allowed"
 
     state = desired_state(world)
     endpoints = in_netns(h, lambda: AttachDriver().reconcile(plan_attachments(state, HOST)))
@@ -191,6 +214,13 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     metrics = AgentMetrics(tables.reconciler).registry
     assert (metrics.get_sample_value("stockade_agent_unknown_interface_drops_total") or 0) \
         >= tables.port_counter("unknown-interface") > 0
+
+    # Routed into the bridge by the host (from outside): B's ingress policy decides by address,
+    # the reply rides conntrack; A's ingress denies. From A out of the bridge: A's egress denies.
+    out = world["out"]
+    assert tcp(out, b, B4, OTHER_PORT) == "allowed" and tcp(out, b, B6, OTHER_PORT) == "allowed"
+    assert tcp(out, b, B4) == "denied" and tcp(out, a, A6, OTHER_PORT) == "denied"
+    assert tcp(a, out, OUT4, OTHER_PORT) == "denied"
 
     # ARP and ND still resolve (flushed caches, then a new allowed connection each).
     for ns in (a, b):
@@ -234,13 +264,16 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     assert tables.reconciler.in_sync()
     sh("ip", "netns", "exec", h, "nft", "delete", "table", "bridge", "stockade_ports")
     assert not tables.reconciler.in_sync()
-    # Without its bridge table the inet table cannot tell the ports apart: the program is open
-    # until the drift check repairs it (which is why the fingerprint covers both tables).
-    assert tcp(b, a, A4) == "allowed"
+    # Without its bridge table the inet table cannot tell the ports apart: ingress still holds (by
+    # address), but egress policy and anti-spoofing are open until the drift check repairs it
+    # (which is why the fingerprint covers both tables).
+    assert tcp(b, a, A4) == "denied"
+    assert tcp(a, world["out"], OUT4, OTHER_PORT) == "allowed"
     repaired = tables.reconciler.reconcile(state.with_changes(3))
     assert repaired.kind == "full" and repaired.drift_repaired
     assert tables.driver.list_ports_table() is not None and tables.reconciler.in_sync()
     assert tcp(a, b, B6) == "allowed" and tcp(b, a, A6) == "denied"
+    assert tcp(a, world["out"], OUT4, OTHER_PORT) == "denied"
 
     # With no bridged workload left the bridge table goes, in the same transaction as the rest.
     gone = state.with_changes(4, delete=[ObjectKey("Workload", "vms", "a"), ObjectKey("Workload", "vms", "b")])

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from stockade.compile.addresses import family_of
 from stockade.compile.program import (
+    BRIDGED_INGRESS_V4,
+    BRIDGED_INGRESS_V6,
     DIR_SUFFIX,
     ND_TYPES,
     PASS_BIT,
@@ -35,7 +37,9 @@ from stockade.model.state import DesiredState
 from stockade.nft.ir import (
     ETHER_SADDR,
     ICMPV6_TYPE,
+    IP6_DADDR,
     IP6_SADDR,
+    IP_DADDR,
     IP_SADDR,
     META_IIFNAME,
     META_L4PROTO,
@@ -180,7 +184,14 @@ def base_chains(options: CompileOptions, bridged: bool = False) -> list[Chain]:
         NftRule((CtState(("invalid",)),), Drop(), "invalid", True),
     )
     by_port_in = (NftRule((), Dispatch(META_MARK, PORT_EGRESS_DISPATCH, PORT_IN_MASK)),) if bridged else ()
-    by_port_out = (NftRule((), Dispatch(META_MARK, PORT_INGRESS_DISPATCH, PORT_OUT_MASK)),) if bridged else ()
+    # Routed into the bridge by this host (no out-port id: the bridge's output path, not its
+    # forward hook): the destination address names the bridged workload. ARP anti-spoofing keeps
+    # the bridge delivering that address to its workload's port.
+    by_port_out = (
+        NftRule((), Dispatch(META_MARK, PORT_INGRESS_DISPATCH, PORT_OUT_MASK)),
+        NftRule((MarkHas(PORT_OUT_MASK, any_bit=True, negate=True),), Dispatch(IP_DADDR, BRIDGED_INGRESS_V4)),
+        NftRule((MarkHas(PORT_OUT_MASK, any_bit=True, negate=True),), Dispatch(IP6_DADDR, BRIDGED_INGRESS_V6)),
+    ) if bridged else ()
     # A bridged workload reaches this host through the bridge (the input interface): known by the
     # in-port id in the mark. It may ask for DHCP (a hypervisor's network serves it on the bridge).
     from_ports = (

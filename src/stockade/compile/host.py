@@ -52,6 +52,15 @@ so per-rule counters stay exact. Log and audit rules then always live in a
 record chain (their twins need a verdict that ends the evaluation: `return`).
 With `log_group=None`, log and audit rules use the kernel log and nothing else logs.
 
+Bridged workloads (`spec.attachment: bridged`, ports of a Linux bridge): their ports are
+invisible in the inet hooks (in and out are the bridge), so they are not in the ifname maps,
+the guard or `workload_ifaces`. A bridge-family companion table (`Ruleset.ports`, built by
+compile.bridge) checks what each port sends and names the ports in the packet mark; the forward
+chains dispatch on it (`port_egress_dispatch`, `port_ingress_dispatch`), and on a bridged
+workload's address for what this host routes into the bridge (`bridged_ingress_v4`/`_v6`); they
+also accept neighbour discovery, which crosses the forward hook untracked. Nothing of this is
+emitted for a host without bridged workloads.
+
 Workloads that cannot be programmed: the dispatch maps are keyed by interface, and the
 kernel refuses the whole transaction ("File exists") when two keys are equal, which would
 leave every workload of the host without its new policy. So a local workload whose
@@ -63,6 +72,7 @@ Validation refuses both; this guards states that predate it.
 
 from __future__ import annotations
 
+from stockade.compile.addresses import family_of
 from stockade.compile.bridge import BridgedPort, bridge_ruleset
 from stockade.compile.chains import ChainBuilder, base_chains
 from stockade.compile.host_view import HostView, build_host_view, programmable_workloads
@@ -71,6 +81,8 @@ from stockade.compile.program import (
     LOG_SUPPRESSED,
     MAX_BRIDGE_PORTS,
     PASS_BIT,
+    BRIDGED_INGRESS_V4,
+    BRIDGED_INGRESS_V6,
     PORT_EGRESS_DISPATCH,
     PORT_INGRESS_DISPATCH,
     PORT_OUT_SHIFT,
@@ -126,11 +138,14 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
     # Bridged workloads: dispatched by the port ids the bridge table puts in the mark.
     port_egress: list[tuple[Value, Verdict]] = []
     port_ingress: list[tuple[Value, Verdict]] = []
+    by_address: dict[int, list[tuple[Value, Verdict]]] = {4: [], 6: []}
     for port in bridged:
         applicable = list(view.policies[port.key])
+        ingress = Jump(chains.workload_chain(port.key, "ingress", applicable))
         port_egress.append((port.port_id, Jump(chains.workload_chain(port.key, "egress", applicable))))
-        port_ingress.append((port.port_id << PORT_OUT_SHIFT,
-                             Jump(chains.workload_chain(port.key, "ingress", applicable))))
+        port_ingress.append((port.port_id << PORT_OUT_SHIFT, ingress))
+        for ip in view.state.workload_ips(view.state.workloads[port.key]):
+            by_address[family_of(ip)].append((ip, ingress))
     all_chains = base_chains(options, bridged=bool(bridged)) + sorted(chains.chains.values(), key=lambda c: c.name)
     all_sets = sorted(sets.sets.values(), key=lambda s: s.name)
     all_sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False,
@@ -148,6 +163,9 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
         maps += (
             VerdictMap(PORT_EGRESS_DISPATCH, "mark", tuple(port_egress)),
             VerdictMap(PORT_INGRESS_DISPATCH, "mark", tuple(port_ingress)),
+            # Addresses are unique (validation); the first keeps one that an old state repeats.
+            VerdictMap(BRIDGED_INGRESS_V4, "ipv4_addr", _first_per_key(by_address[4])),
+            VerdictMap(BRIDGED_INGRESS_V6, "ipv6_addr", _first_per_key(by_address[6])),
         )
         ports = bridge_ruleset(view.state, bridged, options)
     limits: tuple[RateLimit, ...] = ()
@@ -158,6 +176,14 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
     ruleset = Ruleset(options.table, "inet", tuple(sorted(all_sets, key=lambda s: s.name)), maps,
                       tuple(all_chains), view.state.revision, limits=limits, counters=counters, ports=ports)
     return HostProgram(ruleset, view.not_programmed + not_programmed)
+
+
+def _first_per_key(elements: list[tuple[Value, Verdict]]) -> tuple[tuple[Value, Verdict], ...]:
+    """Sorted by key, each key once (the kernel refuses a transaction that repeats a map key)."""
+    kept: dict[str, tuple[Value, Verdict]] = {}
+    for key, verdict in elements:
+        kept.setdefault(str(key), (key, verdict))
+    return tuple(kept[k] for k in sorted(kept))
 
 
 def _bridged_ports(view: HostView) -> tuple[list[BridgedPort], tuple[NotProgrammed, ...]]:

@@ -35,6 +35,10 @@ PORT_OUT_SHIFT = 16
 MAX_BRIDGE_PORTS = 0xFFF
 PORT_EGRESS_DISPATCH = "port_egress_dispatch"    # inet verdict maps: in-port id -> egress chain
 PORT_INGRESS_DISPATCH = "port_ingress_dispatch"  # out-port id (shifted) -> ingress chain
+# Address of a bridged workload -> its ingress chain: for what the host routes into the bridge,
+# which leaves by the bridge's output path and so carries no out-port id.
+BRIDGED_INGRESS_V4 = "bridged_ingress_v4"
+BRIDGED_INGRESS_V6 = "bridged_ingress_v6"
 PRIORITY_PORTS_IN = -300   # bridge prerouting, before br_netfilter's inet hooks (NF_BR_PRI_BRNF = 0)
 PRIORITY_PORTS_OUT = -200  # bridge forward, likewise before br_netfilter's inet forward
 PRIORITY_GUARD = -300  # prerouting, before conntrack (-200): a forged packet never reaches a ct lookup
