@@ -32,6 +32,7 @@ from stockade.nft.ir import (
     IP_DADDR,
     IP_SADDR,
     META_MARK,
+    Accept,
     Chain,
     Cmp,
     Dispatch,
@@ -144,7 +145,7 @@ def test_a_bridge_port_sends_as_its_workload_at_layer_2_and_3() -> None:
     assert (Cmp(IP6_SADDR, "2001:db8:66::10", negate=True),) in drops
     assert (InAnon(("ether", "type"), ("ip", "ip6", "arp"), negate=True),) in drops  # no VLAN tag past us
     # The MAC check comes before anything that accepts (neighbour discovery, a DHCP request).
-    first_accept = next(i for i, r in enumerate(rules) if r.comment in ("neighbour-discovery", "dhcp-request"))
+    first_accept = next(i for i, r in enumerate(rules) if isinstance(r.verdict, Accept))
     assert rules.index(next(r for r in rules if r.matches == (Cmp(ETHER_SADDR, MAC, negate=True),))) < first_accept
 
 

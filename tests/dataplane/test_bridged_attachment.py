@@ -211,9 +211,10 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     assert tcp(a, b, B4, OTHER_PORT) == "denied"
     assert tcp(c, b, B6) == "denied" and tcp(a, c, C4) == "denied"
     # C's port (a workload name, no object) is dropped on the bridge, counted in the agent's total.
+    # (The counter first: C may still be retrying, and the total only grows.)
+    dropped = tables.port_counter("unknown-interface")
     metrics = AgentMetrics(tables.reconciler).registry
-    assert (metrics.get_sample_value("stockade_agent_unknown_interface_drops_total") or 0) \
-        >= tables.port_counter("unknown-interface") > 0
+    assert dropped > 0 and (metrics.get_sample_value("stockade_agent_unknown_interface_drops_total") or 0) >= dropped
 
     # Routed into the bridge by the host (from outside): B's ingress policy decides by address,
     # the reply rides conntrack; A's ingress denies. From A out of the bridge: A's egress denies.
@@ -245,7 +246,7 @@ def test_bridged_workloads_are_filtered_statefully_with_antispoofing_and_neighbo
     arp_request(a, A4, MAC_A, B4)
     wait_until(lambda: MAC_A in neighbour_mac(b, A4), "B to learn A's own claim", timeout=3,
                describe=lambda: neighbour_mac(b, A4))
-    assert MAC_A not in neighbour_mac(b, C4) and tables.port_counter("antispoof") == before + 1
+    assert MAC_A not in neighbour_mac(b, C4) and tables.port_counter("antispoof") > before
     spoofed_ip = tables.port_counter("antispoof")
 
     # A spoofed source MAC (A takes C's) is dropped at layer 2, ARP included, and counted.

@@ -13,8 +13,8 @@ forward chains dispatch on the mark (`PORT_IN_MASK`, `PORT_OUT_MASK` in compile.
                                                 oifname @workload_port_names drop: no program
     bin_<name>_<h>   one per bridged local workload: its MAC (when known) as the frame's and
                      the ARP sender's source, its IPv4 as the ARP sender's address (or 0.0.0.0,
-                     an ARP probe); then the in-port id into the mark; neighbour discovery and
-                     a DHCP request go on; its addresses as the IPv4/IPv6 source; no ethertype
+                     an ARP probe); then the in-port id into the mark; neighbour discovery,
+                     multicast listener messages and a DHCP request go on; its addresses as the IPv4/IPv6 source; no ethertype
                      but IPv4, IPv6 and ARP (a VLAN tag would carry a frame past br_netfilter)
     bout_<name>_<h>  one per bridged local workload: the out-port id into the mark
 
@@ -76,6 +76,7 @@ from stockade.nft.ir import (
 )
 
 ETHER_TYPE = ("ether", "type")
+MLD_TYPES = (130, 131, 132, 143)  # multicast listener query, report, done; MLDv2 report
 ANTISPOOF = "antispoof"
 
 
@@ -141,6 +142,10 @@ def _port_in_rules(state: DesiredState, port: BridgedPort) -> tuple[Rule, ...]:
     # chains let it through too (conntrack does not track it).
     rules.append(Rule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, ND_TYPES)), Accept(),
                       "neighbour-discovery"))
+    # Multicast listener reports and queries come from link-local addresses too, and the bridge's
+    # multicast snooping needs them to deliver neighbour solicitations; they never leave the link.
+    rules.append(Rule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, MLD_TYPES)), Accept(),
+                      "multicast-listener"))
     # A DHCP request is sent before the workload has its address (libvirt's networks serve DHCP).
     rules.append(Rule((Cmp(IP_SADDR, "0.0.0.0"), Cmp(META_L4PROTO, "udp"), Cmp(TH_DPORT, 67)), Accept(),
                       "dhcp-request"))
