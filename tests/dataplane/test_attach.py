@@ -130,11 +130,24 @@ def test_link_events_announce_an_interface_as_it_comes_and_goes(world: dict[str,
 
 
 def test_a_bridge_port_is_left_as_it_is(world: dict[str, str]) -> None:
-    """Bridged attachment is not built: a tap enslaved to a bridge gets no address, route or proxy ARP."""
+    """A routed workload whose tap is enslaved to a bridge gets no address, route or proxy ARP (they
+    would take the VM's packets off the bridge), and is not reported attached. (Bridged workloads:
+    tests/dataplane/test_bridged_attachment.py.)"""
     h = world["host"]
     make_workload(h, world["a"], world["ifa"], A4, A6)
     sh("ip", "-n", h, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", h, "link", "set", world["ifa"], "master", "br0")
     assert in_netns(h, lambda: AttachDriver().reconcile((Attachment("pods/a", world["ifa"], (A4, A6)),))) == {}
+    assert sh("ip", "-n", h, "route", "show", "proto", str(ROUTE_PROTO)).stdout.strip() == ""
+    assert "169.254.1.1" not in sh("ip", "-n", h, "addr", "show", "dev", world["ifa"]).stdout
+
+
+def test_a_bridged_workload_off_a_bridge_is_not_attached(world: dict[str, str]) -> None:
+    """`attachment: bridged` on an interface that is no bridge port: nothing is plumbed for it, not
+    even as a routed workload (its object says something else than the host)."""
+    h = world["host"]
+    make_workload(h, world["a"], world["ifa"], A4, A6)
+    plan = (Attachment("pods/a", world["ifa"], (A4, A6), bridged=True),)
+    assert in_netns(h, lambda: AttachDriver().reconcile(plan)) == {}
     assert sh("ip", "-n", h, "route", "show", "proto", str(ROUTE_PROTO)).stdout.strip() == ""
     assert "169.254.1.1" not in sh("ip", "-n", h, "addr", "show", "dev", world["ifa"]).stdout

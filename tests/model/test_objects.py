@@ -568,3 +568,13 @@ def test_a_tier_object_makes_its_tier_usable_and_takes_its_place_by_order():
 def test_a_builtin_tier_cannot_be_redefined():
     err = refusal(_tier("platform", 1))
     assert_problem(err, "Tier platform", "", "built-in")
+
+
+def test_a_bridged_workload_must_name_its_bridge_port():
+    raw = {"apiVersion": "stockade.io/v1", "kind": "Workload", "metadata": {"name": "vm", "namespace": "a"},
+           "spec": {"host": "hv1", "ips": ["198.18.10.1"], "attachment": "bridged"}}
+    assert_problem(refusal(raw), "Workload a/vm", "spec", "attachment", "spec.interface", "bridge port")
+    raw["spec"]["interface"] = "vnet3"
+    assert parse_object(raw).spec.attachment == "bridged"
+    raw["spec"]["attachment"] = "switched"
+    assert_problem(refusal(raw), "Workload a/vm", "spec.attachment", "routed", "bridged")

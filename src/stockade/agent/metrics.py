@@ -12,7 +12,8 @@
   per-rule counters, summed per rule id, read from the kernel at scrape time.
 - `stockade_agent_unknown_interface_drops_total`: packets from or to a port in the workload
   naming scheme that has no program here (a VM started before its object exists, or whose
-  object was deleted), dropped: Stockade fails closed. Read from the kernel at scrape time.
+  object was deleted), dropped: Stockade fails closed. Read from the kernel at scrape time, from
+  both tables (a bridge port is dropped in `bridge stockade_ports`).
 - `stockade_flow_records_total{verdict}`: flow records made from logged packets.
 - `stockade_flow_records_dropped_total{reason}`: records lost: `queue` (the agent's
   bounded queue was full), `kernel` (NFLOG could not deliver: socket buffer full),
@@ -45,12 +46,19 @@ class _RuleCounters(Collector):
     def collect(self) -> Iterator[Metric]:
         packets = CounterMetricFamily("stockade_rule_packets", "Packets matched per rule id", labels=["rule"])
         octets = CounterMetricFamily("stockade_rule_bytes", "Bytes matched per rule id", labels=["rule"])
+        # The bridge table (bridged workloads' ports) counts its drops too: the fail-closed ones
+        # of unknown ports go into the same total. Drivers that have no such table have no lister.
+        list_ports = getattr(self._reconciler.driver, "list_ports_table", None)
         try:
             listing = self._reconciler.driver.list_table() or {}
+            ports = (list_ports() if list_ports is not None else None) or {}
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because nft did
             log.warning("reading rule counters failed: %r", e)
-            listing = {}
+            listing, ports = {}, {}
         counts = counters_by_comment(listing)
+        for comment, (p, b) in counters_by_comment(ports).items():
+            have = counts.get(comment, (0, 0))
+            counts[comment] = (have[0] + p, have[1] + b)
         for rule, (p, b) in sorted(counts.items()):
             if rule in _NOT_RULES or rule.startswith("tier "):
                 continue

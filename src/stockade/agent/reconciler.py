@@ -6,7 +6,9 @@ checks that the kernel still holds what was applied last, and applies the smalle
 correct transaction:
 - nothing, when the kernel already holds exactly this program;
 - set-element changes, when only group membership moved and the kernel is untouched;
-- a full atomic replacement of our table otherwise (first run, drift, structure change);
+- a full atomic replacement of our table otherwise (first run, drift, structure change), and
+  of its bridge-family companion in the same transaction (bridged workloads: compile.bridge),
+  or that companion's removal when the program has none;
 - when the kernel refuses the program, the same without the local workloads whose part it
   refuses (agent.refusals), which are reported as not programmed: one object never stops a
   host from enforcing the rest.
@@ -30,8 +32,15 @@ from stockade.compile.host import (
 )
 from stockade.errors import DataplaneError
 from stockade.model.state import DesiredState
-from stockade.nft.ir import Ruleset
-from stockade.nft.render import count_objects, full_replace, program_hash, set_delta, structure_digest
+from stockade.nft.ir import Ruleset, ports_table
+from stockade.nft.render import (
+    count_objects,
+    delete_table,
+    full_replace,
+    program_hash,
+    set_delta,
+    structure_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +127,7 @@ class Reconciler:
             self.applied = ruleset  # same program; keep the newer revision
             return Outcome("none", state.revision, new_hash, 0, time.monotonic() - started, False,
                            compiled.not_programmed)
-        program, kind = (delta, "delta") if delta is not None else (full_replace(ruleset), "full")
+        program, kind = (delta, "delta") if delta is not None else (self._full(ruleset), "full")
         try:
             self.driver.apply(program)
         except DataplaneError as refusal:
@@ -128,7 +137,7 @@ class Reconciler:
             ruleset, kind = compiled.ruleset, "full"
             structure = structure_digest(ruleset)
             new_hash = program_hash(ruleset, structure)
-            program = full_replace(ruleset)
+            program = self._full(ruleset)
             self.driver.apply(program)
         self.applied, self.applied_hash, self.applied_structure = ruleset, new_hash, structure
         self.applied_at = self.clock()
@@ -138,6 +147,22 @@ class Reconciler:
         self.expected_fingerprint = self.driver.fingerprint() if self.expected_generation is None else None
         return Outcome(kind, state.revision, new_hash, count_objects(program), time.monotonic() - started,
                        drifted, compiled.not_programmed)
+
+    def _full(self, ruleset: Ruleset) -> dict[str, Any]:
+        """The full replace of `ruleset`; when it has no bridge table (no bridged workloads) and
+        one may be in the kernel (ours from the last program, or left by an agent before this
+        one), also its removal: a leftover would still mark and check the ports it names."""
+        program = full_replace(ruleset)
+        if ruleset.ports is None and (self.applied.ports is not None if self.applied is not None
+                                      else self._kernel_has_ports_table()):
+            program["nftables"] += delete_table(ports_table(self.driver.table), "bridge")["nftables"]
+        return program
+
+    def _kernel_has_ports_table(self) -> bool:
+        """Is a bridge table of ours in the kernel before our first apply? Asked of drivers that
+        can list it (the real one; the agent's decision tests' fakes hold the inet table only)."""
+        lister = getattr(self.driver, "list_ports_table", None)
+        return lister is not None and lister() is not None
 
     def _without_refused(self, state: DesiredState, refusal: DataplaneError) -> HostProgram:
         """The host's program without the local workloads whose part the kernel refuses (found

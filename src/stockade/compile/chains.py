@@ -8,9 +8,15 @@ from dataclasses import dataclass, field, replace
 
 from stockade.compile.addresses import family_of
 from stockade.compile.program import (
+    BRIDGED_INGRESS_V4,
+    BRIDGED_INGRESS_V6,
     DIR_SUFFIX,
     ND_TYPES,
     PASS_BIT,
+    PORT_EGRESS_DISPATCH,
+    PORT_IN_MASK,
+    PORT_INGRESS_DISPATCH,
+    PORT_OUT_MASK,
     PRIORITY_EGRESS,
     PRIORITY_GUARD,
     PRIORITY_INGRESS,
@@ -31,12 +37,16 @@ from stockade.model.state import DesiredState
 from stockade.nft.ir import (
     ETHER_SADDR,
     ICMPV6_TYPE,
+    IP6_DADDR,
     IP6_SADDR,
+    IP_DADDR,
     IP_SADDR,
     META_IIFNAME,
     META_L4PROTO,
+    META_MARK,
     META_NFPROTO,
     META_OIFNAME,
+    TH_DPORT,
     Accept,
     BaseHook,
     Chain,
@@ -163,11 +173,32 @@ class ChainBuilder:
 
 
 
-def base_chains(options: CompileOptions) -> list[Chain]:
+def base_chains(options: CompileOptions, bridged: bool = False) -> list[Chain]:
+    """The chains on the hooks. `bridged`: the host has bridged workloads (compile.bridge), so the
+    forward chains also dispatch on the port ids in the mark and let neighbour discovery through
+    (bridged ND crosses the forward hook, and conntrack leaves it untracked: `ct invalid`)."""
+    nd = (NftRule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, ND_TYPES)), Accept(), "neighbour-discovery"),)
     stateful = (
         NftRule((CtState(("established", "related")),), Accept()),
+        *(nd if bridged else ()),
         NftRule((CtState(("invalid",)),), Drop(), "invalid", True),
     )
+    by_port_in = (NftRule((), Dispatch(META_MARK, PORT_EGRESS_DISPATCH, PORT_IN_MASK)),) if bridged else ()
+    # Routed into the bridge by this host (no out-port id: the bridge's output path, not its
+    # forward hook): the destination address names the bridged workload. ARP anti-spoofing keeps
+    # the bridge delivering that address to its workload's port.
+    by_port_out = (
+        NftRule((), Dispatch(META_MARK, PORT_INGRESS_DISPATCH, PORT_OUT_MASK)),
+        NftRule((MarkHas(PORT_OUT_MASK, any_bit=True, negate=True),), Dispatch(IP_DADDR, BRIDGED_INGRESS_V4)),
+        NftRule((MarkHas(PORT_OUT_MASK, any_bit=True, negate=True),), Dispatch(IP6_DADDR, BRIDGED_INGRESS_V6)),
+    ) if bridged else ()
+    # A bridged workload reaches this host through the bridge (the input interface): known by the
+    # in-port id in the mark. It may ask for DHCP (a hypervisor's network serves it on the bridge).
+    from_ports = (
+        NftRule((MarkHas(PORT_IN_MASK, any_bit=True, negate=True),), Accept()),
+        NftRule((Cmp(META_L4PROTO, "udp"), Cmp(TH_DPORT, 67)), Accept(), "dhcp-request"),
+        NftRule((), Jump("from_workloads")),
+    ) if bridged else ()
     # Fail closed: a workload port with no program (not in the dispatch maps) is dropped in both
     # directions, established flows included, and counted; the host's own interfaces are untouched.
     # The naming scheme is data (`workload_port_names`, nft wildcards in an interval set): one
@@ -180,16 +211,16 @@ def base_chains(options: CompileOptions) -> list[Chain]:
         # workload's established flow (the `ct state established accept` below never sees it).
         Chain("guard", (NftRule((), Dispatch(META_IIFNAME, "guard_dispatch")),) + unknown_from,
               BaseHook("prerouting", PRIORITY_GUARD), "each workload sends as itself; unknown ports drop"),
-        Chain("egress", stateful + (NftRule((), Dispatch(META_IIFNAME, "egress_dispatch")),),
+        Chain("egress", stateful + (NftRule((), Dispatch(META_IIFNAME, "egress_dispatch")),) + by_port_in,
               BaseHook("forward", PRIORITY_EGRESS), "egress policy of the source workload"),
-        Chain("ingress", unknown_to + stateful + (NftRule((), Dispatch(META_OIFNAME, "ingress_dispatch")),),
+        Chain("ingress", unknown_to + stateful + (NftRule((), Dispatch(META_OIFNAME, "ingress_dispatch")),)
+              + by_port_out,
               BaseHook("forward", PRIORITY_INGRESS), "ingress policy of the destination workload"),
-        Chain("input", (NftRule((InSet((META_IIFNAME,), "workload_ifaces"),), Jump("from_workloads")),),
-              BaseHook("input", 0), "traffic from workloads to this host"),
+        Chain("input", (NftRule((InSet((META_IIFNAME,), "workload_ifaces"),), Jump("from_workloads")),)
+              + from_ports, BaseHook("input", 0), "traffic from workloads to this host"),
         Chain("from_workloads", (
             NftRule((CtState(("established", "related")),), Accept()),
-            NftRule((Cmp(META_L4PROTO, "ipv6-icmp"), InAnon(ICMPV6_TYPE, ND_TYPES)), Accept(), "neighbour-discovery"),
+            *nd,
             NftRule((), Drop(), "workload-to-host", True),
         )),
     ]
-

@@ -52,6 +52,15 @@ so per-rule counters stay exact. Log and audit rules then always live in a
 record chain (their twins need a verdict that ends the evaluation: `return`).
 With `log_group=None`, log and audit rules use the kernel log and nothing else logs.
 
+Bridged workloads (`spec.attachment: bridged`, ports of a Linux bridge): their ports are
+invisible in the inet hooks (in and out are the bridge), so they are not in the ifname maps,
+the guard or `workload_ifaces`. A bridge-family companion table (`Ruleset.ports`, built by
+compile.bridge) checks what each port sends and names the ports in the packet mark; the forward
+chains dispatch on it (`port_egress_dispatch`, `port_ingress_dispatch`), and on a bridged
+workload's address for what this host routes into the bridge (`bridged_ingress_v4`/`_v6`); they
+also accept neighbour discovery, which crosses the forward hook untracked. Nothing of this is
+emitted for a host without bridged workloads.
+
 Workloads that cannot be programmed: the dispatch maps are keyed by interface, and the
 kernel refuses the whole transaction ("File exists") when two keys are equal, which would
 leave every workload of the host without its new policy. So a local workload whose
@@ -63,12 +72,20 @@ Validation refuses both; this guards states that predate it.
 
 from __future__ import annotations
 
+from stockade.compile.addresses import family_of
+from stockade.compile.bridge import BridgedPort, bridge_ruleset
 from stockade.compile.chains import ChainBuilder, base_chains
 from stockade.compile.host_view import HostView, build_host_view, programmable_workloads
 from stockade.compile.program import (
     LOG_LIMIT,
     LOG_SUPPRESSED,
+    MAX_BRIDGE_PORTS,
     PASS_BIT,
+    BRIDGED_INGRESS_V4,
+    BRIDGED_INGRESS_V6,
+    PORT_EGRESS_DISPATCH,
+    PORT_INGRESS_DISPATCH,
+    PORT_OUT_SHIFT,
     TABLE,
     UNKNOWN_INTERFACE,
     WORKLOAD_PORT_NAMES,
@@ -81,7 +98,7 @@ from stockade.compile.program import (
 from stockade.compile.rules import RuleBuilder
 from stockade.compile.sets import SetBuilder
 from stockade.model.state import DesiredState
-from stockade.nft.ir import Goto, Jump, NamedCounter, NamedSet, RateLimit, Ruleset, Verdict, VerdictMap
+from stockade.nft.ir import Goto, Jump, NamedCounter, NamedSet, RateLimit, Ruleset, Value, Verdict, VerdictMap
 
 # The compile stage's public names, importable from here as before the split by concern.
 __all__ = ["LOG_LIMIT", "LOG_SUPPRESSED", "PASS_BIT", "TABLE", "UNKNOWN_INTERFACE", "WORKLOAD_PORT_NAMES",
@@ -108,13 +125,28 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
     ingress_map: list[tuple[str, Verdict]] = []
     guard_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
+    bridged, not_programmed = _bridged_ports(view)
+    bridged_keys = {p.key for p in bridged}
     for key, iface in view.local:
+        if key in bridged_keys or any(n.workload == f"{key[0]}/{key[1]}" for n in not_programmed):
+            continue
         applicable = list(view.policies[key])
         ifaces.append(iface)
         guard_map.append((iface, Goto(chains.spoof_chain(key))))  # goto: its end accepts, no unknown-port drop
         egress_map.append((iface, Jump(chains.workload_chain(key, "egress", applicable))))
         ingress_map.append((iface, Jump(chains.workload_chain(key, "ingress", applicable))))
-    all_chains = base_chains(options) + sorted(chains.chains.values(), key=lambda c: c.name)
+    # Bridged workloads: dispatched by the port ids the bridge table puts in the mark.
+    port_egress: list[tuple[Value, Verdict]] = []
+    port_ingress: list[tuple[Value, Verdict]] = []
+    by_address: dict[int, list[tuple[Value, Verdict]]] = {4: [], 6: []}
+    for port in bridged:
+        applicable = list(view.policies[port.key])
+        ingress = Jump(chains.workload_chain(port.key, "ingress", applicable))
+        port_egress.append((port.port_id, Jump(chains.workload_chain(port.key, "egress", applicable))))
+        port_ingress.append((port.port_id << PORT_OUT_SHIFT, ingress))
+        for ip in view.state.workload_ips(view.state.workloads[port.key]):
+            by_address[family_of(ip)].append((ip, ingress))
+    all_chains = base_chains(options, bridged=bool(bridged)) + sorted(chains.chains.values(), key=lambda c: c.name)
     all_sets = sorted(sets.sets.values(), key=lambda s: s.name)
     all_sets.append(NamedSet("workload_ifaces", ("ifname",), tuple(sorted(ifaces)), False,
                              "local workload interfaces"))
@@ -126,11 +158,41 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
         VerdictMap("guard_dispatch", "ifname", tuple(sorted(guard_map, key=lambda e: e[0]))),
         VerdictMap("ingress_dispatch", "ifname", tuple(sorted(ingress_map, key=lambda e: e[0]))),
     )
+    ports: Ruleset | None = None
+    if bridged:
+        maps += (
+            VerdictMap(PORT_EGRESS_DISPATCH, "mark", tuple(port_egress)),
+            VerdictMap(PORT_INGRESS_DISPATCH, "mark", tuple(port_ingress)),
+            # Addresses are unique (validation); the first keeps one that an old state repeats.
+            VerdictMap(BRIDGED_INGRESS_V4, "ipv4_addr", _first_per_key(by_address[4])),
+            VerdictMap(BRIDGED_INGRESS_V6, "ipv6_addr", _first_per_key(by_address[6])),
+        )
+        ports = bridge_ruleset(view.state, bridged, options)
     limits: tuple[RateLimit, ...] = ()
     counters: tuple[NamedCounter, ...] = ()
     if options.log_group is not None:
         limits = (RateLimit(LOG_LIMIT, options.log_rate, "second", options.log_burst, over=True),)
         counters = (NamedCounter(LOG_SUPPRESSED),)
     ruleset = Ruleset(options.table, "inet", tuple(sorted(all_sets, key=lambda s: s.name)), maps,
-                      tuple(all_chains), view.state.revision, limits=limits, counters=counters)
-    return HostProgram(ruleset, view.not_programmed)
+                      tuple(all_chains), view.state.revision, limits=limits, counters=counters, ports=ports)
+    return HostProgram(ruleset, view.not_programmed + not_programmed)
+
+
+def _first_per_key(elements: list[tuple[Value, Verdict]]) -> tuple[tuple[Value, Verdict], ...]:
+    """Sorted by key, each key once (the kernel refuses a transaction that repeats a map key)."""
+    kept: dict[str, tuple[Value, Verdict]] = {}
+    for key, verdict in elements:
+        kept.setdefault(str(key), (key, verdict))
+    return tuple(kept[k] for k in sorted(kept))
+
+
+def _bridged_ports(view: HostView) -> tuple[list[BridgedPort], tuple[NotProgrammed, ...]]:
+    """The local bridged workloads with their port ids (by interface, from 1), and those left out
+    because the mark has no room for their port id."""
+    found = sorted(((iface, key) for key, iface in view.local
+                    if view.state.workloads[key].spec.attachment == "bridged"))
+    ports = [BridgedPort(key, iface, i + 1) for i, (iface, key) in enumerate(found[:MAX_BRIDGE_PORTS])]
+    over = tuple(NotProgrammed(f"{key[0]}/{key[1]}", f"more than {MAX_BRIDGE_PORTS} bridged workloads on host "
+                               f"{view.host}: no port id left for {iface}")
+                 for iface, key in found[MAX_BRIDGE_PORTS:])
+    return ports, over

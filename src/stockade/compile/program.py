@@ -25,6 +25,22 @@ TABLE = "stockade"
 # Packet-mark bit meaning "a policy of the current tier said pass". Cleared
 # before every tier; documented in docs/architecture.md.
 PASS_BIT = 0x10000000
+# Packet-mark bits naming the bridge ports of bridged workloads (see compile.bridge): the port
+# a frame came in on (bits 0-11) and the port it goes out on (bits 16-27), each a port id of
+# 1-4095 (0: not a bridged workload's port). Bits 12-15 stay free (kube-proxy's 0x4000 and
+# 0x8000), and so do 29-31; PASS_BIT is bit 28.
+PORT_IN_MASK = 0x00000FFF
+PORT_OUT_MASK = 0x0FFF0000
+PORT_OUT_SHIFT = 16
+MAX_BRIDGE_PORTS = 0xFFF
+PORT_EGRESS_DISPATCH = "port_egress_dispatch"    # inet verdict maps: in-port id -> egress chain
+PORT_INGRESS_DISPATCH = "port_ingress_dispatch"  # out-port id (shifted) -> ingress chain
+# Address of a bridged workload -> its ingress chain: for what the host routes into the bridge,
+# which leaves by the bridge's output path and so carries no out-port id.
+BRIDGED_INGRESS_V4 = "bridged_ingress_v4"
+BRIDGED_INGRESS_V6 = "bridged_ingress_v6"
+PRIORITY_PORTS_IN = -300   # bridge prerouting, before br_netfilter's inet hooks (NF_BR_PRI_BRNF = 0)
+PRIORITY_PORTS_OUT = -200  # bridge forward, likewise before br_netfilter's inet forward
 PRIORITY_GUARD = -300  # prerouting, before conntrack (-200): a forged packet never reaches a ct lookup
 PRIORITY_EGRESS = -10
 PRIORITY_INGRESS = 0

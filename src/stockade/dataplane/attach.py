@@ -1,4 +1,4 @@
-"""The host side of workloads on interfaces Stockade did not create (routed, L3 attachment).
+"""The host side of workloads on interfaces Stockade did not create (routed or bridged).
 
 A hypervisor makes a VM's tap, a container runtime (through `stockade-cni` or another plugin)
 a veth; the workload's own side holds its addresses (/32, /128) and a default route to a
@@ -17,7 +17,15 @@ The nftables program needs none of this: it matches the interface by name, so a 
 filtered from its interface's first packet whether the interface came before or after its
 object, and an interface of the workload naming scheme with no object is dropped (fail closed).
 
-A bridge port (the interface has a master) is left alone: the bridged mode is not built yet.
+A bridged workload (`spec.attachment: bridged`: its interface is a port of a Linux bridge, e.g.
+libvirt's virbr0) is on the bridge's network, which is the hypervisor's: nothing above is done
+for it (no gateway addresses, routes or proxy ARP, which would take its packets off the bridge).
+The driver only sets it up, and makes bridged IPv4/IPv6 traffic of this network namespace pass
+the inet hooks (`net.bridge.bridge-nf-call-iptables` and `-ip6tables` to 1, per netns: the
+program filters bridged workloads there, see compile.bridge). A bridged workload whose interface
+is not a bridge port, or a routed one whose interface is, is reported in the log and not
+attached: its traffic would bypass the part of the program written for it, and the program's
+fail-closed rules drop what the naming scheme names.
 
 Invariants: level-triggered and idempotent (one dump of links, addresses and our routes per
 call; nothing sent when nothing differs); it only removes routes of `ROUTE_PROTO`, never a link,
@@ -50,6 +58,7 @@ class Attachment:
     interface: str           # host side, made by the hypervisor or runtime
     ips: tuple[str, ...]
     mac: str | None = None
+    bridged: bool = False    # spec.attachment: bridged (a bridge port; see the module doc)
 
 
 def plan_attachments(state: DesiredState, host: str,
@@ -63,7 +72,7 @@ def plan_attachments(state: DesiredState, host: str,
         if only_marked and ATTACHED_BY not in (wl.metadata.annotations or {}):
             continue
         found.append(Attachment(f"{namespace}/{name}", workload_interface(wl), tuple(state.workload_ips(wl)),
-                                wl.spec.mac))
+                                wl.spec.mac, wl.spec.attachment == "bridged"))
     return tuple(found)
 
 
@@ -76,11 +85,25 @@ def _set_proxy_arp(interface: str, root: Path = Path("/proc/sys/net/ipv4/conf"))
     return True
 
 
+BRIDGE_NF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+
+
+def _set_bridge_nf(name: str, root: Path = Path("/proc/sys/net/bridge")) -> bool:
+    """net.bridge.`name` = 1 in this network namespace; True when that was a change."""
+    path = root / name
+    if path.read_text().strip() == "1":
+        return False
+    path.write_text("1\n")
+    return True
+
+
 class AttachDriver:
     """Keeps the host side of attached workloads equal to the plan, in this network namespace."""
 
-    def __init__(self, set_proxy_arp: Callable[[str], bool] = _set_proxy_arp) -> None:
+    def __init__(self, set_proxy_arp: Callable[[str], bool] = _set_proxy_arp,
+                 set_bridge_nf: Callable[[str], bool] = _set_bridge_nf) -> None:
         self._set_proxy_arp = set_proxy_arp
+        self._set_bridge_nf = set_bridge_nf
         self._had_any = False  # once we plumbed something, an empty plan must still clean up
 
     def reconcile(self, attachments: tuple[Attachment, ...]) -> dict[str, dict[str, Any]]:
@@ -102,18 +125,25 @@ class AttachDriver:
                 link = links.get(att.interface)
                 if link is None:
                     continue  # not there yet: the link event that announces it brings us back
-                if link.master is not None:
-                    # A bridge port (a bridged hypervisor network): the bridge carries its traffic,
-                    # and host routes or addresses on it would take the VM's packets off the bridge.
-                    log.warning("%s: %s is a bridge port; bridged attachment is not supported, left as it is",
-                                att.key, att.interface)
+                if (link.master is not None) != att.bridged:
+                    # A routed workload on a bridge port would have its packets taken off the
+                    # bridge by our routes; a bridged one off a bridge is never seen by the
+                    # bridge table. Either way its object says something else than the host.
+                    log.warning("%s: %s is %sa bridge port but the workload's spec.attachment is %s; "
+                                "left as it is", att.key, att.interface, "" if link.master else "not ",
+                                "bridged" if att.bridged else "routed")
                     continue
                 try:
-                    self._plumb(ipr, rtnl, att, link, addrs.get(link.index, set()))
+                    if att.bridged:
+                        self._bridge_port(ipr, rtnl, att, link)
+                    else:
+                        self._plumb(ipr, rtnl, att, link, addrs.get(link.index, set()))
                 except Exception as e:  # noqa: BLE001 - one interface's trouble must not stop the others
                     log.warning("attaching %s on %s failed: %s", att.key, att.interface, e)
                     continue
                 statuses[att.key] = {"interface": att.interface, **({"mac": att.mac} if att.mac else {})}
+                if att.bridged:
+                    continue  # the bridge's network routes to it, not this host
                 for ip in att.ips:
                     ip = rtnl.norm_ip(ip)
                     want[(ip, rtnl.host_prefixlen(ip), link.index)] = (
@@ -129,6 +159,13 @@ class AttachDriver:
                 rtnl.add_address(ipr, link.index, att.interface, address, prefixlen)
         if self._set_proxy_arp(att.interface):
             log.info("proxy ARP on %s (%s)", att.interface, att.key)
+
+    def _bridge_port(self, ipr: Any, rtnl: Any, att: Attachment, link: Any) -> None:
+        if rtnl.ensure_up(ipr, link):
+            log.info("set %s up (%s, bridged)", att.interface, att.key)
+        for name in BRIDGE_NF_SYSCTLS:
+            if self._set_bridge_nf(name):
+                log.info("%s set to 1: bridged traffic passes the inet hooks (%s)", name, att.key)
 
     @staticmethod
     def _sync_routes(ipr: Any, rtnl: Any, want: dict[tuple[str, int, int], int]) -> None:

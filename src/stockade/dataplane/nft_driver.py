@@ -2,7 +2,9 @@
 
 Thin on purpose: it runs what `nft.render` produced, lists our table back,
 and fingerprints the listing so the agent can tell drift from its own work.
-It never touches a table other than the one it is given.
+It never touches a table other than the one it is given and that table's bridge-family
+companion (`nft.ir.ports_table`: the bridge ports of bridged workloads), which it lists and
+fingerprints with it, absent or not.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from stockade.dataplane import libnft
 from stockade.dataplane.nft_generation import ruleset_generation
 from stockade.errors import DataplaneError
+from stockade.nft.ir import ports_table
 from stockade.nft.render import Json, delete_table, to_json
 
 
@@ -65,7 +68,14 @@ class NftDriver:
 
     def list_table(self) -> dict[str, Any] | None:
         """Our table as libnftables JSON, or None when it does not exist."""
-        cmd = [self.nft, "-j", "list", "table", self.family, self.table]
+        return self._list(self.family, self.table)
+
+    def list_ports_table(self) -> dict[str, Any] | None:
+        """Our bridge-family table (bridged workloads' ports) as libnftables JSON, or None."""
+        return self._list("bridge", ports_table(self.table))
+
+    def _list(self, family: str, table: str) -> dict[str, Any] | None:
+        cmd = [self.nft, "-j", "list", "table", family, table]
         res = self.runner(cmd)
         if res.returncode != 0:
             if "No such file" in res.stderr or "does not exist" in res.stderr:
@@ -78,7 +88,13 @@ class NftDriver:
         listing = self.list_table()
         if listing is None:
             return None
-        return hashlib.sha256(_canonical_text(listing).encode()).hexdigest()[:16]
+        text = _canonical_text(listing)
+        # The bridge table is part of the program: its drift (or its removal, or one left over
+        # by a program that no longer has bridged workloads) must change the fingerprint too.
+        ports = self.list_ports_table()
+        if ports is not None:
+            text += "\0bridge\0" + _canonical_text(ports)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def generation(self) -> int | None:
         """The netns's nftables ruleset generation (bumped by every committed transaction, to any
@@ -105,7 +121,9 @@ class NftDriver:
 
     def delete(self) -> None:
         cmd = [self.nft, "-j", "-f", "-"]
-        res = self.runner(cmd, to_json(delete_table(self.table, self.family)))
+        program = delete_table(self.table, self.family)
+        program["nftables"] += delete_table(ports_table(self.table), "bridge")["nftables"]
+        res = self.runner(cmd, to_json(program))
         if res.returncode != 0:
             raise DataplaneError(cmd, res.returncode, res.stderr)
 

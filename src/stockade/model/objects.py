@@ -199,6 +199,11 @@ class WorkloadSpec(Strict):
     ports: list[NamedPort] = Field(default_factory=list)
     mac: str | None = None
     interface: str | None = Field(default=None, description="host-side interface; derived in the lab")
+    # How the interface reaches the network, as the hypervisor integration that registers the
+    # workload knows it: routed (unset, the default: the host routes to it) or bridged (a port
+    # of a Linux bridge on the host, e.g. libvirt's virbr0; filtered through br_netfilter).
+    attachment: Literal["routed", "bridged"] | None = Field(
+        default=None, description="routed (default) or bridged: the interface is a port of a Linux bridge")
 
     @field_validator("ips")
     @classmethod
@@ -227,6 +232,15 @@ class WorkloadSpec(Strict):
         if v is not None and not re.match(r"^[A-Za-z0-9_.-]{1,15}$", v):
             raise ValueError(f"{v!r} is not a Linux interface name (1-15 characters)")
         return v
+
+    @model_validator(mode="after")
+    def _bridged_port_named(self) -> "WorkloadSpec":
+        # The compiler dispatches a bridged workload by its bridge port's name, which only the
+        # hypervisor knows: a derived name (the lab's routed veth) is never a bridge port.
+        if self.attachment == "bridged" and self.interface is None:
+            raise ValueError("attachment: bridged needs spec.interface, the name of the workload's "
+                             "bridge port on its host")
+        return self
 
     @model_validator(mode="after")
     def _unique_port_names(self) -> "WorkloadSpec":

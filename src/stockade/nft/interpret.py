@@ -91,6 +91,8 @@ def _field_value(p: Packet, f: FieldRef) -> Value:
             return p.l4proto
         if key == "nfproto":
             return "ipv4" if p.family == 4 else "ipv6"
+        if key == "mark":
+            return p.mark
     if source == "ip" and p.family == 4 or source == "ip6" and p.family == 6:
         return p.saddr if key == "saddr" else p.daddr
     if source == "th" and p.l4proto in PORTED and p.dport is not None and key == "dport":
@@ -140,7 +142,7 @@ class Interpreter:
         self.rs = ruleset
         self.chains = {c.name: c for c in ruleset.chains}
         self.sets = {s.name: s for s in ruleset.sets}
-        self.maps = {m.name: dict(m.elements) for m in ruleset.maps}
+        self.maps = {m.name: {str(k): v for k, v in m.elements} for m in ruleset.maps}
 
     def matches(self, p: Packet, m: Match) -> bool:
         try:
@@ -154,11 +156,13 @@ class Interpreter:
                 return _set_has(self.sets[m.set_name], value) != m.negate
             if isinstance(m, InAnon):
                 v = _field_value(p, m.field)
-                return any(_same(v, x) for x in m.values)
+                return any(_same(v, x) for x in m.values) != m.negate
             if isinstance(m, CtState):
                 return p.ct_state in m.states
             if isinstance(m, MarkHas):
-                return bool(p.mark & m.bit) != m.negate
+                if m.any_bit:
+                    return bool(p.mark & m.bit) != m.negate
+                return (p.mark & m.bit == m.bit) != m.negate
         except _Missing:
             return False
         raise TypeError(f"unknown match {m!r}")
@@ -201,6 +205,8 @@ class Interpreter:
             verdict: Verdict | None = rule.verdict
             if isinstance(verdict, Dispatch):
                 key = _field_value(p, verdict.field)
+                if verdict.mask is not None and isinstance(key, int):
+                    key &= verdict.mask
                 verdict = self.maps[verdict.map_name].get(str(key))
                 if verdict is None:
                     continue

@@ -24,7 +24,10 @@ META_IIFNAME: FieldRef = ("meta", "iifname")
 META_OIFNAME: FieldRef = ("meta", "oifname")
 META_L4PROTO: FieldRef = ("meta", "l4proto")
 META_NFPROTO: FieldRef = ("meta", "nfproto")
+META_MARK: FieldRef = ("meta", "mark")
 ETHER_SADDR: FieldRef = ("ether", "saddr")
+ARP_SADDR_ETHER: FieldRef = ("arp", "saddr ether")  # ARP sender hardware address (bridge family)
+ARP_SADDR_IP: FieldRef = ("arp", "saddr ip")        # ARP sender protocol address
 IP_SADDR: FieldRef = ("ip", "saddr")
 IP_DADDR: FieldRef = ("ip", "daddr")
 IP6_SADDR: FieldRef = ("ip6", "saddr")
@@ -69,10 +72,11 @@ class InSet:
 
 @dataclass(frozen=True)
 class InAnon:
-    """`field { v1, v2 }`: membership in a small literal set (ct states, ICMPv6 types)."""
+    """`field { v1, v2 }` (or `!=`): membership in a small literal set (ct states, ICMPv6 types)."""
 
     field: FieldRef
     values: tuple[Value, ...]
+    negate: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,12 @@ class CtState:
 
 @dataclass(frozen=True)
 class MarkHas:
-    """`meta mark & bit == bit` (or `== 0` when negated)."""
+    """`meta mark & bit == bit` (or `== 0` when negated); with `any_bit`, `!= 0` (`== 0` when
+    negated): some bit of the mask `bit` is set."""
 
     bit: int
     negate: bool = False
+    any_bit: bool = False
 
 
 Match = Union[Cmp, InRange, InSet, InAnon, CtState, MarkHas]
@@ -127,10 +133,12 @@ class Goto:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """`field vmap @map`: jump by lookup; no verdict when the key is absent."""
+    """`field vmap @map` (`field & mask vmap @map` with a mask): jump by lookup; no verdict
+    when the key is absent."""
 
     field: FieldRef
     map_name: str
+    mask: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,15 +232,21 @@ class NamedSet:
 @dataclass(frozen=True)
 class VerdictMap:
     name: str
-    key_type: str
-    elements: tuple[tuple[str, Verdict], ...] = ()
+    key_type: str  # "ifname", or "mark" (integer keys)
+    elements: tuple[tuple[Value, Verdict], ...] = ()
     comment: str | None = None
+
+
+def ports_table(table: str) -> str:
+    """The name of the bridge-family table that goes with the `inet` table `table` (see
+    `Ruleset.ports`): one name per inet table, so the agent knows which one is its own."""
+    return f"{table}_ports"
 
 
 @dataclass(frozen=True)
 class Ruleset:
     table: str
-    family: Literal["inet"] = "inet"
+    family: Literal["inet", "bridge"] = "inet"
     sets: tuple[NamedSet, ...] = ()
     maps: tuple[VerdictMap, ...] = ()
     chains: tuple[Chain, ...] = ()
@@ -241,6 +255,10 @@ class Ruleset:
     meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     limits: tuple[RateLimit, ...] = ()
     counters: tuple[NamedCounter, ...] = ()
+    # The bridge-family table that goes with this one (named `ports_table(table)`), present only
+    # when the host has bridged workloads: it marks bridge ports' frames for the inet chains and
+    # checks what they send at layer 2. Applied, listed and fingerprinted with this table.
+    ports: "Ruleset | None" = None
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
@@ -270,4 +288,5 @@ class Ruleset:
         """The ruleset with set elements removed: equal structures differ only in membership."""
         return Ruleset(self.table, self.family,
                        tuple(NamedSet(s.name, s.type, (), s.interval, s.comment) for s in self.sets),
-                       self.maps, self.chains, 0, limits=self.limits, counters=self.counters)
+                       self.maps, self.chains, 0, limits=self.limits, counters=self.counters,
+                       ports=self.ports.structure() if self.ports is not None else None)

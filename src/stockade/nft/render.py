@@ -58,12 +58,15 @@ def _match(m: Match) -> Json:
         left = _field(m.fields[0]) if len(m.fields) == 1 else {"concat": [_field(f) for f in m.fields]}
         return {"match": {"op": "!=" if m.negate else "==", "left": left, "right": f"@{m.set_name}"}}
     if isinstance(m, InAnon):
-        return {"match": {"op": "==", "left": _field(m.field), "right": {"set": list(m.values)}}}
+        return {"match": {"op": "!=" if m.negate else "==", "left": _field(m.field),
+                          "right": {"set": list(m.values)}}}
     if isinstance(m, CtState):
         return {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": list(m.states)}}
     if isinstance(m, MarkHas):
-        return {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, m.bit]},
-                          "right": 0 if m.negate else m.bit}}
+        masked = {"&": [{"meta": {"key": "mark"}}, m.bit]}
+        if m.any_bit:
+            return {"match": {"op": "==" if m.negate else "!=", "left": masked, "right": 0}}
+        return {"match": {"op": "==", "left": masked, "right": 0 if m.negate else m.bit}}
     raise TypeError(f"unknown match {m!r}")
 
 
@@ -83,7 +86,8 @@ def _verdict(v: Verdict) -> Json | None:
             return {"reject": {"type": "tcp reset"}}
         return {"reject": {"type": "icmpx", "expr": "port-unreachable"}}
     if isinstance(v, Dispatch):
-        return {"vmap": {"key": _field(v.field), "data": f"@{v.map_name}"}}
+        key = _field(v.field) if v.mask is None else {"&": [_field(v.field), v.mask]}
+        return {"vmap": {"key": key, "data": f"@{v.map_name}"}}
     if isinstance(v, Continue):
         return None
     raise TypeError(f"unknown verdict {v!r}")
@@ -145,7 +149,15 @@ def table_ref(rs: Ruleset) -> Json:
 
 
 def full_replace(rs: Ruleset) -> Json:
-    """One transaction that replaces our table (and only ours) with `rs`."""
+    """One transaction that replaces our table (and only ours) with `rs`, and its bridge-family
+    companion (`rs.ports`) with it when it has one: both change in the same atomic commit."""
+    cmds = _replace_commands(rs)
+    if rs.ports is not None:
+        cmds.extend(_replace_commands(rs.ports))
+    return {"nftables": cmds}
+
+
+def _replace_commands(rs: Ruleset) -> list[Json]:
     cmds: list[Json] = [
         {"add": {"table": table_ref(rs)}},      # so that the delete below cannot fail
         {"delete": {"table": table_ref(rs)}},
@@ -184,13 +196,13 @@ def full_replace(rs: Ruleset) -> Json:
             if r.comment:
                 rule["comment"] = r.comment
             cmds.append({"add": {"rule": rule}})
-    return {"nftables": cmds}
+    return cmds
 
 
 def set_delta(old: Ruleset, new: Ruleset) -> Json | None:
     """Element changes turning `old` into `new`, or None when more than membership differs."""
-    if old.structure() != new.structure():
-        return None
+    if old.structure() != new.structure() or old.ports != new.ports:
+        return None  # (the bridge table's elements are structure: it changes whole)
     cmds: list[Json] = []
     old_sets = {s.name: s for s in old.sets}
     for s in new.sets:
@@ -230,6 +242,9 @@ def program_hash(rs: Ruleset, structure: str | None = None) -> str:
     digest = hashlib.sha256((structure or structure_digest(rs)).encode())
     for s in rs.sets:
         digest.update(f"\0{s.name}\0".encode())
+        digest.update("\n".join(map(str, s.elements)).encode())
+    for s in rs.ports.sets if rs.ports is not None else ():
+        digest.update(f"\0bridge {s.name}\0".encode())
         digest.update("\n".join(map(str, s.elements)).encode())
     return digest.hexdigest()[:16]
 
