@@ -286,3 +286,22 @@ def test_workloads_an_agent_could_not_program_are_in_its_status(admin: Controlle
     agent.report_status("hv1", revision=1, program_hash="h1", in_sync=True)
     [hv1] = [a for a in admin.status()["agents"] if a["host"] == "hv1"]
     assert hv1["notProgrammed"] == []
+
+
+def test_a_network_policy_cidr_with_host_bits_is_accepted_with_a_warning(admin: ControllerClient) -> None:
+    """What the Kubernetes API server accepts is accepted (issue 17, item 4): the apply answer says
+    what the CIDR is taken to mean; the object is served back as written; other results carry no
+    warnings key at all."""
+    netpol = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "from-net", "namespace": "shop"},
+              "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "198.18.21.7/22"}}]}]}}
+    result = admin.apply([namespace("shop"), netpol])
+    ns_result, np_result = result["results"]
+    assert "warnings" not in ns_result
+    assert np_result["action"] == "created" and np_result["warnings"] == [
+        "spec.ingress[0].from[0].ipBlock.cidr: 198.18.21.7/22 has host bits set; it means 198.18.20.0/22, "
+        "as Kubernetes reads it"]
+    stored = admin.list("NetworkPolicy", "shop", "from-net")["items"][0]
+    assert stored["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] == "198.18.21.7/22"
+    again = admin.apply([netpol])
+    assert again["results"][0]["action"] == "unchanged" and again["results"][0]["warnings"]

@@ -16,7 +16,7 @@ import pytest
 from stockade.compile.host import compile_host
 from stockade.compile.trace import Flow, trace_flow
 from stockade.errors import ValidationError
-from stockade.model.k8s import NETWORK_POLICY_ORDER, SOURCE_KIND_ANNOTATION, NetworkPolicy, to_native
+from stockade.model.k8s import NETWORK_POLICY_ORDER, SOURCE_KIND_ANNOTATION, NetworkPolicy, host_bits_warnings, to_native
 from stockade.model.kinds import ObjectKey, parse_object, parse_stored, to_document
 from stockade.model.objects import LabelSelector
 from stockade.model.state import DesiredState
@@ -170,6 +170,27 @@ def test_ip_block_with_except_becomes_a_cidr_peer():
     assert (verdict(state, "z/a", "x/a"), verdict(state, "y/a", "x/a")) == ("allow", "deny")
 
 
+def test_a_cidr_with_host_bits_is_taken_as_kubernetes_takes_it_the_network_that_holds_it():
+    """The API server accepts `198.18.21.7/22` (Go's net.ParseCIDR reads it as 198.18.20.0/22):
+    kept as written in the object, enforced as the network, and said so in a warning."""
+    doc = netpol("p", pods("a"), ingress=[{"from": [{"ipBlock": {"cidr": "198.18.21.7/22",
+                                                                    "except": ["198.18.22.9/24"]}}]}])
+    policy = parse(doc)
+    assert policy.spec.ingress[0].from_[0].ipBlock.cidr == "198.18.21.7/22"  # type: ignore[index,union-attr]
+    [peer] = to_native(policy).spec.ingress[0].from_ or []
+    assert (peer.cidr, peer.except_) == ("198.18.20.0/22", ["198.18.22.0/24"])
+    assert host_bits_warnings(policy) == [
+        "spec.ingress[0].from[0].ipBlock.cidr: 198.18.21.7/22 has host bits set; it means 198.18.20.0/22, "
+        "as Kubernetes reads it",
+        "spec.ingress[0].from[0].ipBlock.except[0]: 198.18.22.9/24 has host bits set; it means 198.18.22.0/24, "
+        "as Kubernetes reads it"]
+    state = world_state(doc)
+    assert (verdict(state, "z/a", "x/a"), verdict(state, "y/a", "x/a")) == ("allow", "deny")
+    v6 = parse(netpol("q", pods("a"), egress=[{"to": [{"ipBlock": {"cidr": "2001:db8::1/64"}}]}]))
+    assert to_native(v6).spec.egress[0].to[0].cidr == "2001:db8::/64"  # type: ignore[index]
+    assert host_bits_warnings(parse(netpol("r", pods("a"), ingress=[{"from": [{"ipBlock": {"cidr": "198.18.0.0/16"}}]}]))) == []
+
+
 def test_match_expressions_are_kept_and_evaluated():
     exprs = [{"key": "ns", "operator": "In", "values": ["y", "z"]}, {"key": "ns", "operator": "NotIn", "values": ["z"]},
              {"key": "ns", "operator": "Exists"}, {"key": "quarantined", "operator": "DoesNotExist"}]
@@ -274,8 +295,8 @@ def test_sctp_is_compiled_into_the_program():
     (netpol("p", {}, ingress=[{"from": [{}]}]), "spec.ingress[0].from[0]", ["peer needs"]),
     (netpol("p", {}, egress=[{"to": [{"ipBlock": {"cidr": "198.18.0.0/33"}}]}]),
      "spec.egress[0].to[0].ipBlock.cidr", ["198.18.0.0/33", "not a valid CIDR"]),
-    (netpol("p", {}, ingress=[{"from": [{"ipBlock": {"cidr": "198.18.1.1/16"}}]}]),
-     "spec.ingress[0].from[0].ipBlock.cidr", ["host bits"]),
+    (netpol("p", {}, ingress=[{"from": [{"ipBlock": {"cidr": "198.18.1.1/16", "except": ["198.19.0.7/24"]}}]}]),
+     "spec.ingress[0].from[0].ipBlock", ["except[0]", "198.19.0.7/24", "strict subset"]),
     (netpol("p", {}, ingress=[{"from": [{"ipBlock": {"cidr": "198.18.0.0/16", "except": ["198.19.0.0/24"]}}]}]),
      "spec.ingress[0].from[0].ipBlock", ["except[0]", "198.19.0.0/24", "strict subset"]),
     (netpol("p", {}, ingress=[{"from": [{"ipBlock": {"cidr": "198.18.0.0/16", "except": ["198.18.0.0/16"]}}]}]),

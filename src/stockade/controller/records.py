@@ -28,10 +28,14 @@ def _ns(namespace: str) -> str | None:
 class ObjectResult:
     key: ObjectKey
     action: Action
+    warnings: tuple[str, ...] = ()  # what the object was taken to mean, where its text says otherwise
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.key.kind, "namespace": _ns(self.key.namespace), "name": self.key.name,
-                "action": self.action}
+        out: dict[str, Any] = {"kind": self.key.kind, "namespace": _ns(self.key.namespace), "name": self.key.name,
+                               "action": self.action}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,9 @@ class ObjectResultModel(_Response):
     namespace: str | None
     name: str
     action: Literal["created", "configured", "unchanged", "deleted"]
+    warnings: list[str] | None = Field(
+        default=None, description="what the object was taken to mean where that differs from its text "
+                                  "(e.g. a Kubernetes ipBlock CIDR with host bits set); absent when none")
 
 
 class WriteResponse(_Response):

@@ -54,29 +54,81 @@ class K8sLabelSelector(Strict):
 
 
 class IPBlock(Strict):
+    """`cidr` and `except` as the Kubernetes API server takes them: an address with host bits set
+    (`10.1.2.3/8`) is accepted and means the network that holds it (`10.0.0.0/8`), as Go's
+    `net.ParseCIDR` reads it; the object keeps the text it was given (`host_bits_warnings` says
+    what it means), and the native translation uses the network."""
+
     cidr: str
     except_: list[str] | None = Field(default=None, alias="except")
 
     @field_validator("cidr")
     @classmethod
     def _v_cidr(cls, v: str) -> str:
-        return _cidr(v)
+        return _k8s_cidr(v)
 
     @field_validator("except_")
     @classmethod
     def _v_except(cls, v: list[str] | None) -> list[str] | None:
-        return [_cidr(x) for x in v] if v is not None else None
+        return [_k8s_cidr(x) for x in v] if v is not None else None
 
     @model_validator(mode="after")
     def _except_inside(self) -> "IPBlock":
         # Upstream refuses these too ("must be a strict subset of `cidr`"); accepting one would
         # store a policy that cannot be translated (the native Peer refuses it) and fail every compile.
-        net = ipaddress.ip_network(self.cidr)
+        net = network_of(self.cidr)
         for i, text in enumerate(self.except_ or []):
-            sub = ipaddress.ip_network(text)
+            sub = network_of(text)
             if sub.version != net.version or not sub.subnet_of(net) or sub.prefixlen <= net.prefixlen:  # type: ignore[arg-type]
                 raise ValueError(f"except[{i}]: {text} must be a strict subset of cidr {self.cidr}")
         return self
+
+    def networks(self) -> tuple[str, list[str]]:
+        """The CIDR and exceptions as networks (host bits cleared): what the translation enforces."""
+        return str(network_of(self.cidr)), [str(network_of(x)) for x in self.except_ or []]
+
+
+def network_of(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network a Kubernetes CIDR means: host bits cleared."""
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _k8s_cidr(v: str) -> str:
+    """Valid as the API server sees it; a CIDR without host bits in canonical form (as the native
+    kinds keep it), one with host bits as given."""
+    try:
+        net = network_of(v)
+    except ValueError as e:
+        raise ValueError(f"{v!r} is not a valid CIDR ({e})") from None
+    canonical = _cidr(str(net))  # the IPv4-mapped check and its message
+    return canonical if _has_no_host_bits(v) else v
+
+
+def _has_no_host_bits(v: str) -> bool:
+    try:
+        ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
+def host_bits_warnings(policy: "NetworkPolicy") -> list[str]:
+    """A line for each ipBlock CIDR with host bits set, saying what it is taken to mean."""
+    out = []
+    for direction, rules in (("ingress", policy.spec.ingress), ("egress", policy.spec.egress)):
+        for i, rule in enumerate(rules or []):
+            peers = rule.from_ if isinstance(rule, NetworkPolicyIngressRule) else rule.to
+            side = "from" if direction == "ingress" else "to"
+            for j, peer in enumerate(peers or []):
+                if peer.ipBlock is None:
+                    continue
+                fields = [("cidr", peer.ipBlock.cidr)] + [(f"except[{k}]", x) for k, x in
+                                                         enumerate(peer.ipBlock.except_ or [])]
+                for name, text in fields:
+                    if not _has_no_host_bits(text):
+                        out.append(f"spec.{direction}[{i}].{side}[{j}].ipBlock.{name}: {text} has host bits set; "
+                                   f"it means {network_of(text)}, as Kubernetes reads it")
+    return out
 
 
 class NetworkPolicyPeer(Strict):
@@ -148,7 +200,8 @@ def _native_port(port: NetworkPolicyPort) -> PortSpec:
 
 def _native_peer(peer: NetworkPolicyPeer) -> Peer:
     if peer.ipBlock is not None:
-        return Peer(cidr=peer.ipBlock.cidr, except_=peer.ipBlock.except_ or [])
+        cidr, excepted = peer.ipBlock.networks()
+        return Peer(cidr=cidr, except_=excepted)
     return Peer(selector=peer.podSelector.native() if peer.podSelector is not None else None,
                 namespaceSelector=peer.namespaceSelector.native() if peer.namespaceSelector is not None else None)
 

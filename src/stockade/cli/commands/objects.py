@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from stockade.cli import render
-from stockade.cli.commanding import OUTPUTS, Invocation, command, dump, out
+from stockade.cli.commanding import OUTPUTS, Invocation, command, dump, err, out
 from stockade.cli.documents import read_documents
 from stockade.cli.waiting import print_revision, wait_for_revision
 from stockade.errors import ValidationError
@@ -37,6 +37,9 @@ def apply(
     for r in result["results"]:
         out.print(f"{r['kind'].lower()}/{(r['namespace'] + '/') if r.get('namespace') else ''}{r['name']} "
                   f"{r['action']}", highlight=False)
+        for warning in r.get("warnings") or []:
+            err.print(f"[yellow]warning:[/yellow] {r['kind']} {r.get('namespace') or ''}/{r['name']}: {warning}",
+                      highlight=False, soft_wrap=True)
     print_revision(client, int(result["revision"]), wait, timeout)
 
 

@@ -20,14 +20,17 @@ from stockade.controller.service import ControllerService, object_key
 def router(service: ControllerService) -> APIRouter:
     r = APIRouter(tags=["objects"])
 
-    @r.post(f"{API}/apply", response_model=WriteResponse, responses=ERROR_RESPONSES)
+    # exclude_unset: a result's `warnings` is there only when it has some (namespace: null stays).
+    @r.post(f"{API}/apply", response_model=WriteResponse, response_model_exclude_unset=True,
+            responses=ERROR_RESPONSES)
     def apply(body: ApplyRequest, principal: ObjectWriter, request: Request) -> dict[str, Any]:
         """Create or update objects, all or nothing, as one revision authored by the token's name.
         Each object must be within the caller's role; a stale metadata.resourceVersion gives 409."""
         return service.apply(body.documents, principal.name, body.message, body.namespace, principal=principal,
                              audit=write_audit(request, principal, "apply", message=body.message)).to_dict()
 
-    @r.post(f"{API}/delete", response_model=WriteResponse, responses=ERROR_RESPONSES)
+    @r.post(f"{API}/delete", response_model=WriteResponse, response_model_exclude_unset=True,
+            responses=ERROR_RESPONSES)
     def delete(body: DeleteRequest, principal: ObjectWriter, request: Request) -> dict[str, Any]:
         """Delete objects, all or nothing, as one revision."""
         keys = [object_key(o.kind, o.namespace, o.name) for o in body.objects]
@@ -42,7 +45,8 @@ def router(service: ControllerService) -> APIRouter:
         return {"revision": revision, "objects": [o.to_dict() for o in objects],
                 "flows": [f.to_dict() for f in flows]}
 
-    @r.post(f"{API}/rollback", response_model=WriteResponse, responses=ERROR_RESPONSES)
+    @r.post(f"{API}/rollback", response_model=WriteResponse, response_model_exclude_unset=True,
+            responses=ERROR_RESPONSES)
     def rollback(body: RollbackRequest, principal: Writer, request: Request) -> dict[str, Any]:
         """A new revision restoring every object as it was right after `revision`."""
         entry = write_audit(request, principal, "rollback", target=body.revision, message=body.message)
