@@ -115,10 +115,11 @@ def _has_no_host_bits(v: str) -> bool:
 def host_bits_warnings(policy: "NetworkPolicy") -> list[str]:
     """A line for each ipBlock CIDR with host bits set, saying what it is taken to mean."""
     out = []
-    for direction, rules in (("ingress", policy.spec.ingress), ("egress", policy.spec.egress)):
-        for i, rule in enumerate(rules or []):
-            peers = rule.from_ if isinstance(rule, NetworkPolicyIngressRule) else rule.to
-            side = "from" if direction == "ingress" else "to"
+    sides: list[tuple[str, str, list[list[NetworkPolicyPeer] | None]]] = [
+        ("ingress", "from", [r.from_ for r in policy.spec.ingress or []]),
+        ("egress", "to", [r.to for r in policy.spec.egress or []])]
+    for direction, side, rule_peers in sides:
+        for i, peers in enumerate(rule_peers):
             for j, peer in enumerate(peers or []):
                 if peer.ipBlock is None:
                     continue

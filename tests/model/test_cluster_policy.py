@@ -1,0 +1,115 @@
+"""ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) as upstream validates it (issue 17,
+item 1): what parses, and every refusal naming its field. Pure."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pydantic
+import pytest
+
+from stockade.model.cluster_policy import ClusterNetworkPolicy
+
+
+def cnp(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "tier": "Admin", "priority": 10,
+        "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "gryffindor"}}},
+        "ingress": [{"name": "deny-from-slytherin-at-80", "action": "Deny",
+                     "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "slytherin"}}}],
+                     "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}],
+        "egress": [{"name": "accept-to-dns", "action": "Accept",
+                    "to": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "dns"}}}},
+                           {"networks": ["198.18.0.0/16", "2001:db8::/32"]}],
+                    "protocols": [{"udp": {"destinationPort": {"range": {"start": 53, "end": 54}}}}]}],
+    }
+    base.update(spec)
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "guardrail"}, "spec": base}
+
+
+def problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        ClusterNetworkPolicy.model_validate(doc)
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in caught.value.errors()]
+
+
+def test_an_upstream_shaped_policy_parses_and_is_served_back_as_written() -> None:
+    doc = cnp()
+    policy = ClusterNetworkPolicy.model_validate(doc)
+    assert policy.spec.tier == "Admin" and policy.spec.egress[0].to[1].networks == ["198.18.0.0/16", "2001:db8::/32"]  # type: ignore[index]
+    back = policy.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert back["spec"]["ingress"] == doc["spec"]["ingress"]
+    baseline = cnp(tier="Baseline", subject={"pods": {"podSelector": {}}}, ingress=None, egress=None)
+    assert ClusterNetworkPolicy.model_validate(baseline).spec.subject.pods is not None
+    # A CIDR with host bits is a CIDR to upstream's isCIDR, and a named port goes with pod peers.
+    loose = cnp(egress=[{"action": "Pass", "to": [{"networks": ["198.18.1.7/16"]}]},
+                        {"action": "Accept", "to": [{"namespaces": {}}],
+                         "protocols": [{"destinationNamedPort": "http"}]}])
+    ClusterNetworkPolicy.model_validate(loose)
+
+
+def _with(path: list[Any], value: Any) -> dict[str, Any]:
+    doc = cnp()
+    node: Any = doc["spec"]
+    for step in path[:-1]:
+        node = node[step]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+_DELETE = object()
+PEER = {"namespaces": {}}
+
+
+@pytest.mark.parametrize("path, value, field, words", [
+    (["tier"], "Platform", "spec.tier", "'Admin' or 'Baseline'"),
+    (["priority"], 1001, "spec.priority", "less than or equal to 1000"),
+    (["priority"], -1, "spec.priority", "greater than or equal to 0"),
+    (["subject"], {}, "spec.subject", "exactly one of namespaces, pods"),
+    (["subject"], {"namespaces": {}, "pods": {"podSelector": {}}}, "spec.subject", "not namespaces, pods"),
+    (["subject", "pods"], {"namespaceSelector": {}}, "spec.subject.pods.podSelector", "required"),
+    (["ingress"], [{"action": "Deny", "from": [PEER]}] * 26, "spec.ingress", "at most 25"),
+    (["ingress", 0, "action"], "Allow", "spec.ingress.0.action", "'Accept', 'Deny' or 'Pass'"),
+    (["ingress", 0, "from"], [], "spec.ingress.0.from", "at least 1"),
+    (["ingress", 0, "from"], [PEER] * 26, "spec.ingress.0.from", "at most 25"),
+    (["ingress", 0, "name"], "n" * 101, "spec.ingress.0.name", "at most 100"),
+    (["ingress", 0, "from", 0], {"networks": ["198.18.0.0/16"]}, "spec.ingress.0.from.0.networks",
+     "Extra inputs are not permitted"),
+    (["ingress", 0, "protocols"], [], "spec.ingress.0.protocols", "at least 1"),
+    (["ingress", 0, "protocols", 0], {"tcp": {"destinationPort": {"number": 80}}, "udp": {"destinationPort": {"number": 80}}},
+     "spec.ingress.0.protocols.0", "not tcp, udp"),
+    (["ingress", 0, "protocols", 0, "tcp"], {}, "spec.ingress.0.protocols.0.tcp.destinationPort", "required"),
+    (["ingress", 0, "protocols", 0, "tcp", "destinationPort"], {"number": 0},
+     "spec.ingress.0.protocols.0.tcp.destinationPort.number", "greater than or equal to 1"),
+    (["ingress", 0, "protocols", 0, "tcp", "destinationPort"], {"range": {"start": 90, "end": 90}},
+     "spec.ingress.0.protocols.0.tcp.destinationPort.range", "less than end"),
+    (["ingress", 0, "protocols", 0, "tcp", "destinationPort"], {"number": 80, "range": {"start": 1, "end": 2}},
+     "spec.ingress.0.protocols.0.tcp.destinationPort", "not number, range"),
+    (["ingress", 0, "protocols", 0], {"destinationNamedPort": "Web_Port"},
+     "spec.ingress.0.protocols.0.destinationNamedPort", "not a valid port name"),
+    (["egress", 0, "to", 1, "networks"], ["198.18.0.0/33"], "spec.egress.0.to.1.networks", "not a valid CIDR"),
+    (["egress", 0, "to", 1, "networks"], ["198.18.0.0/16", "198.18.0.0/16"], "spec.egress.0.to.1.networks", "twice"),
+    (["egress", 0, "to", 1], {"nodes": {}}, "spec.egress.0.to.1", "no Node objects"),
+    (["egress", 0, "to", 1], {"domainNames": ["*.example.com"]}, "spec.egress.0.to.1", "not supported yet"),
+    (["egress", 0, "to", 1], {"domainNames": ["example.*"]}, "spec.egress.0.to.1.domainNames", "'*.' may only lead"),
+    (["egress", 0, "protocols"], [{"destinationNamedPort": "dns"}], "spec.egress.0",
+     "cannot be used with a networks"),
+    (["egress", 0, "to", 0, "pods", "podSelector"], {"matchLabels": {"app": "dns"}, "extra": 1},
+     "spec.egress.0.to.0.pods.podSelector.extra", "Extra inputs are not permitted"),
+])
+def test_what_upstream_refuses_is_refused_naming_the_field(path: list[Any], value: Any, field: str, words: str) -> None:
+    found = problems(_with(path, copy.deepcopy(value)))
+    assert any(loc == field and words in msg for loc, msg in found), found
+
+
+def test_a_cluster_policy_is_not_namespaced_and_names_are_dns_labels() -> None:
+    doc = cnp()
+    doc["metadata"] = {"name": "guardrail", "namespace": "x"}
+    assert any("not namespaced" in msg for _, msg in problems(doc))
+    doc["metadata"] = {"name": "Guardrail"}
+    assert any(loc == "metadata.name" for loc, _ in problems(doc))
