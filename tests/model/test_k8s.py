@@ -567,3 +567,25 @@ def test_named_port_towards_an_ip_block_resolves_on_no_workload():
     numeric = netpol("p", pods("a"), types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "198.18.20.0/22"}}],
                                                                 "ports": [{"port": 80}]}])
     assert verdict(world_state(numeric), "x/a", "y/a", "tcp", 80) == "allow"
+
+
+def test_a_pod_a_network_policy_selects_is_decided_before_the_baseline_tier():
+    """Upstream's order (issue 17): admin tier, then NetworkPolicy, then baseline, then the default.
+    A pod a NetworkPolicy isolates is denied there what no NetworkPolicy allows: a baseline allow
+    behind it never opens it again. A pod no NetworkPolicy selects is still the baseline's."""
+    baseline = {"apiVersion": "stockade.io/v1", "kind": "GlobalPolicy", "metadata": {"name": "allow-from-z"},
+                "spec": {"tier": "baseline", "appliesTo": {"selector": {}}, "types": [],
+                         "ingress": [{"id": "from-z", "action": "allow",
+                                      "from": [{"selector": {}, "namespaceSelector": nss("z")}]}]}}
+    deny_rest = {**baseline, "metadata": {"name": "deny-from-y"},
+                 "spec": {**baseline["spec"], "ingress": [{"id": "from-y", "action": "deny",
+                                                          "from": [{"selector": {}, "namespaceSelector": nss("y")}]}]}}
+    only_from_y = netpol("p", pods("a"), ingress=[{"from": [{"namespaceSelector": nss("y")}]}])
+    state = world_state(only_from_y, baseline, deny_rest)
+    assert verdict(state, "y/a", "x/a") == "allow"          # the NetworkPolicy allows, baseline deny unseen
+    result = trace_flow(state, Flow(("z", "a"), ("x", "a"), "tcp", 80))
+    assert result.verdict == "deny"                         # isolated: the baseline allow is not asked
+    assert [s["rule"] for s in result.ingress.rules][-1] == "x/default-deny/ingress"  # type: ignore[union-attr]
+    assert "allow-from-z/from-z" not in [s["rule"] for s in result.ingress.rules]  # type: ignore[union-attr]
+    # x/b is selected by no NetworkPolicy: the baseline tier decides it, both ways.
+    assert (verdict(state, "z/a", "x/b"), verdict(state, "y/a", "x/b")) == ("allow", "deny")

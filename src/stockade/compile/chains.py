@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from stockade.compile.addresses import family_of
 from stockade.compile.program import (
+    NETWORK_POLICY_TIER,
     BRIDGED_INGRESS_V4,
     BRIDGED_INGRESS_V6,
     DIR_SUFFIX,
@@ -122,6 +123,10 @@ class ChainBuilder:
         rules: list[NftRule] = []
         # Every policy with something to do in this direction runs; only some of them isolate.
         active = [p for p in policies if policy_rules(p, direction) or selects(p, direction)]
+        # Kubernetes: a pod a NetworkPolicy selects is decided at the NetworkPolicy level; what no
+        # NetworkPolicy allows is denied there, and the baseline tier after it is never asked.
+        k8s_isolated = any(source_kind(p) == "NetworkPolicy" and p.spec.mode == "enforce" and selects(p, direction)
+                           for p in active)
         for tier in self.tiers:
             in_tier = [p for p in active if p.spec.tier == tier]
             if not in_tier:
@@ -129,6 +134,11 @@ class ChainBuilder:
             rules.append(NftRule((), Continue(), f"tier {tier}", mark=MarkSet(PASS_BIT, clear=True)))
             for p in in_tier:
                 rules.append(NftRule((), Jump(self.policy_chain(p, direction))))
+            if tier == NETWORK_POLICY_TIER and k8s_isolated:
+                ref = f"{key[0]}/default-deny/{direction}"
+                rules.extend(self.rules.logged([NftRule((), Drop(), ref, True)], "deny", ref))
+                self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
+                return name
         rules.append(NftRule((), Continue(), None, mark=MarkSet(PASS_BIT, clear=True)))
         ns = self.state.namespaces.get(key[0])
         default = ns.spec.defaultAction if ns is not None else "deny"

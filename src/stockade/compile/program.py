@@ -22,6 +22,9 @@ Direction = Literal["ingress", "egress"]
 AnyPolicy = Policy | GlobalPolicy
 
 TABLE = "stockade"
+# The tier NetworkPolicies are enforced in (model.k8s.to_native): a workload one selects is denied,
+# in that direction, what no policy up to this tier allowed (chains.workload_chain).
+NETWORK_POLICY_TIER = "application"
 # Packet-mark bit meaning "a policy of the current tier said pass". Cleared
 # before every tier; documented in docs/architecture.md.
 PASS_BIT = 0x10000000
