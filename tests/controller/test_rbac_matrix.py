@@ -73,6 +73,14 @@ def global_policy_doc(name: str) -> dict[str, Any]:
                      "ingress": _rules(22)}}
 
 
+def cluster_policy_doc(name: str) -> dict[str, Any]:
+    """An upstream ClusterNetworkPolicy (issue 17): a platform object, like a GlobalPolicy."""
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+                     "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}]}}
+
+
 def netpol_doc(name: str, ns: str) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name, "namespace": ns},
@@ -219,6 +227,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "create-namespace": ADMINS,
     "create-tier": ADMINS,
     "create-globalpolicy": ADMINS,
+    "create-cnp": ADMINS,                       # ClusterNetworkPolicy: cluster-wide, never a tenant's
     "create-workload-a": TENANT_TOO,
     "create-group-a": TENANT_TOO,
     "create-policy-a": TENANT_TOO,              # application tier
@@ -273,6 +282,8 @@ def write_for(target: str, role: str, tag: str = "") -> Write:
             return Write("apply", "Tier", None, f"tier-{who}", tier_doc(f"tier-{who}", order))
         case "create-globalpolicy":
             return Write("apply", "GlobalPolicy", None, f"gp-{who}", global_policy_doc(f"gp-{who}"))
+        case "create-cnp":
+            return Write("apply", "ClusterNetworkPolicy", None, f"cnp-{who}", cluster_policy_doc(f"cnp-{who}"))
         case "create-workload-a" | "create-workload-b" | "create-group-a" | "create-group-b" | \
                 "create-policy-a" | "create-policy-b" | "create-netpol-a" | "create-netpol-b":
             what, ns = target.removeprefix("create-").split("-")

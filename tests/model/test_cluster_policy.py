@@ -113,3 +113,90 @@ def test_a_cluster_policy_is_not_namespaced_and_names_are_dns_labels() -> None:
     assert any("not namespaced" in msg for _, msg in problems(doc))
     doc["metadata"] = {"name": "Guardrail"}
     assert any(loc == "metadata.name" for loc, _ in problems(doc))
+
+
+# ------------------------------------------------------------------ semantics, through the compiled program
+
+from stockade.compile.trace import Flow, trace_flow  # noqa: E402
+from stockade.model.kinds import parse_object  # noqa: E402
+from stockade.model.state import DesiredState  # noqa: E402
+from tests.netpol_world import netpol, nss, pods, world_docs  # noqa: E402
+
+
+def ns_is(name: str) -> dict[str, Any]:
+    return {"matchLabels": {"kubernetes.io/metadata.name": name}}
+
+
+def policy(name: str, tier: str, priority: int, ingress: list[dict[str, Any]], **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name, **meta},
+            "spec": {"tier": tier, "priority": priority, "subject": {"namespaces": ns_is("x")}, "ingress": ingress}}
+
+
+def rule(name: str, action: str, source: str, port: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "action": action, "from": [{"namespaces": ns_is(source)}]}
+    if port is not None:
+        out["protocols"] = [{"tcp": {"destinationPort": {"number": port}}}]
+    return out
+
+
+ADMIN = policy("admin", "Admin", 10, [rule("deny-y-80", "Deny", "y", 80), rule("pass-z", "Pass", "z")])
+BASELINE = policy("baseline", "Baseline", 10, [rule("deny-z", "Deny", "z"), rule("accept-y", "Accept", "y")])
+# x/a is isolated by a NetworkPolicy that admits y and z; x/b and x/c by none.
+NP = netpol("from-y-and-z", pods("a"), ingress=[{"from": [{"namespaceSelector": nss("y")},
+                                                          {"namespaceSelector": nss("z")}]}])
+
+
+def state_with(*docs: dict[str, Any]) -> DesiredState:
+    return DesiredState.from_objects(1, [parse_object(d) for d in [*world_docs(), *docs]])
+
+
+def check(state: DesiredState, src: str, dst: str, port: int = 80) -> tuple[str, list[str]]:
+    s, d = tuple(src.split("/")), tuple(dst.split("/"))
+    result = trace_flow(state, Flow(s, d, "tcp", port))  # type: ignore[arg-type]
+    steps = result.ingress.rules if result.ingress is not None else []
+    return result.verdict, [step["rule"] for step in steps if step["rule"] and not step["rule"].startswith("tier ")]
+
+
+def test_admin_then_network_policy_then_baseline_then_the_default() -> None:
+    state = state_with(ADMIN, BASELINE, NP)
+    # Admin Deny decides first, whatever the NetworkPolicy allows; deny drops (no reject).
+    assert check(state, "y/a", "x/a", 80) == ("deny", ["admin/deny-y-80"])
+    assert check(state, "y/a", "x/a", 81)[0] == "allow"               # the NetworkPolicy allows
+    # Pass skips the rest of the admin tier: the NetworkPolicy decides for x/a ...
+    assert check(state, "z/a", "x/a", 80)[0] == "allow"
+    # ... and the baseline for x/b, which no NetworkPolicy selects.
+    assert check(state, "z/a", "x/b", 80) == ("deny", ["admin/pass-z", "baseline/deny-z"])
+    assert check(state, "y/a", "x/b", 81) == ("allow", ["baseline/accept-y"])
+    # Isolated by the NetworkPolicy: what it does not allow is denied before the baseline.
+    assert check(state, "x/b", "x/a", 80) == ("deny", ["x/default-deny/ingress"])
+    # Neither tier matches and nothing isolates x/c: the namespace's default (allow, as Kubernetes).
+    assert check(state, "x/b", "x/c", 80)[0] == "allow"
+
+
+def test_a_cluster_policy_never_isolates_and_audit_mode_decides_nothing() -> None:
+    only_admin = state_with(policy("admin", "Admin", 10, [rule("deny-y", "Deny", "y")]))
+    assert check(only_admin, "y/a", "x/a")[0] == "deny"
+    assert check(only_admin, "z/a", "x/a")[0] == "allow"     # the subject is not closed to the rest
+    audited = state_with(policy("admin", "Admin", 10, [rule("deny-y", "Deny", "y")],
+                                annotations={"stockade.io/mode": "audit"}))
+    assert check(audited, "y/a", "x/a")[0] == "allow"
+
+
+def test_priority_orders_the_admin_tier_and_egress_networks_and_pod_subjects_apply() -> None:
+    first = policy("first", "Admin", 1, [rule("accept-y", "Accept", "y")])
+    second = policy("second", "Admin", 2, [rule("deny-y", "Deny", "y")])
+    assert check(state_with(first, second), "y/a", "x/a") == ("allow", ["first/accept-y"])
+    swapped = {**first, "spec": {**first["spec"], "priority": 3}}
+    assert check(state_with(swapped, second), "y/a", "x/a") == ("deny", ["second/deny-y"])
+    egress = {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+              "metadata": {"name": "no-z"},
+              "spec": {"tier": "Admin", "priority": 5, "subject": {"pods": {"podSelector": pods("a")}},
+                       "egress": [{"name": "Deny Z's Network!", "action": "Deny",
+                                   "to": [{"networks": ["198.18.0.0/15"]}]}]}}
+    state = state_with(egress)
+    blocked = trace_flow(state, Flow(("y", "a"), ("z", "b"), "tcp", 80))
+    assert blocked.verdict == "deny"
+    [decided] = [s["rule"] for s in blocked.egress.rules if s["rule"].startswith("no-z/")]
+    assert decided.startswith("no-z/deny-z-s-network-")  # the upstream name, made a rule id
+    assert trace_flow(state, Flow(("y", "b"), ("z", "b"), "tcp", 80)).verdict == "allow"  # not a subject

@@ -148,8 +148,8 @@ class RuleBuilder:
         # the kind of a NetworkPolicy: it may share namespace, name and so rule refs with a
         # native Policy, whose set would otherwise be taken for its own (native names unchanged).
         identity = f"{ref}:{direction}#{p_index}:{self.host}"
-        if source_kind(policy) == "NetworkPolicy":
-            identity = f"NetworkPolicy:{identity}"
+        if source_kind(policy) != policy.kind:  # NetworkPolicy, ClusterNetworkPolicy
+            identity = f"{source_kind(policy)}:{identity}"
         for fam in (4, 6):
             name = object_name("np", identity, str(port.port)) + f"_{fam}"
             addr_type = "ipv4_addr" if fam == 4 else "ipv6_addr"

@@ -15,8 +15,8 @@ What this model does not take yet, refused with the reason rather than ignored:
   name"); until it lands, such a rule would match nothing, which for an Accept or Pass is not
   what its author meant.
 
-Not yet wired into `apply` (model.kinds) nor translated to the compiler's native policies: see
-docs/kubernetes.md, "Cluster-wide policies".
+`to_native` gives the GlobalPolicy the compiler enforces (docs/kubernetes.md, "Cluster-wide
+policies").
 """
 
 from __future__ import annotations
@@ -27,8 +27,19 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from stockade.model.k8s import K8sLabelSelector
-from stockade.model.objects import Metadata, Strict
+from stockade.model.k8s import SOURCE_KIND_ANNOTATION, K8sLabelSelector
+from stockade.model.naming import short_hash
+from stockade.model.objects import (
+    AppliesTo,
+    GlobalPolicy,
+    LabelSelector,
+    Metadata,
+    Peer,
+    PolicySpec,
+    PortSpec,
+    Rule,
+    Strict,
+)
 
 API_VERSION = "policy.networking.k8s.io/v1alpha2"
 MAX_RULES = 25          # per direction
@@ -53,7 +64,7 @@ def _exactly_one(model: Strict, what: str) -> None:
 
 
 class NamespacedPod(Strict):
-    namespaceSelector: K8sLabelSelector = Field(default_factory=K8sLabelSelector)
+    namespaceSelector: K8sLabelSelector | None = None   # absent or empty: every namespace
     podSelector: K8sLabelSelector
 
 
@@ -223,3 +234,95 @@ class ClusterNetworkPolicy(Strict):
         if self.metadata.namespace:
             raise ValueError("metadata.namespace: a ClusterNetworkPolicy is not namespaced")
         return self
+
+
+# ------------------------------------------------------------------ native meaning
+
+ACTIONS = {"Accept": "allow", "Deny": "deny", "Pass": "pass"}   # Deny drops: the client times out
+TIERS = {"Admin": "platform", "Baseline": "baseline"}
+AUDIT_ANNOTATION = "stockade.io/mode"   # "audit": rules record what they would do and decide nothing
+_RULE_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+def rule_id(name: str | None, direction: str, index: int, taken: set[str]) -> str:
+    """A native rule id that names the upstream rule: its name when that is a valid id, else the
+    name made one (lowercased, other characters as '-', shortened, a hash of the name added),
+    else `DIRECTION-N`; unique within the direction."""
+    if not name:
+        candidate = f"{direction}-{index}"
+    elif _RULE_ID.match(name):
+        candidate = name
+    else:
+        slug = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")[:50].strip("-.") or direction
+        candidate = f"{slug}-{short_hash(name, 6)}"
+    if candidate in taken:
+        candidate = f"{candidate[:56]}-{index}"
+    taken.add(candidate)
+    return candidate
+
+
+def _native_selector(sel: K8sLabelSelector | None) -> LabelSelector:
+    return sel.native() if sel is not None else LabelSelector()  # absent: everything
+
+
+def _native_peers(peer: IngressPeer | EgressPeer) -> list[Peer]:
+    if peer.namespaces is not None:  # every pod of the namespaces it selects
+        return [Peer(selector=LabelSelector(), namespaceSelector=_native_selector(peer.namespaces))]
+    if peer.pods is not None:        # an empty namespaceSelector: every namespace
+        return [Peer(selector=_native_selector(peer.pods.podSelector),
+                     namespaceSelector=_native_selector(peer.pods.namespaceSelector))]
+    networks = getattr(peer, "networks", None) or []
+    return [Peer(cidr=str(ipaddress.ip_network(n, strict=False))) for n in networks]
+
+
+def _native_ports(protocols: list[Protocol] | None) -> list[PortSpec] | None:
+    if not protocols:
+        return None  # every protocol and port
+    out: list[PortSpec] = []
+    for p in protocols:
+        if p.destinationNamedPort is not None:
+            # The named port's protocol is the workload's: one alternative per protocol, each
+            # matching only where the workload names a port so with that protocol.
+            out += [PortSpec(protocol=proto, port=p.destinationNamedPort) for proto in ("TCP", "UDP", "SCTP")]
+            continue
+        for proto, spec in (("TCP", p.tcp), ("UDP", p.udp), ("SCTP", p.sctp)):
+            if spec is None:
+                continue
+            port = spec.destinationPort
+            if port.range is not None:
+                out.append(PortSpec(protocol=proto, port=port.range.start, endPort=port.range.end))
+            else:
+                out.append(PortSpec(protocol=proto, port=port.number))
+    return out
+
+
+def to_native(policy: ClusterNetworkPolicy) -> GlobalPolicy:
+    """The GlobalPolicy the compiler enforces for this ClusterNetworkPolicy: tier `platform`
+    (Admin) or `baseline` (Baseline) at order = priority, the subject as its appliesTo, one native
+    rule per upstream rule with the same action (Accept → allow, Deny → deny: a drop, Pass →
+    pass), peers and ports. It selects no direction (`types: []`): an admin policy decides what its
+    rules match and never isolates a workload, as upstream says."""
+    spec = policy.spec
+    subject = spec.subject
+    if subject.namespaces is not None:
+        applies = AppliesTo(selector=LabelSelector(), namespaceSelector=_native_selector(subject.namespaces))
+    else:
+        assert subject.pods is not None
+        applies = AppliesTo(selector=_native_selector(subject.pods.podSelector),
+                            namespaceSelector=_native_selector(subject.pods.namespaceSelector))
+    ingress: list[Rule] = []
+    taken: set[str] = set()
+    for i, r in enumerate(spec.ingress or []):
+        ingress.append(Rule(id=rule_id(r.name, "ingress", i, taken), action=ACTIONS[r.action], description=r.name,
+                            from_=[n for peer in r.from_ for n in _native_peers(peer)],
+                            ports=_native_ports(r.protocols)))
+    egress: list[Rule] = []
+    taken = set()
+    for i, e in enumerate(spec.egress or []):
+        egress.append(Rule(id=rule_id(e.name, "egress", i, taken), action=ACTIONS[e.action], description=e.name,
+                           to=[n for peer in e.to for n in _native_peers(peer)], ports=_native_ports(e.protocols)))
+    mode = "audit" if policy.metadata.annotations.get(AUDIT_ANNOTATION) == "audit" else "enforce"
+    meta = Metadata(name=policy.metadata.name, annotations={SOURCE_KIND_ANNOTATION: "ClusterNetworkPolicy"})
+    return GlobalPolicy(metadata=meta, spec=PolicySpec(
+        tier=TIERS[spec.tier], order=spec.priority, mode=mode, appliesTo=applies, types=[],
+        ingress=ingress, egress=egress))

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import pydantic
 
 from stockade.errors import FieldProblem, ValidationError
+from stockade.model.cluster_policy import ClusterNetworkPolicy
 from stockade.model.k8s import NetworkPolicy
 from stockade.model.objects import (
     GlobalPolicy,
@@ -23,7 +24,7 @@ from stockade.model.objects import (
 )
 from stockade.model.objects import StockadeObject as NativeObject
 
-StockadeObject = NativeObject | NetworkPolicy
+StockadeObject = NativeObject | NetworkPolicy | ClusterNetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("Policy", "policies", True, Policy, "stockade.io/v1", ("pol",)),
     Kind("GlobalPolicy", "globalpolicies", False, GlobalPolicy, "stockade.io/v1", ("gp", "gpol")),
     Kind("NetworkPolicy", "networkpolicies", True, NetworkPolicy, "networking.k8s.io/v1", ("netpol",)),
+    Kind("ClusterNetworkPolicy", "clusternetworkpolicies", False, ClusterNetworkPolicy,
+         "policy.networking.k8s.io/v1alpha2", ("cnp",)),
 )
 KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 # Apply order: what others refer to comes first; deletes run the other way.

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping
 
+from stockade.model import cluster_policy
+from stockade.model.cluster_policy import ClusterNetworkPolicy
 from stockade.model.k8s import NetworkPolicy, to_native
 from stockade.model.kinds import ObjectKey, StockadeObject, key_of
 from stockade.model.objects import (
@@ -32,6 +34,7 @@ class DesiredState:
     policies: Mapping[tuple[str, str], Policy | GlobalPolicy] = field(default_factory=dict)
     tiers: Mapping[str, Tier] = field(default_factory=dict)
     network_policies: Mapping[tuple[str, str], NetworkPolicy] = field(default_factory=dict)
+    cluster_policies: Mapping[str, ClusterNetworkPolicy] = field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, revision: int, objects: Iterable[StockadeObject]) -> "DesiredState":
@@ -41,6 +44,7 @@ class DesiredState:
         policies: dict[tuple[str, str], Policy | GlobalPolicy] = {}
         tiers: dict[str, Tier] = {}
         network_policies: dict[tuple[str, str], NetworkPolicy] = {}
+        cluster_policies: dict[str, ClusterNetworkPolicy] = {}
         for obj in objects:
             ns, name = obj.metadata.namespace or "", obj.metadata.name
             if isinstance(obj, Tier):
@@ -55,12 +59,14 @@ class DesiredState:
                 policies[(ns, name)] = obj
             elif isinstance(obj, NetworkPolicy):
                 network_policies[(ns, name)] = obj
-        return cls(revision, namespaces, workloads, groups, policies, tiers, network_policies)
+            elif isinstance(obj, ClusterNetworkPolicy):
+                cluster_policies[name] = obj
+        return cls(revision, namespaces, workloads, groups, policies, tiers, network_policies, cluster_policies)
 
     def objects(self) -> list[StockadeObject]:
         out: list[StockadeObject] = [*self.tiers.values(), *self.namespaces.values(), *self.workloads.values(),
                                      *self.groups.values(), *self.policies.values(),
-                                     *self.network_policies.values()]
+                                     *self.network_policies.values(), *self.cluster_policies.values()]
         return sorted(out, key=key_of)
 
     def get(self, key: ObjectKey) -> StockadeObject | None:
@@ -74,6 +80,8 @@ class DesiredState:
             return self.groups.get((key.namespace, key.name))
         if key.kind == "NetworkPolicy":
             return self.network_policies.get((key.namespace, key.name))
+        if key.kind == "ClusterNetworkPolicy":
+            return self.cluster_policies.get(key.name)
         if key.kind in ("Policy", "GlobalPolicy"):
             found = self.policies.get((key.namespace, key.name))
             return found if found is not None and found.kind == key.kind else None
@@ -91,8 +99,10 @@ class DesiredState:
 
     @cached_property
     def enforced_policies(self) -> tuple[Policy | GlobalPolicy, ...]:
-        """Every policy the compiler runs: native ones and NetworkPolicies in their native form."""
-        return (*self.policies.values(), *(to_native(np) for _, np in sorted(self.network_policies.items())))
+        """Every policy the compiler runs: native ones, and NetworkPolicies and ClusterNetworkPolicies in
+        their native form."""
+        return (*self.policies.values(), *(to_native(np) for _, np in sorted(self.network_policies.items())),
+                *(cluster_policy.to_native(c) for _, c in sorted(self.cluster_policies.items())))
 
     def tier_order(self) -> tuple[str, ...]:
         """Every tier, built-in and admin-defined, in evaluation order (order, then name)."""
