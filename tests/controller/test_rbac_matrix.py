@@ -81,6 +81,13 @@ def cluster_policy_doc(name: str) -> dict[str, Any]:
                      "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}]}}
 
 
+def admin_policy_doc(name: str) -> dict[str, Any]:
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"priority": 5, "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+                     "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}]}}
+
+
 def netpol_doc(name: str, ns: str) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name, "namespace": ns},
@@ -228,6 +235,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "create-tier": ADMINS,
     "create-globalpolicy": ADMINS,
     "create-cnp": ADMINS,                       # ClusterNetworkPolicy: cluster-wide, never a tenant's
+    "create-anp": ADMINS,                       # AdminNetworkPolicy (v1alpha1): the same
     "create-workload-a": TENANT_TOO,
     "create-group-a": TENANT_TOO,
     "create-policy-a": TENANT_TOO,              # application tier
@@ -284,6 +292,8 @@ def write_for(target: str, role: str, tag: str = "") -> Write:
             return Write("apply", "GlobalPolicy", None, f"gp-{who}", global_policy_doc(f"gp-{who}"))
         case "create-cnp":
             return Write("apply", "ClusterNetworkPolicy", None, f"cnp-{who}", cluster_policy_doc(f"cnp-{who}"))
+        case "create-anp":
+            return Write("apply", "AdminNetworkPolicy", None, f"anp-{who}", admin_policy_doc(f"anp-{who}"))
         case "create-workload-a" | "create-workload-b" | "create-group-a" | "create-group-b" | \
                 "create-policy-a" | "create-policy-b" | "create-netpol-a" | "create-netpol-b":
             what, ns = target.removeprefix("create-").split("-")

@@ -54,7 +54,8 @@ Form = Literal["full", "peer"]
 GroupKey = tuple[str, str]
 
 # Kinds every host holds whole: cluster-scoped, written by platform admins only.
-_PLATFORM_KINDS = frozenset({"Tier", "GlobalPolicy", "ClusterNetworkPolicy"})
+_PLATFORM_KINDS = frozenset({"Tier", "GlobalPolicy", "ClusterNetworkPolicy", "AdminNetworkPolicy",
+                             "BaselineAdminNetworkPolicy"})
 # Namespaced kinds a host holds only for the namespaces of its workloads.
 _TENANT_POLICY_KINDS = frozenset({"Policy", "NetworkPolicy"})
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -174,7 +175,7 @@ class EgressPeer(Strict):
         return self
 
 
-def _check_rule_name(v: str | None) -> str | None:
+def check_rule_name(v: str | None) -> str | None:
     if v is not None and len(v) > MAX_RULE_NAME:
         raise ValueError(f"is {len(v)} characters long; at most {MAX_RULE_NAME}")
     return v
@@ -189,7 +190,7 @@ class IngressRule(Strict):
     @field_validator("name")
     @classmethod
     def _v_name(cls, v: str | None) -> str | None:
-        return _check_rule_name(v)
+        return check_rule_name(v)
 
 
 class EgressRule(Strict):
@@ -201,7 +202,7 @@ class EgressRule(Strict):
     @field_validator("name")
     @classmethod
     def _v_name(cls, v: str | None) -> str | None:
-        return _check_rule_name(v)
+        return check_rule_name(v)
 
     @model_validator(mode="after")
     def _no_named_port_to_networks(self) -> "EgressRule":
@@ -265,7 +266,7 @@ def _native_selector(sel: K8sLabelSelector | None) -> LabelSelector:
     return sel.native() if sel is not None else LabelSelector()  # absent: everything
 
 
-def _native_peers(peer: IngressPeer | EgressPeer) -> list[Peer]:
+def _native_peers(peer: Any) -> list[Peer]:
     if peer.namespaces is not None:  # every pod of the namespaces it selects
         return [Peer(selector=LabelSelector(), namespaceSelector=_native_selector(peer.namespaces))]
     if peer.pods is not None:        # an empty namespaceSelector: every namespace
@@ -296,33 +297,50 @@ def _native_ports(protocols: list[Protocol] | None) -> list[PortSpec] | None:
     return out
 
 
-def to_native(policy: ClusterNetworkPolicy) -> GlobalPolicy:
-    """The GlobalPolicy the compiler enforces for this ClusterNetworkPolicy: tier `platform`
+@dataclass(frozen=True)
+class NativeRule:
+    """An upstream rule, in the words `native_policy` takes (every upstream version gives these)."""
+
+    name: str | None
+    action: str                       # Accept | Deny | Pass
+    peers: list[Any]                  # objects with namespaces / pods / networks
+    ports: list[PortSpec] | None      # None: every protocol and port
+
+
+def native_policy(metadata: Metadata, source_kind: str, tier: str, priority: int, subject: Any,
+                  ingress: list[NativeRule], egress: list[NativeRule]) -> GlobalPolicy:
+    """The GlobalPolicy the compiler enforces for an upstream cluster-wide policy: tier `platform`
     (Admin) or `baseline` (Baseline) at order = priority, the subject as its appliesTo, one native
     rule per upstream rule with the same action (Accept → allow, Deny → deny: a drop, Pass →
     pass), peers and ports. It selects no direction (`types: []`): an admin policy decides what its
     rules match and never isolates a workload, as upstream says."""
-    spec = policy.spec
-    subject = spec.subject
     if subject.namespaces is not None:
         applies = AppliesTo(selector=LabelSelector(), namespaceSelector=_native_selector(subject.namespaces))
     else:
-        assert subject.pods is not None
         applies = AppliesTo(selector=_native_selector(subject.pods.podSelector),
                             namespaceSelector=_native_selector(subject.pods.namespaceSelector))
-    ingress: list[Rule] = []
-    taken: set[str] = set()
-    for i, r in enumerate(spec.ingress or []):
-        ingress.append(Rule(id=rule_id(r.name, "ingress", i, taken), action=ACTIONS[r.action], description=r.name,
-                            from_=[n for peer in r.from_ for n in _native_peers(peer)],
-                            ports=_native_ports(r.protocols)))
-    egress: list[Rule] = []
-    taken = set()
-    for i, e in enumerate(spec.egress or []):
-        egress.append(Rule(id=rule_id(e.name, "egress", i, taken), action=ACTIONS[e.action], description=e.name,
-                           to=[n for peer in e.to for n in _native_peers(peer)], ports=_native_ports(e.protocols)))
-    mode = "audit" if policy.metadata.annotations.get(AUDIT_ANNOTATION) == "audit" else "enforce"
-    meta = Metadata(name=policy.metadata.name, annotations={SOURCE_KIND_ANNOTATION: "ClusterNetworkPolicy"})
+
+    def rules(upstream: list[NativeRule], direction: str) -> list[Rule]:
+        taken: set[str] = set()
+        out = []
+        for i, r in enumerate(upstream):
+            peers = [n for peer in r.peers for n in _native_peers(peer)]
+            fields: dict[str, Any] = {"from_" if direction == "ingress" else "to": peers}
+            out.append(Rule(id=rule_id(r.name, direction, i, taken), action=ACTIONS[r.action],
+                            description=r.name, ports=r.ports, **fields))
+        return out
+
+    mode = "audit" if metadata.annotations.get(AUDIT_ANNOTATION) == "audit" else "enforce"
+    meta = Metadata(name=metadata.name, annotations={SOURCE_KIND_ANNOTATION: source_kind})
     return GlobalPolicy(metadata=meta, spec=PolicySpec(
-        tier=TIERS[spec.tier], order=spec.priority, mode=mode, appliesTo=applies, types=[],
-        ingress=ingress, egress=egress))
+        tier=TIERS[tier], order=priority, mode=mode, appliesTo=applies, types=[],
+        ingress=rules(ingress, "ingress"), egress=rules(egress, "egress")))
+
+
+def to_native(policy: ClusterNetworkPolicy) -> GlobalPolicy:
+    """The GlobalPolicy the compiler enforces for this ClusterNetworkPolicy (`native_policy`)."""
+    spec = policy.spec
+    ingress = [NativeRule(r.name, r.action, list(r.from_), _native_ports(r.protocols)) for r in spec.ingress or []]
+    egress = [NativeRule(r.name, r.action, list(r.to), _native_ports(r.protocols)) for r in spec.egress or []]
+    return native_policy(policy.metadata, "ClusterNetworkPolicy", spec.tier, spec.priority, spec.subject,
+                         ingress, egress)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import pydantic
 
 from stockade.errors import FieldProblem, ValidationError
+from stockade.model.admin_policy import AdminNetworkPolicy, BaselineAdminNetworkPolicy
 from stockade.model.cluster_policy import ClusterNetworkPolicy
 from stockade.model.k8s import NetworkPolicy
 from stockade.model.objects import (
@@ -24,7 +25,7 @@ from stockade.model.objects import (
 )
 from stockade.model.objects import StockadeObject as NativeObject
 
-StockadeObject = NativeObject | NetworkPolicy | ClusterNetworkPolicy
+StockadeObject = NativeObject | NetworkPolicy | ClusterNetworkPolicy | AdminNetworkPolicy | BaselineAdminNetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "networkpolicies", True, NetworkPolicy, "networking.k8s.io/v1", ("netpol",)),
     Kind("ClusterNetworkPolicy", "clusternetworkpolicies", False, ClusterNetworkPolicy,
          "policy.networking.k8s.io/v1alpha2", ("cnp",)),
+    Kind("AdminNetworkPolicy", "adminnetworkpolicies", False, AdminNetworkPolicy,
+         "policy.networking.k8s.io/v1alpha1", ("anp",)),
+    Kind("BaselineAdminNetworkPolicy", "baselineadminnetworkpolicies", False, BaselineAdminNetworkPolicy,
+         "policy.networking.k8s.io/v1alpha1", ("banp",)),
 )
 KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 # Apply order: what others refer to comes first; deletes run the other way.

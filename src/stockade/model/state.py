@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping
 
-from stockade.model import cluster_policy
+from stockade.model import admin_policy, cluster_policy
+from stockade.model.admin_policy import AdminNetworkPolicy, BaselineAdminNetworkPolicy
 from stockade.model.cluster_policy import ClusterNetworkPolicy
 from stockade.model.k8s import NetworkPolicy, to_native
 from stockade.model.kinds import ObjectKey, StockadeObject, key_of
@@ -25,6 +26,15 @@ from stockade.model.objects import (
 )
 
 
+UpstreamClusterPolicy = ClusterNetworkPolicy | AdminNetworkPolicy | BaselineAdminNetworkPolicy
+
+
+def _native_cluster_policy(policy: UpstreamClusterPolicy) -> GlobalPolicy:
+    if isinstance(policy, ClusterNetworkPolicy):
+        return cluster_policy.to_native(policy)
+    return admin_policy.to_native(policy)
+
+
 @dataclass(frozen=True)
 class DesiredState:
     revision: int
@@ -34,7 +44,9 @@ class DesiredState:
     policies: Mapping[tuple[str, str], Policy | GlobalPolicy] = field(default_factory=dict)
     tiers: Mapping[str, Tier] = field(default_factory=dict)
     network_policies: Mapping[tuple[str, str], NetworkPolicy] = field(default_factory=dict)
-    cluster_policies: Mapping[str, ClusterNetworkPolicy] = field(default_factory=dict)
+    # The upstream cluster-wide kinds (ClusterNetworkPolicy, AdminNetworkPolicy,
+    # BaselineAdminNetworkPolicy), by (kind, name).
+    cluster_policies: Mapping[tuple[str, str], UpstreamClusterPolicy] = field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, revision: int, objects: Iterable[StockadeObject]) -> "DesiredState":
@@ -44,7 +56,7 @@ class DesiredState:
         policies: dict[tuple[str, str], Policy | GlobalPolicy] = {}
         tiers: dict[str, Tier] = {}
         network_policies: dict[tuple[str, str], NetworkPolicy] = {}
-        cluster_policies: dict[str, ClusterNetworkPolicy] = {}
+        cluster_policies: dict[tuple[str, str], UpstreamClusterPolicy] = {}
         for obj in objects:
             ns, name = obj.metadata.namespace or "", obj.metadata.name
             if isinstance(obj, Tier):
@@ -59,8 +71,8 @@ class DesiredState:
                 policies[(ns, name)] = obj
             elif isinstance(obj, NetworkPolicy):
                 network_policies[(ns, name)] = obj
-            elif isinstance(obj, ClusterNetworkPolicy):
-                cluster_policies[name] = obj
+            elif isinstance(obj, (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy)):
+                cluster_policies[(obj.kind, name)] = obj
         return cls(revision, namespaces, workloads, groups, policies, tiers, network_policies, cluster_policies)
 
     def objects(self) -> list[StockadeObject]:
@@ -80,8 +92,8 @@ class DesiredState:
             return self.groups.get((key.namespace, key.name))
         if key.kind == "NetworkPolicy":
             return self.network_policies.get((key.namespace, key.name))
-        if key.kind == "ClusterNetworkPolicy":
-            return self.cluster_policies.get(key.name)
+        if key.kind in ("ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"):
+            return self.cluster_policies.get((key.kind, key.name))
         if key.kind in ("Policy", "GlobalPolicy"):
             found = self.policies.get((key.namespace, key.name))
             return found if found is not None and found.kind == key.kind else None
@@ -102,7 +114,7 @@ class DesiredState:
         """Every policy the compiler runs: native ones, and NetworkPolicies and ClusterNetworkPolicies in
         their native form."""
         return (*self.policies.values(), *(to_native(np) for _, np in sorted(self.network_policies.items())),
-                *(cluster_policy.to_native(c) for _, c in sorted(self.cluster_policies.items())))
+                *(_native_cluster_policy(c) for _, c in sorted(self.cluster_policies.items())))
 
     def tier_order(self) -> tuple[str, ...]:
         """Every tier, built-in and admin-defined, in evaluation order (order, then name)."""
