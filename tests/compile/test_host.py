@@ -51,7 +51,7 @@ from stockade.nft.ir import (
 )
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-CASES = ["shop", "default_deny", "allow_until_selected", "tiers", "single_family"]
+CASES = ["shop", "default_deny", "allow_until_selected", "tiers", "single_family", "cluster_policies"]
 HOST = "hv1"
 
 
