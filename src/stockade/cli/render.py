@@ -49,6 +49,8 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
         extra = ["POD-SELECTOR", "TYPES"]
     elif kind == "Tier":
         extra = ["ORDER"]
+    elif kind in ("ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"):
+        extra = ["TIER", "PRIORITY", "SUBJECT", "INGRESS", "EGRESS"]   # as kubectl's columns, and the rule counts
     else:
         extra = []
     for col in extra:
@@ -75,6 +77,13 @@ def objects_table(console: Console, kind: str, items: list[dict[str, Any]]) -> N
             row += [_selector_text(spec.get("podSelector")) or "<all>", ",".join(types)]
         elif kind == "Tier":
             row += [str(spec.get("order", ""))]
+        elif kind in ("ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"):
+            tier = spec.get("tier") or ("Admin" if kind == "AdminNetworkPolicy" else "Baseline")
+            subject = spec.get("subject") or {}
+            who = (f"namespaces {_selector_text(subject['namespaces']) or '<all>'}" if "namespaces" in subject
+                   else f"pods {_selector_text((subject.get('pods') or {}).get('podSelector')) or '<all>'}")
+            row += [tier, str(spec.get("priority", "")), who, str(len(spec.get("ingress") or [])),
+                    str(len(spec.get("egress") or []))]
         table.add_row(*row)
     console.print(table)
 
