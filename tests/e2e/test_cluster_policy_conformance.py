@@ -7,10 +7,12 @@ gryffindor, `draco-malfoy-0/1` in slytherin, `cedric-diggory-0/1` in hufflepuff,
 and 8080, UDP 53 (`dns`) and 5353; namespaces allow until selected, as Kubernetes'. The pods
 are spread over two hypervisors.
 
-Transcribed here: `CNPAdminTierIntegration` (conformance/tests/admin-network-policy-standard-
-integration.go, fixture api_integration/standard-anp-np-banp.yaml): an admin policy, a
-NetworkPolicy and a baseline policy on the same traffic, each subtest with upstream's clients,
-servers, ports and expected verdicts. A denied poke is a timeout (deny drops), never a reject.
+Transcribed here, each subtest with upstream's clients, servers, ports and expected verdicts:
+- `CNPAdminTierIntegration` (conformance/tests/admin-network-policy-standard-integration.go,
+  fixture api_integration/standard-anp-np-banp.yaml): an admin policy, a NetworkPolicy and a
+  baseline policy on the same traffic;
+- `CNPAdminTierIngressTCP` (admin-network-policy-standard-ingress-tcp-rules.go, fixture
+  admin_tier/standard-ingress-tcp-rules.yaml): rule order, ports, Accept/Deny/Pass. A denied poke is a timeout (deny drops), never a reject.
 `stockade trace` names the upstream policy and rule that decided.
 """
 
@@ -106,13 +108,11 @@ def integration(lab: Lab) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        lab.cli("delete", "-f", _file(lab, PASS_EXAMPLE, NETPOL, BASELINE), "--wait", "--timeout", "60", check=False)
-
-
-def _file(lab: Lab, *docs: dict[str, Any]) -> str:
-    path = lab.state_dir.parent / "cnp-integration.yaml"
-    path.write_text(yaml.safe_dump_all([{**d, "spec": {}} for d in docs]))
-    return str(path)
+        # One by one: a delete is all or nothing, and a test may have deleted one of them already.
+        for doc in (PASS_EXAMPLE, NETPOL, BASELINE):
+            where = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
+            lab.cli("delete", doc["kind"].lower(), doc["metadata"]["name"], *where, "--wait", "--timeout", "60",
+                    check=False)
 
 
 def with_action(doc: dict[str, Any], direction: str, action: str) -> dict[str, Any]:
@@ -156,3 +156,72 @@ def test_admin_pass_hands_over_to_the_network_policy_then_to_the_baseline(integr
         ["pass-example/deny-all-ingress-from-slytherin", "default/deny-all-ingress-from-slytherin"]
     # Traffic none of the three is about still flows (nothing isolates): hufflepuff to gryffindor.
     assert poke(lab, pod("hufflepuff", 0), pod("gryffindor", 1), 80) == "allowed"
+
+
+# ------------------------------------------------------------------ CNPAdminTierIngressTCP
+
+def by_name(house: str) -> dict[str, Any]:
+    return {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": ns(house)}}}
+
+
+def tcp(port: int) -> list[dict[str, Any]]:
+    return [{"tcp": {"destinationPort": {"number": port}}}]
+
+
+# The fixture admin_tier/standard-ingress-tcp-rules.yaml: its rules in its order.
+INGRESS_TCP = {
+    "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+    "metadata": {"name": "ingress-tcp"},
+    "spec": {"tier": "Admin", "priority": 3, "subject": by_name("gryffindor"), "ingress": [
+        {"name": "allow-from-ravenclaw-everything", "action": "Accept", "from": [by_name("ravenclaw")]},
+        {"name": "deny-from-ravenclaw-everything", "action": "Deny", "from": [by_name("ravenclaw")]},
+        {"name": "pass-from-ravenclaw-everything", "action": "Pass", "from": [by_name("ravenclaw")]},
+        {"name": "deny-from-slytherin-at-port-80", "action": "Deny", "from": [by_name("slytherin")], "protocols": tcp(80)},
+        {"name": "pass-from-slytherin-at-port-80", "action": "Pass", "from": [by_name("slytherin")], "protocols": tcp(80)},
+        {"name": "allow-from-hufflepuff-at-port-80", "action": "Accept", "from": [by_name("hufflepuff")],
+         "protocols": tcp(80)},
+        {"name": "deny-from-hufflepuff-everything-else", "action": "Deny", "from": [by_name("hufflepuff")]},
+    ]}}
+
+
+def swapped(doc: dict[str, Any], i: int, j: int) -> dict[str, Any]:
+    changed = copy.deepcopy(doc)
+    rules = changed["spec"]["ingress"]
+    rules[i], rules[j] = rules[j], rules[i]
+    return changed
+
+
+def test_admin_ingress_tcp_rules_in_order(lab: Lab) -> None:
+    """Upstream's CNPAdminTierIngressTCP: its subtests in its order. As upstream's, the rule swaps
+    of one subtest stay for the next (each patches the policy as the previous one left it)."""
+    policy = INGRESS_TCP
+    apply(lab, policy)
+    try:
+        # "Should support an 'allow-ingress' policy for TCP protocol; ensure rule ordering is respected"
+        assert poke(lab, pod("ravenclaw", 0), pod("gryffindor", 0), 80) == "allowed"
+        assert poke(lab, pod("ravenclaw", 1), pod("gryffindor", 0), 8080) == "allowed"
+        # "Should support an 'allow-ingress' policy for TCP protocol at the specified port"
+        assert poke(lab, pod("hufflepuff", 0), pod("gryffindor", 1), 80) == "allowed"
+        assert poke(lab, pod("hufflepuff", 1), pod("gryffindor", 1), 8080) == "denied"
+        # "Should support an 'deny-ingress' policy for TCP protocol; ensure rule ordering is respected"
+        policy = swapped(policy, 0, 1)
+        apply(lab, policy)
+        assert poke(lab, pod("ravenclaw", 0), pod("gryffindor", 1), 80) == "denied"
+        assert poke(lab, pod("ravenclaw", 1), pod("gryffindor", 1), 8080) == "denied"
+        assert decided_by(lab, pod("ravenclaw", 0), pod("gryffindor", 1), 80)[-1] == \
+            "ingress-tcp/deny-from-ravenclaw-everything"
+        # "Should support a 'deny-ingress' policy for TCP protocol at the specified port"
+        assert poke(lab, pod("slytherin", 0), pod("gryffindor", 0), 80) == "denied"
+        assert poke(lab, pod("slytherin", 1), pod("gryffindor", 0), 8080) == "allowed"
+        # "Should support an 'pass-ingress' policy for TCP protocol; ensure rule ordering is respected"
+        policy = swapped(policy, 0, 2)
+        apply(lab, policy)
+        assert poke(lab, pod("ravenclaw", 0), pod("gryffindor", 0), 80) == "allowed"
+        assert poke(lab, pod("ravenclaw", 1), pod("gryffindor", 0), 8080) == "allowed"
+        # "Should support a 'pass-ingress' policy for TCP protocol at the specified port"
+        policy = swapped(policy, 3, 4)
+        apply(lab, policy)
+        assert poke(lab, pod("slytherin", 0), pod("gryffindor", 0), 80) == "allowed"
+        assert poke(lab, pod("slytherin", 1), pod("gryffindor", 0), 8080) == "allowed"
+    finally:
+        lab.cli("delete", "clusternetworkpolicy", "ingress-tcp", "--wait", "--timeout", "60", check=False)
