@@ -52,6 +52,17 @@ def refusal(doc: dict[str, Any]) -> ValidationError:
     return e.value
 
 
+# ------------------------------------------------------------------ podSelector
+
+@pytest.mark.parametrize("spec", [{"podSelector": None}, {}], ids=["null", "absent"])
+def test_a_null_or_absent_pod_selector_selects_every_pod_as_the_api_server_decodes_it(spec):
+    """Upstream's conformance fixture writes `podSelector:` with no value; the API server takes it."""
+    doc = netpol("p", {}, ingress=[{}])
+    doc["spec"] = {**{k: v for k, v in doc["spec"].items() if k != "podSelector"}, **spec}
+    native = to_native(parse(doc))
+    assert native.spec.appliesTo.selector == to_native(parse(netpol("p", {}, ingress=[{}]))).spec.appliesTo.selector
+
+
 # ------------------------------------------------------------------ policyTypes
 
 def test_policy_types_default_to_ingress_without_egress_rules():
@@ -319,7 +330,7 @@ def test_sctp_is_compiled_into_the_program():
     (netpol("p", {}, egress=[{"to": [{"podSelector": {}, "namespace": "y"}]}]), "spec.egress[0].to[0].namespace",
      ["unknown field"]),
     ({**netpol("p", {}), "spec": {"podSelector": {}, "priority": 1}}, "spec.priority", ["unknown field"]),
-    ({**netpol("p", {}), "spec": {"ingress": []}}, "spec.podSelector", ["required"]),
+    ({**netpol("p", {}), "spec": {"podSelector": "app=web", "ingress": []}}, "spec.podSelector", ["dictionary"]),
     (netpol("p", {}, types=["Ingress", "Sideways"]), "spec.policyTypes[1]", ["Ingress", "Egress"]),
     (netpol("p", {"matchExpressions": [{"key": "pod", "operator": "Near", "values": ["a"]}]}),
      "spec.podSelector", ["Near"]),
@@ -332,7 +343,7 @@ def test_sctp_is_compiled_into_the_program():
 ], ids=["ipBlock+podSelector", "ipBlock+namespaceSelector", "empty-peer", "bad-cidr", "cidr-host-bits",
         "except-outside", "except-equal", "except-other-family", "port-70000", "port-0", "endPort-below",
         "endPort-without-port", "endPort-65536", "endPort-named", "bad-port-name", "port-number-as-string",
-        "icmp", "unknown-rule-field", "unknown-peer-field", "unknown-spec-field", "missing-podSelector",
+        "icmp", "unknown-rule-field", "unknown-peer-field", "unknown-spec-field", "podSelector-not-a-selector",
         "bad-policy-type", "bad-operator", "In-without-values", "Exists-with-values", "bad-apiVersion"])
 def test_bad_network_policy_is_refused_naming_object_and_field(doc, field, words):
     err = refusal(doc)

@@ -173,10 +173,17 @@ class NetworkPolicyEgressRule(Strict):
 
 
 class NetworkPolicySpec(Strict):
-    podSelector: K8sLabelSelector
+    # `podSelector:` with no value (as in upstream's conformance fixtures) or no key at all is the
+    # empty selector, every pod of the namespace: the API server decodes both to the zero value.
+    podSelector: K8sLabelSelector = Field(default_factory=K8sLabelSelector)
     policyTypes: list[Literal["Ingress", "Egress"]] | None = None
     ingress: list[NetworkPolicyIngressRule] | None = Field(default=None, max_length=MAX_RULES_PER_DIRECTION)
     egress: list[NetworkPolicyEgressRule] | None = Field(default=None, max_length=MAX_RULES_PER_DIRECTION)
+
+    @field_validator("podSelector", mode="before")
+    @classmethod
+    def _null_selects_every_pod(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class NetworkPolicy(Strict):
