@@ -120,7 +120,7 @@ def _readline(proc: subprocess.Popen[str], sel: selectors.BaseSelector, timeout:
     raise AssertionError(f"no line within {timeout}s")
 
 
-def test_follow_prints_a_new_record_within_a_second_until_interrupted(
+def test_follow_prints_a_new_record_as_it_arrives_until_interrupted(
         env: dict[str, str], agent: ControllerClient, controller: RunningController) -> None:  # noqa: F811
     agent.send_flows("hv1", [record("allow")])
     # Started with SIGINT ignored, as a shell without job control starts background commands (CI
@@ -139,7 +139,9 @@ def test_follow_prints_a_new_record_within_a_second_until_interrupted(
         agent.send_flows("hv1", [record("allow"), record("would-deny", port=2)])
         sent = time.monotonic()
         line = _readline(proc, sel, 5)
-        assert time.monotonic() - sent < 1.0
+        # The long poll would wait 30 s: an answer within a few seconds is the controller's push.
+        # (Not a speed figure — those are bench/'s; 1 s failed on a busy 2-core machine.)
+        assert time.monotonic() - sent < 3.0
         assert (json.loads(line)["seq"], json.loads(line)["verdict"]) == (4, "would-deny")
         proc.send_signal(signal.SIGINT)
         proc.wait(10)

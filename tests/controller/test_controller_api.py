@@ -325,3 +325,21 @@ def test_a_cluster_network_policy_is_applied_read_by_its_short_name_and_deleted(
     assert admin.revisions(1)[0]["revision"] == before
     admin.delete([("ClusterNetworkPolicy", "", "guardrail")])
     assert admin.list("clusternetworkpolicies")["items"] == []
+
+
+@pytest.mark.parametrize("kind,version,tier", [
+    ("ClusterNetworkPolicy", "v1alpha2", {"tier": "Admin", "priority": 5}),
+    ("AdminNetworkPolicy", "v1alpha1", {"priority": 5}),
+], ids=["cnp", "anp"])
+def test_a_cluster_policy_network_with_host_bits_is_accepted_with_a_warning(admin: ControllerClient, kind: str,
+                                                                            version: str, tier: dict) -> None:
+    """Issue 17, item 4 for the cluster kinds: `networks` as upstream's CEL isCIDR takes them, the
+    network that holds the address enforced, and the apply answer saying so per field."""
+    doc = {"apiVersion": f"policy.networking.k8s.io/{version}", "kind": kind, "metadata": {"name": "no-net"},
+           "spec": {**tier, "subject": {"namespaces": {}},
+                    "egress": [{"name": "no-net", "action": "Deny",
+                                "to": [{"networks": ["198.18.0.0/16", "198.18.21.7/22"]}]}]}}
+    [result] = admin.apply([doc])["results"]
+    assert result["warnings"] == ["spec.egress[0].to[0].networks[1]: 198.18.21.7/22 has host bits set; "
+                                  "it means 198.18.20.0/22, as Kubernetes reads it"]
+    assert admin.list(kind, None, "no-net")["items"][0]["spec"]["egress"][0]["to"][0]["networks"][1] == "198.18.21.7/22"

@@ -59,7 +59,7 @@ from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_document
 from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
 from stockade.controller import quotas
 from stockade.model.ipam import Pools, assign_addresses
-from stockade.model.k8s import NetworkPolicy, host_bits_warnings
+from stockade.model.apply_warnings import apply_warnings
 from stockade.model.placement import record_moves
 from stockade.controller.notify import RevisionNotifier
 from stockade.controller.records import (
@@ -225,7 +225,7 @@ class ControllerService:
                 action = "unchanged"
             else:
                 action = "configured"
-            warnings = tuple(host_bits_warnings(obj)) if isinstance(obj, NetworkPolicy) else ()
+            warnings = tuple(apply_warnings(obj))
             results.append(ObjectResult(key, action, warnings))
             if principal is not None:
                 # Also for unchanged objects: a request naming anything outside the caller's

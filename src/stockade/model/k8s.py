@@ -101,15 +101,16 @@ def _k8s_cidr(v: str) -> str:
     except ValueError as e:
         raise ValueError(f"{v!r} is not a valid CIDR ({e})") from None
     canonical = _cidr(str(net))  # the IPv4-mapped check and its message
-    return canonical if _has_no_host_bits(v) else v
+    return v if has_host_bits(v) else canonical
 
 
-def _has_no_host_bits(v: str) -> bool:
+def has_host_bits(v: str) -> bool:
+    """A CIDR (already validated) whose address is not its network's (`10.1.2.3/8`)."""
     try:
         ipaddress.ip_network(v, strict=True)
     except ValueError:
-        return False
-    return True
+        return True
+    return False
 
 
 def host_bits_warnings(policy: "NetworkPolicy") -> list[str]:
@@ -126,7 +127,7 @@ def host_bits_warnings(policy: "NetworkPolicy") -> list[str]:
                 fields = [("cidr", peer.ipBlock.cidr)] + [(f"except[{k}]", x) for k, x in
                                                          enumerate(peer.ipBlock.except_ or [])]
                 for name, text in fields:
-                    if not _has_no_host_bits(text):
+                    if has_host_bits(text):
                         out.append(f"spec.{direction}[{i}].{side}[{j}].ipBlock.{name}: {text} has host bits set; "
                                    f"it means {network_of(text)}, as Kubernetes reads it")
     return out
