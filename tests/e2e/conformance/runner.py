@@ -16,6 +16,8 @@ def run_upstream_test(world: Conformance, test: dict[str, Any]) -> None:
         failures += world.run_steps(subtest["steps"], f"{test['name']} / {subtest['name']!r}")
     assert not failures, "\n".join(failures)
     _cli_trace_agrees(world)
+    missing = world.flows_name_the_deciding_rules()
+    assert not missing, "flow records disagree with trace:\n" + "\n".join(missing)
 
 
 def _cli_trace_agrees(world: Conformance) -> None:

@@ -20,6 +20,7 @@ import copy
 import selectors
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ SERVED = (("tcp", 80), ("tcp", 8080), ("udp", 53), ("udp", 5353))
 POKE_TIMEOUT = 1.0  # seconds without an answer that make a poke "denied"
 REPLY = b"conformance ok\n"
 APPLY_TIMEOUT = 60.0
+FLOW_WAIT = 10.0  # seconds for the agents' flow records of a poke to reach the controller
 # This kernel has no SCTP (socket() says EPROTONOSUPPORT): upstream's SCTP pokes are checked by
 # trace alone, through the program the hosts run, and reported as such.
 KERNEL_PROTOCOLS = ("tcp", "udp")
@@ -149,6 +151,8 @@ class Conformance:
     applied: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     labelled: set[str] = field(default_factory=set)
     traced: list[tuple[Poke, TraceResult]] = field(default_factory=list)  # every poke and its trace
+    # The last batch with a real denied poke: the flow sequence number before it, and its denied pokes.
+    last_denials: tuple[int, list[tuple[Poke, TraceResult]]] | None = None
 
     # ------------------------------------------------------------------ objects
 
@@ -171,6 +175,7 @@ class Conformance:
     def reset(self) -> None:
         """Upstream's cleanup after a test: its fixture objects deleted, namespace labels back."""
         self.remove(list(self.applied))
+        self.last_denials = None
         if self.labelled:
             self.write([namespace_doc(h, {"conformance-house": h}) for h in HOUSES if ns(h) in self.labelled])
             self.labelled.clear()
@@ -237,13 +242,17 @@ class Conformance:
         failures = []
         state, programs = self.client.snapshot_state(), {}  # type: ignore[var-annotated]
         real = [p for p in pokes if p.protocol in KERNEL_PROTOCOLS]
+        flow_mark = self.client.flows(limit=1)["lastSeq"]
         with ThreadPoolExecutor(max_workers=max(1, len(real))) as pool:
             seen = dict(zip(real, pool.map(self.poke, real)))
+        denials = []
         for p in pokes:
             traced = trace_flow(state, Flow(_pod_key(p.client), _pod_key(p.server), p.protocol,  # type: ignore[arg-type]
                                             p.port, 4), programs=programs)
             rule = traced.deciding_rule or "-"
             self.traced.append((p, traced))
+            if p in seen and not p.allowed:
+                denials.append((p, traced))
             expected = "allowed" if p.allowed else "denied"
             if p in seen and seen[p][0] != expected:
                 failures.append(f"{p}: the kernel said {seen[p][0]} ({seen[p][1]}); trace names {rule}")
@@ -251,7 +260,25 @@ class Conformance:
                 failures.append(f"{p}: trace says {traced.verdict} by {rule}")
             elif not p.allowed and not self.names_an_upstream_rule(rule):
                 failures.append(f"{p}: denied, but trace names {rule!r}, not a rule of the applied policies")
+        if denials:
+            self.last_denials = (flow_mark, denials)
         return failures
+
+    def flows_name_the_deciding_rules(self) -> list[str]:
+        """The agents' flow records of the last real denials name the rule trace named; what does not."""
+        if self.last_denials is None:
+            return []
+        mark, denials = self.last_denials
+        wanted = {(p.client, p.server, p.port): traced.deciding_rule for p, traced in denials}
+        deadline = time.monotonic() + FLOW_WAIT
+        while True:
+            records = self.client.flows(since_seq=mark, denied=True, limit=1000)["records"]
+            seen = {(r["src"]["workload"], r["dst"]["workload"], r["dst"]["port"]): r["rule"] for r in records}
+            missing = [f"{c} → {s}:{port}: trace names {rule}, flows {seen.get((c, s, port), 'have no record')}"
+                       for (c, s, port), rule in wanted.items() if seen.get((c, s, port)) != rule]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.1)
 
     def poke(self, p: Poke) -> tuple[str, str]:
         exchange = probe_client.probe_tcp if p.protocol == "tcp" else probe_client.probe_udp
