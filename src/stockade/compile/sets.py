@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 from stockade.compile.addresses import family_of, interval_elements
 from stockade.compile.selection import Selection, selector_key
+from stockade.model.fqdn import normalise
 from stockade.model.naming import object_name
 from stockade.model.objects import Peer
 from stockade.model.state import DesiredState
 from stockade.model.validation import group_ref
-from stockade.nft.ir import NamedSet
+from stockade.nft.ir import FQDN_SET_PREFIX, NamedSet
 
 
 @dataclass
@@ -39,6 +40,20 @@ class SetBuilder:
                                            elements, True, comment)))
         return out
 
+    def fqdn_sets(self, pattern: str) -> list[tuple[int, str]]:
+        """Empty learned-address sets for a domain name or pattern, one per family; equal patterns
+        (case and trailing dot aside) share them, on this host, across policies."""
+        key = normalise(pattern)
+        hint = key.replace("*", "any").replace(".", "-")
+        out = []
+        for fam in (4, 6):
+            name = object_name(FQDN_SET_PREFIX.rstrip("_"), f"fqdn:{key}", hint) + f"_{fam}"
+            if name not in self.sets:
+                self.sets[name] = NamedSet(name, ("ipv4_addr" if fam == 4 else "ipv6_addr",), (), False,
+                                           f"fqdn {key}"[:128], fqdn=key)
+            out.append((fam, name))
+        return out
+
     def group_sets(self, gkey: tuple[str, str]) -> list[tuple[int, str]]:
         group = self.state.groups.get(gkey)
         members = self.sel.group_workloads(gkey)
@@ -50,6 +65,8 @@ class SetBuilder:
     def peer_sets(self, policy_ns: str | None, peer: Peer) -> list[tuple[int, str]]:
         if peer.group is not None:
             return self.group_sets(group_ref(policy_ns or "", peer.group))
+        if peer.fqdn is not None:
+            return self.fqdn_sets(peer.fqdn)
         if peer.cidr is not None:
             fam = family_of(peer.cidr.split("/")[0])
             identity = f"cidr:{peer.cidr}-{','.join(peer.except_)}"

@@ -34,6 +34,14 @@ class Flow:
     family: Literal[4, 6] = 4
     icmp_type: int | None = None
     icmp_code: int | None = None
+    # A destination outside every workload, known by a domain name (`dst` is then ignored):
+    # egress is traced alone, to `dst_ip` or, when none is given, to an address of no network
+    # a policy would name (OUTSIDE_ADDRESS), so that only name rules and catch-all CIDRs match.
+    dst_fqdn: str | None = None
+    dst_ip: str | None = None
+
+
+OUTSIDE_ADDRESS = {4: "192.0.2.1", 6: "100::1"}  # TEST-NET-1 and the discard prefix: never real peers
 
 
 @dataclass
@@ -75,6 +83,8 @@ def _address(state: DesiredState, key: tuple[str, str], family: int) -> str:
 def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions(),
                programs: dict[str, Ruleset] | None = None) -> TraceResult:
     """Trace one flow. `programs` caches compiled host programs across calls on the same state."""
+    if flow.dst_fqdn is not None:
+        return _trace_to_name(state, flow, options, programs)
     src, dst = state.workloads.get(flow.src), state.workloads.get(flow.dst)
     if src is None or dst is None:
         missing = flow.src if src is None else flow.dst
@@ -103,3 +113,32 @@ def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = Compil
         return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)
     ingress = side(dst.spec.host, "ingress", src_if if same_host else UPLINK, dst_if)
     return TraceResult(ingress.verdict, src_ip, dst_ip, egress, ingress)
+
+
+def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
+                   programs: dict[str, Ruleset] | None) -> TraceResult:
+    """Egress of `flow.src` to a destination outside the workloads that has the name `flow.dst_fqdn`."""
+    src = state.workloads.get(flow.src)
+    if src is None:
+        raise NotFoundError(f"Workload {flow.src[0]}/{flow.src[1]}: not found")
+    assert flow.dst_fqdn is not None
+    src_ip = _address(state, flow.src, flow.family)
+    dst_ip = flow.dst_ip or OUTSIDE_ADDRESS[flow.family]
+    try:
+        version = ipaddress.ip_address(dst_ip).version
+    except ValueError:
+        raise ValidationError.single("trace", "--to-ip", f"{dst_ip!r} is not an IP address") from None
+    if version != flow.family:
+        raise ValidationError.single("trace", "--to-ip", f"{dst_ip} is not an IPv{flow.family} address")
+    l4 = "ipv6-icmp" if flow.protocol == "icmp" and flow.family == 6 else L4[flow.protocol]
+    icmp_type = (8 if flow.family == 4 else 128) if flow.protocol == "icmp" else None
+    packet = Packet(flow.family, src_ip, dst_ip, l4, flow.port if flow.protocol != "icmp" else None, icmp_type,
+                    0 if icmp_type is not None else None, iifname=workload_interface(src), oifname=UPLINK,
+                    dst_names=(flow.dst_fqdn,))
+    cache = programs if programs is not None else {}
+    if src.spec.host not in cache:
+        cache[src.spec.host] = compile_host(state, src.spec.host, options)
+    outcome = Interpreter(cache[src.spec.host]).run_base_chain(packet, "egress")
+    egress = SideTrace(src.spec.host, VERDICT_WORDS[outcome.verdict],
+                       [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
+    return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from stockade.dataplane import libnft
 from stockade.dataplane.nft_generation import ruleset_generation
 from stockade.errors import DataplaneError
-from stockade.nft.ir import ports_table
+from stockade.nft.ir import FQDN_SET_PREFIX, ports_table
 from stockade.nft.render import Json, delete_table, to_json
 
 
@@ -138,9 +138,18 @@ def _canonical_text(listing: dict[str, Any]) -> str:
     """The listing as text blind to handles, counter values and metainfo, made by the C JSON
     encoder and regular expressions: the drift check runs every second, and walking the listing
     in Python was most of an idle agent's CPU."""
-    items = [i for i in listing.get("nftables", []) if not (isinstance(i, dict) and "metainfo" in i)]
+    items = [_without_learned(i) for i in listing.get("nftables", []) if not (isinstance(i, dict) and "metainfo" in i)]
     text = json.dumps(items, sort_keys=True)
     return _COUNTS.sub(r'"\1": 0', _HANDLE.sub("", text))
+
+
+def _without_learned(item: Any) -> Any:
+    """A set of addresses learned from DNS (`fqdn_*`, see nft.ir.NamedSet) without its elements:
+    they come and go with DNS answers and TTLs, which is not drift."""
+    body = item.get("set") if isinstance(item, dict) else None
+    if isinstance(body, dict) and str(body.get("name", "")).startswith(FQDN_SET_PREFIX) and "elem" in body:
+        return {"set": {k: v for k, v in body.items() if k != "elem"}}
+    return item
 
 
 def counters_by_comment(listing: dict[str, Any]) -> dict[str, tuple[int, int]]:

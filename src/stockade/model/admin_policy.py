@@ -24,6 +24,7 @@ from stockade.model.cluster_policy import (
     NamespacedPod,
     NativeRule,
     Subject,
+    check_domain_names_accept_only,
     check_rule_name,
     native_policy,
 )
@@ -141,6 +142,7 @@ class AdminEgressRule(_Rule):
     @model_validator(mode="after")
     def _named(self) -> "AdminEgressRule":
         _no_named_port_to_networks(self.to, self.ports)
+        check_domain_names_accept_only(self.to, self.action, "Allow")
         return self
 
 

@@ -9,11 +9,10 @@ by upstream's pattern, and no named port together with a `networks`, `nodes` or 
 peer. Optional fields stay None, so the object is served back as it was applied; unknown fields
 are errors naming the field.
 
-What this model does not take yet, refused with the reason rather than ignored:
-- `nodes` peers: a Stockade cluster has no Node objects to select (the lab has none);
-- `domainNames` peers: egress by domain name is its own piece of work (issue "Egress by domain
-  name"); until it lands, such a rule would match nothing, which for an Accept or Pass is not
-  what its author meant.
+What this model does not take, refused with the reason rather than ignored: `nodes` peers (a
+Stockade cluster has no Node objects to select; the lab has none). `domainNames` peers are
+Stockade's `fqdn` peers (model.fqdn: the same wildcard meaning), in Accept rules only, as upstream
+says.
 
 `to_native` gives the GlobalPolicy the compiler enforces (docs/kubernetes.md, "Cluster-wide
 policies").
@@ -28,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from stockade.model.fqdn import check_pattern, normalise
 from stockade.model.k8s import SOURCE_KIND_ANNOTATION, K8sLabelSelector
 from stockade.model.naming import short_hash
 from stockade.model.objects import (
@@ -161,6 +161,12 @@ class EgressPeer(Strict):
         for i, text in enumerate(v or []):
             if not DOMAIN_NAME.match(text):
                 raise ValueError(f"[{i}]: {text!r} is not a domain name ('*.' may only lead)")
+            try:
+                check_pattern(text)  # and DNS's lengths, which upstream's pattern leaves out
+            except ValueError as e:
+                raise ValueError(f"[{i}]: {e}") from None
+        if v is not None and len({normalise(n) for n in v}) != len(v):
+            raise ValueError("holds the same domain name twice (a set)")
         return v
 
     @model_validator(mode="after")
@@ -169,9 +175,6 @@ class EgressPeer(Strict):
         if self.nodes is not None:
             raise ValueError("nodes: Stockade has no Node objects to select; write the nodes' addresses "
                              "as networks")
-        if self.domainNames is not None:
-            raise ValueError("domainNames: egress by domain name is not supported yet; write the "
-                             "destinations' addresses as networks")
         return self
 
 
@@ -212,7 +215,16 @@ class EgressRule(Strict):
                 for peer in self.to):
             raise ValueError("protocols: a destinationNamedPort cannot be used with a networks, nodes or "
                              "domainNames peer (they have no named ports)")
+        check_domain_names_accept_only(self.to, self.action, "Accept")
         return self
+
+
+def check_domain_names_accept_only(peers: list[Any], action: str, accept: str) -> None:
+    """Upstream: "DomainNames is only supported for Accept rules" (Allow in v1alpha1) — an allow-list
+    of names in front of a lower-precedence deny."""
+    if action != accept and any(getattr(p, "domainNames", None) is not None for p in peers):
+        raise ValueError(f"to: a domainNames peer is only allowed in an {accept} rule, as upstream says "
+                         f"(this rule is {action}); deny the rest with a rule after it")
 
 
 class ClusterNetworkPolicySpec(Strict):
@@ -272,6 +284,8 @@ def _native_peers(peer: Any) -> list[Peer]:
     if peer.pods is not None:        # an empty namespaceSelector: every namespace
         return [Peer(selector=_native_selector(peer.pods.podSelector),
                      namespaceSelector=_native_selector(peer.pods.namespaceSelector))]
+    if getattr(peer, "domainNames", None):
+        return [Peer(fqdn=name) for name in peer.domainNames]
     networks = getattr(peer, "networks", None) or []
     return [Peer(cidr=str(ipaddress.ip_network(n, strict=False))) for n in networks]
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stockade.model.fqdn import check_pattern
 from stockade.model.verdicts import Action
 from stockade.model.selectors import (
     SelectorSyntaxError,
@@ -325,11 +326,18 @@ class Peer(Strict):
     namespaceSelector: LabelSelector | None = None
     cidr: str | None = None
     except_: list[str] = Field(default_factory=list, alias="except")
+    fqdn: str | None = Field(default=None, description="egress only: the addresses the trusted resolvers "
+                             "give this name (or '*.' pattern) to the workload, learned from its DNS answers")
 
     @field_validator("cidr")
     @classmethod
     def _v_cidr(cls, v: str | None) -> str | None:
         return _cidr(v) if v is not None else v
+
+    @field_validator("fqdn")
+    @classmethod
+    def _v_fqdn(cls, v: str | None) -> str | None:
+        return check_pattern(v) if v is not None else v
 
     @field_validator("except_")
     @classmethod
@@ -342,9 +350,10 @@ class Peer(Strict):
             ("group", self.group is not None),
             ("selector", self.selector is not None or self.namespaceSelector is not None),
             ("cidr", self.cidr is not None),
+            ("fqdn", self.fqdn is not None),
         ) if present]
         if len(kinds) != 1:
-            raise ValueError("a peer is exactly one of: group, selector (with optional namespaceSelector), cidr"
+            raise ValueError("a peer is exactly one of: group, selector (with optional namespaceSelector), cidr, fqdn"
                              + (f"; got {' and '.join(kinds)}" if kinds else "; got none"))
         if self.except_ and self.cidr is None:
             raise ValueError("except: only allowed with cidr")
@@ -420,6 +429,10 @@ class PolicySpec(Strict):
                     raise ValueError(f"{direction}[{i}]: an {direction} rule takes "
                                      f"'{'from' if direction == 'ingress' else 'to'}', "
                                      f"not '{'to' if direction == 'ingress' else 'from'}'")
+                for j, peer in enumerate(r.from_ or [] if direction == "ingress" else []):
+                    if peer.fqdn is not None:
+                        raise ValueError(f"ingress[{i}].from[{j}].fqdn: a domain name is an egress peer only "
+                                         "(a source address says nothing of the names it has)")
         return self
 
 

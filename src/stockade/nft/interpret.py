@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Collection, Literal, Mapping
+
+from stockade.model import fqdn
 
 from stockade.nft.ir import (
     Accept,
@@ -59,6 +61,9 @@ class Packet:
     oifname: str = ""
     ct_state: str = "new"
     mark: int = 0
+    # The domain names the destination address stands for (`trace --to-fqdn`): an fqdn set
+    # (issue 18) holds the address when one of them falls under the set's pattern.
+    dst_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,18 @@ def _set_has(s: NamedSet, value: tuple[Value, ...]) -> bool:
     return any(_element_has(e, value, s.interval) for e in s.elements)
 
 
+def _fqdn_set_has(s: NamedSet, p: Packet, value: tuple[Value, ...], learned: Mapping[str, Collection[str]]) -> bool:
+    """A learned-address set: the address was learned for it, or it is the destination's and one
+    of the names the packet says the destination has falls under the set's pattern."""
+    if len(value) == 1 and any(_same(ip, value[0]) for ip in learned.get(s.name, ())):
+        return True
+    return value == (p.daddr,) and s.fqdn is not None and any(fqdn.matches(s.fqdn, n) for n in p.dst_names)
+
+
 class Interpreter:
-    def __init__(self, ruleset: Ruleset) -> None:
+    def __init__(self, ruleset: Ruleset, learned: Mapping[str, Collection[str]] | None = None) -> None:
+        """`learned`: per fqdn set, the addresses the host has learned for it (none offline)."""
+        self.learned = learned or {}
         self.rs = ruleset
         self.chains = {c.name: c for c in ruleset.chains}
         self.sets = {s.name: s for s in ruleset.sets}
@@ -153,7 +168,10 @@ class Interpreter:
                 return isinstance(v, int) and m.low <= v <= m.high
             if isinstance(m, InSet):
                 value = tuple(_field_value(p, f) for f in m.fields)
-                return _set_has(self.sets[m.set_name], value) != m.negate
+                named = self.sets[m.set_name]
+                if named.fqdn is not None:
+                    return _fqdn_set_has(named, p, value, self.learned) != m.negate
+                return _set_has(named, value) != m.negate
             if isinstance(m, InAnon):
                 v = _field_value(p, m.field)
                 return any(_same(v, x) for x in m.values) != m.negate

@@ -218,15 +218,25 @@ class Chain:
 SetElement = Union[str, tuple[Value, ...]]
 
 
+FQDN_SET_PREFIX = "fqdn_"  # the names of learned-address sets start so (compile.sets.fqdn_sets)
+
+
 @dataclass(frozen=True)
 class NamedSet:
-    """A named set; `type` has one entry, or several for a concatenation."""
+    """A named set; `type` has one entry, or several for a concatenation.
+
+    `fqdn`: the set holds the addresses learned at run time for this domain name or `*.` pattern
+    (issue 18). The program declares it empty with element timeouts; the agent adds what the
+    trusted resolvers answer, each element for its record's TTL, and carries what it learned into
+    every full replacement. Its elements are never part of the program, its hash or its drift.
+    """
 
     name: str
     type: tuple[str, ...]
     elements: tuple[SetElement, ...] = ()
     interval: bool = False
     comment: str | None = None
+    fqdn: str | None = None
 
 
 @dataclass(frozen=True)

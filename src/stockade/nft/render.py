@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from stockade.nft.ir import (
     Accept,
@@ -139,6 +139,8 @@ def _set_decl(rs: Ruleset, s: NamedSet) -> Json:
     decl: Json = {"family": rs.family, "table": rs.table, "name": s.name, "type": _set_type(s)}
     if s.interval:
         decl["flags"] = ["interval"]
+    if s.fqdn is not None:
+        decl["flags"] = ["timeout"]  # learned addresses expire with their DNS record
     if s.comment:
         decl["comment"] = s.comment
     return decl
@@ -148,16 +150,22 @@ def table_ref(rs: Ruleset) -> Json:
     return {"family": rs.family, "name": rs.table}
 
 
-def full_replace(rs: Ruleset) -> Json:
+# Addresses learned from DNS for an fqdn set: (address, seconds left to live).
+Learned = Mapping[str, Sequence[tuple[str, int]]]
+
+
+def full_replace(rs: Ruleset, learned: Learned | None = None) -> Json:
     """One transaction that replaces our table (and only ours) with `rs`, and its bridge-family
-    companion (`rs.ports`) with it when it has one: both change in the same atomic commit."""
-    cmds = _replace_commands(rs)
+    companion (`rs.ports`) with it when it has one: both change in the same atomic commit.
+    `learned`: per fqdn set name, the addresses to put back with their time left, so that a
+    replacement keeps what DNS taught (the program itself never holds them)."""
+    cmds = _replace_commands(rs, learned or {})
     if rs.ports is not None:
         cmds.extend(_replace_commands(rs.ports))
     return {"nftables": cmds}
 
 
-def _replace_commands(rs: Ruleset) -> list[Json]:
+def _replace_commands(rs: Ruleset, learned: Learned | None = None) -> list[Json]:
     cmds: list[Json] = [
         {"add": {"table": table_ref(rs)}},      # so that the delete below cannot fail
         {"delete": {"table": table_ref(rs)}},
@@ -168,6 +176,8 @@ def _replace_commands(rs: Ruleset) -> list[Json]:
         if s.elements:
             cmds.append({"add": {"element": {"family": rs.family, "table": rs.table, "name": s.name,
                                              "elem": [_element(e, s.interval) for e in s.elements]}}})
+        if s.fqdn is not None and learned and learned.get(s.name):
+            cmds.append(learned_elements(rs, s.name, learned[s.name]))
     # Stateful objects before the rules that name them.
     for lim in rs.limits:
         cmds.append({"add": {"limit": {"family": rs.family, "table": rs.table, "name": lim.name,
@@ -197,6 +207,13 @@ def _replace_commands(rs: Ruleset) -> list[Json]:
                 rule["comment"] = r.comment
             cmds.append({"add": {"rule": rule}})
     return cmds
+
+
+def learned_elements(rs: Ruleset, set_name: str, addresses: Sequence[tuple[str, int]]) -> Json:
+    """`add element` of learned addresses, each with its own timeout (at least a second)."""
+    return {"add": {"element": {"family": rs.family, "table": rs.table, "name": set_name,
+                                "elem": [{"elem": {"val": ip, "timeout": max(1, int(ttl))}}
+                                         for ip, ttl in sorted(addresses)]}}}
 
 
 def set_delta(old: Ruleset, new: Ruleset) -> Json | None:

@@ -46,7 +46,11 @@ def probe(
 def trace(
     call: Invocation,
     src: str = typer.Option(..., "--from", help="Source workload: NAME or NAMESPACE/NAME."),
-    dst: str = typer.Option(..., "--to", help="Destination workload: NAME or NAMESPACE/NAME."),
+    dst: Optional[str] = typer.Option(None, "--to", help="Destination workload: NAME or NAMESPACE/NAME."),
+    to_fqdn: Optional[str] = typer.Option(None, "--to-fqdn", help="Or a destination outside the workloads, by "
+                                          "domain name: which egress rule its addresses meet."),
+    to_ip: Optional[str] = typer.Option(None, "--to-ip", help="With --to-fqdn: the address it resolved to "
+                                        "(default: one no CIDR rule names but a catch-all)."),
     port: int = typer.Option(0, "--port"),
     protocol: str = typer.Option("tcp", "--protocol", help="tcp, udp, sctp or icmp"),
     family: int = typer.Option(4, "--family", help="4 or 6"),
@@ -55,18 +59,29 @@ def trace(
     """The verdict the policy gives a flow, and the rules that decide it, from the compiled host programs."""
     from stockade.cli.probing import resolve_workload
     from stockade.compile.trace import Flow, trace_flow
+    from stockade.model.fqdn import check_pattern
 
     if protocol not in ("tcp", "udp", "sctp", "icmp"):
         raise ValidationError.single("trace", "--protocol", f"{protocol!r} is not one of tcp, udp, sctp, icmp")
     if family not in (4, 6):
         raise ValidationError.single("trace", "--family", "must be 4 or 6")
+    if (dst is None) == (to_fqdn is None):
+        raise ValidationError.single("trace", "--to", "give a destination: --to WORKLOAD or --to-fqdn NAME")
+    if to_fqdn is not None:
+        try:
+            check_pattern(to_fqdn)
+        except ValueError as e:
+            raise ValidationError.single("trace", "--to-fqdn", str(e)) from None
+        if to_fqdn.startswith("*."):
+            raise ValidationError.single("trace", "--to-fqdn", "a name, not a pattern")
     client = call.client()
     keys = []
-    for ref in (src, dst):
+    for ref in (src, dst or src):
         wl = resolve_workload(client, ref, namespace)
         keys.append((wl["metadata"]["namespace"], wl["metadata"]["name"]))
     result = trace_flow(client.snapshot_state(),
-                        Flow(keys[0], keys[1], protocol, port or None, family))  # type: ignore[arg-type]
+                        Flow(keys[0], keys[1], protocol, port or None, family,  # type: ignore[arg-type]
+                             dst_fqdn=to_fqdn, dst_ip=to_ip))
     if call.output == "table":
         render.trace_table(out, result)
     else:
