@@ -195,7 +195,9 @@ def test_a_lab_vm_moves_live_with_qemus_migration_and_keeps_its_flow(lab: Lab) -
             assert udp.wait_answers(udp.answers + 20), "the open flow must outlive the policy change"
             moved = json.loads(lab.cli("lab", "migrate", "mig/vm", "--to", "hv2", "-o", "json", timeout=180).stdout)
             at_move = udp.answers
-            carried_on = udp.wait_answers(at_move + 50, timeout=5.0)
+            # The guest's downtime is bench/'s figure; here only that the flow carries on, which on a
+            # busy 2-core machine under TCG took 6 s once.
+            carried_on = udp.wait_answers(at_move + 50, timeout=20.0)
             result = udp.stop()
         print(f"\nVM move hv1 -> hv2 ({started['accel']}): handoff {moved['handoff_seconds'] * 1000:.0f} ms, "
               f"QEMU migration {moved['switch_seconds'] * 1000:.0f} ms; udp: {result.lost} of {result.sent} "

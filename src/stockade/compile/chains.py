@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from stockade.compile.addresses import family_of
+from stockade.compile.dns import DNS_MARK
 from stockade.compile.program import (
     NETWORK_POLICY_TIER,
     BRIDGED_INGRESS_V4,
@@ -231,6 +232,8 @@ def base_chains(options: CompileOptions, bridged: bool = False) -> list[Chain]:
         Chain("from_workloads", (
             NftRule((CtState(("established", "related")),), Accept()),
             *nd,
+            # DNS the interception (compile.dns) sent to this host's proxy, and nothing else.
+            *((NftRule((MarkHas(DNS_MARK),), Accept(), "dns-to-proxy", True),) if options.dns else ()),
             NftRule((), Drop(), "workload-to-host", True),
         )),
     ]

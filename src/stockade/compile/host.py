@@ -75,6 +75,7 @@ from __future__ import annotations
 from stockade.compile.addresses import family_of
 from stockade.compile.bridge import BridgedPort, bridge_ruleset
 from stockade.compile.chains import ChainBuilder, base_chains
+from stockade.compile.dns import with_interception
 from stockade.compile.host_view import HostView, build_host_view, programmable_workloads
 from stockade.compile.program import (
     LOG_LIMIT,
@@ -125,6 +126,7 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
     ingress_map: list[tuple[str, Verdict]] = []
     guard_map: list[tuple[str, Verdict]] = []
     ifaces: list[str] = []
+    routed_v4: list[tuple[str, str]] = []  # (interface, IPv4 address) of local routed workloads
     bridged, not_programmed = _bridged_ports(view)
     bridged_keys = {p.key for p in bridged}
     for key, iface in view.local:
@@ -132,6 +134,7 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
             continue
         applicable = list(view.policies[key])
         ifaces.append(iface)
+        routed_v4.extend((iface, ip) for ip in view.state.workload_ips(view.state.workloads[key]) if family_of(ip) == 4)
         guard_map.append((iface, Goto(chains.spoof_chain(key))))  # goto: its end accepts, no unknown-port drop
         egress_map.append((iface, Jump(chains.workload_chain(key, "egress", applicable))))
         ingress_map.append((iface, Jump(chains.workload_chain(key, "ingress", applicable))))
@@ -175,6 +178,8 @@ def render_host_view(view: HostView, options: CompileOptions) -> HostProgram:
         counters = (NamedCounter(LOG_SUPPRESSED),)
     ruleset = Ruleset(options.table, "inet", tuple(sorted(all_sets, key=lambda s: s.name)), maps,
                       tuple(all_chains), view.state.revision, limits=limits, counters=counters, ports=ports)
+    if options.dns is not None:
+        ruleset = with_interception(ruleset, routed_v4, options.dns)
     return HostProgram(ruleset, view.not_programmed + not_programmed)
 
 

@@ -15,6 +15,7 @@ from stockade.model.validation import DEFAULT_RESERVED_INTERFACES, WORKLOAD_INTE
 from stockade.model.reports import NotProgrammed  # a compile result; the type is the report's
 from stockade.model.verdicts import DECIDING
 
+from stockade.compile.dns import DnsInterception
 from stockade.nft.ir import Match
 from stockade.nft.ir import Ruleset
 
@@ -74,6 +75,9 @@ class CompileOptions:
     # kernel refused (agent.reconciler isolates them), so that the rest is enforced. Their
     # ports are then dropped like any workload port without a program.
     left_out: tuple[tuple[str, str], ...] = ()
+    # Workloads' DNS to trusted resolvers through this host's DNS proxy (compile.dns), which
+    # fqdn rules need; None: no interception, and fqdn rules learn nothing.
+    dns: DnsInterception | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from stockade.nft.ir import (
     Chain,
     Cmp,
     Continue,
+    Dnat,
     CtState,
     Dispatch,
     Drop,
@@ -231,7 +232,7 @@ class Interpreter:
             action = _action_name(verdict, rule)
             if rule.comment and rule.counter:
                 steps.append(Step(chain.name, rule.comment, action))
-            if isinstance(verdict, Accept):
+            if isinstance(verdict, (Accept, Dnat)):
                 return "accept", p
             if isinstance(verdict, Drop):
                 return "drop", p

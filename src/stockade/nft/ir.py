@@ -146,7 +146,16 @@ class Continue:
     """No verdict: the rule only counts/logs and evaluation goes on."""
 
 
-Verdict = Union[Accept, Drop, Reject, Return, Jump, Goto, Dispatch, Continue]
+@dataclass(frozen=True)
+class Dnat:
+    """`dnat ip to ADDRESS:PORT` (in a nat chain): the connection goes to a local server instead
+    (the DNS interception of compile.dns). Ends evaluation like accept."""
+
+    address: str
+    port: int
+
+
+Verdict = Union[Accept, Drop, Reject, Return, Jump, Goto, Dispatch, Continue, Dnat]
 
 
 @dataclass(frozen=True)
@@ -204,7 +213,7 @@ class BaseHook:
     hook: Literal["forward", "input", "output", "prerouting", "postrouting"]
     priority: int
     policy: Literal["accept", "drop"] = "accept"
-    type: Literal["filter"] = "filter"
+    type: Literal["filter", "nat"] = "filter"
 
 
 @dataclass(frozen=True)

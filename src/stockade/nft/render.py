@@ -20,6 +20,7 @@ from stockade.nft.ir import (
     Continue,
     CtState,
     Dispatch,
+    Dnat,
     Drop,
     FieldRef,
     Goto,
@@ -90,6 +91,8 @@ def _verdict(v: Verdict) -> Json | None:
         return {"vmap": {"key": key, "data": f"@{v.map_name}"}}
     if isinstance(v, Continue):
         return None
+    if isinstance(v, Dnat):
+        return {"dnat": {"family": "ip", "addr": v.address, "port": v.port}}
     raise TypeError(f"unknown verdict {v!r}")
 
 
