@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from stockade.agent.main import AgentSettings, run_agent
+from stockade.agent.fqdn_learning import DEFAULT_MAX_TTL, DEFAULT_MIN_TTL
+from stockade.compile.dns import DnsInterception
 
 PROG = "python -m stockade.agent"
 
@@ -50,6 +52,20 @@ def parser(prog: str = PROG, more: Callable[[argparse.ArgumentParser], None] | N
                      help="When a workload moves (live migration), hand its open connections (conntrack "
                           "entries) from the host it left to the host it moved to; --no-carry-connections: "
                           "they meet the new host's policy as new connections.")
+    run.add_argument("--dns-resolver", action="append", default=[], metavar="IPV4",
+                     help="A trusted resolver (repeatable): workloads' DNS to it goes through this agent's "
+                          "proxy, whose answers open fqdn rules. None: no interception, fqdn rules open nothing.")
+    run.add_argument("--dns-proxy", default="198.18.255.1:1053", metavar="IPV4:PORT",
+                     help="Where the DNS proxy listens: an address of this host workloads' packets reach "
+                          "(the lab's workloads' gateway by default).")
+    run.add_argument("--dns-fail", choices=("closed", "open"), default="closed",
+                     help="If the proxy cannot start: closed keeps workloads' DNS to the trusted resolvers "
+                          "sent to it (no answers: lookups fail); open leaves their DNS alone (lookups work, "
+                          "fqdn rules open nothing). Either way it is logged and shown by a metric.")
+    run.add_argument("--fqdn-min-ttl", type=int, default=DEFAULT_MIN_TTL,
+                     help="Seconds a learned address stays at least, whatever the record's TTL.")
+    run.add_argument("--fqdn-max-ttl", type=int, default=DEFAULT_MAX_TTL,
+                     help="Seconds a learned address stays at most.")
     run.add_argument("--verbose", "-v", action="store_true")
     if more is not None:
         more(run)
@@ -61,7 +77,19 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     return AgentSettings(args.host, args.controller, token, args.table, metrics_address=args.metrics_address,
                          flow_log_group=args.flow_log_group or None, flow_conntrack=args.flow_conntrack,
                          state_dir=args.state_dir, accept_new_store=args.accept_new_store, ca=args.ca,
-                         attach=args.attach, carry_connections=args.carry_connections)
+                         attach=args.attach, carry_connections=args.carry_connections,
+                         dns=_dns_interception(args), dns_fail=args.dns_fail,
+                         fqdn_ttl=(args.fqdn_min_ttl, args.fqdn_max_ttl))
+
+
+def _dns_interception(args: argparse.Namespace) -> DnsInterception | None:
+    if not args.dns_resolver:
+        return None
+    address, _, port = args.dns_proxy.rpartition(":")
+    try:
+        return DnsInterception(tuple(args.dns_resolver), address, int(port))
+    except ValueError as e:
+        raise SystemExit(f"stockade agent: --dns-resolver/--dns-proxy: {e}") from None
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from stockade.agent.dns_proxy import DnsProxy
+from stockade.agent.fqdn_learning import DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, Answer, LearnedNames
 from stockade.agent.flows import CounterDelta, FlowPipeline, FlowRecorder, FlowShipper, FlowSink
 from stockade.agent.loop import Agent, AgentConfig, EndpointDriver
 from stockade.agent.memory import limit_arenas
@@ -29,7 +31,13 @@ from stockade.dataplane.conntrack import ConntrackReader, forget_connections
 from stockade.dataplane.link_events import LinkEventReader
 from stockade.dataplane.nflog import NflogReader
 from stockade.dataplane.nft_driver import NftDriver
+from stockade.compile.dns import DnsInterception
+from stockade.errors import DataplaneError
+from stockade.nft.ir import FQDN_SET_PREFIX
 from stockade.model.state import DesiredState
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class AgentSettings:
@@ -52,6 +60,11 @@ class AgentSettings:
     attach: bool = True
     # Live migration: hand a moving workload's open connections to its new host (agent.migration).
     carry_connections: bool = True
+    # Egress by domain name (issue 18): workloads' DNS to these resolvers through this agent's
+    # proxy (compile.dns, agent.dns_proxy); None: no interception.
+    dns: DnsInterception | None = None
+    dns_fail: str = "closed"           # the proxy cannot start: "closed" or "open" (agent.command)
+    fqdn_ttl: tuple[int, int] = (DEFAULT_MIN_TTL, DEFAULT_MAX_TTL)  # learned addresses live within
 
 
 def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None) -> tuple[Agent, AgentMetrics]:
@@ -81,8 +94,11 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
 
     client = AgentClient(settings.controller, settings.token, timeout=60.0, ca=settings.ca)
     driver = NftDriver(table=settings.table)
+    learned = LearnedNames(*settings.fqdn_ttl)
+    take_back_learned(driver, learned)
     reconciler = Reconciler(driver, settings.host,
-                            CompileOptions(table=settings.table, log_group=settings.flow_log_group))
+                            CompileOptions(table=settings.table, log_group=settings.flow_log_group, dns=settings.dns),
+                            learned=learned)
     metrics = AgentMetrics(reconciler)
     flows = None
     if settings.flow_log_group is not None:
@@ -125,6 +141,7 @@ def run_agent(settings: AgentSettings, verbose: bool = False, endpoints: Endpoin
                         format="%(asctime)s %(levelname)s agent[" + settings.host + "] %(name)s: %(message)s")
     limit_arenas()  # before any thread starts: see agent.memory
     agent, metrics = build_agent(settings, endpoints)
+    proxy = start_dns_proxy(settings, agent.reconciler, metrics)
     if settings.metrics_address:
         serve(metrics, settings.metrics_address)
 
@@ -141,4 +158,53 @@ def run_agent(settings: AgentSettings, verbose: bool = False, endpoints: Endpoin
             # a watch timeout (20 s) later.
             agent.client.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if proxy is not None:
+            proxy.close()
+
+
+def start_dns_proxy(settings: AgentSettings, reconciler: Reconciler, metrics: AgentMetrics) -> DnsProxy | None:
+    """The DNS proxy of issue 18, when configured. If it cannot listen: with `dns_fail` closed the
+    interception stays (workloads' lookups to the trusted resolvers get no answer), with open it is
+    taken out of the program (lookups work, fqdn rules open nothing); logged either way."""
+    if settings.dns is None:
+        return None
+    learned = reconciler.learned
+    assert learned is not None
+
+    def learn(answer: Answer) -> None:
+        reconciler.add_learned(learned.learn(answer, reconciler.applied))
+
+    proxy = DnsProxy(settings.dns.proxy_address, settings.dns.proxy_port, settings.dns.resolvers, learn)
+    try:
+        proxy.start()
+    except OSError as e:
+        log.error("DNS proxy cannot listen on %s:%d (%s); failing %s", settings.dns.proxy_address,
+                  settings.dns.proxy_port, e, settings.dns_fail)
+        metrics.dns_proxy_down(settings.dns_fail)
+        if settings.dns_fail == "open":
+            reconciler.options = replace(reconciler.options, dns=None)
+        return None
+    metrics.watch_dns(proxy, learned)
+    return proxy
+
+
+def take_back_learned(driver: NftDriver, learned: LearnedNames) -> None:
+    """What an earlier agent learned is still in the kernel's fqdn sets: take it back, with the
+    time each address has left, so that this agent's first full replace keeps it (a restart
+    cuts no flow and forgets no name)."""
+    try:
+        listing = driver.list_table()
+    except DataplaneError:
+        return
+    for item in (listing or {}).get("nftables", []):
+        body = item.get("set") if isinstance(item, dict) else None
+        if not isinstance(body, dict) or not str(body.get("name", "")).startswith(FQDN_SET_PREFIX):
+            continue
+        pattern = str(body.get("comment", "")).removeprefix("fqdn ")
+        kept = [(e["elem"]["val"], int(e["elem"].get("expires", 0))) for e in body.get("elem", [])
+                if isinstance(e, dict) and isinstance(e.get("elem"), dict) and e["elem"].get("expires")]
+        if pattern and kept:
+            learned.remember(pattern, kept)

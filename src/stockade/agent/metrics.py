@@ -23,10 +23,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stockade.agent.reconciler import Outcome, Reconciler
@@ -71,6 +71,28 @@ class _RuleCounters(Collector):
                                   value=counts.get(UNKNOWN_INTERFACE, (0, 0))[0])
 
 
+class _DnsLearning:
+    """Scrape-time figures of the DNS proxy and the learned names (nothing when there is no proxy)."""
+
+    def __init__(self, metrics: "AgentMetrics") -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        proxy, learned = self._metrics._proxy, self._metrics._learned
+        if proxy is None or learned is None:
+            return
+        names, addresses = learned.counts()
+        yield GaugeMetricFamily("stockade_agent_fqdn_names", "Domain names with learned addresses alive", value=names)
+        yield GaugeMetricFamily("stockade_agent_fqdn_addresses", "Learned addresses alive, over all names",
+                                value=addresses)
+        yield CounterMetricFamily("stockade_agent_dns_queries", "Workload DNS queries the proxy handled",
+                                  value=proxy.queries)
+        yield CounterMetricFamily("stockade_agent_dns_failures", "Queries no trusted resolver answered",
+                                  value=proxy.failures)
+        yield CounterMetricFamily("stockade_agent_dns_answers_learned", "Answers that opened fqdn sets",
+                                  value=learned.answers_learned)
+
+
 class AgentMetrics:
     def __init__(self, reconciler: Reconciler) -> None:
         self.registry = CollectorRegistry()
@@ -102,8 +124,22 @@ class AgentMetrics:
                                            ["direction"], registry=r)
         for direction in ("out", "in"):
             self.connections_carried.labels(direction)
+        # Egress by domain name (issue 18): whether the DNS proxy serves, and what it learned.
+        self.dns_proxy_up = Gauge("stockade_agent_dns_proxy_up", "1 while the DNS proxy serves; 0 when it "
+                                  "could not start (see the fail mode label)", ["fail_mode"], registry=r)
+        r.register(_DnsLearning(self))
+        self._proxy: Any = None
+        self._learned: Any = None
         r.register(_RuleCounters(reconciler))
         self._reconciler = reconciler
+
+    def watch_dns(self, proxy: Any, learned: Any) -> None:
+        """Export the proxy's query counts and the learner's names and addresses (read when scraped)."""
+        self._proxy, self._learned = proxy, learned
+        self.dns_proxy_up.labels("-").set(1)
+
+    def dns_proxy_down(self, fail_mode: str) -> None:
+        self.dns_proxy_up.labels(fail_mode).set(0)
 
     def observe(self, outcome: Outcome) -> None:
         self.revision.set(outcome.revision)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Literal, Protocol
 
+from stockade.agent.fqdn_learning import LearnedNames
 from stockade.agent.refusals import isolate_refused
 from stockade.compile.host import (
     CompileOptions,
@@ -37,6 +38,7 @@ from stockade.nft.render import (
     count_objects,
     delete_table,
     full_replace,
+    learned_elements,
     program_hash,
     set_delta,
     structure_digest,
@@ -89,8 +91,10 @@ class Reconciler:
     """
 
     def __init__(self, driver: TableDriver, host: str, options: CompileOptions | None = None,
-                 fingerprint_quiet: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 fingerprint_quiet: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 learned: LearnedNames | None = None) -> None:
         self.driver = driver
+        self.learned = learned  # addresses learned from DNS, put back by every full replace
         self.host = host
         self.options = options or CompileOptions(table=driver.table)
         self.fingerprint_quiet = fingerprint_quiet
@@ -152,11 +156,33 @@ class Reconciler:
         """The full replace of `ruleset`; when it has no bridge table (no bridged workloads) and
         one may be in the kernel (ours from the last program, or left by an agent before this
         one), also its removal: a leftover would still mark and check the ports it names."""
-        program = full_replace(ruleset)
+        program = full_replace(ruleset, self.learned.elements_for(ruleset) if self.learned is not None else None)
         if ruleset.ports is None and (self.applied.ports is not None if self.applied is not None
                                       else self._kernel_has_ports_table()):
             program["nftables"] += delete_table(ports_table(self.driver.table), "bridge")["nftables"]
         return program
+
+    def add_learned(self, elements: list[tuple[str, str, int]]) -> bool:
+        """Put addresses learned from DNS into the fqdn sets of the applied program: (set, address,
+        timeout). Under the reconcile lock, so that no full replace built before them can commit
+        after them and drop them; and not drift: when the kernel held exactly our program before
+        this write, it still does after it. False when there is no applied program (nothing to add to)."""
+        with self._lock:
+            if self.applied is None:
+                return False
+            known = {s.name for s in self.applied.sets if s.fqdn is not None}
+            by_set: dict[str, list[tuple[str, int]]] = {}
+            for name, ip, timeout in elements:
+                if name in known:
+                    by_set.setdefault(name, []).append((ip, timeout))
+            if not by_set:
+                return False
+            before = self.driver.generation()
+            ours = before is not None and before == self.expected_generation
+            self.driver.apply({"nftables": [learned_elements(self.applied, n, a) for n, a in sorted(by_set.items())]})
+            if ours:
+                self.expected_generation = self.driver.generation()
+            return True
 
     def _kernel_has_ports_table(self) -> bool:
         """Is a bridge table of ours in the kernel before our first apply? Asked of drivers that
