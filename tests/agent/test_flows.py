@@ -106,6 +106,19 @@ def test_outside_peer_and_icmp_have_no_workload_and_an_icmp_type() -> None:
     assert wire["icmpType"] == 8 and wire["protocol"] == "icmp"
 
 
+def test_an_outside_address_learned_from_dns_names_its_domain_names() -> None:
+    """Issue 18: a record of traffic to an address an fqdn rule opened says which names it has."""
+    learned = {"198.19.1.7": ["api.partner.example", "lb.hosting.example"]}
+    rec = to_record(pkt("stk allow shop/out/partner-api ", "198.18.10.11", "198.19.1.7"), "hv1",
+                    {"stk allow shop/out/partner-api ": LogSite("allow", "egress", "shop/out/partner-api")},
+                    Resolver(), now=NOW, names_of=lambda ip: learned.get(ip, []))
+    assert rec is not None
+    wire = rec.to_dict()
+    assert wire["dst"]["names"] == ["api.partner.example", "lb.hosting.example"] and wire["dst"]["workload"] is None
+    assert "names" not in wire["src"]
+    assert type(rec).from_dict(wire) == rec
+
+
 def test_foreign_or_unplaceable_prefix_makes_no_record() -> None:
     r = Resolver()
     assert to_record(pkt("someone else ", "198.18.0.1", "198.18.0.2"), "hv1", {}, r, NOW) is None

@@ -113,8 +113,10 @@ class Resolver:
                 by_ip.setdefault(_canon(ip), key)
         return cls(by_ip)
 
-    def endpoint(self, ip: str, port: int | None) -> FlowEnd:
+    def endpoint(self, ip: str, port: int | None, names_of: Callable[[str], list[str]] | None = None) -> FlowEnd:
         key = self.by_ip.get(_canon(ip))
+        if key is None and names_of is not None:
+            return FlowEnd(ip, port, names=tuple(names_of(_canon(ip))))
         return FlowEnd(ip, port, f"{key[0]}/{key[1]}" if key else None, key[0] if key else None)
 
 
@@ -133,7 +135,7 @@ def _iso(seconds: float) -> str:
 
 
 def to_record(pkt: LoggedPacket, host: str, index: Mapping[str, LogSite], resolver: Resolver,
-              now: float) -> Record | None:
+              now: float, names_of: Callable[[str], list[str]] | None = None) -> Record | None:
     """One logged packet as a flow record (None when the prefix is not one of ours)."""
     site = index.get(pkt.prefix) or parse_prefix(pkt.prefix)
     if site is None or site.direction is None or site.verdict not in VERDICTS:
@@ -147,7 +149,7 @@ def to_record(pkt: LoggedPacket, host: str, index: Mapping[str, LogSite], resolv
         protocol=pkt.protocol,
         family=pkt.family,
         src=resolver.endpoint(pkt.src, pkt.sport),
-        dst=resolver.endpoint(pkt.dst, pkt.dport),
+        dst=resolver.endpoint(pkt.dst, pkt.dport, names_of),
         icmp_type=pkt.icmp_type,
         event="start",
     )
@@ -201,8 +203,10 @@ class FlowRecorder:
     hands over)."""
 
     def __init__(self, host: str, capacity: int = 10_000, metrics: FlowMetrics | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 names_of: Callable[[str], list[str]] | None = None) -> None:
         self.host = host
+        self.names_of = names_of  # an outside address -> the names learned for it (agent.fqdn_learning)
         self.capacity = capacity
         self.metrics = metrics
         self.clock = clock or unix_time  # wall time: records are stamped with it (stockade.clock)
@@ -253,7 +257,7 @@ class FlowRecorder:
     def offer(self, pkt: LoggedPacket) -> None:
         now = self.clock()
         index, resolver = self._lookups()
-        record = to_record(pkt, self.host, index, resolver, now)
+        record = to_record(pkt, self.host, index, resolver, now, self.names_of)
         if record is None:
             self.unknown += 1
             return

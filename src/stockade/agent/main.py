@@ -13,7 +13,7 @@ import logging
 import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stockade.agent.dns_proxy import DnsProxy
 from stockade.agent.fqdn_learning import DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, Answer, LearnedNames
@@ -102,7 +102,7 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
     metrics = AgentMetrics(reconciler)
     flows = None
     if settings.flow_log_group is not None:
-        flows = build_flows(settings, client, driver, metrics)
+        flows = build_flows(settings, client, driver, metrics, learned.names_of if settings.dns else None)
     saved = SavedProgram(settings.state_dir / f"agent-{settings.host}.program.json") if settings.state_dir else None
     if endpoints is None and settings.attach:
         endpoints = HostAttachments(settings.host)
@@ -114,12 +114,13 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
     return agent, metrics
 
 
-def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, metrics: AgentMetrics) -> FlowPipeline:
+def build_flows(settings: AgentSettings, client: FlowSink, driver: NftDriver, metrics: AgentMetrics,
+                names_of: Callable[[str], list[str]] | None = None) -> FlowPipeline:
     """NFLOG reader and conntrack DESTROY reader (this process's netns: the host's) → recorder →
     shipper → client.send_flows."""
     group = settings.flow_log_group
     assert group is not None
-    recorder = FlowRecorder(settings.host, settings.flow_queue, metrics)
+    recorder = FlowRecorder(settings.host, settings.flow_queue, metrics, names_of=names_of)
     suppressed = CounterDelta(lambda: driver.counter(LOG_SUPPRESSED), min_interval=2.0)
     pipeline: FlowPipeline
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import IPvAnyAddress, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stockade.model.fqdn import check_pattern
 from stockade.model.verdicts import Verdict
 
 MAX_FLOW_BATCH = 5_000
@@ -133,6 +134,17 @@ class FlowEnd(BaseModel):
     port: int | None = Field(default=None, ge=0, le=65535)
     workload: str | None = Field(default=None, max_length=254, description="namespace/name")
     namespace: str | None = Field(default=None, max_length=63)
+    names: list[str] | None = Field(default=None, max_length=16, description="outside every workload: the "
+                                    "domain names its host learned this address for (fqdn rules)")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            check_pattern(name)  # an agent reports names, not patterns, but never anything malformed
+            if name.startswith("*"):
+                raise ValueError(f"{name!r}: a name, not a pattern")
+        return v
 
     @field_validator("ip")
     @classmethod

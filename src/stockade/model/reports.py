@@ -27,13 +27,21 @@ class FlowEnd:
     port: int | None = None
     workload: str | None = None     # "namespace/name"
     namespace: str | None = None
+    # Outside every workload: the domain names the host learned this address for from its trusted
+    # resolvers (issue 18), so that a record of an fqdn rule says which name it was.
+    names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ip": self.ip, "port": self.port, "workload": self.workload, "namespace": self.namespace}
+        out: dict[str, Any] = {"ip": self.ip, "port": self.port, "workload": self.workload,
+                               "namespace": self.namespace}
+        if self.names:
+            out["names"] = list(self.names)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "FlowEnd":
-        return cls(raw["ip"], raw.get("port"), raw.get("workload"), raw.get("namespace"))
+        return cls(raw["ip"], raw.get("port"), raw.get("workload"), raw.get("namespace"),
+                   tuple(raw.get("names") or ()))
 
 
 @dataclass(frozen=True)
