@@ -68,10 +68,13 @@ def test_a_full_replace_gets_what_is_still_alive_with_the_time_left_and_a_new_pa
     assert learner.elements_for(program("*.partner.example")) == {} and learner.names_of("198.19.1.7") == []
 
 
-def test_what_the_kernel_still_held_at_start_is_taken_back_under_its_pattern() -> None:
-    learner = LearnedNames(clock=Clock())
-    learner.remember("*.cdn.example", [("198.19.2.1", 40)])
+def test_what_the_kernel_still_held_at_start_is_taken_back_into_the_same_set() -> None:
+    clock = Clock()
+    learner = LearnedNames(clock=clock)
+    learner.remember("fqdn_0_4", [("198.19.2.1", 40)])   # the set's name is its pattern's (compile.sets)
     assert learner.elements_for(program("*.cdn.example")) == {"fqdn_0_4": [("198.19.2.1", 40)]}
+    clock.now += 41
+    assert learner.elements_for(program("*.cdn.example")) == {}
 
 
 def test_bounds_must_make_sense() -> None:

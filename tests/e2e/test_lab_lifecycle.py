@@ -39,8 +39,11 @@ kind: Workload
 metadata: {name: w1, namespace: n1}
 spec: {host: hv1}
 """, "--wait", "--timeout", "60")
-        assert len(netns_with_prefix(lab.prefix)) == 4       # fabric, control plane, hv1, the workload
+        lab.cli("lab", "external", "add", "site", "--dns", "site.example")
+        # fabric, control plane, the DNS server, hv1, the workload, the external
+        assert len(netns_with_prefix(lab.prefix)) == 6
         assert _processes_mentioning(str(lab.state_dir))
+        assert any(p.startswith(lab.prefix + "-") for p in os.listdir("/etc/netns"))  # the workload's resolv.conf
     finally:
         try:
             next(gen)
@@ -52,3 +55,4 @@ spec: {host: hv1}
     assert not Path(lab.env["STOCKADE_CONFIG"]).exists()
     assert os.path.exists("/run/netns") is False or not any(
         n.startswith(lab.prefix + "-") for n in os.listdir("/run/netns"))
+    assert not os.path.exists("/etc/netns") or not any(n.startswith(lab.prefix + "-") for n in os.listdir("/etc/netns"))

@@ -43,6 +43,7 @@ class LearnedNames:
             raise ValueError(f"FQDN TTL bounds: need 0 < min ({min_ttl}) <= max ({max_ttl})")
         self.min_ttl, self.max_ttl, self.clock = min_ttl, max_ttl, clock
         self._by_name: dict[str, dict[str, float]] = {}  # name -> address -> expiry (clock)
+        self._by_set: dict[str, dict[str, float]] = {}   # taken back from the kernel: set -> address -> expiry
         self._lock = threading.Lock()
         self.answers_learned = 0
 
@@ -87,16 +88,19 @@ class LearnedNames:
                         for ip, expiry in addresses.items():
                             if _family(ip) == family:
                                 alive[ip] = max(alive.get(ip, 0.0), expiry)
+                for ip, expiry in self._by_set.get(s.name, {}).items():
+                    alive[ip] = max(alive.get(ip, 0.0), expiry)
                 if alive:
                     out[s.name] = sorted((ip, max(1, int(expiry - now))) for ip, expiry in alive.items())
         return out
 
-    def remember(self, name: str, addresses: Iterable[tuple[str, int]]) -> None:
-        """Take back what the kernel still holds at start (agent restart): `name` stands for the
-        pattern of the set it was in, with the seconds each address has left."""
+    def remember(self, set_name: str, addresses: Iterable[tuple[str, int]]) -> None:
+        """Take back what the kernel's fqdn set `set_name` still holds at start (agent restart), with
+        the seconds each address has left. A set's name is fixed by its pattern (compile.sets), so
+        the same set of the next program gets them back; the names are known again at the next lookup."""
         now = self.clock()
         with self._lock:
-            known = self._by_name.setdefault(normalise(name), {})
+            known = self._by_set.setdefault(set_name, {})
             for ip, left in addresses:
                 known[ip] = max(known.get(ip, 0.0), now + left)
 
@@ -116,6 +120,8 @@ class LearnedNames:
     def _trim(self, now: float) -> None:
         for name in [n for n, addrs in self._by_name.items() if not _drop_expired(addrs, now)]:
             del self._by_name[name]
+        for set_name in [n for n, addrs in self._by_set.items() if not _drop_expired(addrs, now)]:
+            del self._by_set[set_name]
         if len(self._by_name) > MAX_NAMES:
             by_expiry = sorted(self._by_name, key=lambda n: max(self._by_name[n].values()))
             for name in by_expiry[:len(self._by_name) - MAX_NAMES]:

@@ -204,8 +204,7 @@ def take_back_learned(driver: NftDriver, learned: LearnedNames) -> None:
         body = item.get("set") if isinstance(item, dict) else None
         if not isinstance(body, dict) or not str(body.get("name", "")).startswith(FQDN_SET_PREFIX):
             continue
-        pattern = str(body.get("comment", "")).removeprefix("fqdn ")
         kept = [(e["elem"]["val"], int(e["elem"].get("expires", 0))) for e in body.get("elem", [])
                 if isinstance(e, dict) and isinstance(e.get("elem"), dict) and e["elem"].get("expires")]
-        if pattern and kept:
-            learned.remember(pattern, kept)
+        if kept:
+            learned.remember(str(body["name"]), kept)

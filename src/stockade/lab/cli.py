@@ -171,3 +171,71 @@ def migrate(workload: str = typer.Argument(..., help="NAMESPACE/NAME of a lab na
                    f"{moved.connections} open connections carried; handoff {moved.handoff_seconds * 1000:.0f} ms, "
                    f"switch {moved.switch_seconds * 1000:.0f} ms, plumbed {moved.plumbed_seconds * 1000:.0f} ms "
                    f"(total {moved.total_seconds * 1000:.0f} ms)", highlight=False)
+
+
+external_app = typer.Typer(help="Endpoints outside every workload, published in the lab's DNS server.",
+                           no_args_is_help=True)
+lab_app.add_typer(external_app, name="external")
+
+
+def _lab_up_settings():  # type: ignore[no-untyped-def]
+    from stockade.errors import LabError
+    from stockade.lab import state
+
+    settings = state.LabSettings.from_env()
+    if state.read_record(settings) is None:
+        raise LabError("no lab here: run `stockade lab up` first")
+    return settings
+
+
+@external_app.command("add")
+def external_add(name: str = typer.Argument(..., help="A short name: its netns is PREFIX-ext-NAME."),
+                 dns: list[str] = typer.Option([], "--dns", help="A domain name it is published under; repeat."),
+                 ttl: int = typer.Option(300, "--ttl", help="The TTL of its records, in seconds."),
+                 cname: list[str] = typer.Option([], "--cname", help="An alias (CNAME) of its first --dns name; "
+                                                                     "repeat."),
+                 output: str = typer.Option("table", "--output", "-o", help="table or json")) -> None:
+    """An endpoint outside every workload (its own netns on the fabric, addresses from 198.19.0.0/16
+    and 2001:db8:e::/48), published under the given names in the lab's DNS server."""
+    from stockade.lab import outside
+
+    def add() -> dict:  # type: ignore[type-arg]
+        settings = _lab_up_settings()
+        return outside.add_external(settings, name, dns, ttl, cname).to_dict(settings.prefix)
+
+    made = _run(add)
+    if output == "json":
+        sys.stdout.write(json.dumps(made, indent=2) + "\n")
+    else:
+        _out.print(f"external {made['name']}: {', '.join(made['ips'])} in {made['netns']}"
+                   + (f", published as {', '.join(made['dns'])} (ttl {made['ttl']} s)" if made["dns"] else ""),
+                   highlight=False)
+
+
+@external_app.command("list")
+def external_list(output: str = typer.Option("table", "--output", "-o", help="table or json")) -> None:
+    """The lab's external endpoints: name, netns, addresses, DNS names."""
+    from stockade.lab import outside
+
+    def listing() -> list:  # type: ignore[type-arg]
+        settings = _lab_up_settings()
+        return [e.to_dict(settings.prefix) for e in outside.read_externals(settings)]
+
+    found = _run(listing)
+    if output == "json":
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    table = Table("name", "netns", "addresses", "dns", "ttl", "cnames")
+    for e in found:
+        table.add_row(e["name"], e["netns"], " ".join(e["ips"]), " ".join(e["dns"]), str(e["ttl"]),
+                      " ".join(e["cnames"]))
+    _out.print(table)
+
+
+@external_app.command("remove")
+def external_remove(name: str = typer.Argument(...)) -> None:
+    """Remove an external endpoint and unpublish its names."""
+    from stockade.lab import outside
+
+    _run(lambda: outside.remove_external(_lab_up_settings(), name))
+    _out.print(f"external {name} removed", highlight=False)

@@ -74,7 +74,11 @@ def agent_argv(settings: LabSettings, host: str, controllers: int = 1) -> list[s
             "--token-file", str(settings.agent_token(host)), "--lab-prefix", settings.prefix,
             "--state-dir", str(settings.state_dir),
             # Each agent serves /metrics inside its own hypervisor's namespace, as on a real host.
-            "--metrics-address", f"{naming.node_addresses(host)[0]}:{AGENT_METRICS_PORT}"]
+            "--metrics-address", f"{naming.node_addresses(host)[0]}:{AGENT_METRICS_PORT}",
+            # Its workloads' DNS to the lab's resolver goes through its proxy (issue 18); learned
+            # addresses live at least a second, so that tests can watch a TTL run out.
+            "--dns-resolver", naming.DNS_SERVER_V4, "--dns-proxy", f"{naming.GATEWAY_V4}:{naming.DNS_PROXY_PORT}",
+            "--fqdn-min-ttl", "1"]
 
 
 def init_tokens_argv(settings: LabSettings, specs: list[str], fresh: bool = False) -> list[str]:

@@ -44,7 +44,7 @@ from typing import Mapping
 from pyroute2 import IPRoute
 
 from stockade.errors import LabError
-from stockade.lab import moves, naming
+from stockade.lab import moves, naming, resolv
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import (
     RT_SCOPE_LINK,
@@ -226,6 +226,7 @@ class _Reconciler:
             self.change(f"create netns {ep.netns}")
             ns.create(ep.netns)
             ns.write_sysctls(ep.netns, _WORKLOAD_SYSCTLS)
+        resolv.write(ep.netns)  # the lab's resolver (lab.resolv); a no-op when it is there
         healthy = (link is not None and link.kind == "veth" and link.peer_netnsid is not None
                    and ns_exists)
         if not healthy:
@@ -355,6 +356,7 @@ class _Reconciler:
                 self.errors[name] = e.message
         for name in sorted(existing_ns - planned_ns):
             self.change(f"remove netns {name}")
+            resolv.remove(name)
             try:
                 ns.remove(name)
             except LabError as e:

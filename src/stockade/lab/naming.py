@@ -49,6 +49,22 @@ ETCD_MEMBERS = 3               # a lab's etcd cluster: members at .241, .242, .2
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 
+# The outside world (lab/outside.py): what is beyond every workload, as the internet is, in
+# 198.19.0.0/16 and 2001:db8:e::/48, on the fabric beside the hypervisors. The lab's DNS server
+# (the workloads' nameserver and the agents' trusted resolver) at .0.53; external endpoints at
+# 198.19.1.N and 2001:db8:e::1:N.
+OUTSIDE_V4 = "198.19.0.0/16"
+OUTSIDE_V6 = "2001:db8:e::/48"
+DNS_SERVER_V4 = "198.19.0.53"
+DNS_SERVER_V6 = "2001:db8:e::53"
+DNS_SUFFIX = "dns"             # the DNS server's netns, and its port on the fabric bridge
+EXTERNAL_SUFFIX = "ext"        # P-ext-NAME: an external endpoint's netns
+MAX_EXTERNALS = 250
+# Routes to and from the outside: their own protocol, which the agents' route sync (proto 201,
+# below) never touches.
+OUTSIDE_ROUTE_PROTO = 202
+DNS_PROXY_PORT = 1053          # where each hypervisor's agent answers its workloads' DNS (compile.dns)
+
 # 201 is unassigned in /etc/iproute2/rt_protos; readable in `ip route` as "proto 201".
 ROUTE_PROTO = 201
 
@@ -161,3 +177,22 @@ def derived_mac(key: str) -> str:
     """
     digest = hashlib.sha256(f"mac:{key}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def dns_netns(prefix: str) -> str:
+    return f"{prefix}-{DNS_SUFFIX}"
+
+
+def external_netns(prefix: str, name: str) -> str:
+    return f"{prefix}-{EXTERNAL_SUFFIX}-{name}"
+
+
+def external_port(index: int) -> str:
+    """An external endpoint's port on the fabric bridge (interface names are at most 15 characters)."""
+    return f"x{index}"
+
+
+def external_addresses(index: int) -> tuple[str, str]:
+    if not 1 <= index <= MAX_EXTERNALS:
+        raise LabError(f"external endpoint {index}: the lab has room for {MAX_EXTERNALS}")
+    return f"198.19.1.{index}", f"2001:db8:e::1:{index}"

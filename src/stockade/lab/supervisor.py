@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stockade.errors import LabError
-from stockade.lab import cli_context, commands, moves, naming, pki, processes, readiness, tokens, topology
+from stockade.lab import cli_context, commands, moves, naming, outside, pki, processes, readiness, resolv, tokens, topology
 from stockade.lab.processes import ProcessStatus, agent_name, controller_name
 from stockade.lab.state import LabRecord, LabSettings, read_record, remove_known_files, write_record
 
@@ -82,6 +82,9 @@ def up(settings: LabSettings, hosts: int | None = None, store: str | None = None
     wanted = max(hosts or 0, record.hosts if record else 0) or DEFAULT_HOSTS
     topology.build(settings.prefix, wanted, controllers=replicas,
                    etcd_members=naming.ETCD_MEMBERS if kind == "etcd" else 0)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # The outside world and its DNS server, before the agents that trust it (lab.outside).
+    outside.build(settings, [naming.host_name(i) for i in range(1, wanted + 1)])
 
     ports = list(record.ports if record else ())
     ports += [_free_port() for _ in range(replicas - len(ports))]
@@ -181,10 +184,11 @@ def down(settings: LabSettings) -> list[str]:
     names = [p.stem for p in settings.run_dir.glob("*.pid")] if settings.run_dir.exists() else []
     # VMs and agents first: a stopping agent must not find its controller gone and log noise for
     # nothing; then the controllers, then the store they use.
-    for role in ("vm", "agent", "controller", "etcd"):
+    for role in ("vm", "agent", "controller", "etcd", "dns"):
         removed += [f"process {n}" for n in processes.stop(settings, sorted(n for n in names
                                                                             if processes.role(n) == role))]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
+    removed += [f"resolver config {p}" for p in resolv.remove_all(settings.prefix)]
     if moves.forget_all(settings.prefix):
         removed.append(f"marks of moves in flight in {moves.moving_dir(settings.prefix).parent}")
     if record is not None and record.config_written and cli_context.remove_cli_config(settings, record):
@@ -210,6 +214,8 @@ def status(settings: LabSettings) -> LabStatus:
         running += [processes.process_status(settings, f"etcd-{j}") for j in range(1, naming.ETCD_MEMBERS + 1)]
     running += [processes.process_status(settings, agent_name(h)) for h in host_names if record]
     running += [processes.process_status(settings, vm) for vm in processes.running_vms(settings)]
+    if record:
+        running.append(processes.process_status(settings, outside.DNS_PROCESS))
     alive = {p.name: p.alive for p in running}
     by_host = {h.name: h for h in inventory.hosts}
     hosts = []

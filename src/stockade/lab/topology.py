@@ -134,7 +134,7 @@ def _ensure_host(prefix: str, host: str) -> None:
             if (addr, plen) not in have:
                 add_address(ipr, uplink.index, naming.FABRIC_IFACE, addr, plen)
         ensure_up(ipr, uplink)
-    _attach_to_bridge(prefix, naming.fabric_port(host))
+    attach_to_bridge(prefix, naming.fabric_port(host))
 
 
 def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int = 0) -> None:
@@ -143,7 +143,7 @@ def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int =
     etcd members, when the lab runs them, on theirs."""
     cp = naming.control_netns(prefix)
     _ensure_netns(cp, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
-    _ensure_uplink(prefix, naming.CONTROL_SUFFIX, cp)
+    ensure_uplink(prefix, naming.CONTROL_SUFFIX, cp)
     with ns.open_rtnl(cp) as ipr:
         links = dump_links(ipr)
         ensure_up(ipr, links["lo"])
@@ -157,10 +157,10 @@ def _ensure_control_plane(prefix: str, controllers: int = 1, etcd_members: int =
             if (addr, plen) not in have:
                 add_address(ipr, uplink.index, naming.FABRIC_IFACE, addr, plen)
         ensure_up(ipr, uplink)
-    _attach_to_bridge(prefix, naming.CONTROL_SUFFIX)
+    attach_to_bridge(prefix, naming.CONTROL_SUFFIX)
 
 
-def _ensure_uplink(prefix: str, port: str, netns: str) -> None:
+def ensure_uplink(prefix: str, port: str, netns: str) -> None:
     """`netns`'s uplink fab0, made with its fabric end `port` unless it exists."""
     with ns.open_rtnl(netns) as ipr:
         if naming.FABRIC_IFACE in dump_links(ipr):
@@ -168,7 +168,7 @@ def _ensure_uplink(prefix: str, port: str, netns: str) -> None:
     _make_uplink(prefix, port, netns)
 
 
-def _attach_to_bridge(prefix: str, port_name: str) -> None:
+def attach_to_bridge(prefix: str, port_name: str) -> None:
     fab = naming.fabric_netns(prefix)
     with ns.open_rtnl(fab) as ipr:
         links = dump_links(ipr)
