@@ -115,7 +115,7 @@ def test_an_outside_address_learned_from_dns_names_its_domain_names() -> None:
     assert rec is not None
     wire = rec.to_dict()
     assert wire["dst"]["names"] == ["api.partner.example", "lb.hosting.example"] and wire["dst"]["workload"] is None
-    assert "names" not in wire["src"]
+    assert "names" not in wire["src"] and rec.to_dict(counts=True)["src"]["names"] == []
     assert type(rec).from_dict(wire) == rec
 
 

@@ -51,7 +51,9 @@ def test_agent_runs_in_its_hypervisor_netns_with_its_own_token(settings: LabSett
                      "--ca": str(settings.state_dir / "ca.crt"),
                      "--token-file": str(settings.state_dir / "agent-hv2.token"),
                      "--lab-prefix": settings.prefix, "--state-dir": str(settings.state_dir),
-                     "--metrics-address": "198.18.254.2:9301"}
+                     "--metrics-address": "198.18.254.2:9301",
+                     # Its workloads' DNS to the lab's resolver through its proxy (issue 18).
+                     "--dns-resolver": "198.19.0.53", "--dns-proxy": "198.18.255.1:1053", "--fqdn-min-ttl": "1"}
 
 
 def test_controller_serves_https_on_the_fabric_and_the_cli_socket_it_is_handed(settings: LabSettings) -> None:
@@ -149,7 +151,7 @@ def _assert_agents_reach_the_controller_over_tls_on_the_fabric(settings: LabSett
                                  capture_output=True, text=True, check=True).stdout
         assert f"pid={pids[f'agent-{host}']}," in listing, listing
     assert {p.name: p.role for p in st.processes} == {"controller": "controller", "agent-hv1": "agent",
-                                                      "agent-hv2": "agent"}
+                                                      "agent-hv2": "agent", "dns": "dns"}
 
 
 def _pids(st: supervisor.LabStatus) -> dict[str, int | None]:
@@ -162,7 +164,7 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(settings: L
     prod = Context("https://prod.example:443", "prod-token")
     set_context("prod", prod, settings.config_path)  # someone's own context: up and down keep it
     first = supervisor.up(settings, hosts=2)
-    assert [p.name for p in first.processes if p.alive] == ["controller", "agent-hv1", "agent-hv2"]
+    assert [p.name for p in first.processes if p.alive] == ["controller", "agent-hv1", "agent-hv2", "dns"]
     assert first.reporting == ["hv1", "hv2"]          # asked over HTTPS, verified against the lab CA
     assert first.controller_url is not None and first.controller_url.startswith("https://127.0.0.1:")
     config = json.loads(settings.config_path.read_text())

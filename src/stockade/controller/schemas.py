@@ -134,13 +134,13 @@ class FlowEnd(BaseModel):
     port: int | None = Field(default=None, ge=0, le=65535)
     workload: str | None = Field(default=None, max_length=254, description="namespace/name")
     namespace: str | None = Field(default=None, max_length=63)
-    names: list[str] | None = Field(default=None, max_length=16, description="outside every workload: the "
-                                    "domain names its host learned this address for (fqdn rules)")
+    names: list[str] = Field(default_factory=list, max_length=16, description="outside every workload: the "
+                             "domain names its host learned this address for (fqdn rules)")
 
     @field_validator("names")
     @classmethod
-    def _names(cls, v: list[str] | None) -> list[str] | None:
-        for name in v or []:
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
             check_pattern(name)  # an agent reports names, not patterns, but never anything malformed
             if name.startswith("*"):
                 raise ValueError(f"{name!r}: a name, not a pattern")

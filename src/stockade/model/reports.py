@@ -31,10 +31,12 @@ class FlowEnd:
     # resolvers (issue 18), so that a record of an fqdn rule says which name it was.
     names: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, names: bool = False) -> dict[str, Any]:
+        """`names`: always give the key (what the API serves); otherwise only when there are some,
+        so that an agent's records of workloads stay what older controllers take."""
         out: dict[str, Any] = {"ip": self.ip, "port": self.port, "workload": self.workload,
                                "namespace": self.namespace}
-        if self.names:
+        if names or self.names:
             out["names"] = list(self.names)
         return out
 
@@ -75,7 +77,8 @@ class FlowRecord:
         out: dict[str, Any] = {
             "time": self.time, "host": self.host, "direction": self.direction, "verdict": self.verdict,
             "rule": self.rule, "protocol": self.protocol, "family": self.family,
-            "src": self.src.to_dict(), "dst": self.dst.to_dict(), "icmpType": self.icmp_type,
+            "src": self.src.to_dict(counts is True), "dst": self.dst.to_dict(counts is True),
+            "icmpType": self.icmp_type,
             "event": self.event,
         }
         if counts or (counts is None and self.ended):
