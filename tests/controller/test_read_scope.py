@@ -190,7 +190,8 @@ def test_flow_records_hide_the_other_sides_workload_and_rule(service: Controller
     page = asyncio.run(service.flows(FlowQuery(), principal=TENANT_A))
     [record] = service.scope_flow_page(page, TENANT_A)["records"]
     assert record["src"]["workload"] == "a/web"
-    assert record["dst"] == {"ip": "198.18.2.20", "port": 5432, "workload": "b/(hidden)", "namespace": "b"}
+    assert record["dst"] == {"ip": "198.18.2.20", "port": 5432, "workload": "b/(hidden)", "namespace": "b",
+                             "names": []}
     assert record["rule"] == "b/(hidden)"
     # An operator sees it whole.
     [whole] = service.scope_flow_page(asyncio.run(service.flows(FlowQuery())), None)["records"]
