@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import compile as compile_bench
-from bench import memory, migration, packets, replicated, rollout, txsize
+from bench import fqdn, memory, migration, packets, replicated, rollout, txsize
 from bench.common import REPO, Figure
 
 # name → (full run, quick run, time limit in seconds of the full run)
@@ -45,6 +45,8 @@ FIGURES: dict[str, tuple[Callable[[], Figure], Callable[[], Figure], int]] = {
                    lambda: replicated.run(2, 2, 2), 600),
     "migration": (lambda: migration.run(6, 10),
                   lambda: migration.run(1, 2), 300),
+    "fqdn": (lambda: fqdn.run(10_000, 300, 2000),
+             lambda: fqdn.run(50, 20, 200), 300),
 }
 
 

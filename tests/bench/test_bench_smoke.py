@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from bench import compile as compile_bench
-from bench import memory, migration, packets, replicated, rollout, synthetic, txsize
+from bench import fqdn, memory, migration, packets, replicated, rollout, synthetic, txsize
 from bench.common import Figure, percentile
 from bench.run import FIGURES
 
@@ -39,7 +39,7 @@ def no_leftovers():
 
 
 def test_every_figure_of_the_issue_is_in_the_suite():
-    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory", "replicated", "migration"}
+    assert set(FIGURES) == {"packets", "compile", "rollout", "txsize", "memory", "replicated", "migration", "fqdn"}
 
 
 def test_synthetic_state_is_deterministic_and_has_the_bench_pair():
@@ -117,6 +117,14 @@ def test_migration_figure_at_tiny_size(no_leftovers):
     values = check_shape(migration.run(moves=1, applies=2), "migration")
     assert 0 < values["downtime_p50_ms"] <= values["downtime_p99_ms"] < 30_000
     assert values["connections_carried"][0] >= 1 and values["rollout_apply_p50_ms"] > 0
+
+
+@pytest.mark.kernel
+def test_fqdn_figure_at_tiny_size(no_leftovers):
+    values = check_shape(fqdn.run(names=50, queries=20, round_trips=200), "fqdn")
+    assert 0 < values["lookup_direct_p50_ms"] and 0 < values["lookup_proxy_p50_ms"] <= values["lookup_proxy_p99_ms"]
+    assert values["learned_elements"] == 50  # every name learned through the proxy, one address each
+    assert 0 < values["rtt_1_name_p50_ms"] < 1000 and 0 < values["rtt_all_names_p50_ms"] < 1000
 
 
 @pytest.mark.kernel

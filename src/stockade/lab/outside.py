@@ -200,9 +200,23 @@ def dns_config(settings: LabSettings) -> Path:
     return settings.state_dir / "dns" / "dnsmasq.conf"
 
 
-def render_config(externals: list[External]) -> str:
-    """dnsmasq's records: every name of every external, with its TTL; aliases as CNAMEs."""
+def records_file(settings: LabSettings) -> Path:
+    return settings.state_dir / "dns" / "records.json"
+
+
+def publish(settings: LabSettings, records: list[tuple[str, str, str]], ttl: int = DEFAULT_TTL) -> None:
+    """Names with addresses of no endpoint, (name, IPv4, IPv6) from the outside ranges: for a benchmark
+    that needs many names with distinct addresses, where an endpoint each would be a netns each."""
+    records_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    records_file(settings).write_text(json.dumps({"ttl": ttl, "records": records}))
+    ensure_dns(settings, restart=True)
+
+
+def render_config(externals: list[External], extra: dict[str, Any] | None = None) -> str:
+    """dnsmasq's records: every name of every external, with its TTL; aliases as CNAMEs; `publish`ed ones."""
     lines = ["# Written by `stockade lab` (lab/outside.py): the lab's names, nothing else."]
+    for name, v4, v6 in (extra or {}).get("records", []):
+        lines.append(f"host-record={name},{v4},{v6},{extra['ttl'] if extra else DEFAULT_TTL}")
     for ext in externals:
         v4, v6 = ext.addresses()
         for name in ext.dns:
@@ -224,7 +238,8 @@ def ensure_dns(settings: LabSettings, restart: bool = False) -> None:
     """dnsmasq running with the current records (restarted when they changed or `restart`)."""
     config = dns_config(settings)
     config.parent.mkdir(parents=True, exist_ok=True)
-    text = render_config(read_externals(settings))
+    extra = json.loads(records_file(settings).read_text()) if records_file(settings).exists() else None
+    text = render_config(read_externals(settings), extra)
     changed = not config.exists() or config.read_text() != text
     config.write_text(text)
     alive = processes.process_status(settings, DNS_PROCESS).alive
