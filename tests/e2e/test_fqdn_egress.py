@@ -266,6 +266,7 @@ def test_trace_flows_and_metrics_name_what_was_learned(world) -> None:
     partner = ipv4(ext["partner"])
     traced = lab.json("trace", "--from", "app/client", "--to-fqdn", "api.partner.example", "--port", "443")
     assert (traced["verdict"], traced["egress"]["rules"][-1]["rule"]) == ("allow", "app/out/partner-api")
+    assert traced["dst_fqdn"] == "api.partner.example" and traced["ingress"] is None
     assert lab.json("trace", "--from", "app/client", "--to-fqdn", "other.partner.example", "--port", "443")[
         "verdict"] == "deny"
     assert resolve_and_connect(lab, "client", "api.partner.example", 443) == (partner, "allowed")

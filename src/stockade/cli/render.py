@@ -121,7 +121,8 @@ def probe_line(console: Console, result: dict[str, Any]) -> None:
 
 def trace_table(console: Console, result: Any) -> None:
     colour = "green" if result.verdict == "allow" else "red"
-    console.print(f"{result.src_ip} -> {result.dst_ip}: [{colour}]{result.verdict}[/{colour}]"
+    dst = f"{result.dst_fqdn} ({result.dst_ip})" if getattr(result, "dst_fqdn", None) else result.dst_ip
+    console.print(f"{result.src_ip} -> {dst}: [{colour}]{result.verdict}[/{colour}]"
                   f" (decided by {result.deciding_rule})", highlight=False)
     table = Table(box=None, header_style="bold")
     for col in ("SIDE", "HOST", "RULE", "ACTION"):

@@ -58,6 +58,7 @@ class TraceResult:
     dst_ip: str
     egress: SideTrace
     ingress: SideTrace | None
+    dst_fqdn: str | None = None  # `--to-fqdn`: the destination's name, which the fqdn rules matched
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,4 +142,4 @@ def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
     outcome = Interpreter(cache[src.spec.host]).run_base_chain(packet, "egress")
     egress = SideTrace(src.spec.host, VERDICT_WORDS[outcome.verdict],
                        [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
-    return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)
+    return TraceResult(egress.verdict, src_ip, dst_ip, egress, None, flow.dst_fqdn)
