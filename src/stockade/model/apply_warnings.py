@@ -27,7 +27,7 @@ def apply_warnings(obj: Any) -> list[str]:
 def _network_peer_warnings(policy: ClusterNetworkPolicy | AdminNetworkPolicy | BaselineAdminNetworkPolicy) -> list[str]:
     out = []
     for i, rule in enumerate(policy.spec.egress or []):
-        for j, peer in enumerate(rule.to or []):
+        for j, peer in enumerate(getattr(rule, "to", None) or []):
             for k, text in enumerate(getattr(peer, "networks", None) or []):
                 if has_host_bits(text):
                     out.append(f"spec.egress[{i}].to[{j}].networks[{k}]: {text} has host bits set; "
