@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Any, Callable
 
 import dns.exception
 import dns.message
@@ -87,16 +87,8 @@ class DnsProxy:
 
     def _serve_udp(self) -> None:
         assert self._udp is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._udp, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                if not sel.select(timeout=0.5):
-                    continue
-                try:
-                    query, client = self._udp.recvfrom(MAX_UDP_ANSWER)
-                except OSError:
-                    continue
-                self._pool.submit(self._answer_udp, query, client)
+        udp = self._udp
+        self._serve(udp, lambda: (self._answer_udp, *udp.recvfrom(MAX_UDP_ANSWER)))
 
     def _answer_udp(self, query: bytes, client: tuple[str, int]) -> None:
         answer = self.resolve(query, tcp=False)
@@ -108,16 +100,22 @@ class DnsProxy:
 
     def _serve_tcp(self) -> None:
         assert self._tcp is not None
+        tcp = self._tcp
+        self._serve(tcp, lambda: (self._answer_tcp, tcp.accept()[0]))
+
+    def _serve(self, sock: socket.socket, receive: Callable[[], tuple[Any, ...]]) -> None:
+        """Until closed: wait for `sock`, take what came (`receive`: the handler and its arguments)
+        and hand it to the worker pool."""
         with selectors.DefaultSelector() as sel:
-            sel.register(self._tcp, selectors.EVENT_READ)
+            sel.register(sock, selectors.EVENT_READ)
             while not self._stop.is_set():
                 if not sel.select(timeout=0.5):
                     continue
                 try:
-                    conn, _ = self._tcp.accept()
+                    handler, *args = receive()
                 except OSError:
                     continue
-                self._pool.submit(self._answer_tcp, conn)
+                self._pool.submit(handler, *args)
 
     def _answer_tcp(self, conn: socket.socket) -> None:
         with conn:

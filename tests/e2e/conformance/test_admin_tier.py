@@ -4,6 +4,8 @@ Every `CNPAdminTier*` test of cases.yaml (transcribed from kubernetes-sigs/netwo
 each subtest with upstream's clients, servers, ports and verdicts. A test that pokes a
 host-network server (node peers) cannot run here: the lab has no host-network pods, and `nodes`
 peers are refused. SCTP pokes are checked by trace only (this kernel has no SCTP).
+The tiers are two modules (this and test_baseline_tier.py, alike but for the prefix) so that
+`make test` runs them on its two workers, each with its own lab.
 """
 
 from __future__ import annotations
