@@ -89,3 +89,22 @@ def test_an_address_matches_a_name_rule_only_once_learned_for_it(state: DesiredS
     assert Interpreter(program).run_base_chain(packet, "egress").verdict == "drop"
     assert Interpreter(program, {api4: {"198.19.1.7"}}).run_base_chain(packet, "egress").verdict == "accept"
     assert Interpreter(program, {api4: {"198.19.1.8"}}).run_base_chain(packet, "egress").verdict == "drop"
+
+
+@pytest.mark.parametrize("action,mode,verdict,rule", [
+    ("deny", "enforce", "deny", "no-exfil/to-paste"),
+    ("reject", "enforce", "reject", "no-exfil/to-paste"),
+    ("pass", "enforce", "deny", "x/default-deny/egress"),      # the platform passes; nothing allows it after
+    ("deny", "audit", "deny", "x/default-deny/egress"),         # audit: recorded as would-deny, decides nothing
+])
+def test_a_name_rule_takes_every_action_and_audit_mode_in_any_tier(action: str, mode: str, verdict: str,
+                                                                    rule: str) -> None:
+    guard = {"apiVersion": "stockade.io/v1", "kind": "GlobalPolicy", "metadata": {"name": "no-exfil"},
+             "spec": {"tier": "platform", "mode": mode, "appliesTo": {"selector": {}},
+                      "egress": [{"id": "to-paste", "action": action, "to": [{"fqdn": "*.paste.example"}]}]}}
+    state = DesiredState.from_objects(1, [parse_object(d) for d in [*docs(), guard]])
+    r = trace_flow(state, Flow(("x", "a"), ("x", "a"), "tcp", 443, dst_fqdn="bin.paste.example"))
+    assert (r.verdict, r.deciding_rule) == (verdict, rule)
+    actions = [s["action"] for s in r.egress.rules if s["rule"] == "no-exfil/to-paste"]
+    assert actions == [{"deny": "drop", "reject": "reject", "pass": "pass"}[action] if mode == "enforce"
+                       else "would-deny"]
