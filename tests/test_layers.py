@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "stockade"
 # Which part each module belongs to: the package under stockade/, or for the top-level modules
 # the part they serve. "Base" holds what every layer may use (errors, redaction, private files).
 TOP_LEVEL = {"client": "Client", "transport": "Client", "listing": "Client", "client_config": "Client",
-             "errors": "Base", "redaction": "Base", "private_files": "Base", "clock": "Base",
+             "errors": "Base", "build_info": "Base", "redaction": "Base", "private_files": "Base", "clock": "Base",
              "durations": "Base", "__main__": "Cli",
              "__init__": "Base"}
 PACKAGES = {"model": "Model", "compile": "Compile", "nft": "Nft", "dataplane": "Dataplane", "agent": "Agent",

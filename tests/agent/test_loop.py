@@ -476,4 +476,6 @@ def test_watch_brings_changes_to_the_kernel_and_status_reports_them(netns: str, 
     assert sum(s.value for s in ok) >= 2  # the empty program, then the shop
     rules = {s.labels["rule"] for s in families["stockade_rule_packets"].samples}
     assert "shop/web/http" in rules and "shop/default-deny/ingress" in rules
+    http = next(s for s in families["stockade_rule_packets"].samples if s.labels["rule"] == "shop/web/http")
+    assert (http.labels["namespace"], http.labels["policy"], http.labels["direction"]) == ("shop", "web", "ingress")
     assert families["stockade_agent_enforced_revision"].samples[0].value >= 1

@@ -249,7 +249,7 @@ def test_metrics_parse_and_count(admin: ControllerClient, agent: ControllerClien
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("stockade_controller_revision", ())] == 1
-    assert samples[("stockade_agent_enforced_revision", (("host", "hv1"),))] == 1
+    assert samples[("stockade_controller_host_revision", (("host", "hv1"),))] == 1
     assert samples[("stockade_api_requests_total", (("route", "/api/v1/apply"), ("status", "200")))] == 1
     assert samples[("stockade_api_requests_total", (("route", "/api/v1/apply"), ("status", "403")))] == 1
 

@@ -49,7 +49,8 @@ def test_metrics_of_controller_and_agents_move_with_rollouts_and_traffic(obs: La
     controller = obs.controller_metrics()
     assert controller[("stockade_controller_revision", ())] >= 1
     assert controller[("stockade_policy_rollout_seconds_count", ())] >= 2  # both agents, first apply
-    rule = ("stockade_rule_packets_total", (("rule", "shop/web/http-from-lb"),))
+    rule = ("stockade_rule_packets_total", (("direction", "ingress"), ("namespace", "shop"), ("policy", "web"),
+                                            ("rule", "shop/web/http-from-lb")))
     before = obs.agent_metrics("hv2").get(rule, 0.0)
     for _ in range(3):
         assert _probe(obs, "shop/lb-1", "shop/web-2", "tcp", 8080) == "allowed"

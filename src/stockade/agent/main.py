@@ -111,6 +111,7 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
                   on_controller_error=metrics.controller_error, saved=saved,
                   forget_connections=forget_connections, link_events=LinkEventReader,
                   carrier=ConnectionCarrier(client, observe=metrics.moved) if settings.carry_connections else None)
+    metrics.watch_link(lambda: agent.status.controller_reachable)
     return agent, metrics
 
 

@@ -3,19 +3,22 @@
 - `stockade_agent_transactions_total{kind,result}`: kernel transactions (full | delta) by result.
 - `stockade_agent_transaction_seconds`: compile + apply time of each transaction.
 - `stockade_agent_enforced_revision`, `stockade_agent_in_sync`.
+- `stockade_agent_controller_reachable`: 1 while the last list or watch of the controller answered.
+- `stockade_build_info{component,version,python}` and `process_*` (build_info.py).
 - `stockade_agent_drift_repairs_total`: hand edits of the table that were undone.
 - `stockade_agent_controller_errors_total`: lists and watches of the controller that failed
   (unreachable, refused, timed out); it rises once per retry while the controller is away, and
   the last program stays in force meanwhile.
 - `stockade_agent_rules_programmed`, `stockade_agent_set_elements`: size of the program.
-- `stockade_rule_packets_total{rule}` / `stockade_rule_bytes_total{rule}`: the kernel's
-  per-rule counters, summed per rule id, read from the kernel at scrape time.
+- `stockade_rule_packets_total{namespace,policy,rule,direction}` / `stockade_rule_bytes_total{...}`:
+  the kernel's per-rule counters, summed per rule id (`rule`, as trace and flows name it) and
+  direction, read from the kernel at scrape time.
 - `stockade_agent_unknown_interface_drops_total`: packets from or to a port in the workload
   naming scheme that has no program here (a VM started before its object exists, or whose
   object was deleted), dropped: Stockade fails closed. Read from the kernel at scrape time, from
   both tables (a bridge port is dropped in `bridge stockade_ports`).
-- `stockade_flow_records_total{verdict}`: flow records made from logged packets.
-- `stockade_flow_records_dropped_total{reason}`: records lost: `queue` (the agent's
+- `stockade_agent_flow_records_total{verdict}`: flow records made from logged packets.
+- `stockade_agent_flow_records_dropped_total{reason}`: records lost: `queue` (the agent's
   bounded queue was full), `kernel` (NFLOG could not deliver: socket buffer full),
   `ratelimit` (decided above the kernel's logging rate, so never logged).
 """
@@ -30,8 +33,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.build_info import add_process_metrics
 from stockade.compile.host import UNKNOWN_INTERFACE
-from stockade.dataplane.nft_driver import counters_by_comment
+from stockade.dataplane.nft_driver import counters_by_rule
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,23 @@ log = logging.getLogger(__name__)
 _NOT_RULES = ("tier-passed", "invalid", "neighbour-discovery", "workload-to-host", UNKNOWN_INTERFACE)
 
 
+def rule_owner(rule: str) -> tuple[str, str]:
+    """(namespace, policy) of a rule id: `ns/policy/rule` (a namespaced policy, or a namespace's
+    default `ns/default-deny/egress`), `policy/rule` (cluster-wide: no namespace)."""
+    parts = rule.split("/")
+    if len(parts) >= 3:
+        return parts[0], parts[1]
+    return "", parts[0] if len(parts) == 2 else ""
+
+
 class _RuleCounters(Collector):
     def __init__(self, reconciler: Reconciler) -> None:
         self._reconciler = reconciler
 
     def collect(self) -> Iterator[Metric]:
-        packets = CounterMetricFamily("stockade_rule_packets", "Packets matched per rule id", labels=["rule"])
-        octets = CounterMetricFamily("stockade_rule_bytes", "Bytes matched per rule id", labels=["rule"])
+        labels = ["namespace", "policy", "rule", "direction"]
+        packets = CounterMetricFamily("stockade_rule_packets", "Packets matched per rule", labels=labels)
+        octets = CounterMetricFamily("stockade_rule_bytes", "Bytes matched per rule", labels=labels)
         # The bridge table (bridged workloads' ports) counts its drops too: the fail-closed ones
         # of unknown ports go into the same total. Drivers that have no such table have no lister.
         list_ports = getattr(self._reconciler.driver, "list_ports_table", None)
@@ -55,20 +69,24 @@ class _RuleCounters(Collector):
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because nft did
             log.warning("reading rule counters failed: %r", e)
             listing, ports = {}, {}
-        counts = counters_by_comment(listing)
-        for comment, (p, b) in counters_by_comment(ports).items():
-            have = counts.get(comment, (0, 0))
-            counts[comment] = (have[0] + p, have[1] + b)
-        for rule, (p, b) in sorted(counts.items()):
+        counts = counters_by_rule(listing)
+        for key, (p, b) in counters_by_rule(ports).items():
+            have = counts.get(key, (0, 0))
+            counts[key] = (have[0] + p, have[1] + b)
+        unknown = 0
+        for (rule, direction), (p, b) in sorted(counts.items()):
+            if rule == UNKNOWN_INTERFACE:
+                unknown += p
             if rule in _NOT_RULES or rule.startswith("tier "):
                 continue
-            packets.add_metric([rule], p)
-            octets.add_metric([rule], b)
+            values = [*rule_owner(rule), rule, direction]
+            packets.add_metric(values, p)
+            octets.add_metric(values, b)
         yield packets
         yield octets
         yield CounterMetricFamily("stockade_agent_unknown_interface_drops",
                                   "Packets dropped from or to a workload port that has no program (fail closed)",
-                                  value=counts.get(UNKNOWN_INTERFACE, (0, 0))[0])
+                                  value=unknown)
 
 
 class _DnsLearning:
@@ -108,9 +126,9 @@ class AgentMetrics:
                                          "Lists and watches of the controller that failed", registry=r)
         self.rules = Gauge("stockade_agent_rules_programmed", "Kernel rules in the program", registry=r)
         self.elements = Gauge("stockade_agent_set_elements", "Set elements in the program", registry=r)
-        self.flow_records = Counter("stockade_flow_records", "Flow records made from logged packets",
+        self.flow_records = Counter("stockade_agent_flow_records", "Flow records made from logged packets",
                                     ["verdict"], registry=r)
-        self.flow_records_dropped = Counter("stockade_flow_records_dropped", "Flow records lost, by reason",
+        self.flow_records_dropped = Counter("stockade_agent_flow_records_dropped", "Flow records lost, by reason",
                                             ["reason"], registry=r)
         for reason in ("queue", "kernel", "ratelimit"):
             self.flow_records_dropped.labels(reason)  # present at 0 from the start
@@ -132,6 +150,15 @@ class AgentMetrics:
         self._learned: Any = None
         r.register(_RuleCounters(reconciler))
         self._reconciler = reconciler
+        add_process_metrics(r, "agent")
+        # The link to the controller (issue 19): 1 while its last list or watch answered.
+        self.controller_reachable = Gauge("stockade_agent_controller_reachable",
+                                          "1 while the agent's last list or watch of the controller answered",
+                                          registry=r)
+
+    def watch_link(self, reachable: Callable[[], bool]) -> None:
+        """Read the link's state at scrape time from the agent's status."""
+        self.controller_reachable.set_function(lambda: 1.0 if reachable() else 0.0)
 
     def watch_dns(self, proxy: Any, learned: Any) -> None:
         """Export the proxy's query counts and the learner's names and addresses (read when scraped)."""

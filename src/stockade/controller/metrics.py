@@ -1,17 +1,22 @@
 """The controller's Prometheus metrics, in a registry of its own (one per app, so tests and
 several apps in one process never share or clash).
 
+Every name starts with `stockade_controller_` (or is the controller's own, `stockade_api_*`,
+`stockade_policy_rollout_seconds`): what the controller knows of hosts is named for the controller,
+never like the agents' own metrics, so that no two components export one name with two meanings.
+
 - `stockade_controller_revision`: the store's revision.
-- `stockade_agent_enforced_revision{host}`: the revision each agent last reported enforcing.
-- `stockade_agent_reporting{host}`: 1 when that agent reported within the staleness window.
-- `stockade_agent_lag_revisions{host}`: controller revision minus the revision the agent enforces.
+- `stockade_controller_host_revision{host}`: the revision each host's agent last reported enforcing.
+- `stockade_controller_host_reporting{host}`: 1 when that agent reported within the staleness window.
+- `stockade_controller_host_lag_revisions{host}`: controller revision minus the host's.
 - `stockade_controller_long_polls{kind}`: long-polls waiting right now: `watch` (about one per
   connected agent) and `flows` (followers such as `stockade flows --follow`).
 - `stockade_api_requests_total{route,status}`: requests by route template (never the raw
   path, so object names cannot blow up the label set) and HTTP status.
-- `stockade_flow_records_received_total{host}`: flow records accepted from each agent.
-- `stockade_flow_records_dropped_total{host}`: flow records lost on the way: those the agent
+- `stockade_controller_flow_records_received_total{host}`: flow records accepted from each agent.
+- `stockade_controller_flow_records_lost_total{host}`: flow records lost on the way: those the agent
   reported dropped or sampled away, plus those the controller evicted from its bounded history.
+- `stockade_build_info{component,version,python}` and `process_*` (build_info.py).
 - `stockade_policy_rollout_seconds`: histogram of revision committed → first report of each
   agent enforcing it in sync; one observation per (host, revision).
 
@@ -27,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stockade.build_info import add_process_metrics
 from stockade.controller.service import ControllerService
 
 Scope = MutableMapping[str, Any]
@@ -45,24 +51,24 @@ class _StateCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("stockade_controller_revision", "Latest revision of the desired state")
-        yield GaugeMetricFamily("stockade_agent_enforced_revision", "Revision the agent enforces", labels=["host"])
-        yield GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently", labels=["host"])
-        yield GaugeMetricFamily("stockade_agent_lag_revisions", "Controller revision minus the agent's",
+        yield GaugeMetricFamily("stockade_controller_host_revision", "Revision the host's agent last reported enforcing", labels=["host"])
+        yield GaugeMetricFamily("stockade_controller_host_reporting", "1 if the host's agent reported recently", labels=["host"])
+        yield GaugeMetricFamily("stockade_controller_host_lag_revisions", "Controller revision minus the host's",
                                 labels=["host"])
         yield GaugeMetricFamily("stockade_controller_long_polls", "Long-polls waiting now", labels=["kind"])
-        yield CounterMetricFamily("stockade_flow_records_received", "Flow records received", labels=["host"])
-        yield CounterMetricFamily("stockade_flow_records_dropped", "Flow records dropped (agent) or evicted",
+        yield CounterMetricFamily("stockade_controller_flow_records_received", "Flow records received from each host", labels=["host"])
+        yield CounterMetricFamily("stockade_controller_flow_records_lost", "Flow records a host reported dropped, or the controller evicted",
                                   labels=["host"])
 
     def collect(self) -> Iterator[Metric]:
         status = self._service.status()
         yield GaugeMetricFamily("stockade_controller_revision", "Latest revision of the desired state",
                                 value=status.revision)
-        enforced = GaugeMetricFamily("stockade_agent_enforced_revision", "Revision the agent enforces",
+        enforced = GaugeMetricFamily("stockade_controller_host_revision", "Revision the host's agent last reported enforcing",
                                      labels=["host"])
-        reporting = GaugeMetricFamily("stockade_agent_reporting", "1 if the agent reported recently",
+        reporting = GaugeMetricFamily("stockade_controller_host_reporting", "1 if the host's agent reported recently",
                                       labels=["host"])
-        lag = GaugeMetricFamily("stockade_agent_lag_revisions", "Controller revision minus the agent's",
+        lag = GaugeMetricFamily("stockade_controller_host_lag_revisions", "Controller revision minus the host's",
                                 labels=["host"])
         for agent in status.agents:
             enforced.add_metric([agent.host], agent.report.revision)
@@ -76,11 +82,11 @@ class _StateCollector(Collector):
             waiting.add_metric([kind], n)
         yield waiting
         counts = self._service.flow_log.counts()
-        received = CounterMetricFamily("stockade_flow_records_received", "Flow records received",
+        received = CounterMetricFamily("stockade_controller_flow_records_received", "Flow records received from each host",
                                        labels=["host"])
         for host, n in sorted(counts.received.items()):
             received.add_metric([host], n)
-        dropped = CounterMetricFamily("stockade_flow_records_dropped", "Flow records dropped (agent) or evicted",
+        dropped = CounterMetricFamily("stockade_controller_flow_records_lost", "Flow records a host reported dropped, or the controller evicted",
                                       labels=["host"])
         for host, n in counts.dropped_total().items():
             dropped.add_metric([host], n)
@@ -97,6 +103,7 @@ class ControllerMetrics:
                                  "Revision committed to first report of each agent enforcing it in sync",
                                  buckets=ROLLOUT_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(service))
+        add_process_metrics(self.registry, "controller")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

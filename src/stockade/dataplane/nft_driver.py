@@ -152,6 +152,30 @@ def _without_learned(item: Any) -> Any:
     return item
 
 
+_CHAIN_DIRECTIONS = {"_eg": "egress", "_in": "ingress"}  # compile.program.DIR_SUFFIX, as chain names end
+
+
+def counters_by_rule(listing: dict[str, Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Packets and bytes per (rule id, direction): the direction from the chain the kernel rule is
+    in (policy, record and workload chains end `_eg`/`_in`), else from an id that says it
+    (`ns/default-deny/egress`), else ""."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for item in listing.get("nftables", []):
+        rule = item.get("rule")
+        if not rule or "comment" not in rule:
+            continue
+        comment = rule["comment"]
+        chain = str(rule.get("chain", ""))
+        direction = _CHAIN_DIRECTIONS.get(chain[-3:]) or next(
+            (d for d in ("egress", "ingress") if comment.endswith("/" + d)), "")
+        for expr in rule.get("expr", []):
+            counter = expr.get("counter") if isinstance(expr, dict) else None
+            if isinstance(counter, dict):
+                p, b = out.get((comment, direction), (0, 0))
+                out[(comment, direction)] = (p + counter.get("packets", 0), b + counter.get("bytes", 0))
+    return out
+
+
 def counters_by_comment(listing: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Packets and bytes per rule comment (rule id), summed over the kernel rules of one policy rule."""
     out: dict[str, tuple[int, int]] = {}
