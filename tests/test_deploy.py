@@ -47,3 +47,28 @@ def test_the_backup_timer_starts_the_backup_service_and_the_service_keeps_its_fi
     assert "STOCKADE_CONTROLLER=" in service and "STOCKADE_CA=" in service
     config = (Path(__file__).resolve().parent.parent / "src" / "stockade" / "client_config.py").read_text()
     assert '"STOCKADE_CONTROLLER"' in config and '"STOCKADE_CA"' in config
+
+
+PROMETHEUS = DEPLOY / "prometheus"
+
+
+def test_the_sli_and_alert_rules_pass_promtools_checks_and_unit_tests() -> None:
+    """Issue 19: the recording and burn-rate rules Prometheus would load, checked and unit-tested by
+    Debian's promtool (deploy/prometheus/tests: each alert firing when, and only when, it should)."""
+    checked = subprocess.run(["promtool", "check", "rules", str(PROMETHEUS / "stockade-rules.yml")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+    tested = subprocess.run(["promtool", "test", "rules", "stockade-rules-test.yml"], cwd=PROMETHEUS / "tests",
+                            capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+def test_the_rules_name_only_metrics_stockade_exports() -> None:
+    """A rule on a renamed metric would silently record nothing: every stockade_* name the rules
+    read is one docs/operations.md lists (which a test holds to what the code exports)."""
+    rules = (PROMETHEUS / "stockade-rules.yml").read_text()
+    docs = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    read = set(re.findall(r"\b(stockade_[a-z_]+?)(?:_bucket|_count|_sum)?\b[\[{( ]", rules))
+    assert read, "the rules read no metric"
+    missing = sorted(n for n in read if f"`{n}" not in docs)
+    assert not missing, missing

@@ -9,6 +9,7 @@ never like the agents' own metrics, so that no two components export one name wi
 - `stockade_controller_host_revision{host}`: the revision each host's agent last reported enforcing.
 - `stockade_controller_host_reporting{host}`: 1 when that agent reported within the staleness window.
 - `stockade_controller_host_lag_revisions{host}`: controller revision minus the host's.
+- `stockade_controller_host_in_sync{host}`: 1 if the host's agent last reported its kernel equal to its program.
 - `stockade_controller_long_polls{kind}`: long-polls waiting right now: `watch` (about one per
   connected agent) and `flows` (followers such as `stockade flows --follow`).
 - `stockade_api_requests_total{route,status}`: requests by route template (never the raw
@@ -55,6 +56,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("stockade_controller_host_reporting", "1 if the host's agent reported recently", labels=["host"])
         yield GaugeMetricFamily("stockade_controller_host_lag_revisions", "Controller revision minus the host's",
                                 labels=["host"])
+        yield GaugeMetricFamily("stockade_controller_host_in_sync",
+                                "1 if the host's agent last reported its kernel equal to its program", labels=["host"])
         yield GaugeMetricFamily("stockade_controller_long_polls", "Long-polls waiting now", labels=["kind"])
         yield CounterMetricFamily("stockade_controller_flow_records_received", "Flow records received from each host", labels=["host"])
         yield CounterMetricFamily("stockade_controller_flow_records_lost", "Flow records a host reported dropped, or the controller evicted",
@@ -70,13 +73,18 @@ class _StateCollector(Collector):
                                       labels=["host"])
         lag = GaugeMetricFamily("stockade_controller_host_lag_revisions", "Controller revision minus the host's",
                                 labels=["host"])
+        in_sync = GaugeMetricFamily("stockade_controller_host_in_sync",
+                                    "1 if the host's agent last reported its kernel equal to its program",
+                                    labels=["host"])
         for agent in status.agents:
+            in_sync.add_metric([agent.host], 1.0 if agent.report.in_sync else 0.0)
             enforced.add_metric([agent.host], agent.report.revision)
             reporting.add_metric([agent.host], 1.0 if agent.reporting else 0.0)
             lag.add_metric([agent.host], max(0, status.revision - agent.report.revision))
         yield enforced
         yield reporting
         yield lag
+        yield in_sync
         waiting = GaugeMetricFamily("stockade_controller_long_polls", "Long-polls waiting now", labels=["kind"])
         for kind, n in sorted(self._service.long_polls().items()):
             waiting.add_metric([kind], n)
