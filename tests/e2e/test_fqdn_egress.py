@@ -30,6 +30,7 @@ SHORT_TTL = 3  # seconds (the lab's agents learn with a 1 s minimum)
 EXTERNALS = {
     # name: (its DNS names, ttl, CNAMEs pointing at its first name)
     "partner": (["api.partner.example"], 300, []),
+    "first": (["first.partner.example"], 300, []),   # resolved by one test only: "not before" holds in any order
     "other": (["other.partner.example"], 300, []),
     "cdn": (["img.cdn.example"], 300, []),
     "hosting": (["lb.hosting.example"], 300, ["www.partner.example"]),
@@ -63,7 +64,8 @@ spec:
       ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]
     - id: partner-api
       action: allow
-      to: [{{fqdn: api.partner.example}}, {{fqdn: www.partner.example}}, {{fqdn: short.partner.example}}]
+      to: [{{fqdn: api.partner.example}}, {{fqdn: www.partner.example}}, {{fqdn: short.partner.example}},
+           {{fqdn: first.partner.example}}]
       ports: [{{protocol: TCP, port: 443}}]
     - id: cdn
       action: allow
@@ -162,10 +164,10 @@ def connect(lab: Lab, workload: str, ip: str, port: int) -> str:
 
 def test_the_first_connection_after_a_lookup_is_allowed_and_not_before(world) -> None:
     lab, ext = world
-    partner = ipv4(ext["partner"])
-    assert connect(lab, "client", partner, 443) == "denied"  # an address nobody resolved yet
-    assert resolve_and_connect(lab, "client", "api.partner.example", 443) == (partner, "allowed")
-    assert connect(lab, "client", partner, 80) == "denied"   # the rule's port only
+    first = ipv4(ext["first"])
+    assert connect(lab, "client", first, 443) == "denied"  # an address nobody resolved yet
+    assert resolve_and_connect(lab, "client", "first.partner.example", 443) == (first, "allowed")
+    assert connect(lab, "client", first, 80) == "denied"   # the rule's port only
 
 
 def test_another_name_in_the_same_range_stays_denied(world) -> None:

@@ -70,7 +70,7 @@ def test_the_lab_runs_three_etcd_members_and_three_controller_replicas(replicate
     status = replicated.json("lab", "status")
     roles = sorted((p["role"], p["name"]) for p in status["processes"] if p["alive"])
     assert roles == [("agent", "agent-hv1"), ("agent", "agent-hv2"), ("controller", "controller"),
-                     ("controller", "controller-2"), ("controller", "controller-3"),
+                     ("controller", "controller-2"), ("controller", "controller-3"), ("dns", "dns"),
                      ("etcd", "etcd-1"), ("etcd", "etcd-2"), ("etcd", "etcd-3")]
     assert len(replicated.context().controller.split(",")) == 3  # the CLI knows every replica
     assert verdicts(replicated) == expected()

@@ -63,14 +63,21 @@ def up(hosts: Optional[int] = typer.Option(None, "--hosts", min=1, max=240,
        store: Optional[str] = typer.Option(None, "--store", help="sqlite (default) or etcd: a 3-member etcd "
                                            "cluster in the lab; fixed when the lab is made."),
        controllers: Optional[int] = typer.Option(None, "--controllers", min=1, max=3,
-                                                 help="Controller replicas (default 1; more need --store etcd).")
+                                                 help="Controller replicas (default 1; more need --store etcd)."),
+       with_prometheus: bool = typer.Option(False, "--prometheus",
+                                            help="Also run Debian's Prometheus on the fabric, scraping the "
+                                                 "controller(s) and agents with Stockade's SLI rules.")
        ) -> None:
     """Build the lab and start its controller(s), agents (and etcd); idempotent. Configures the CLI."""
-    from stockade.lab import state, supervisor
+    from stockade.lab import prometheus, state, supervisor
 
-    st = _run(lambda: supervisor.up(state.LabSettings.from_env(), hosts, store, controllers))
+    settings = state.LabSettings.from_env()
+    st = _run(lambda: supervisor.up(settings, hosts, store, controllers, with_prometheus))
     _render(st)
     _out.print(f"ready: the CLI now talks to {st.controller_url}", highlight=False)
+    if prometheus.wanted(settings):
+        _out.print(f"Prometheus: http://{prometheus.address()} inside the control-plane netns "
+                   f"(`ip netns exec {st.prefix}-cp curl ...`)", highlight=False)
 
 
 @lab_app.command()

@@ -65,8 +65,8 @@ def running_vms(settings: LabSettings) -> list[str]:
 def role(name: str) -> str:
     if name.startswith("vm-"):
         return "vm"
-    if name == "dns":
-        return "dns"
+    if name in ("dns", "prometheus"):
+        return name
     return "controller" if name.startswith("controller") else "etcd" if name.startswith("etcd-") else "agent"
 
 
@@ -81,6 +81,8 @@ def _marker(name: str) -> list[str]:
         return ["-name", f"stockade-{name}"]  # lab.vms names the QEMU guest after its process
     if kind == "dns":
         return ["--keep-in-foreground", "--no-resolv"]  # lab.outside's dnsmasq
+    if kind == "prometheus":
+        return ["--storage.tsdb.retention.time=1d"]      # lab.prometheus
     return ["stockade.lab.agent", "run", "--host", name.removeprefix("agent-")]
 
 

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stockade.errors import LabError
-from stockade.lab import cli_context, commands, moves, naming, outside, pki, processes, readiness, resolv, tokens, topology
+from stockade.lab import (cli_context, commands, moves, naming, outside, pki, processes, prometheus, readiness,
+                          resolv, tokens, topology)
 from stockade.lab.processes import ProcessStatus, agent_name, controller_name
 from stockade.lab.state import LabRecord, LabSettings, read_record, remove_known_files, write_record
 
@@ -57,7 +58,7 @@ class LabStatus:
 # ------------------------------------------------------------------ up
 
 def up(settings: LabSettings, hosts: int | None = None, store: str | None = None,
-       controllers: int | None = None) -> LabStatus:
+       controllers: int | None = None, with_prometheus: bool = False) -> LabStatus:
     """Bring the lab up (or complete it); returns its status once every agent has reported.
 
     `store` (sqlite, the default, or etcd: a 3-member cluster in the control-plane netns) is
@@ -128,6 +129,8 @@ def up(settings: LabSettings, hosts: int | None = None, store: str | None = None
     admin = settings.admin_token.read_text().strip()
     cli_context.write_cli_config(settings, record, admin)
     readiness.wait_agents(settings, record, admin)
+    if with_prometheus or prometheus.wanted(settings):  # once asked for, it stays with the lab
+        prometheus.ensure(settings, record.host_names, replicas)
     return status(settings)
 
 
@@ -184,7 +187,7 @@ def down(settings: LabSettings) -> list[str]:
     names = [p.stem for p in settings.run_dir.glob("*.pid")] if settings.run_dir.exists() else []
     # VMs and agents first: a stopping agent must not find its controller gone and log noise for
     # nothing; then the controllers, then the store they use.
-    for role in ("vm", "agent", "controller", "etcd", "dns"):
+    for role in ("vm", "prometheus", "agent", "controller", "etcd", "dns"):
         removed += [f"process {n}" for n in processes.stop(settings, sorted(n for n in names
                                                                             if processes.role(n) == role))]
     removed += [f"netns {n}" for n in topology.teardown(settings.prefix, kill_processes=True)]
@@ -216,6 +219,8 @@ def status(settings: LabSettings) -> LabStatus:
     running += [processes.process_status(settings, vm) for vm in processes.running_vms(settings)]
     if record:
         running.append(processes.process_status(settings, outside.DNS_PROCESS))
+    if record and prometheus.wanted(settings):
+        running.append(processes.process_status(settings, prometheus.PROCESS))
     alive = {p.name: p.alive for p in running}
     by_host = {h.name: h for h in inventory.hosts}
     hosts = []
