@@ -28,7 +28,8 @@ demo: install
 	@sleep 1; echo; echo "Flow records of the probes above, as the agents logged them:"
 	stockade flows --limit 30
 
-# Two workers (this machine's cores), a test module per worker at a time so that a module's
+# Three workers on this machine's two cores (lab tests spend much of their time waiting on
+# processes, timeouts and the kernel), a test module per worker at a time so that a module's
 # lab is built once; tests run in a random order (pytest-randomly) whose seed is printed first:
 # `make test SEED=N` replays it. See docs/testing.md.
 ifndef SEED
@@ -37,7 +38,7 @@ endif
 test: install
 	$(PY) -m tests.preflight
 	@echo "tests in random order, seed $(SEED): replay with make test SEED=$(SEED)"
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25 -p randomly --randomly-seed=$(SEED)
+	$(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadfile --durations=25 -p randomly --randomly-seed=$(SEED)
 
 # The benchmark suite (issue 8): figures as ratios measured in one run; writes bench/results.json.
 bench: install

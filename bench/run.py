@@ -46,7 +46,7 @@ FIGURES: dict[str, tuple[Callable[[], Figure], Callable[[], Figure], int]] = {
     "migration": (lambda: migration.run(6, 10),
                   lambda: migration.run(1, 2), 300),
     "fqdn": (lambda: fqdn.run(10_000, 300, 2000),
-             lambda: fqdn.run(50, 20, 200), 300),
+             lambda: fqdn.run(20, 10, 100), 300),
 }
 
 

@@ -40,7 +40,7 @@ from tests.e2e.conftest import Lab
 
 pytestmark = pytest.mark.kernel
 
-EXAMPLES = 20             # about 1.5 s each on two cores: the module takes about 35 s
+EXAMPLES = 15             # about 1.5 s each on two cores: the module takes about 28 s
 FLOWS_PER_EXAMPLE = 8     # probed three at a time: more flows per policy set cost little
 PROBE_TIMEOUT = 0.5       # a denied flow costs this much
 SEEN = {"allowed": "allow", "denied": "deny", "rejected": "reject"}

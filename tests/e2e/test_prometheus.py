@@ -46,7 +46,7 @@ def value(lab: Lab, promql: str) -> float | None:
     return float(found[0]["value"][1]) if found else None
 
 
-def test_it_scrapes_every_component_and_computes_the_slis(lab: Lab) -> None:
+def test_it_scrapes_every_component_computes_the_slis_and_pages_when_an_agent_dies(lab: Lab) -> None:
     processes = {p["name"]: p for p in lab.json("lab", "status")["processes"]}
     assert processes["prometheus"]["role"] == "prometheus" and processes["prometheus"]["alive"]
     wait_until(lambda: value(lab, 'count(up{job="stockade-agent"} == 1)') == 2, "both agents scraped", timeout=30)
@@ -59,21 +59,14 @@ def test_it_scrapes_every_component_and_computes_the_slis(lab: Lab) -> None:
     groups = {g["name"] for g in api(lab, "/api/v1/rules")["groups"]}
     assert groups == {"stockade-sli", "stockade-slo-error-ratios", "stockade-burn-rate-alerts"}
     assert not [a for a in api(lab, "/api/v1/alerts")["alerts"] if a["state"] == "firing"]
-
-
-def test_an_agent_that_goes_down_burns_the_budget_and_pages(lab: Lab) -> None:
+    # Then the fault (one test: the order of tests is random): an agent killed, the SLI halves,
+    # and the fast-burn page fires.
     lab.kill9("agent-hv2")
-    try:
-        wait_until(lambda: value(lab, "stockade:agents_up:ratio") == 0.5, "the SLI to see one agent down",
-                   timeout=30)
+    wait_until(lambda: value(lab, "stockade:agents_up:ratio") == 0.5, "the SLI to see one agent down", timeout=30)
 
-        def paging() -> list[dict[str, Any]]:
-            return [a for a in api(lab, "/api/v1/alerts")["alerts"]
-                    if a["labels"]["alertname"] == "StockadeAgentsDownBudgetBurn" and a["state"] == "firing"]
+    def paging() -> list[dict[str, Any]]:
+        return [a for a in api(lab, "/api/v1/alerts")["alerts"]
+                if a["labels"]["alertname"] == "StockadeAgentsDownBudgetBurn" and a["state"] == "firing"]
 
-        [alert] = wait_until(paging, "the burn-rate alert to fire", timeout=30)
-        assert alert["labels"]["severity"] == "page"
-    finally:
-        lab.cli("lab", "up", "--hosts", "2")  # the agent back (and Prometheus kept)
-    wait_until(lambda: value(lab, 'count(up{job="stockade-agent"} == 1)') == 2, "the agent scraped again",
-               timeout=30)
+    [alert] = wait_until(paging, "the burn-rate alert to fire", timeout=30)
+    assert alert["labels"]["severity"] == "page"

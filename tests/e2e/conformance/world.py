@@ -39,7 +39,7 @@ CASES = yaml.safe_load((HERE / "cases.yaml").read_text())
 HOUSES = {"gryffindor": "harry-potter", "slytherin": "draco-malfoy", "hufflepuff": "cedric-diggory",
           "ravenclaw": "luna-lovegood", "forbidden-forrest": "centaur"}
 SERVED = (("tcp", 80), ("tcp", 8080), ("udp", 53), ("udp", 5353))
-POKE_TIMEOUT = 1.0  # seconds without an answer that make a poke "denied"
+POKE_TIMEOUT = 0.7  # seconds without an answer that make a poke "denied" (answers take milliseconds)
 REPLY = b"conformance ok\n"
 APPLY_TIMEOUT = 60.0
 FLOW_WAIT = 10.0  # seconds for the agents' flow records of a poke to reach the controller
