@@ -35,7 +35,7 @@ from typing import Any
 import dns.message
 
 from stockade.errors import LabError, ValidationError
-from stockade.lab import naming, processes
+from stockade.lab import naming, processes, topology
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import add_address, dump_addrs, dump_links, ensure_up
 from stockade.lab.state import LabSettings
@@ -83,8 +83,6 @@ def build(settings: LabSettings, hosts: list[str]) -> None:
 
 
 def _ensure_outside_netns(prefix: str, name: str, port: str, addresses: tuple[str, str]) -> None:
-    from stockade.lab import topology  # the fabric's helpers; topology does not import this module
-
     if not ns.exists(name):
         ns.create(name)
     ns.write_sysctls(name, _OUTSIDE_SYSCTLS)
