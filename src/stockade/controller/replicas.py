@@ -9,6 +9,7 @@ notifier (the watch then reads the events from the store: the in-memory tail hol
 this replica's commits), and takes the stored agent reports every `reports_interval`.
 
 Only for a shared backend (`Backend.shared`): a SQLite file has one controller. Never writes.
+The thread survives any error and tries again at its next tick.
 """
 
 from __future__ import annotations
@@ -58,4 +59,11 @@ class ReplicaFollower:
             except (StockadeError, OSError) as e:  # the store is away: requests say so themselves
                 if not failing:
                     log.warning("cannot follow the other replicas: %s", getattr(e, "message", e))
+                failing = True
+            except Exception:  # noqa: BLE001 - anything else (a client library's own error, a bad
+                # record) must not end the thread: without it this replica would stop seeing the
+                # others' commits and reports for good, and `apply --wait` through it would wait
+                # for agents it can no longer see.
+                if not failing:
+                    log.exception("following the other replicas failed; trying again")
                 failing = True
