@@ -56,9 +56,16 @@ def test_it_scrapes_every_component_computes_the_slis_and_pages_when_an_agent_di
     assert components == {"controller", "agent"}
     wait_until(lambda: value(lab, "stockade:enforcement_success:ratio") == 1.0, "every host enforcing", timeout=30)
     assert value(lab, "stockade:agents_up:ratio") == 1.0
-    groups = {g["name"] for g in api(lab, "/api/v1/rules")["groups"]}
-    assert groups == {"stockade-sli", "stockade-slo-error-ratios", "stockade-burn-rate-alerts"}
-    assert not [a for a in api(lab, "/api/v1/alerts")["alerts"] if a["state"] == "firing"]
+    loaded = api(lab, "/api/v1/rules")["groups"]
+    assert {g["name"] for g in loaded} == {"stockade-sli", "stockade-slo-error-ratios", "stockade-burn-rate-alerts"}
+    # Every rule evaluates against the lab's real series without error. (Whether an alert fires
+    # before the fault depends on the machine: a first rollout slower than 1 s on a busy CI host
+    # burns the latency budget of a lab a minute old, as it should.)
+    def unhealthy() -> list[tuple[str, str]]:
+        return [(r["name"], r.get("lastError") or r["health"]) for g in api(lab, "/api/v1/rules")["groups"]
+                for r in g["rules"] if r["health"] != "ok"]
+
+    wait_until(lambda: not unhealthy(), "every rule to evaluate without error", timeout=20, describe=unhealthy)
     # Then the fault (one test: the order of tests is random): an agent killed, the SLI halves,
     # and the fast-burn page fires.
     lab.kill9("agent-hv2")
