@@ -24,6 +24,7 @@ state directory and keep their addresses while they exist.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,8 @@ NAT_TABLE = "stockade_lab_outside"
 DEFAULT_TTL = 300
 READY_TIMEOUT = 5.0
 _OUTSIDE_SYSCTLS = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
+# A DNS label, short: it names the netns P-ext-NAME and appears in `lab external list`.
+_EXTERNAL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
 _NODE_NETS = (f"{naming.NODE_V4_NET}.0/{naming.NODE_V4_PREFIXLEN}", f"{naming.NODE_V6_NET}::/{naming.NODE_V6_PREFIXLEN}")
 
 
@@ -147,9 +150,9 @@ def _write_externals(settings: LabSettings, externals: list[External]) -> None:
 def add_external(settings: LabSettings, name: str, dns: list[str], ttl: int, cnames: list[str]) -> External:
     """A new endpoint outside every workload, published under `dns` (and `cnames` to the first name)."""
     where = f"external {name}"
-    if not (name.isascii() and name.replace("-", "").isalnum() and name == name.lower() and 1 <= len(name) <= 20
-            and not name.startswith("-")):
-        raise ValidationError.single(where, "NAME", "1-20 lower-case letters, digits or '-'")
+    if not _EXTERNAL_NAME.fullmatch(name):
+        raise ValidationError.single(where, "NAME", f"{name!r} is not a DNS label of 1-20 lower-case letters, "
+                                                    "digits or '-' (not first or last)")
     if not 1 <= ttl <= 86_400:
         raise ValidationError.single(where, "--ttl", f"{ttl} is not 1-86400 seconds")
     if cnames and not dns:
@@ -212,7 +215,10 @@ def publish(settings: LabSettings, records: list[tuple[str, str, str]], ttl: int
 
 def render_config(externals: list[External], extra: dict[str, Any] | None = None) -> str:
     """dnsmasq's records: every name of every external, with its TTL; aliases as CNAMEs; `publish`ed ones."""
-    lines = ["# Written by `stockade lab` (lab/outside.py): the lab's names, nothing else."]
+    lines = ["# Written by `stockade lab` (lab/outside.py): the lab's names, nothing else.",
+             # Every other name does not exist (NXDOMAIN), as an authoritative server says; without
+             # this, dnsmasq with no upstream REFUSEs them, which resolvers take as a server failure.
+             "local=/#/"]
     for name, v4, v6 in (extra or {}).get("records", []):
         lines.append(f"host-record={name},{v4},{v6},{extra['ttl'] if extra else DEFAULT_TTL}")
     for ext in externals:
