@@ -8,7 +8,7 @@ that is rendered into the kernel, so trace and enforcement cannot disagree.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from stockade.compile.host import CompileOptions, compile_host
@@ -84,8 +84,9 @@ def _address(state: DesiredState, key: tuple[str, str], family: int) -> str:
 def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions(),
                programs: dict[str, Ruleset] | None = None) -> TraceResult:
     """Trace one flow. `programs` caches compiled host programs across calls on the same state."""
+    cache = programs if programs is not None else {}
     if flow.dst_fqdn is not None:
-        return _trace_to_name(state, flow, options, programs)
+        return _trace_to_name(state, flow, options, cache)
     src, dst = state.workloads.get(flow.src), state.workloads.get(flow.dst)
     if src is None or dst is None:
         missing = flow.src if src is None else flow.dst
@@ -93,36 +94,41 @@ def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = Compil
     src_ip, dst_ip = _address(state, flow.src, flow.family), _address(state, flow.dst, flow.family)
     same_host = src.spec.host == dst.spec.host
     src_if, dst_if = workload_interface(src), workload_interface(dst)
+    packet = _packet(flow, src_ip, dst_ip)
+    egress = _side(state, options, cache, src.spec.host, "egress", packet, src_if, dst_if if same_host else UPLINK)
+    if egress.verdict != "allow":
+        return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)
+    ingress = _side(state, options, cache, dst.spec.host, "ingress", packet, src_if if same_host else UPLINK, dst_if)
+    return TraceResult(ingress.verdict, src_ip, dst_ip, egress, ingress)
+
+
+def _packet(flow: Flow, src_ip: str, dst_ip: str) -> Packet:
+    """The flow's first packet (for ICMP an echo request unless the flow says otherwise)."""
     l4 = "ipv6-icmp" if flow.protocol == "icmp" and flow.family == 6 else L4[flow.protocol]
     icmp_type = flow.icmp_type
     if flow.protocol == "icmp" and icmp_type is None:
         icmp_type = 8 if flow.family == 4 else 128  # echo request
-    packet = Packet(flow.family, src_ip, dst_ip, l4, flow.port if flow.protocol != "icmp" else None,
-                    icmp_type, flow.icmp_code if flow.icmp_code is not None else (0 if icmp_type is not None else None))
+    return Packet(flow.family, src_ip, dst_ip, l4, flow.port if flow.protocol != "icmp" else None,
+                  icmp_type, flow.icmp_code if flow.icmp_code is not None else (0 if icmp_type is not None else None),
+                  dst_names=(flow.dst_fqdn,) if flow.dst_fqdn else ())
 
-    def side(host: str, chain: str, iif: str, oif: str) -> SideTrace:
-        cache = programs if programs is not None else {}
-        if host not in cache:
-            cache[host] = compile_host(state, host, options)
-        outcome = Interpreter(cache[host]).run_base_chain(
-            Packet(**{**packet.__dict__, "iifname": iif, "oifname": oif}), chain)
-        return SideTrace(host, VERDICT_WORDS[outcome.verdict],
-                         [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
 
-    egress = side(src.spec.host, "egress", src_if, dst_if if same_host else UPLINK)
-    if egress.verdict != "allow":
-        return TraceResult(egress.verdict, src_ip, dst_ip, egress, None)
-    ingress = side(dst.spec.host, "ingress", src_if if same_host else UPLINK, dst_if)
-    return TraceResult(ingress.verdict, src_ip, dst_ip, egress, ingress)
+def _side(state: DesiredState, options: CompileOptions, programs: dict[str, Ruleset], host: str, chain: str,
+          packet: Packet, iif: str, oif: str) -> SideTrace:
+    """`packet` through one base chain of `host`'s program (compiled once per host into `programs`)."""
+    if host not in programs:
+        programs[host] = compile_host(state, host, options)
+    outcome = Interpreter(programs[host]).run_base_chain(replace(packet, iifname=iif, oifname=oif), chain)
+    return SideTrace(host, VERDICT_WORDS[outcome.verdict],
+                     [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
 
 
 def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
-                   programs: dict[str, Ruleset] | None) -> TraceResult:
+                   programs: dict[str, Ruleset]) -> TraceResult:
     """Egress of `flow.src` to a destination outside the workloads that has the name `flow.dst_fqdn`."""
     src = state.workloads.get(flow.src)
     if src is None:
         raise NotFoundError(f"Workload {flow.src[0]}/{flow.src[1]}: not found")
-    assert flow.dst_fqdn is not None
     src_ip = _address(state, flow.src, flow.family)
     dst_ip = flow.dst_ip or OUTSIDE_ADDRESS[flow.family]
     try:
@@ -131,15 +137,6 @@ def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
         raise ValidationError.single("trace", "--to-ip", f"{dst_ip!r} is not an IP address") from None
     if version != flow.family:
         raise ValidationError.single("trace", "--to-ip", f"{dst_ip} is not an IPv{flow.family} address")
-    l4 = "ipv6-icmp" if flow.protocol == "icmp" and flow.family == 6 else L4[flow.protocol]
-    icmp_type = (8 if flow.family == 4 else 128) if flow.protocol == "icmp" else None
-    packet = Packet(flow.family, src_ip, dst_ip, l4, flow.port if flow.protocol != "icmp" else None, icmp_type,
-                    0 if icmp_type is not None else None, iifname=workload_interface(src), oifname=UPLINK,
-                    dst_names=(flow.dst_fqdn,))
-    cache = programs if programs is not None else {}
-    if src.spec.host not in cache:
-        cache[src.spec.host] = compile_host(state, src.spec.host, options)
-    outcome = Interpreter(cache[src.spec.host]).run_base_chain(packet, "egress")
-    egress = SideTrace(src.spec.host, VERDICT_WORDS[outcome.verdict],
-                       [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
+    egress = _side(state, options, programs, src.spec.host, "egress", _packet(flow, src_ip, dst_ip),
+                   workload_interface(src), UPLINK)
     return TraceResult(egress.verdict, src_ip, dst_ip, egress, None, flow.dst_fqdn)
