@@ -27,16 +27,15 @@ import json
 import re
 import shutil
 import socket
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dns.message
 
-from stockade.errors import LabError, ValidationError
-from stockade.lab import naming, processes, topology
+from stockade.errors import DataplaneError, LabError, ValidationError
+from stockade.dataplane.nft_driver import NftDriver
+from stockade.lab import naming, processes, readiness, topology
 from stockade.lab import netns as ns
 from stockade.lab.rtnl import add_address, dump_addrs, dump_links, ensure_up
 from stockade.lab.state import LabSettings
@@ -123,10 +122,10 @@ def _ensure_way_out(hv: str) -> None:
             {"masquerade": None}]}}}
           for proto, net in (("ip", naming.OUTSIDE_V4), ("ip6", naming.OUTSIDE_V6))],
     ]}
-    res = subprocess.run(["ip", "netns", "exec", hv, "nft", "-j", "-f", "-"], input=json.dumps(program),
-                         capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
-        raise LabError(f"the way out of {hv} (nft table {NAT_TABLE}): {res.stderr.strip()}")
+    try:
+        ns.run_in(hv, lambda: NftDriver(table=NAT_TABLE).apply(program))  # libnftables, in hv's netns
+    except DataplaneError as e:
+        raise LabError(f"the way out of {hv} (nft table {NAT_TABLE}): {e.message}") from e
 
 
 # ------------------------------------------------------------------ externals
@@ -258,7 +257,6 @@ def ensure_dns(settings: LabSettings, restart: bool = False) -> None:
 def _wait_answers(settings: LabSettings) -> None:
     """Until dnsmasq answers a query over UDP in its netns (or LabError with its log)."""
     query = dns.message.make_query("ready.stockade.test", "A").to_wire()
-    deadline = time.monotonic() + READY_TIMEOUT
 
     def ask() -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -269,9 +267,5 @@ def _wait_answers(settings: LabSettings) -> None:
             except OSError:
                 return False
 
-    while time.monotonic() < deadline:
-        if ns.run_in(naming.dns_netns(settings.prefix), ask):
-            return
-        time.sleep(0.05)
-    raise LabError(f"the lab's DNS server did not answer within {READY_TIMEOUT:.0f} s: "
-                   f"{processes.log_tail(settings.log_file(DNS_PROCESS))}")
+    readiness.wait_answering(settings, DNS_PROCESS, naming.dns_netns(settings.prefix), ask,
+                             "the lab's DNS server", READY_TIMEOUT)

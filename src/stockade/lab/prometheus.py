@@ -15,14 +15,13 @@ lab with that configuration gets Prometheus back on the next `lab up` (as any la
 from __future__ import annotations
 
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
 import yaml
 
 from stockade.errors import LabError
-from stockade.lab import naming, processes
+from stockade.lab import naming, processes, readiness
 from stockade.lab.commands import AGENT_METRICS_PORT
 from stockade.lab import netns as ns
 from stockade.lab.state import LabSettings
@@ -106,8 +105,6 @@ def query(settings: LabSettings, promql: str, timeout: float = 5.0) -> list[dict
 
 
 def wait_ready(settings: LabSettings) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-
     def ready() -> bool:
         try:
             with urllib.request.urlopen(f"http://{address()}/-/ready", timeout=1) as answer:
@@ -115,9 +112,5 @@ def wait_ready(settings: LabSettings) -> None:
         except OSError:
             return False
 
-    while time.monotonic() < deadline:
-        if ns.run_in(naming.control_netns(settings.prefix), ready):
-            return
-        time.sleep(0.2)
-    raise LabError(f"Prometheus did not become ready within {READY_TIMEOUT:.0f} s: "
-                   f"{processes.log_tail(settings.log_file(PROCESS))}")
+    readiness.wait_answering(settings, PROCESS, naming.control_netns(settings.prefix), ready, "Prometheus",
+                             READY_TIMEOUT, interval=0.2)

@@ -22,11 +22,13 @@ import ssl
 import subprocess
 import time
 from datetime import datetime
+from typing import Callable
 
 from stockade.client import ControllerClient
 from stockade.clock import utc_now
 from stockade.errors import LabError, StockadeError
 from stockade.lab import naming
+from stockade.lab import netns as ns
 from stockade.lab.processes import agent_name, lab_process_env, log_tail, process_status
 from stockade.lab.state import LabRecord, LabSettings
 
@@ -148,3 +150,15 @@ def wait_agents(settings: LabSettings, record: LabRecord, token: str) -> None:
     logs = ", ".join(str(settings.log_file(agent_name(h))) for h in missing)
     raise LabError(f"no current report from the agent of {', '.join(missing)} within {AGENTS_TIMEOUT:.0f} s; "
                    f"read {logs}")
+
+
+def wait_answering(settings: LabSettings, name: str, netns: str, answers: Callable[[], bool], what: str,
+                   timeout: float, interval: float = 0.05) -> None:
+    """Until `answers()`, run inside `netns` (where process `name` listens), says yes; LabError with
+    the process's log when it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ns.run_in(netns, answers):
+            return
+        time.sleep(interval)
+    raise LabError(f"{what} did not answer within {timeout:.0f} s: {log_tail(settings.log_file(name))}")
