@@ -128,8 +128,27 @@ class LearnedNames:
                 del self._by_name[name]
 
 
-def fqdn_sets(program: Ruleset | None) -> list[NamedSet]:
-    return [s for s in program.sets if s.fqdn is not None] if program is not None else []
+# The fqdn sets of the last program asked about: every DNS answer asks, and a program (immutable)
+# can hold thousands of sets; the agent applies one program at a time. Replaced as one tuple, so
+# a reader in another thread sees a whole entry.
+_last_index: tuple[Ruleset | None, tuple[NamedSet, ...], frozenset[str]] = (None, (), frozenset())
+
+
+def _index(program: Ruleset) -> tuple[tuple[NamedSet, ...], frozenset[str]]:
+    global _last_index
+    cached = _last_index
+    if cached[0] is not program:
+        sets = tuple(s for s in program.sets if s.fqdn is not None)
+        cached = _last_index = (program, sets, frozenset(s.name for s in sets))
+    return cached[1], cached[2]
+
+
+def fqdn_sets(program: Ruleset | None) -> tuple[NamedSet, ...]:
+    return _index(program)[0] if program is not None else ()
+
+
+def fqdn_set_names(program: Ruleset | None) -> frozenset[str]:
+    return _index(program)[1] if program is not None else frozenset()
 
 
 def _drop_expired(addresses: dict[str, float], now: float) -> bool:

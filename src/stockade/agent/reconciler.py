@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Literal, Protocol
 
-from stockade.agent.fqdn_learning import LearnedNames
+from stockade.agent.fqdn_learning import LearnedNames, fqdn_set_names
 from stockade.agent.refusals import isolate_refused
 from stockade.compile.host import (
     CompileOptions,
@@ -170,7 +170,7 @@ class Reconciler:
         with self._lock:
             if self.applied is None:
                 return False
-            known = {s.name for s in self.applied.sets if s.fqdn is not None}
+            known = fqdn_set_names(self.applied)
             by_set: dict[str, list[tuple[str, int]]] = {}
             for name, ip, timeout in elements:
                 if name in known:
