@@ -35,6 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from stockade.controller.audit import AuditEntry, AuditLog
 from stockade.controller.auth import Principal, TokenAuthority
 from stockade.controller.config import ControllerConfig
+from stockade.controller.dashboard import routes as dashboard_routes
+from stockade.controller.dashboard.headers import DashboardHeaders
+from stockade.controller.dashboard.sessions import DashboardSessions
 from stockade.controller.gate import PUBLIC_PATHS, AuthGate
 from stockade.controller.host_views import HostViews
 from stockade.controller.limits import BodyLimit
@@ -47,6 +50,7 @@ from stockade.controller.routes import handoffs as handoff_routes
 from stockade.controller.handoffs import HandoffBox
 from stockade.controller.routes import flows as flow_routes
 from stockade.controller.routes import history as history_routes
+from stockade.controller.routes import insight as insight_routes
 from stockade.controller.routes import objects as object_routes
 from stockade.controller.routes import status as status_routes
 from stockade.controller.routes import sync as sync_routes
@@ -54,6 +58,7 @@ from stockade.controller.routes import tokens as token_routes
 from stockade.controller.routes.deps import API, client_of
 from stockade.controller.service import ControllerService
 from stockade.controller.token_admin import TokenUseCases
+from stockade.controller.trends import PrometheusTrends
 from stockade.controller.wiring import open_backend
 from stockade.errors import ERRORS_BY_CODE, FieldProblem, Forbidden, StockadeError, Unauthorized, ValidationError
 from stockade.redaction import install_log_redaction
@@ -191,9 +196,12 @@ def build_app(config: ControllerConfig) -> FastAPI:
                        on_refusal=lambda scope, reason: refuse(scope, 413, reason))
     # With --metrics-auth, /metrics is no public path: the gate authenticates it like any route.
     public = PUBLIC_PATHS - {"/metrics"} if config.metrics_auth else PUBLIC_PATHS
-    app.add_middleware(AuthGate, authenticate=tokens.authenticate, limiter=FailureLimiter(config.auth_failures),
-                       public_paths=public,
-                       on_refusal=refuse)
+    # One limiter for bearer tokens and dashboard logins: both are guesses at a token.
+    limiter = FailureLimiter(config.auth_failures)
+    sessions = DashboardSessions(tokens.authenticate)
+    app.add_middleware(AuthGate, authenticate=tokens.authenticate, limiter=limiter,
+                       public_paths=public, on_refusal=refuse, sessions=sessions)
+    app.add_middleware(DashboardHeaders)
     app.add_middleware(RequestCounter, metrics=metrics)
 
     app.include_router(status_routes.router(service, metrics, config.metrics_auth))
@@ -204,4 +212,8 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
     app.include_router(backup_routes.router(backend, audit))
     app.include_router(handoff_routes.router(HandoffBox(service.desired_state), audit))
+    app.include_router(insight_routes.router(service, metrics, PrometheusTrends(config.prometheus_url)))
+    app.include_router(dashboard_routes.router(sessions, limiter,
+                                               lambda request, status, reason: refuse(request.scope, status, reason)))
+    app.mount("/ui/static", dashboard_routes.STATIC, name="dashboard-static")
     return app

@@ -66,6 +66,9 @@ def serve(
     listen_fd: Annotated[Optional[List[int]], typer.Option(
         help="also serve the listening socket inherited as this file descriptor (socket activation; "
              "HTTPS if TCP and --tls-cert is given); repeat for more")] = None,
+    prometheus: Annotated[Optional[str], typer.Option(
+        help="a Prometheus that scrapes this controller and the agents (http://HOST:9090): the dashboard's "
+             "trends come from it")] = None,
 ) -> None:
     """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
     plain HTTP on a unix socket too."""
@@ -79,7 +82,7 @@ def serve(
                        tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
                        auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
                        metrics_auth=metrics_auth, listen_fds=tuple(listen_fd or ()), store=store,
-                       etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key)
+                       etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key, prometheus=prometheus)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

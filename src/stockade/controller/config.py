@@ -56,6 +56,7 @@ class ControllerConfig:
     namespace_workloads: int | None = DEFAULT_WORKLOADS
     namespace_policies: int | None = DEFAULT_POLICIES
     namespace_pool_share: float = DEFAULT_POOL_SHARE
+    prometheus_url: str | None = None       # where the dashboard's trends come from (`--prometheus URL`)
 
     @property
     def store(self) -> StoreLocation:
@@ -85,6 +86,8 @@ class ControllerConfig:
             raise ValueError("event_retention must be at least 1")
         if self.flow_history < 1:
             raise ValueError("flow_history must be at least 1")
+        if self.prometheus_url is not None and not self.prometheus_url.startswith(("http://", "https://")):
+            raise ValueError(f"--prometheus {self.prometheus_url!r}: expected http://HOST:PORT or https://HOST:PORT")
         if not 0 < self.namespace_pool_share <= 1:
             raise ValueError("namespace_pool_share must be more than 0 and at most 1")
         for name in ("namespace_workloads", "namespace_policies"):

@@ -362,7 +362,7 @@ def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_POR
                    namespace_policies: int | None = None, namespace_pool_share: float | None = None, *,
                    metrics_auth: bool = False, listen_fds: tuple[int, ...] = (), store: str | None = None,
                    etcd_ca: Path | str | None = None, etcd_cert: Path | str | None = None,
-                   etcd_key: Path | str | None = None) -> None:
+                   etcd_key: Path | str | None = None, prometheus: str | None = None) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
     [--reserved-interfaces lo,fab0] [--auth-failure-burst N --auth-failure-refill S]
@@ -390,6 +390,8 @@ def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_POR
                         ("namespace_pool_share", namespace_pool_share)):
         if value is not None:
             extra[name] = value
+    if prometheus:
+        extra["prometheus_url"] = prometheus
     config = ControllerConfig(tokens_file=Path(tokens) if tokens else None, validation=settings,
                               metrics_auth=metrics_auth, **where, **extra)
     serve(config, host, port, socket_path, tls, listen_fds)

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stockade.build_info import add_process_metrics
+from stockade.controller.rollouts import RecentRollouts
 from stockade.controller.service import ControllerService
 
 Scope = MutableMapping[str, Any]
@@ -112,6 +113,13 @@ class ControllerMetrics:
                                  buckets=ROLLOUT_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(service))
         add_process_metrics(self.registry, "controller")
+        # The same measurements, the latest few kept as they are: the dashboard's overview.
+        self.recent_rollouts = RecentRollouts()
+
+    def observe_rollout(self, host: str, revision: int, seconds: float) -> None:
+        """A host enforces `revision` in sync, `seconds` after it was committed."""
+        self.rollout.observe(seconds)
+        self.recent_rollouts.add(host, revision, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

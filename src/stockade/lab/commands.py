@@ -22,10 +22,11 @@ from stockade.lab import naming
 from stockade.lab.state import LabSettings
 
 AGENT_METRICS_PORT = 9301
+PROMETHEUS_PORT = 9090  # the lab's Prometheus (lab.prometheus), on the control plane's first address
 
 
 def controller_argv(settings: LabSettings, cli_fd: int, hosts: list[str], replica: int = 1,
-                    store: str = "sqlite") -> list[str]:
+                    store: str = "sqlite", with_prometheus: bool = False) -> list[str]:
     """A controller replica runs in the control-plane netns and listens on the fabric, where
     agents reach it over TLS as on real hosts; the CLI's socket (127.0.0.1:port, in the host's
     own netns, bound by the supervisor) is handed to it as file descriptor `cli_fd`."""
@@ -35,7 +36,8 @@ def controller_argv(settings: LabSettings, cli_fd: int, hosts: list[str], replic
             *where, "--listen", f"{naming.controller_addresses(replica)[0]}:{naming.CONTROLLER_PORT}",
             "--listen-fd", str(cli_fd),
             "--tokens", str(settings.tokens), "--known-hosts", ",".join(hosts),
-            "--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
+            "--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key),
+            *(["--prometheus", f"http://{naming.CONTROLLER_V4}:{PROMETHEUS_PORT}"] if with_prometheus else [])]
 
 
 def etcd_store_url() -> str:

@@ -22,12 +22,12 @@ import yaml
 
 from stockade.errors import LabError
 from stockade.lab import naming, processes, readiness
-from stockade.lab.commands import AGENT_METRICS_PORT
+from stockade.lab.commands import AGENT_METRICS_PORT, PROMETHEUS_PORT
 from stockade.lab import netns as ns
 from stockade.lab.state import LabSettings
 
 PROCESS = "prometheus"
-PORT = 9090
+PORT = PROMETHEUS_PORT
 SCRAPE_INTERVAL = "1s"
 READY_TIMEOUT = 30.0
 # The rules ship in the repository (deploy/), beside the systemd units; the lab runs from it.

@@ -99,7 +99,9 @@ def up(settings: LabSettings, hosts: int | None = None, store: str | None = None
     certs = pki.ensure_pki(settings.state_dir)
 
     names = [controller_name(i) for i in range(1, replicas + 1)]
-    if restart_controllers or certs.changed or not _controller_is_current(settings):
+    # The controllers read the dashboard's trends from the lab's Prometheus, once it has one.
+    with_prometheus = with_prometheus or prometheus.wanted(settings)
+    if restart_controllers or certs.changed or not _controller_is_current(settings, with_prometheus):
         processes.stop(settings, names)
     # An agent whose token was renewed runs with one that no longer exists; one from an earlier lab
     # (on the unix socket), or that knows fewer replicas, must be given the controllers anew.
@@ -115,7 +117,8 @@ def up(settings: LabSettings, hosts: int | None = None, store: str | None = None
         cli_socket = _bind_cli_socket(record.ports[replica - 1])
         try:
             processes.start(settings, name, commands.controller_argv(settings, cli_socket.fileno(),
-                                                                     record.host_names, replica, kind),
+                                                                     record.host_names, replica, kind,
+                                                                     with_prometheus),
                             pass_fds=(cli_socket.fileno(),))
         finally:
             cli_socket.close()  # the controller holds it now
@@ -129,7 +132,7 @@ def up(settings: LabSettings, hosts: int | None = None, store: str | None = None
     admin = settings.admin_token.read_text().strip()
     cli_context.write_cli_config(settings, record, admin)
     readiness.wait_agents(settings, record, admin)
-    if with_prometheus or prometheus.wanted(settings):  # once asked for, it stays with the lab
+    if with_prometheus:  # once asked for, it stays with the lab
         prometheus.ensure(settings, record.host_names, replicas)
     return status(settings)
 
@@ -164,11 +167,12 @@ def _bind_cli_socket(port: int) -> socket.socket:
     return sock
 
 
-def _controller_is_current(settings: LabSettings) -> bool:
+def _controller_is_current(settings: LabSettings, with_prometheus: bool = False) -> bool:
     """A controller started by an earlier lab (plain HTTP, or on 127.0.0.1 with the agents on a
-    unix socket) must be restarted on the fabric."""
+    unix socket) must be restarted on the fabric; one that does not know the lab's Prometheus
+    yet, too."""
     args = processes.proc_args(processes.read_pid(settings, "controller")) or []
-    return b"--tls-cert" in args and b"--listen-fd" in args
+    return b"--tls-cert" in args and b"--listen-fd" in args and (not with_prometheus or b"--prometheus" in args)
 
 
 def _agent_is_current(settings: LabSettings, host: str, controllers: int = 1) -> bool:

@@ -73,7 +73,7 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
             handoffs={k: Handoff(h.revision, h.connections, h.taken) for k, h in body.handoffs.items()})
         rollout = service.report_agent(host, report, principal=principal)
         if rollout is not None:
-            metrics.rollout.observe(rollout)
+            metrics.observe_rollout(host, body.revision, rollout)
         return {"ok": True}
 
     @r.put(f"{API}/agents/{{host}}/flows", response_model=FlowIngestResponse, responses=ERROR_RESPONSES,

@@ -1,0 +1,105 @@
+"""The dashboard's routes: log in and out, its pages, its shipped files.
+
+The login form posts a token once; the answer is a session cookie (`sessions`), HttpOnly so no
+script can read it, SameSite=Strict, and Secure when the controller speaks TLS. Failed logins
+count against the client like failed bearer tokens (`ratelimit.FailureLimiter`) and are audited
+as refusals; the token is never logged. Every other /ui/ route is behind the gate: a page asked
+for without a session is redirected here.
+
+No `from __future__ import annotations`: FastAPI reads the signatures at runtime.
+"""
+
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from stockade.controller.auth import Principal
+from stockade.controller.dashboard.pages import PAGE_BY_NAME, page_context
+from stockade.controller.dashboard.sessions import COOKIE, DashboardSessions
+from stockade.controller.ratelimit import FailureLimiter, client_key
+from stockade.errors import NotFoundError, Unauthorized
+
+HERE = Path(__file__).parent
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+STATIC = StaticFiles(directory=str(HERE / "static"))
+HOME = "/ui/overview"
+MAX_LOGIN_FORM = 16 * 1024
+
+OnLoginRefused = Callable[[Request, int, str], None]
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a dashboard page of ours, never another site (open redirect)."""
+    if not target or not target.startswith("/ui/") or target.startswith("//") or "\\" in target \
+            or target.startswith("/ui/login"):
+        return HOME
+    return target
+
+
+def _login_page(request: Request, next_page: str, error: str | None = None, status: int = 200) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, "login.html", {"next": next_page, "error": error}, status_code=status)
+
+
+def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnLoginRefused) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/ui")
+    @r.get("/ui/")
+    async def home() -> RedirectResponse:
+        return RedirectResponse(HOME, status_code=303)
+
+    @r.get("/ui/login")
+    async def login_form(request: Request, next: str | None = None) -> HTMLResponse:
+        return _login_page(request, safe_next(next))
+
+    @r.post("/ui/login")
+    async def login(request: Request) -> Response:
+        body = await request.body()
+        form = parse_qs(body[:MAX_LOGIN_FORM].decode("utf-8", "replace"), max_num_fields=4)
+        token = (form.get("token") or [""])[0].strip()
+        next_page = safe_next((form.get("next") or [""])[0])
+        client = client_key(request.scope.get("client"))
+        wait = limiter.retry_after(client)
+        if wait is not None:
+            message = f"too many failed logins from {client}; try again in {wait} s"
+            on_refused(request, 429, message)
+            response = _login_page(request, next_page, message, status=429)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        try:
+            session, _ = sessions.open(token)
+        except Unauthorized as e:
+            limiter.failed(client)
+            on_refused(request, 401, f"dashboard login: {e.message}")
+            return _login_page(request, next_page, e.message, status=401)
+        response = RedirectResponse(next_page, status_code=303)
+        response.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    @r.post("/ui/logout")
+    async def logout(request: Request) -> JSONResponse:
+        # Behind the gate: a session and its CSRF header got this far.
+        session = getattr(request.state, "session", None)
+        sessions.close(session.id if session is not None else None)
+        response = JSONResponse({"ok": True, "next": "/ui/login"})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    @r.get("/ui/{name}")
+    async def page(request: Request, name: str) -> HTMLResponse:
+        found = PAGE_BY_NAME.get(name)
+        if found is None:
+            raise NotFoundError(f"the dashboard has no page {name!r}")
+        principal: Principal = request.state.principal
+        session = getattr(request.state, "session", None)
+        # A bearer-token caller (curl, a test) sees the page too, but has no session: no CSRF.
+        csrf = session.csrf if session is not None else ""
+        return TEMPLATES.TemplateResponse(request, f"{found.name}.html", page_context(found, principal, csrf))
+
+    return r

@@ -1,0 +1,80 @@
+"""Trace as a use case of the controller: the verdict the stored policy gives a flow, and why.
+
+`stockade trace` computes the same answer on the caller's side from a snapshot; the dashboard's
+Why page asks the controller instead (GET /api/v1/trace), because a browser has no compiler and
+a tenant may not read the snapshot. Both run `compile.trace.trace_flow` on the same desired
+state, so they cannot disagree.
+
+Scoping (a tenant): it may trace a flow only when one end is a workload of its namespaces (asked
+before looking, so the answer is the same whether the other end exists or not); in the answer,
+the other namespace's rule ids read `ns/(hidden)`, as in flow records (`visibility.rule_ref`).
+
+Invariants: pure over the desired state (no kernel, no network); bad input is a ValidationError
+naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from stockade.compile.trace import Flow, trace_flow
+from stockade.controller import rbac, visibility
+from stockade.controller.auth import Principal
+from stockade.controller.service import ControllerService
+from stockade.errors import Forbidden, ValidationError
+from stockade.model.fqdn import check_pattern
+
+PROTOCOLS = ("tcp", "udp", "sctp", "icmp")
+
+
+def _workload_key(field: str, ref: str) -> tuple[str, str]:
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValidationError.single("trace", field, f"{ref!r}: name a workload as NAMESPACE/NAME")
+    return namespace, name
+
+
+def parse_flow(src: str, dst: str | None, protocol: str, port: int | None, family: int,
+               to_fqdn: str | None = None, to_ip: str | None = None) -> Flow:
+    """The flow a trace request names; ValidationError naming the field otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValidationError.single("trace", "protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if family not in (4, 6):
+        raise ValidationError.single("trace", "family", "must be 4 or 6")
+    if port is not None and not 0 <= port <= 65535:
+        raise ValidationError.single("trace", "port", f"{port} is not a port (0-65535)")
+    if (dst is None) == (to_fqdn is None):
+        raise ValidationError.single("trace", "to", "give a destination: to=NAMESPACE/NAME or toFqdn=NAME")
+    if to_fqdn is not None:
+        try:
+            check_pattern(to_fqdn)
+        except ValueError as e:
+            raise ValidationError.single("trace", "toFqdn", str(e)) from None
+        if to_fqdn.startswith("*."):
+            raise ValidationError.single("trace", "toFqdn", "a name, not a pattern")
+    source = _workload_key("from", src)
+    destination = _workload_key("to", dst) if dst is not None else source
+    return Flow(source, destination, cast(Literal["tcp", "udp", "sctp", "icmp"], protocol), port or None,
+                cast(Literal[4, 6], family), dst_fqdn=to_fqdn, dst_ip=to_ip)
+
+
+def trace(service: ControllerService, principal: Principal, flow: Flow) -> dict[str, Any]:
+    """The trace of `flow` as `principal` may see it (see the module docstring)."""
+    ends = [flow.src] if flow.dst_fqdn is not None else [flow.src, flow.dst]
+    if rbac.is_scoped(principal) and not any(ns in principal.namespaces for ns, _ in ends):
+        raise Forbidden(f"{principal.name!r} (role tenant) may trace only flows to or from its namespaces "
+                        f"({', '.join(sorted(principal.namespaces))})")
+    result = trace_flow(service.desired_state(), flow)
+    out = result.to_dict()
+    out["decidingRule"] = result.deciding_rule
+    out["from"] = "/".join(flow.src)
+    out["to"] = flow.dst_fqdn if flow.dst_fqdn is not None else "/".join(flow.dst)
+    out["protocol"], out["port"], out["family"] = flow.protocol, flow.port, flow.family
+    if rbac.is_scoped(principal):
+        visible = rbac.visible_namespaces(principal)
+        out["decidingRule"] = visibility.rule_ref(out["decidingRule"], visible)
+        for side in ("egress", "ingress"):
+            if out.get(side):
+                out[side]["rules"] = [{**r, "rule": visibility.rule_ref(r.get("rule"), visible)}
+                                      for r in out[side]["rules"]]
+    return out
