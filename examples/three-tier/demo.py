@@ -45,6 +45,13 @@ def main() -> int:
                   + ", ".join(f"{a['host']}@{a['revision']}{'' if a.get('inSync') else ' (drift)'}"
                               for a in status.get("agents", [])))
     console.print(f"\nController API: {cfg.controller}  (OpenAPI: {cfg.controller}/docs)")
+    # A token of its own for the browser, that ends by itself: the CLI's admin token stays in its file.
+    created = client.create_token("admin", ttl="12h", name="dashboard-demo")
+    first = cfg.controller.split(",")[0]
+    console.print(f"Dashboard: [bold]{first}/ui/[/bold]  log in with this token (admin, valid 12 h):\n"
+                  f"          {created['token']}\n"
+                  f"          the lab's CA signed the controller's certificate: {cfg.ca} "
+                  "(import it into the browser, or accept the warning)")
     console.print("Explore:  stockade get workloads -A   ·   stockade get policies -n shop -o yaml   ·   "
                   "stockade status   ·   stockade flows --denied\n"
                   "          stockade trace --from shop/web-1 --to shop/db-1 --port 5432 --protocol tcp\n"

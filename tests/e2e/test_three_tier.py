@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 import sys
 from pathlib import Path
 
@@ -85,6 +88,23 @@ def test_the_demo_walkthrough_runs_and_every_probe_matches(shop: Lab) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "MISMATCH" not in done.stdout and "✓" in done.stdout
     assert "Controller API: https://" in done.stdout
+    # The dashboard's URL, and a token that logs in to it (printed for the person running the demo).
+    url = done.stdout.split("Dashboard: ", 1)[1].split()[0]
+    token = done.stdout.split("valid 12 h):", 1)[1].split()[0]
+    assert url == shop.context().controller.split(",")[0] + "/ui/"
+    login = urllib.request.Request(url + "login", data=urllib.parse.urlencode({"token": token}).encode(), method="POST")
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=shop.tls()), _NoRedirect())
+    try:
+        opener.open(login, timeout=10)
+        raise AssertionError("logging in should answer 303 to the overview")
+    except urllib.error.HTTPError as answer:
+        assert answer.code == 303 and answer.headers["location"] == "/ui/overview"
+        assert "stockade_session=" in answer.headers["set-cookie"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 def test_return_traffic_is_accepted_by_conntrack_but_reverse_connections_are_not(shop: Lab) -> None:
