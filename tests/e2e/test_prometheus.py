@@ -66,6 +66,19 @@ def test_it_scrapes_every_component_computes_the_slis_and_pages_when_an_agent_di
                 for r in g["rules"] if r["health"] != "ok"]
 
     wait_until(lambda: not unhealthy(), "every rule to evaluate without error", timeout=20, describe=unhealthy)
+    # The dashboard's trends read the same SLIs from this Prometheus (the lab gave the controller
+    # --prometheus), and say so.
+    def trends() -> dict[str, Any] | None:
+        ctx = lab.context()
+        ask = urllib.request.Request(f"{ctx.controller.split(',')[0]}/api/v1/trends",
+                                     headers={"Authorization": f"Bearer {ctx.token}"})
+        with urllib.request.urlopen(ask, timeout=10, context=lab.tls()) as answer:
+            got: dict[str, Any] = json.loads(answer.read())
+        return got if got.get("source") == "prometheus" and got["series"]["enforcementSuccess"] else None
+
+    shown = wait_until(trends, "the controller's trends to come from Prometheus", timeout=30)
+    assert shown["url"] == f"http://{prometheus.address()}"
+    assert shown["series"]["enforcementSuccess"][-1][1] == 1.0
     # Then the fault (one test: the order of tests is random): an agent killed, the SLI halves,
     # and the fast-burn page fires.
     lab.kill9("agent-hv2")
