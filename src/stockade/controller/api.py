@@ -176,7 +176,10 @@ def build_app(config: ControllerConfig) -> FastAPI:
     # was ~2% of its CPU in a rollout (docs/performance.md).
     app = FastAPI(title="Stockade controller", version=_version(), lifespan=lifespan,
                   description="Desired state of the Stockade firewall: objects, revisions, watch, agent status.",
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  # Swagger UI from the package's own copy (dashboard_routes.api_docs), not a CDN:
+                  # the page works offline. ReDoc, which only loads from a CDN, is not served.
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     app.state.metrics = metrics
     app.state.audit = audit
@@ -215,5 +218,6 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(insight_routes.router(service, metrics, PrometheusTrends(config.prometheus_url)))
     app.include_router(dashboard_routes.router(sessions, limiter,
                                                lambda request, status, reason: refuse(request.scope, status, reason)))
+    app.include_router(dashboard_routes.api_docs(app.openapi_url or "/openapi.json", app.title))
     app.mount("/ui/static", dashboard_routes.STATIC, name="dashboard-static")
     return app

@@ -40,8 +40,7 @@ from stockade.errors import Forbidden, StockadeError, TooManyRequests, Unauthori
 log = logging.getLogger(__name__)
 
 # Paths that need no token: liveness, metrics, and the OpenAPI document with its viewers.
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-                          "/ui/login"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/ui/login"})
 # The dashboard's shipped scripts, styles and libraries: nothing secret, needed by the login page.
 PUBLIC_PREFIXES = ("/ui/static/",)
 DASHBOARD = "/ui"

@@ -287,3 +287,30 @@ def test_overview_counts_hosts_and_denied_pairs_scoped_to_the_caller(controller:
     with api(controller, tokens["vera"]) as c:
         t = c.get("/api/v1/trends").json()
     assert t["source"] == "controller" and "--prometheus" in t["reason"]
+
+
+def test_a_login_posted_from_another_site_is_refused(controller: RunningController, tokens: dict[str, str]) -> None:
+    """Login CSRF: another site's page posting the attacker's token would log the victim in as the attacker."""
+    with browser(controller) as b:
+        forged = b.post("/ui/login", data={"token": tokens["vera"]}, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        ours = b.post("/ui/login", data={"token": tokens["vera"]}, headers={"Origin": controller.url})
+        assert ours.status_code == 303
+
+
+def test_the_api_docs_and_every_page_load_nothing_from_another_site(controller: RunningController,
+                                                                     tokens: dict[str, str]) -> None:
+    import re
+    pages = []
+    with browser(controller) as b:
+        docs = b.get("/docs")
+        assert docs.status_code == 200 and "/ui/static/vendor/swagger-ui-bundle.js" in docs.text
+        assert b.get("/redoc").status_code == 401  # ReDoc only loads from a CDN: not served (no public path)
+        pages.append(docs.text)
+        b.post("/ui/login", data={"token": tokens["alice"]})
+        pages += [b.get(f"/ui/{p.name}").text for p in PAGES]
+        pages.append(b.get("/ui/login").text)
+        sources = {m for text in pages for m in re.findall(r'(?:src|href)=["\']([^"\']+)', text)}
+        assert sources and not [s for s in sources if re.match(r"(https?:)?//", s)], sources
+        for local in (s for s in sources if s.startswith("/ui/static/")):
+            assert b.get(local).status_code == 200, local

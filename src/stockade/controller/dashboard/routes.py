@@ -14,6 +14,7 @@ from typing import Callable
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -59,6 +60,12 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
 
     @r.post("/ui/login")
     async def login(request: Request) -> Response:
+        # Another site's page posting its own token here would log the victim's browser in as the
+        # attacker (login CSRF): a browser names the posting page's origin, which must be ours.
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            on_refused(request, 403, f"dashboard login posted from another origin ({origin[:100]})")
+            return _login_page(request, HOME, "log in from the dashboard's own login page", status=403)
         body = await request.body()
         form = parse_qs(body[:MAX_LOGIN_FORM].decode("utf-8", "replace"), max_num_fields=4)
         token = (form.get("token") or [""])[0].strip()
@@ -101,5 +108,24 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
         # A bearer-token caller (curl, a test) sees the page too, but has no session: no CSRF.
         csrf = session.csrf if session is not None else ""
         return TEMPLATES.TemplateResponse(request, f"{found.name}.html", page_context(found, principal, csrf))
+
+    return r
+
+
+def api_docs(openapi_url: str, title: str) -> APIRouter:
+    """The API's interactive documentation at /docs, from the Swagger UI shipped in static/vendor."""
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{title} · API",
+                                   swagger_js_url="/ui/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/ui/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="/ui/static/favicon.svg",
+                                   oauth2_redirect_url="/docs/oauth2-redirect")
+
+    @r.get("/docs/oauth2-redirect")
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
     return r
