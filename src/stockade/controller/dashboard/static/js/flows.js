@@ -79,6 +79,11 @@
   for (const [k, v] of Object.entries(given)) {
     if (form.elements[k]) form.elements[k].value = k === 'since' ? v.slice(0, 19) : v;
   }
+  // A tenant reads one of its namespaces at a time (the API asks it to name one when it has several).
+  const mine = (document.body.dataset.namespaces || '').split(',').filter(Boolean);
+  if (S.scoped && mine.length > 1 && !form.elements.namespace.value && !form.elements.workload.value) {
+    form.elements.namespace.value = mine[0];
+  }
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
