@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from stockade.compile.host import CompileOptions, compile_host
 from stockade.errors import NotFoundError, ValidationError
+from stockade.model.fqdn import check_pattern
 from stockade.model.naming import workload_interface
 from stockade.model.state import DesiredState
 from stockade.nft.interpret import Interpreter, Packet
@@ -39,6 +40,29 @@ class Flow:
     # a policy would name (OUTSIDE_ADDRESS), so that only name rules and catch-all CIDRs match.
     dst_fqdn: str | None = None
     dst_ip: str | None = None
+
+
+PROTOCOLS = ("tcp", "udp", "sctp", "icmp")
+
+
+def check_request(protocol: str, family: int, has_dst: bool, to_fqdn: str | None,
+                  field: Callable[[str], str] = lambda name: name) -> None:
+    """What a trace request must hold whoever asks (`stockade trace`, GET /api/v1/trace): a known
+    protocol and family, one destination (a workload or a domain name, not a pattern).
+    ValidationError naming the field as the asker spells it (`field("protocol")`: `--protocol`)."""
+    if protocol not in PROTOCOLS:
+        raise ValidationError.single("trace", field("protocol"), f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if family not in (4, 6):
+        raise ValidationError.single("trace", field("family"), "must be 4 or 6")
+    if has_dst == (to_fqdn is not None):
+        raise ValidationError.single("trace", field("to"), "give a destination: a workload, or a domain name")
+    if to_fqdn is not None:
+        try:
+            check_pattern(to_fqdn)
+        except ValueError as e:
+            raise ValidationError.single("trace", field("to-fqdn"), str(e)) from None
+        if to_fqdn.startswith("*."):
+            raise ValidationError.single("trace", field("to-fqdn"), "a name, not a pattern")
 
 
 OUTSIDE_ADDRESS = {4: "192.0.2.1", 6: "100::1"}  # TEST-NET-1 and the discard prefix: never real peers

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from stockade.compile.trace import Flow, trace_flow
+from stockade.compile.trace import Flow, check_request, trace_flow
 from stockade.controller import rbac, visibility
 from stockade.controller.auth import Principal
 from stockade.controller.service import ControllerService
 from stockade.errors import Forbidden, ValidationError
-from stockade.model.fqdn import check_pattern
-
-PROTOCOLS = ("tcp", "udp", "sctp", "icmp")
-
 
 def _workload_key(field: str, ref: str) -> tuple[str, str]:
     namespace, sep, name = ref.partition("/")
@@ -37,21 +33,10 @@ def _workload_key(field: str, ref: str) -> tuple[str, str]:
 def parse_flow(src: str, dst: str | None, protocol: str, port: int | None, family: int,
                to_fqdn: str | None = None, to_ip: str | None = None) -> Flow:
     """The flow a trace request names; ValidationError naming the field otherwise."""
-    if protocol not in PROTOCOLS:
-        raise ValidationError.single("trace", "protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if family not in (4, 6):
-        raise ValidationError.single("trace", "family", "must be 4 or 6")
+    check_request(protocol, family, dst is not None, to_fqdn,
+                  field=lambda name: {"to-fqdn": "toFqdn"}.get(name, name))
     if port is not None and not 0 <= port <= 65535:
         raise ValidationError.single("trace", "port", f"{port} is not a port (0-65535)")
-    if (dst is None) == (to_fqdn is None):
-        raise ValidationError.single("trace", "to", "give a destination: to=NAMESPACE/NAME or toFqdn=NAME")
-    if to_fqdn is not None:
-        try:
-            check_pattern(to_fqdn)
-        except ValueError as e:
-            raise ValidationError.single("trace", "toFqdn", str(e)) from None
-        if to_fqdn.startswith("*."):
-            raise ValidationError.single("trace", "toFqdn", "a name, not a pattern")
     source = _workload_key("from", src)
     destination = _workload_key("to", dst) if dst is not None else source
     return Flow(source, destination, cast(Literal["tcp", "udp", "sctp", "icmp"], protocol), port or None,

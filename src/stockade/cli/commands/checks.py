@@ -58,22 +58,9 @@ def trace(
 ) -> None:
     """The verdict the policy gives a flow, and the rules that decide it, from the compiled host programs."""
     from stockade.cli.probing import resolve_workload
-    from stockade.compile.trace import Flow, trace_flow
-    from stockade.model.fqdn import check_pattern
+    from stockade.compile.trace import Flow, check_request, trace_flow
 
-    if protocol not in ("tcp", "udp", "sctp", "icmp"):
-        raise ValidationError.single("trace", "--protocol", f"{protocol!r} is not one of tcp, udp, sctp, icmp")
-    if family not in (4, 6):
-        raise ValidationError.single("trace", "--family", "must be 4 or 6")
-    if (dst is None) == (to_fqdn is None):
-        raise ValidationError.single("trace", "--to", "give a destination: --to WORKLOAD or --to-fqdn NAME")
-    if to_fqdn is not None:
-        try:
-            check_pattern(to_fqdn)
-        except ValueError as e:
-            raise ValidationError.single("trace", "--to-fqdn", str(e)) from None
-        if to_fqdn.startswith("*."):
-            raise ValidationError.single("trace", "--to-fqdn", "a name, not a pattern")
+    check_request(protocol, family, dst is not None, to_fqdn, field=lambda name: f"--{name}")
     client = call.client()
     keys = []
     for ref in (src, dst or src):
