@@ -4,7 +4,7 @@ namespace's workload, rule or port; the size bound refuses clearly."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -21,13 +21,13 @@ EVERYTHING = lambda ns: True  # noqa: E731  (an unscoped caller)
 CASES = ("shop", "cluster_policies", "allow_until_selected", "default_deny", "single_family")
 
 
-def _flow(src: tuple[str, str], dst: tuple[str, str], row: dict[str, Any], family: int) -> Flow:
+def _flow(src: tuple[str, str], dst: tuple[str, str], row: dict[str, Any], family: Literal[4, 6]) -> Flow:
     if row["protocol"] == "icmp":
         return Flow(src, dst, "icmp", None, row["family"], row["icmpType"], row["icmpCode"])
     return Flow(src, dst, row["protocol"], row["port"], family)
 
 
-def _pair_family(state: DesiredState, a: tuple[str, str], b: tuple[str, str]) -> int:
+def _pair_family(state: DesiredState, a: tuple[str, str], b: tuple[str, str]) -> Literal[4, 6]:
     fams = [{4 if "." in ip else 6 for ip in state.workload_ips(state.workloads[k])} for k in (a, b)]
     common = fams[0] & fams[1]
     return 4 if 4 in common else 6

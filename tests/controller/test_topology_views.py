@@ -135,3 +135,13 @@ def test_without_a_token_nothing_is_shown(http: tuple[TestClient, dict[str, str]
     for path, params in (("/topology", {}), ("/topology/reach", {"workload": "a/web"})):
         r = _get(client, None, path, **params)
         assert r.status_code == 401 and "web" not in r.text
+
+
+def test_the_openapi_document_describes_both_answers(http: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = http
+    doc = client.get("/openapi.json").json()
+    for path, schema in (("/api/v1/topology", "TopologyResponse"), ("/api/v1/topology/reach", "ReachResponse")):
+        answer = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer["$ref"].endswith("/" + schema), path
+    groups = _get(client, tokens["root"], "/topology").json()["groups"]
+    assert all(set(g) == {"id", "namespace", "name", "members", "cidrs", "except"} for g in groups)

@@ -110,8 +110,8 @@ def build_topology(state: DesiredState, agents: Iterable[AgentStatus], visible: 
     selection = Selection(state)
     by_host = {a.host: a for a in agents}
     endpoints: dict[str, Endpoint] = {}
-    for agent in by_host.values():
-        endpoints.update(agent.report.endpoints)
+    for reported in by_host.values():
+        endpoints.update(reported.report.endpoints)
 
     keys = [k for k in sorted(state.workloads) if visible(k[0])]
     workloads = [_workload(state, k, endpoints) for k in keys]
@@ -122,7 +122,7 @@ def build_topology(state: DesiredState, agents: Iterable[AgentStatus], visible: 
     host_names = set(hosted) if scoped else set(hosted) | set(by_host)
     hosts = []
     for name in sorted(host_names):
-        agent = by_host.get(name)
+        agent: AgentStatus | None = by_host.get(name)
         if agent is not None and scoped:
             agent = visibility.agent_status(agent, visible)
         hosts.append(_host(name, hosted.get(name, ()), agent, state.revision))
@@ -144,7 +144,7 @@ def build_topology(state: DesiredState, agents: Iterable[AgentStatus], visible: 
         policies.append(_policy(policy, selection))
     policies.sort(key=lambda p: (p["namespace"] or "", p["kind"], p["name"]))
 
-    namespaces = [{"name": name, "labels": dict(sorted(ns.effective_labels().items())),
+    namespaces: list[dict[str, Any]] = [{"name": name, "labels": dict(sorted(ns.effective_labels().items())),
                    "defaultAction": ns.spec.defaultAction}
                   for name, ns in sorted(state.namespaces.items()) if visible(name)]
     # A workload's namespace need not exist as an object; it still colours the picture.

@@ -6,13 +6,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from stockade.controller.routes.deps import API, ERROR_RESPONSES, Reader
+from stockade.controller.topology_schemas import ReachResponse, TopologyResponse
 from stockade.controller.topology_views import TopologyViews
 
 
 def router(views: TopologyViews) -> APIRouter:
     r = APIRouter(tags=["topology"])
 
-    @r.get(f"{API}/topology", responses=ERROR_RESPONSES)
+    @r.get(f"{API}/topology", response_model=TopologyResponse, response_model_by_alias=True,
+           responses=ERROR_RESPONSES)
     def topology(principal: Reader) -> dict[str, Any]:
         """Hosts (with their agents' sync state) → workloads (labels, addresses, endpoint), groups with
         their members, and every kind of policy with the workloads it applies to per direction, from
@@ -20,7 +22,7 @@ def router(views: TopologyViews) -> APIRouter:
         return views.topology(principal)
 
     # A sync def: tracing every peer is CPU work, run in FastAPI's thread pool off the event loop.
-    @r.get(f"{API}/topology/reach", responses=ERROR_RESPONSES)
+    @r.get(f"{API}/topology/reach", response_model=ReachResponse, responses=ERROR_RESPONSES)
     def reach(principal: Reader,
               workload: Annotated[str, Query(max_length=253, description="NAMESPACE/NAME")]) -> dict[str, Any]:
         """What the workload may reach (`outgoing`) and what may reach it (`incoming`), per peer: for
