@@ -128,7 +128,7 @@
     }
     cy = cytoscape({ container: graphBox, elements: elements(topo, colour), style: STYLE,
                      layout: { name: 'preset', positions: positions(topo), fit: true, padding: 24 },
-                     minZoom: 0.2, maxZoom: 3, wheelSensitivity: 0.3 });
+                     minZoom: 0.2, maxZoom: 3 });
     cy.on('tap', 'node[kind = "workload"]', (evt) => select(evt.target.data('workload')));
     window.StockadeTopology = { cy };  // for tests and the console
   }
