@@ -55,9 +55,11 @@ from stockade.controller.routes import objects as object_routes
 from stockade.controller.routes import status as status_routes
 from stockade.controller.routes import sync as sync_routes
 from stockade.controller.routes import tokens as token_routes
+from stockade.controller.routes import topology as topology_routes
 from stockade.controller.routes.deps import API, client_of
 from stockade.controller.service import ControllerService
 from stockade.controller.token_admin import TokenUseCases
+from stockade.controller.topology_views import TopologyViews
 from stockade.controller.trends import PrometheusTrends
 from stockade.controller.wiring import open_backend
 from stockade.errors import ERRORS_BY_CODE, FieldProblem, Forbidden, StockadeError, Unauthorized, ValidationError
@@ -211,6 +213,7 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(object_routes.router(service))
     app.include_router(sync_routes.router(service, host_views, watch_answers, metrics))
     app.include_router(flow_routes.router(service))
+    app.include_router(topology_routes.router(TopologyViews(service)))
     app.include_router(history_routes.router(service, audit))
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
     app.include_router(backup_routes.router(backend, audit))
