@@ -210,7 +210,11 @@ def test_one_rule_is_asked_for_by_its_id(api: Api) -> None:
     view = api.rules(rule="a/web-in/https")
     assert [r["id"] for r in _all_rules(view).values()] == ["a/web-in/https"]
     assert view["tiers"][0]["policies"][0]["name"] == "web-in"
-    assert _all_rules(api.rules(rule="a/default-deny/ingress"))[("a/default-deny/ingress", "ingress")]["packets"] == 4
+    assert [(r["id"], r["packets"]) for r in view["rules"]] == [("a/web-in/https", 15)]
+    default = api.rules(rule="a/default-deny/ingress")
+    assert [(r["id"], r["packets"]) for r in default["rules"]] == [("a/default-deny/ingress", 4)]
+    assert default["tiers"] == [] and [d["namespace"] for d in default["defaults"]] == ["a"]
+    assert api.rules()["rules"] is None  # the whole view is the tree alone
     missing = api.get("root", rule="a/web-in/nope")
     assert missing.status_code == 404 and "a/web-in/nope" in missing.json()["message"]
     bad = api.get("root", rule="no-slashes")

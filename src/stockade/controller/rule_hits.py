@@ -12,7 +12,9 @@ What it answers (`GET /api/v1/rules`, the dashboard's Policy page and Why page):
   denied or rejected: its action's, 0 for an audit allow/pass/log), `unused` when no host
   counted a packet and no flow names it;
 - the namespaces' default rules (`ns/default-deny/ingress`, ...), which decide what no policy
-  did and which flow records name, listed after the tiers.
+  did and which flow records name, listed after the tiers;
+- with `rule=ID`, the same cut down to that rule (both directions when they share the id), and
+  the matching rules also as a flat `rules` list.
 
 Counters are the kernel's since the host last replaced its table (a program whose structure
 changes is a full replace, which starts the counters again; docs/operations.md), as the
@@ -131,11 +133,15 @@ class RuleTree:
     defaults: tuple[NamespaceDefaults, ...]
     hosts: tuple[str, ...]                    # the hosts whose latest reports were summed
     omitted: Mapping[str, int]                # per host, rule entries its agent's cap left out
+    asked: str | None = None                  # the one rule asked for (`only_rule`)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "tiers": [t.to_dict() for t in self.tiers],
-                "defaults": [d.to_dict() for d in self.defaults], "hosts": list(self.hosts),
-                "omitted": dict(sorted(self.omitted.items()))}
+        out = {"revision": self.revision, "tiers": [t.to_dict() for t in self.tiers],
+               "defaults": [d.to_dict() for d in self.defaults], "hosts": list(self.hosts),
+               "omitted": dict(sorted(self.omitted.items()))}
+        if self.asked is not None:  # one rule: also flat, wherever it sits (a tier, or a namespace default)
+            out["rules"] = [r.to_dict() for r in self.rules()]
+        return out
 
     def rules(self) -> Iterable[RuleHits]:
         for tier in self.tiers:
@@ -235,7 +241,8 @@ def only_rule(tree: RuleTree, rule: str) -> RuleTree:
             tiers.append(TierHits(tier.name, kept))
     defaults = tuple(NamespaceDefaults(d.namespace, d.default_action, tuple(r for r in d.rules if r.id == rule))
                      for d in tree.defaults)
-    return RuleTree(tree.revision, tuple(tiers), tuple(d for d in defaults if d.rules), tree.hosts, tree.omitted)
+    return RuleTree(tree.revision, tuple(tiers), tuple(d for d in defaults if d.rules), tree.hosts, tree.omitted,
+                    asked=rule)
 
 
 class RuleHitsView:

@@ -469,3 +469,4 @@ class RulesResponse(_Response):
     hosts: list[str] = Field(description="the hosts whose latest reports were summed")
     omitted: dict[str, int] = Field(description="per host, rule entries its agent's cap left out of its report "
                                                 "(the least-hit ones); empty for a tenant")
+    rules: list[RuleHitsModel] | None = Field(default=None, description="with ?rule=ID only: the matching rules, flat")
