@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from stockade.compile.program import AnyPolicy, ordered_policies, policy_rules, rule_ref, source_kind
+from stockade.compile.program import AnyPolicy, Direction, ordered_policies, policy_rules, rule_ref, source_kind
 from stockade.controller import rbac
 from stockade.controller.auth import Principal
 from stockade.controller.rbac import Permission
@@ -47,7 +47,7 @@ from stockade.model.reports import AgentReport
 from stockade.model.state import DesiredState
 from stockade.model.verdicts import is_denied, would
 
-DIRECTIONS = ("ingress", "egress")
+DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 MAX_RULE_ID = 300  # a rule id is `ns/policy/id`: three names of at most 63 or 253 characters
 
 
@@ -210,9 +210,9 @@ def _policy_hits(policy: AnyPolicy, counts: Counts) -> PolicyHits:
     audit = policy.spec.mode == "audit"
     rules = []
     for direction in DIRECTIONS:
-        for index, rule in enumerate(policy_rules(policy, direction)):  # type: ignore[arg-type]
+        for index, rule in enumerate(policy_rules(policy, direction)):
             peers = rule.from_ if direction == "ingress" else rule.to
-            rules.append(counts.hits(rule_ref(policy, direction, index, rule), direction,  # type: ignore[arg-type]
+            rules.append(counts.hits(rule_ref(policy, direction, index, rule), direction,
                                      rule.action, peers_text(peers), ports_text(rule.ports), rule.description, audit))
     return PolicyHits(source_kind(policy), policy.metadata.namespace, policy.metadata.name, policy.spec.tier,
                       policy.spec.order, policy.spec.mode, applies_to_text(policy.spec.appliesTo), tuple(rules))

@@ -73,7 +73,7 @@ def peers_text(peers: Sequence[Peer] | None) -> str:
 
 def port_text(port: PortSpec) -> str:
     if port.protocol in ("ICMP", "ICMPv6"):
-        text = port.protocol
+        text: str = port.protocol
         if port.type is not None:
             text += f" type {port.type}"
         if port.code is not None:
