@@ -138,6 +138,10 @@ class _Calls:
         return _Call("GET", f"{API}/status")
 
     @staticmethod
+    def rules(rule: str | None) -> _Call:
+        return _Call("GET", f"{API}/rules", params={"rule": rule} if rule is not None else {})
+
+    @staticmethod
     def revisions(limit: int | None) -> _Call:
         return _Call("GET", f"{API}/revisions", params={"limit": limit} if limit is not None else {})
 
@@ -416,6 +420,11 @@ class ControllerClient(_Base):
         """{"revision", "enforcedRevision", "agents": [...]}."""
         return self._run(_Calls.status())
 
+    def rules(self, rule: str | None = None) -> dict[str, Any]:
+        """{"revision", "tiers": [{"name", "policies": [{..., "rules": [...]}]}], "defaults", "hosts", "omitted"}:
+        every rule with the hosts' counters (controller.rule_hits); `rule`: only that rule id."""
+        return self._run(_Calls.rules(rule))
+
     def send_flows(self, host: str, records: Sequence[FlowRecord | Mapping[str, Any]],
                    dropped: int = 0) -> dict[str, Any]:
         """Send flow records enforced on `host` (at most 5000 per call) and how many the agent dropped or
@@ -524,6 +533,9 @@ class AsyncControllerClient(_Base):
 
     async def status(self) -> dict[str, Any]:
         return await self._run(_Calls.status())
+
+    async def rules(self, rule: str | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.rules(rule))
 
     async def send_flows(self, host: str, records: Sequence[FlowRecord | Mapping[str, Any]],
                          dropped: int = 0) -> dict[str, Any]:

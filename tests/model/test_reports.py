@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from stockade.controller.schemas import AgentStatusRequest, FlowRecord as FlowRecordSchema
-from stockade.model.reports import AgentReport, Endpoint, FlowEnd, FlowRecord, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, FlowEnd, FlowRecord, NotProgrammed, RuleCount
 
 START = FlowRecord(time="2030-01-01T00:00:00.250Z", host="hv1", direction="ingress", verdict="would-deny",
                    rule="shop/db/from-web", protocol="tcp", family=4,
@@ -57,10 +57,16 @@ def test_an_agent_report_round_trips_and_passes_the_api_schema() -> None:
                          endpoints={"shop/web-1": Endpoint("stk-w1", "tap1", "02:00:00:00:00:01"),
                                     "shop/db-1": Endpoint(interface="tap2")},
                          drift_repairs=2, last_drift_at="2030-01-01T00:00:01.000+00:00",
-                         not_programmed=(NotProgrammed("shop/odd", "interface tap1 is taken"),))
+                         not_programmed=(NotProgrammed("shop/odd", "interface tap1 is taken"),),
+                         rule_counters={"shop/web/https": {"ingress": RuleCount(3, 180), "egress": RuleCount(1, 60)},
+                                        "shop/default-deny/egress": {"egress": RuleCount(2, 120)}},
+                         rule_counters_omitted=5)
     wire = report.to_dict()
     assert AgentReport.from_dict(wire) == report
     assert list(wire["endpoints"]) == ["shop/db-1", "shop/web-1"]           # sorted
     assert wire["endpoints"]["shop/db-1"] == {"interface": "tap2"}         # no nulls for what is unknown
     assert wire["notProgrammed"] == [{"object": "shop/odd", "reason": "interface tap1 is taken"}]
+    assert wire["ruleCounters"]["shop/web/https"] == {"egress": {"packets": 1, "bytes": 60},
+                                                      "ingress": {"packets": 3, "bytes": 180}}
+    assert wire["ruleCountersOmitted"] == 5
     assert AgentReport.from_dict(AgentStatusRequest.model_validate(wire).model_dump()) == report

@@ -11,6 +11,10 @@ sync; when the controller is unreachable the last program stays in force (we nev
 flush). At start, before that sync, the last program this host applied (saved on local
 disk) is put back if the kernel has no table of ours (a reboot), and kept there until the
 first sync replaces it: a host never runs open while its controller is away.
+
+The kernel's per-rule counters go into the heartbeat's report, read just before it in a worker
+thread (agent.rule_counters); the reports the reconcile step sends carry the last reading, so
+listing the table never lengthens a rollout.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from stockade.compile.stale_flows import FlowMemory
 from stockade.clock import utc_now_iso
 from stockade.errors import Gone, StockadeError
 from stockade.model.naming import workload_interface
-from stockade.model.reports import AgentReport, Endpoint, Handoff, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, Handoff, NotProgrammed, RuleCount
 from stockade.model.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,11 @@ class FlowSource(Protocol):
 
     def update(self, state: DesiredState, ruleset: Any) -> None: ...
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+# The kernel's per-rule counters as a report carries them, and how many entries were left out
+# (agent.rule_counters.RuleCounterReader.read).
+RuleCounterSource = Callable[[], tuple[dict[str, dict[str, RuleCount]], int]]
 
 
 class LinkEvents(Protocol):
@@ -100,6 +109,10 @@ class AgentStatus:
     not_programmed: list[dict[str, str]] = field(default_factory=list)
     # Workloads that moved here, and the connections taken over (agent.migration); the last few.
     handoffs: dict[str, Handoff] = field(default_factory=dict)
+    # The kernel's per-rule counters at the last heartbeat (agent.rule_counters), and how many
+    # rule entries the cap left out.
+    rule_counters: dict[str, dict[str, RuleCount]] = field(default_factory=dict)
+    rule_counters_omitted: int = 0
 
     def report(self) -> dict[str, Any]:
         """The report's wire form, as the one AgentReport type (model.reports) gives it."""
@@ -109,7 +122,8 @@ class AgentStatus:
             last_drift_at=self.last_drift_at,
             endpoints={k: Endpoint.from_dict(v) for k, v in self.endpoints.items()},
             not_programmed=tuple(NotProgrammed(n["object"], n["reason"]) for n in self.not_programmed),
-            handoffs=dict(self.handoffs)).to_dict()
+            handoffs=dict(self.handoffs), rule_counters=self.rule_counters,
+            rule_counters_omitted=self.rule_counters_omitted).to_dict()
 
 
 class Agent:
@@ -123,7 +137,8 @@ class Agent:
                  forget_connections: Callable[[set[str]], int] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  link_events: Callable[[], LinkEvents] | None = None,
-                 carrier: ConnectionCarrier | None = None) -> None:
+                 carrier: ConnectionCarrier | None = None,
+                 rule_counters: RuleCounterSource | None = None) -> None:
         self.config = config
         self.client = client
         self.reconciler = reconciler
@@ -150,6 +165,7 @@ class Agent:
         self._takeovers: set[asyncio.Task[None]] = set()
         self._conflict: str | None = None
         self.flows = flows
+        self.rule_counters = rule_counters  # read before each heartbeat's report
         self.cache = StateCache()
         self.status = AgentStatus()
         self.dirty = asyncio.Event()
@@ -358,7 +374,18 @@ class Agent:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.sleep(self.config.heartbeat_interval)
+            if self.rule_counters is not None:
+                await asyncio.to_thread(self._read_rule_counters)
             await self._report()
+
+    def _read_rule_counters(self) -> None:
+        """Take the kernel's per-rule counters for the next reports (in a worker thread); when the
+        kernel cannot be read, the last reading stays (counters only grow: it is an undercount)."""
+        assert self.rule_counters is not None
+        try:
+            self.status.rule_counters, self.status.rule_counters_omitted = self.rule_counters()
+        except Exception as e:  # noqa: BLE001 - a failed reading must not stop the heartbeat
+            log.warning("reading the rule counters failed: %r; reporting the last reading", e)
 
     # -------------------------------------------------------- the loop
 

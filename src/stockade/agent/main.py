@@ -23,6 +23,7 @@ from stockade.agent.memory import limit_arenas
 from stockade.agent.metrics import AgentMetrics, serve
 from stockade.agent.migration import ConnectionCarrier
 from stockade.agent.reconciler import Reconciler
+from stockade.agent.rule_counters import RuleCounterReader
 from stockade.agent.saved_program import SavedProgram
 from stockade.compile.host import LOG_SUPPRESSED, CompileOptions
 from stockade.redaction import install_log_redaction
@@ -110,7 +111,8 @@ def build_agent(settings: AgentSettings, endpoints: EndpointDriver | None = None
                   on_outcome=metrics.observe, on_failure=metrics.failed, flows=flows,
                   on_controller_error=metrics.controller_error, saved=saved,
                   forget_connections=forget_connections, link_events=LinkEventReader,
-                  carrier=ConnectionCarrier(client, observe=metrics.moved) if settings.carry_connections else None)
+                  carrier=ConnectionCarrier(client, observe=metrics.moved) if settings.carry_connections else None,
+                  rule_counters=RuleCounterReader(driver).read)
     metrics.watch_link(lambda: agent.status.controller_reachable)
     return agent, metrics
 

@@ -33,9 +33,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stockade.agent.reconciler import Outcome, Reconciler
+from stockade.agent.rule_counters import kernel_counts
 from stockade.build_info import add_process_metrics
 from stockade.compile.host import UNKNOWN_INTERFACE
-from stockade.dataplane.nft_driver import counters_by_rule
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,12 @@ class _RuleCounters(Collector):
         packets = CounterMetricFamily("stockade_rule_packets", "Packets matched per rule", labels=labels)
         octets = CounterMetricFamily("stockade_rule_bytes", "Bytes matched per rule", labels=labels)
         # The bridge table (bridged workloads' ports) counts its drops too: the fail-closed ones
-        # of unknown ports go into the same total. Drivers that have no such table have no lister.
-        list_ports = getattr(self._reconciler.driver, "list_ports_table", None)
+        # of unknown ports go into the same total (agent.rule_counters reads both tables).
         try:
-            listing = self._reconciler.driver.list_table() or {}
-            ports = (list_ports() if list_ports is not None else None) or {}
+            counts = kernel_counts(self._reconciler.driver)
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because nft did
             log.warning("reading rule counters failed: %r", e)
-            listing, ports = {}, {}
-        counts = counters_by_rule(listing)
-        for key, (p, b) in counters_by_rule(ports).items():
-            have = counts.get(key, (0, 0))
-            counts[key] = (have[0] + p, have[1] + b)
+            counts = {}
         unknown = 0
         for (rule, direction), (p, b) in sorted(counts.items()):
             if rule == UNKNOWN_INTERFACE:

@@ -52,11 +52,13 @@ from stockade.controller.routes import flows as flow_routes
 from stockade.controller.routes import history as history_routes
 from stockade.controller.routes import insight as insight_routes
 from stockade.controller.routes import objects as object_routes
+from stockade.controller.routes import rules as rule_routes
 from stockade.controller.routes import status as status_routes
 from stockade.controller.routes import sync as sync_routes
 from stockade.controller.routes import tokens as token_routes
 from stockade.controller.routes import topology as topology_routes
 from stockade.controller.routes.deps import API, client_of
+from stockade.controller.rule_hits import RuleHitsView
 from stockade.controller.service import ControllerService
 from stockade.controller.token_admin import TokenUseCases
 from stockade.controller.topology_views import TopologyViews
@@ -218,6 +220,8 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(token_routes.router(TokenUseCases(tokens, audit)))
     app.include_router(backup_routes.router(backend, audit))
     app.include_router(handoff_routes.router(HandoffBox(service.desired_state), audit))
+    app.include_router(rule_routes.router(RuleHitsView(service.desired_state, service.reports.all,
+                                                       service.flow_log.rule_counts)))
     app.include_router(insight_routes.router(service, metrics, PrometheusTrends(config.prometheus_url)))
     app.include_router(dashboard_routes.router(sessions, limiter,
                                                lambda request, status, reason: refuse(request.scope, status, reason)))

@@ -204,6 +204,18 @@ class FlowLog:
                 break
         return out
 
+    def rule_counts(self) -> dict[tuple[str, str], int]:
+        """Flows per (rule id, direction) in the history: the start records (one per connection
+        attempt a rule decided or recorded; an end record is the same flow ending)."""
+        with self._lock:
+            ring = list(self._ring)
+        out: dict[tuple[str, str], int] = {}
+        for e in ring:
+            if not e.record.ended:
+                key = (e.record.rule, e.record.direction)
+                out[key] = out.get(key, 0) + 1
+        return out
+
     def _after(self, since_seq: int) -> list[FlowEntry]:
         """Records with seq > since_seq (the ring is sorted by seq and consecutive)."""
         if not self._ring or since_seq == self._seq:

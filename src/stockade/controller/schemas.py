@@ -99,6 +99,19 @@ class HandoffReport(BaseModel):
     taken: bool = False
 
 
+class RuleCountReport(BaseModel):
+    """What one host's kernel counted for one rule in one direction."""
+
+    model_config = ConfigDict(extra="ignore")
+    packets: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+
+
+# The agent caps its reports at agent.rule_counters.MAX_REPORTED_RULES entries; this bound is the
+# controller's, above it, so that a report can never make it hold an unbounded map.
+MAX_REPORTED_RULE_IDS = 10_000
+
+
 class AgentStatusRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     revision: int = Field(ge=0, description="the revision whose program the agent enforces")
@@ -115,6 +128,11 @@ class AgentStatusRequest(BaseModel):
     handoffs: dict[str, HandoffReport] = Field(
         default_factory=dict, max_length=1_000,
         description="workloads that moved here (namespace/name): the revision, and the open connections taken over")
+    ruleCounters: dict[str, dict[Literal["egress", "ingress"], RuleCountReport]] = Field(
+        default_factory=dict, max_length=MAX_REPORTED_RULE_IDS,
+        description="the kernel's counters per rule id (as trace and flow records name it) and direction, "
+                    "read at the agent's last heartbeat; at most the agent's cap of entries, the most-hit ones")
+    ruleCountersOmitted: int = Field(default=0, ge=0, description="rule entries the agent's cap left out")
 
 
 def parse_utc(value: str) -> datetime:
@@ -397,3 +415,58 @@ class DiffResponse(_Response):
     revision: int = Field(description="the stored revision the diff was computed against")
     objects: list[dict[str, Any]] = Field(description="per object: kind, namespace, name, action and field changes")
     flows: list[dict[str, Any]] = Field(description="recently observed flows whose verdict would change")
+
+
+class HostRuleCount(_Response):
+    host: str
+    packets: int
+    bytes: int
+
+
+class RuleHitsModel(_Response):
+    id: str = Field(description="the rule id as trace, flow records and the kernel name it: ns/policy/rule "
+                                "(policy/rule for a cluster-wide policy, ns/default-deny/DIRECTION for a namespace's default)")
+    direction: Literal["ingress", "egress"]
+    action: str
+    peers: str = Field(description="the rule's from (ingress) or to (egress) as text; 'any' when it has none")
+    ports: str = Field(description="the rule's ports as text; 'any' when it has none")
+    description: str | None
+    packets: int = Field(description="packets the hosts' kernels counted for it, summed over their latest reports")
+    bytes: int
+    hosts: list[HostRuleCount] = Field(description="the same per host that counted it")
+    flows: int = Field(description="flow records in the controller's history that name it (start records)")
+    wouldDeny: int | None = Field(description="an audit-mode rule: packets it would have denied or rejected "
+                                              "(0 for an audit allow, pass or log); null when enforcing")
+    unused: bool = Field(description="no host counted a packet for it and no flow record names it")
+
+
+class PolicyHitsModel(_Response):
+    kind: str = Field(description="Policy, GlobalPolicy, NetworkPolicy, or an upstream cluster policy's kind")
+    namespace: str | None
+    name: str
+    tier: str
+    order: int
+    mode: Literal["enforce", "audit"]
+    appliesTo: str
+    rules: list[RuleHitsModel]
+
+
+class TierHitsModel(_Response):
+    name: str
+    policies: list[PolicyHitsModel] = Field(description="in evaluation order: order, then name")
+
+
+class NamespaceDefaultsModel(_Response):
+    namespace: str
+    defaultAction: str
+    rules: list[RuleHitsModel]
+
+
+class RulesResponse(_Response):
+    revision: int
+    tiers: list[TierHitsModel] = Field(description="every tier in evaluation order, with the policies the caller may read")
+    defaults: list[NamespaceDefaultsModel] = Field(description="the namespaces' default rules, after the last tier")
+    hosts: list[str] = Field(description="the hosts whose latest reports were summed")
+    omitted: dict[str, int] = Field(description="per host, rule entries its agent's cap left out of its report "
+                                                "(the least-hit ones); empty for a tenant")
+    rules: list[RuleHitsModel] | None = Field(default=None, description="with ?rule=ID only: the matching rules, flat")

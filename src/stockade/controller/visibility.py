@@ -13,7 +13,8 @@ The rules, each with the leak it closes:
   policy and rule names are its own business. Global rule ids (`policy/rule`, written by the
   platform) stay: they are what a tenant quotes when asking why it was denied.
 - An agent's error text can name any workload on its host: a tenant sees that there is an
-  error, not its text; `notProgrammed` keeps only the caller's workloads.
+  error, not its text; `notProgrammed` keeps only the caller's workloads; its rule counters are
+  dropped (they count every namespace's traffic on the host).
 
 Invariants: never mutates its input; a caller that is not scoped gets the input unchanged.
 """
@@ -75,8 +76,10 @@ def agent_status(agent: AgentStatus, visible: Visible) -> AgentStatus:
     report = agent.report
     mine = tuple(n for n in report.not_programmed if visible(n.workload.split("/", 1)[0]))
     moved = {k: h for k, h in report.handoffs.items() if visible(k.split("/", 1)[0])}
+    # Rule counters are every namespace's traffic: a tenant reads its own rules' through the rules
+    # view (controller.rule_hits), never a host's whole map.
     report = replace(report, error=HIDDEN_ERROR if report.error else None, not_programmed=mine, endpoints={},
-                     handoffs=moved)
+                     handoffs=moved, rule_counters={}, rule_counters_omitted=0)
     return replace(agent, report=report)
 
 

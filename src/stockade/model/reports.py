@@ -7,6 +7,13 @@ has always sent them) and `from_dict(x.to_dict()) == x`. Validation is the API s
     FlowRecord   {"time", "host", "direction", "verdict", "rule", "protocol", "family",
                   "src": FlowEnd, "dst": FlowEnd, "icmpType", "event",
                   "packets", "bytes", "replyPackets", "replyBytes"}   (counts: end records)
+    AgentReport  {"revision", "programHash", "appliedAt", "inSync", "error", "driftRepairs",
+                  "lastDriftAt", "endpoints", "notProgrammed", "handoffs",
+                  "ruleCounters": {RULE-ID: {DIRECTION: {"packets", "bytes"}}}, "ruleCountersOmitted"}
+
+Rule counters are keyed by the rule id that trace and flow records name (`ns/policy/rule`,
+`policy/rule` for a cluster-wide policy, `ns/default-deny/DIRECTION` for a namespace's default)
+and then by direction: an ingress and an egress rule of one policy may share an id.
 """
 
 from __future__ import annotations
@@ -143,6 +150,24 @@ class Handoff:
 
 
 @dataclass(frozen=True)
+class RuleCount:
+    """What the kernel counted for one rule in one direction on one host, since the rule was programmed."""
+
+    packets: int = 0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"packets": self.packets, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "RuleCount":
+        return cls(int(raw.get("packets") or 0), int(raw.get("bytes") or 0))
+
+
+RuleCounters = Mapping[str, Mapping[str, RuleCount]]  # rule id -> direction -> counts
+
+
+@dataclass(frozen=True)
 class AgentReport:
     """An agent's account of itself: the revision it enforces, the program's hash, its endpoints.
 
@@ -160,6 +185,10 @@ class AgentReport:
     last_drift_at: str | None = None
     not_programmed: tuple[NotProgrammed, ...] = ()
     handoffs: Mapping[str, Handoff] = field(default_factory=dict)  # by "namespace/name" of the workload
+    # The kernel's per-rule counters at the time of the report (agent.rule_counters), and how many
+    # rule entries the agent's cap left out (the least-hit ones).
+    rule_counters: RuleCounters = field(default_factory=dict)
+    rule_counters_omitted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "programHash": self.program_hash, "appliedAt": self.applied_at,
@@ -167,7 +196,10 @@ class AgentReport:
                 "lastDriftAt": self.last_drift_at,
                 "endpoints": {k: e.to_dict() for k, e in sorted(self.endpoints.items())},
                 "notProgrammed": [n.to_dict() for n in self.not_programmed],
-                "handoffs": {k: h.to_dict() for k, h in sorted(self.handoffs.items())}}
+                "handoffs": {k: h.to_dict() for k, h in sorted(self.handoffs.items())},
+                "ruleCounters": {rule: {d: c.to_dict() for d, c in sorted(by_dir.items())}
+                                 for rule, by_dir in sorted(self.rule_counters.items())},
+                "ruleCountersOmitted": self.rule_counters_omitted}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "AgentReport":
@@ -179,4 +211,7 @@ class AgentReport:
                    endpoints={k: Endpoint.from_dict(v) for k, v in (raw.get("endpoints") or {}).items()},
                    not_programmed=tuple(NotProgrammed(str(n["object"]), str(n["reason"]))
                                         for n in raw.get("notProgrammed") or ()),
-                   handoffs={k: Handoff.from_dict(v) for k, v in (raw.get("handoffs") or {}).items()})
+                   handoffs={k: Handoff.from_dict(v) for k, v in (raw.get("handoffs") or {}).items()},
+                   rule_counters={rule: {d: RuleCount.from_dict(c) for d, c in by_dir.items()}
+                                  for rule, by_dir in (raw.get("ruleCounters") or {}).items()},
+                   rule_counters_omitted=int(raw.get("ruleCountersOmitted") or 0))

@@ -25,7 +25,7 @@ from stockade.controller.schemas import (
     parse_utc,
 )
 from stockade.controller.service import ControllerService
-from stockade.model.reports import AgentReport, Endpoint, FlowRecord, Handoff, NotProgrammed
+from stockade.model.reports import AgentReport, Endpoint, FlowRecord, Handoff, NotProgrammed, RuleCount
 
 
 def router(service: ControllerService, host_views: HostViews, watch_answers: WatchAnswers,
@@ -70,7 +70,10 @@ def router(service: ControllerService, host_views: HostViews, watch_answers: Wat
             last_drift_at=body.lastDriftAt,
             endpoints={k: Endpoint(e.netns, e.interface, e.mac) for k, e in body.endpoints.items()},
             not_programmed=tuple(NotProgrammed(n.object, n.reason) for n in body.notProgrammed),
-            handoffs={k: Handoff(h.revision, h.connections, h.taken) for k, h in body.handoffs.items()})
+            handoffs={k: Handoff(h.revision, h.connections, h.taken) for k, h in body.handoffs.items()},
+            rule_counters={rule: {d: RuleCount(c.packets, c.bytes) for d, c in by_dir.items()}
+                           for rule, by_dir in body.ruleCounters.items()},
+            rule_counters_omitted=body.ruleCountersOmitted)
         rollout = service.report_agent(host, report, principal=principal)
         if rollout is not None:
             metrics.observe_rollout(host, body.revision, rollout)

@@ -33,6 +33,7 @@ from stockade.errors import ConflictError
 
 MAX_ATTEMPTS = 50
 REPORTS_PER_TXN = 100  # within etcd's default --max-txn-ops (128): reports are saved independently
+REPORT_BYTES_PER_TXN = 1024 * 1024  # within etcd's default --max-request-bytes (1.5 MiB)
 
 
 def json_value(value: Any) -> bytes:
@@ -180,9 +181,17 @@ class EtcdAgentReports(WriteBehindReports):
         return records
 
     def _save(self, batch: list[AgentRecord]) -> None:
-        for i in range(0, len(batch), REPORTS_PER_TXN):
-            ops = [put(self._layout.agent(r.host),
-                       json_value({"host": r.host, "report": r.report,
-                               "lastSeen": r.last_seen.isoformat(timespec="milliseconds")}))
-                   for r in batch[i:i + REPORTS_PER_TXN]]
-            self._kv.txn([], ops)  # an error leaves the batch to the next burst (AgentReports)
+        # Reports carry rule counters (up to the agent's cap: a few hundred KB), so a transaction is
+        # bounded by bytes as well as by operations, within etcd's default --max-request-bytes.
+        ops: list[Any] = []
+        size = 0
+        for r in batch:
+            value = json_value({"host": r.host, "report": r.report,
+                                "lastSeen": r.last_seen.isoformat(timespec="milliseconds")})
+            if ops and (len(ops) >= REPORTS_PER_TXN or size + len(value) > REPORT_BYTES_PER_TXN):
+                self._kv.txn([], ops)  # an error leaves the batch to the next burst (AgentReports)
+                ops, size = [], 0
+            ops.append(put(self._layout.agent(r.host), value))
+            size += len(value)
+        if ops:
+            self._kv.txn([], ops)
