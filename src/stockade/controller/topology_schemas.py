@@ -96,7 +96,8 @@ class ReachPeer(BaseModel):
     rows: list[ReachRow]
     omittedProbes: int = Field(description="ports in play beyond the per-peer limit, not traced")
     problems: list[str]
-    summary: Literal["allow", "deny", "partial", "none"]
+    summary: str = Field(description="allow (every port traced is allowed), deny (none is), partial, or none "
+                         "(nothing was traced)")
 
 
 class ReachLimits(BaseModel):
