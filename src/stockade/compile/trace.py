@@ -8,6 +8,8 @@ that is rendered into the kernel, so trace and enforcement cannot disagree.
 from __future__ import annotations
 
 import ipaddress
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -142,9 +144,30 @@ def _side(state: DesiredState, options: CompileOptions, programs: dict[str, Rule
     """`packet` through one base chain of `host`'s program (compiled once per host into `programs`)."""
     if host not in programs:
         programs[host] = compile_host(state, host, options)
-    outcome = Interpreter(programs[host]).run_base_chain(replace(packet, iifname=iif, oifname=oif), chain)
+    outcome = _interpreter(programs[host]).run_base_chain(replace(packet, iifname=iif, oifname=oif), chain)
     return SideTrace(host, VERDICT_WORDS[outcome.verdict],
                      [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
+
+
+# The interpreters of the latest programs traced: an interpreter indexes a program's sets on first
+# use, and trace, reach and `stockade test` evaluate many packets against the same few programs.
+# Keyed by identity; the cache holds the program itself, so an id is never reused while cached.
+_INTERPRETERS: OrderedDict[int, tuple[Ruleset, Interpreter]] = OrderedDict()
+_INTERPRETERS_KEPT = 16
+_INTERPRETERS_LOCK = threading.Lock()  # the controller traces in several worker threads at once
+
+
+def _interpreter(program: Ruleset) -> Interpreter:
+    with _INTERPRETERS_LOCK:
+        cached = _INTERPRETERS.get(id(program))
+        if cached is not None and cached[0] is program:
+            _INTERPRETERS.move_to_end(id(program))
+            return cached[1]
+        interpreter = Interpreter(program)
+        _INTERPRETERS[id(program)] = (program, interpreter)
+        while len(_INTERPRETERS) > _INTERPRETERS_KEPT:
+            _INTERPRETERS.popitem(last=False)
+        return interpreter
 
 
 def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
