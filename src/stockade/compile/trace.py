@@ -8,8 +8,6 @@ that is rendered into the kernel, so trace and enforcement cannot disagree.
 from __future__ import annotations
 
 import ipaddress
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -67,7 +65,12 @@ def check_request(protocol: str, family: int, has_dst: bool, to_fqdn: str | None
             raise ValidationError.single("trace", field("to-fqdn"), "a name, not a pattern")
 
 
-OUTSIDE_ADDRESS = {4: "192.0.2.1", 6: "100::1"}  # TEST-NET-1 and the discard prefix: never real peers
+OUTSIDE_ADDRESS = {4: "192.0.2.1", 6: "100::1"}
+
+# Each host's compiled program, ready to evaluate, by host: a caller tracing many flows on one
+# state passes the same dict to every call, so each host is compiled, and its sets indexed
+# (nft.interpret), once.
+Programs = dict[str, Interpreter]  # TEST-NET-1 and the discard prefix: never real peers
 
 
 @dataclass
@@ -108,7 +111,7 @@ def _address(state: DesiredState, key: tuple[str, str], family: int) -> str:
 
 
 def trace_flow(state: DesiredState, flow: Flow, options: CompileOptions = CompileOptions(),
-               programs: dict[str, Ruleset] | None = None) -> TraceResult:
+               programs: Programs | None = None) -> TraceResult:
     """Trace one flow. `programs` caches compiled host programs across calls on the same state."""
     cache = programs if programs is not None else {}
     if flow.dst_fqdn is not None:
@@ -139,39 +142,18 @@ def _packet(flow: Flow, src_ip: str, dst_ip: str) -> Packet:
                   dst_names=(flow.dst_fqdn,) if flow.dst_fqdn else ())
 
 
-def _side(state: DesiredState, options: CompileOptions, programs: dict[str, Ruleset], host: str, chain: str,
+def _side(state: DesiredState, options: CompileOptions, programs: Programs, host: str, chain: str,
           packet: Packet, iif: str, oif: str) -> SideTrace:
     """`packet` through one base chain of `host`'s program (compiled once per host into `programs`)."""
     if host not in programs:
-        programs[host] = compile_host(state, host, options)
-    outcome = _interpreter(programs[host]).run_base_chain(replace(packet, iifname=iif, oifname=oif), chain)
+        programs[host] = Interpreter(compile_host(state, host, options))
+    outcome = programs[host].run_base_chain(replace(packet, iifname=iif, oifname=oif), chain)
     return SideTrace(host, VERDICT_WORDS[outcome.verdict],
                      [{"rule": s.comment or "", "action": s.action, "chain": s.chain} for s in outcome.steps])
 
 
-# The interpreters of the latest programs traced: an interpreter indexes a program's sets on first
-# use, and trace, reach and `stockade test` evaluate many packets against the same few programs.
-# Keyed by identity; the cache holds the program itself, so an id is never reused while cached.
-_INTERPRETERS: OrderedDict[int, tuple[Ruleset, Interpreter]] = OrderedDict()
-_INTERPRETERS_KEPT = 16
-_INTERPRETERS_LOCK = threading.Lock()  # the controller traces in several worker threads at once
-
-
-def _interpreter(program: Ruleset) -> Interpreter:
-    with _INTERPRETERS_LOCK:
-        cached = _INTERPRETERS.get(id(program))
-        if cached is not None and cached[0] is program:
-            _INTERPRETERS.move_to_end(id(program))
-            return cached[1]
-        interpreter = Interpreter(program)
-        _INTERPRETERS[id(program)] = (program, interpreter)
-        while len(_INTERPRETERS) > _INTERPRETERS_KEPT:
-            _INTERPRETERS.popitem(last=False)
-        return interpreter
-
-
 def _trace_to_name(state: DesiredState, flow: Flow, options: CompileOptions,
-                   programs: dict[str, Ruleset]) -> TraceResult:
+                   programs: Programs) -> TraceResult:
     """Egress of `flow.src` to a destination outside the workloads that has the name `flow.dst_fqdn`."""
     src = state.workloads.get(flow.src)
     if src is None:

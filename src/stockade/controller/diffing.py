@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from stockade.compile.trace import Flow, trace_flow
+from stockade.compile.trace import Programs, Flow, trace_flow
 from stockade.errors import StockadeError
 from stockade.model.kinds import ObjectKey
 from stockade.model.reports import FlowRecord
 from stockade.model.state import DesiredState
-from stockade.nft.ir import Ruleset
 
 FieldOp = Literal["add", "change", "remove"]
 
@@ -140,8 +139,8 @@ def verdict_changes(before: DesiredState, after: DesiredState,
     Flows whose workloads no longer exist in either state are skipped (their fate is in the
     object diff). Both sides are traced from the compiled host programs, like `stockade trace`.
     """
-    cache_before: dict[str, Ruleset] = {}
-    cache_after: dict[str, Ruleset] = {}
+    cache_before: Programs = {}
+    cache_after: Programs = {}
     out: list[VerdictChange] = []
     for record in records:
         flow = _flow_of(record)

@@ -43,13 +43,12 @@ from typing import Any, Literal
 from stockade.compile.host import CompileOptions
 from stockade.compile.program import L4_NAMES, AnyPolicy, Direction, policy_rules
 from stockade.compile.selection import Selection, WorkloadKey
-from stockade.compile.trace import Flow, trace_flow
+from stockade.compile.trace import Programs, Flow, trace_flow
 from stockade.controller import visibility
 from stockade.controller.visibility import Visible
 from stockade.errors import NotFoundError, PayloadTooLarge
 from stockade.model.objects import PortSpec, Workload
 from stockade.model.state import DesiredState
-from stockade.nft.ir import Ruleset
 
 MAX_PEERS = 500
 MAX_PROBES_PER_PAIR = 32
@@ -151,7 +150,7 @@ class ReachTracer:
     def __init__(self, state: DesiredState, options: CompileOptions = CompileOptions()) -> None:
         self.state = state
         self.options = options
-        self.programs: dict[str, Ruleset] = {}
+        self.programs: Programs = {}
         self.selection = Selection(state)
         self._applicable: dict[WorkloadKey, tuple[AnyPolicy, ...]] = {}
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from stockade.nft.ir import Ruleset
-from stockade.compile.trace import TraceResult, trace_flow
+from stockade.compile.trace import Programs, TraceResult, trace_flow
 from stockade.errors import FieldProblem, ValidationError
 from stockade.model.state import DesiredState
 from stockade.policytest.expectations import Expectation
@@ -92,6 +91,6 @@ def evaluate(state: DesiredState, expectations: Sequence[Expectation]) -> Report
     problems = reference_problems(state, expectations)
     if problems:
         raise ValidationError(problems)
-    programs: dict[str, Ruleset] = {}  # each host is compiled once for the whole file
+    programs: Programs = {}  # each host is compiled once for the whole file
     return Report(state.revision, tuple(Outcome(e, trace_flow(state, e.flow, programs=programs))
                                         for e in expectations))
