@@ -203,3 +203,27 @@ def test_bad_filter_values_name_the_field(field: str, value: str, call: Any) -> 
     with pytest.raises(ValidationError) as e:
         call(value)
     assert field in str(e.value.to_dict())
+
+
+# ------------------------------------------------------------------ the options
+
+
+def test_the_flow_log_is_on_beside_a_sqlite_store_and_off_on_request() -> None:
+    from stockade.controller.main import flow_config, store_config
+
+    sqlite = store_config("/var/lib/stockade/s.db", None)
+    assert flow_config(sqlite, None, None, None, None) == {"flow_log": Path("/var/lib/stockade/s.db.flows.jsonl")}
+    assert flow_config(sqlite, "off", None, None, None) == {"flow_log": None}
+    assert flow_config(sqlite, "/logs/f.jsonl", 2048, 2, "http://c:4318/v1/logs") == {
+        "flow_log": Path("/logs/f.jsonl"), "flow_log_max_bytes": 2048, "flow_log_keep": 2,
+        "otlp_endpoint": "http://c:4318/v1/logs"}
+    assert flow_config(store_config(None, "etcd://e1:2379"), None, None, None, None) == {}  # replicas: memory
+
+
+def test_bad_flow_options_name_the_option(tmp_path: Path) -> None:
+    from stockade.controller.config import ControllerConfig
+
+    with pytest.raises(ValueError, match="flow_log_max_bytes"):
+        ControllerConfig(db_path=tmp_path / "s.db", flow_log_max_bytes=5)
+    with pytest.raises(ValueError, match="otlp_endpoint 'collector:4318'"):
+        ControllerConfig(db_path=tmp_path / "s.db", otlp_endpoint="collector:4318")
