@@ -19,8 +19,9 @@ Invariants:
   `status` when read (`list_objects`, `snapshot`); they are not desired state,
   make no revision and are not in watch events.
 
-- Flow records live in a bounded in-memory `FlowLog` (see `controller.flows` for
-  why), never in the store; they make no revision.
+- Flow records live in a bounded in-memory `FlowLog` mirrored to a JSON-lines file and read
+  back from it on start (see `controller.flows` for why), never in the store; they make no
+  revision.
 - Authorization of writes is object by object (`rbac.check_write`) on the old and
   the new document, inside the write lock, so what is checked is what is replaced.
 - Optimistic concurrency: an object sent with `metadata.resourceVersion` is written
