@@ -73,16 +73,17 @@ def read_newest(path: Path, keep: int, limit: int) -> ReadBack:
             data = rotated(path, i).read_bytes()
         except FileNotFoundError:
             continue
-        docs = []
-        for raw in data.splitlines():
+        # Newest line first, and only as many as wanted: a start parses `limit` lines, not the disk.
+        for raw in reversed(data.splitlines()):
+            if len(found) >= limit:
+                break
             if not raw.strip():
                 continue
             doc = _parse(raw)
             if doc is None:
                 skipped += 1
             else:
-                docs.append(doc)
-        found.extend(reversed(docs))  # newest first across files
+                found.append(doc)
     found.sort(key=lambda d: d["seq"])
     return ReadBack(tuple(found[-limit:]) if limit > 0 else (), skipped)
 
