@@ -27,7 +27,8 @@ COMMANDS_FILE = Path(__file__).resolve().parents[1] / "deps" / "commands.tsv"
 
 # Python modules the suite itself needs beyond the project's dependencies (pytest plugins the
 # Makefile's pytest command line relies on), with the pinned package that provides each.
-TEST_MODULES = {"xdist": "pytest-xdist", "pytest_randomly": "pytest-randomly", "pytest_timeout": "pytest-timeout"}
+TEST_MODULES = {"xdist": "pytest-xdist", "pytest_randomly": "pytest-randomly", "pytest_timeout": "pytest-timeout",
+                "opentelemetry.proto": "opentelemetry-proto"}  # the OTLP receiver of tests/controller/test_flow_otlp.py
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ from stockade.transport import RETRY_SAFE, Response, Transport
 API = "/api/v1"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_WATCH_TIMEOUT = 30.0
+# The flow query's filters beside the named arguments of `flows` (GET /api/v1/flows takes them as they are).
+FLOW_FILTERS = ("from", "to", "verdict", "port", "protocol", "rule")
 
 ObjectRefLike = ObjectKey | Mapping[str, Any] | Sequence[str]
 
@@ -123,7 +125,8 @@ class _Calls:
 
     @staticmethod
     def flows(since_seq: int | None, since: str | datetime | None, namespace: str | None, workload: str | None,
-              denied: bool, limit: int | None, follow_timeout: float | None) -> _Call:
+              denied: bool, limit: int | None, follow_timeout: float | None,
+              filters: Mapping[str, Any] | None = None) -> _Call:
         if isinstance(since, datetime):
             since = since.isoformat()
         params: dict[str, Any] = {k: v for k, v in (
@@ -131,6 +134,10 @@ class _Calls:
             ("limit", limit), ("follow_timeout", follow_timeout)) if v is not None}
         if denied:
             params["denied"] = "true"
+        for key in FLOW_FILTERS:
+            value = (filters or {}).get(key)
+            if value not in (None, "", [], ()):
+                params[key] = list(value) if isinstance(value, (list, tuple)) else value
         return _Call("GET", f"{API}/flows", params=params, extra_timeout=follow_timeout or 0.0)
 
     @staticmethod
@@ -215,6 +222,12 @@ def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _query_string(params: Mapping[str, Any]) -> str:
+    """`params` URL-encoded; a list value repeats its key (`verdict=deny&verdict=reject`)."""
+    return urlencode({k: [_query_value(x) for x in v] if isinstance(v, list) else _query_value(v)
+                      for k, v in params.items()}, doseq=True)
 
 
 @dataclass
@@ -303,7 +316,7 @@ class _Base:
             endpoint = self._endpoints[index]
             target = endpoint.prefix + call.path
             if call.params:
-                target += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})
+                target += "?" + _query_string(call.params)
             try:
                 response = endpoint.transport.request(call.method, target, body,
                                                       timeout=self.timeout + call.extra_timeout)
@@ -433,11 +446,13 @@ class ControllerClient(_Base):
 
     def flows(self, since_seq: int | None = None, since: str | datetime | None = None,
               namespace: str | None = None, workload: str | None = None, denied: bool = False,
-              limit: int | None = None, follow_timeout: float | None = None) -> dict[str, Any]:
+              limit: int | None = None, follow_timeout: float | None = None,
+              filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """{"records": [... each with "seq"], "lastSeq", "firstSeq", "more", "dropped", "received"}.
         Without `since_seq` the newest records; with it those after it. `follow_timeout` long-polls for
-        new matching records; pass the answer's lastSeq as the next since_seq."""
-        return self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout))
+        new matching records; pass the answer's lastSeq as the next since_seq. `filters`: any of
+        FLOW_FILTERS (`from`, `to`, `verdict` (a list), `port`, `protocol`, `rule`)."""
+        return self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout, filters))
 
     def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Revision history, newest first: [{revision, author, message, time, objects}]."""
@@ -543,8 +558,10 @@ class AsyncControllerClient(_Base):
 
     async def flows(self, since_seq: int | None = None, since: str | datetime | None = None,
                     namespace: str | None = None, workload: str | None = None, denied: bool = False,
-                    limit: int | None = None, follow_timeout: float | None = None) -> dict[str, Any]:
-        return await self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout))
+                    limit: int | None = None, follow_timeout: float | None = None,
+                    filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return await self._run(_Calls.flows(since_seq, since, namespace, workload, denied, limit, follow_timeout,
+                                            filters))
 
     async def revisions(self, limit: int | None = None) -> list[dict[str, Any]]:
         revisions: list[dict[str, Any]] = (await self._run(_Calls.revisions(limit)))["revisions"]

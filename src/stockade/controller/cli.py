@@ -69,6 +69,16 @@ def serve(
     prometheus: Annotated[Optional[str], typer.Option(
         help="a Prometheus that scrapes this controller and the agents (http://HOST:9090): the dashboard's "
              "trends come from it")] = None,
+    flow_log: Annotated[Optional[str], typer.Option(
+        help="JSON-lines file of every accepted flow record, read back on start (default with SQLite: "
+             "DB.flows.jsonl beside the database; 'off': memory only)")] = None,
+    flow_log_max_bytes: Annotated[Optional[int], typer.Option(
+        help="rotate the flow log at this size (default 64 MiB)")] = None,
+    flow_log_keep: Annotated[Optional[int], typer.Option(
+        help="rotated flow logs kept as PATH.1 ... PATH.N (default 4)")] = None,
+    otlp_endpoint: Annotated[Optional[str], typer.Option(
+        help="also send each flow record as an OpenTelemetry log (OTLP HTTP/protobuf) to this URL, "
+             "e.g. http://collector:4318/v1/logs")] = None,
 ) -> None:
     """Serve the REST API on HOST:PORT (HTTPS with --tls-cert/--tls-key) and, with --socket,
     plain HTTP on a unix socket too."""
@@ -82,7 +92,10 @@ def serve(
                        tls_cert, tls_key, interface_pattern, reserved_interfaces, auth_failure_burst,
                        auth_failure_refill, namespace_workloads, namespace_policies, namespace_pool_share,
                        metrics_auth=metrics_auth, listen_fds=tuple(listen_fd or ()), store=store,
-                       etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key, prometheus=prometheus)
+                       etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key, prometheus=prometheus,
+                       flow_log=flow_log,
+                       flow_log_max_bytes=flow_log_max_bytes, flow_log_keep=flow_log_keep,
+                       otlp_endpoint=otlp_endpoint)
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

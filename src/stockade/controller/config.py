@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stockade.controller.flow_file import DEFAULT_KEEP as DEFAULT_FLOW_LOG_KEEP
+from stockade.controller.flow_file import DEFAULT_MAX_BYTES as DEFAULT_FLOW_LOG_MAX_BYTES
 from stockade.controller.flows import DEFAULT_FLOW_HISTORY
 from stockade.controller.quotas import DEFAULT_POLICIES, DEFAULT_POOL_SHARE, DEFAULT_WORKLOADS, Quotas, default_quotas
 from stockade.controller.ratelimit import AuthFailureLimits
@@ -34,6 +36,10 @@ class ControllerConfig:
     `agent_stale_after` is how many seconds after its last report an agent still
     counts as reporting. `event_retention` bounds the watch event log.
     `flow_history` bounds the in-memory flow record history (see `controller.flows`).
+    `flow_log`: the JSON-lines file flow records are appended to and read back from on start
+    (`controller.flow_file`), rotated at `flow_log_max_bytes` keeping `flow_log_keep` old files;
+    None: memory only. `otlp_endpoint`: also send each record as an OTLP log there
+    (`controller.flow_otlp`).
     `auth_failures`: how often one client may fail authentication before it gets 429
     (`controller.ratelimit`). `namespace_workloads`, `namespace_policies` and
     `namespace_pool_share` (of the IPv4 pool's addresses) are each namespace's default quota,
@@ -49,6 +55,10 @@ class ControllerConfig:
     agent_stale_after: float = DEFAULT_STALE_AFTER
     event_retention: int = DEFAULT_EVENT_RETENTION
     flow_history: int = DEFAULT_FLOW_HISTORY
+    flow_log: Path | None = None
+    flow_log_max_bytes: int = DEFAULT_FLOW_LOG_MAX_BYTES
+    flow_log_keep: int = DEFAULT_FLOW_LOG_KEEP
+    otlp_endpoint: str | None = None
     audit_log: Path | None = None           # JSON lines mirror of the audit log (the store keeps it too)
     max_body_bytes: int = DEFAULT_MAX_BODY
     metrics_auth: bool = False              # /metrics needs an admin, network-admin or viewer token
@@ -88,6 +98,13 @@ class ControllerConfig:
             raise ValueError("flow_history must be at least 1")
         if self.prometheus_url is not None and not self.prometheus_url.startswith(("http://", "https://")):
             raise ValueError(f"--prometheus {self.prometheus_url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        if self.flow_log_max_bytes < 1024:
+            raise ValueError("flow_log_max_bytes must be at least 1024")
+        if self.flow_log_keep < 0:
+            raise ValueError("flow_log_keep must not be negative")
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"otlp_endpoint {self.otlp_endpoint!r}: expected an http:// or https:// URL "
+                             "(e.g. http://collector:4318/v1/logs)")
         if not 0 < self.namespace_pool_share <= 1:
             raise ValueError("namespace_pool_share must be more than 0 and at most 1")
         for name in ("namespace_workloads", "namespace_policies"):

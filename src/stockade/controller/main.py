@@ -352,6 +352,26 @@ def store_config(db: Path | str | None, store: str | None, etcd_ca: Path | str |
     return {"db_path": location.path, "audit_log": location.path.parent / "audit.jsonl"}
 
 
+def flow_config(where: dict[str, Any], flow_log: str | None, max_bytes: int | None, keep: int | None,
+                otlp_endpoint: str | None) -> dict[str, Any]:
+    """The ControllerConfig fields for `--flow-log PATH|off --flow-log-max-bytes N --flow-log-keep N
+    --otlp-endpoint URL`: the flow log defaults to `<db>.flows.jsonl` beside a SQLite store
+    (`where`, from `store_config`) and to none on etcd (each replica would need its own)."""
+    out: dict[str, Any] = {}
+    if flow_log is not None:
+        out["flow_log"] = None if flow_log.strip().lower() in ("off", "none", "") else Path(flow_log)
+    elif where.get("db_path") is not None:
+        db_path = Path(where["db_path"])
+        out["flow_log"] = db_path.with_name(db_path.name + ".flows.jsonl")
+    if max_bytes is not None:
+        out["flow_log_max_bytes"] = max_bytes
+    if keep is not None:
+        out["flow_log_keep"] = keep
+    if otlp_endpoint:
+        out["otlp_endpoint"] = otlp_endpoint
+    return out
+
+
 def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_PORT}", socket_path: Path | str | None = None,
                    tokens: Path | str | None = None, known_hosts: str | list[str] | None = None,
                    ipv4_pool: str | None = None, ipv6_pool: str | None = None,
@@ -362,7 +382,9 @@ def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_POR
                    namespace_policies: int | None = None, namespace_pool_share: float | None = None, *,
                    metrics_auth: bool = False, listen_fds: tuple[int, ...] = (), store: str | None = None,
                    etcd_ca: Path | str | None = None, etcd_cert: Path | str | None = None,
-                   etcd_key: Path | str | None = None, prometheus: str | None = None) -> None:
+                   etcd_key: Path | str | None = None, prometheus: str | None = None, flow_log: str | None = None,
+                   flow_log_max_bytes: int | None = None, flow_log_keep: int | None = None,
+                   otlp_endpoint: str | None = None) -> None:
     """What `stockade controller serve --db PATH --listen HOST:PORT --socket PATH --tokens FILE
     --known-hosts hv1,hv2 [--tls-cert FILE --tls-key FILE] [--interface-pattern RE]
     [--reserved-interfaces lo,fab0] [--auth-failure-burst N --auth-failure-refill S]
@@ -371,6 +393,7 @@ def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_POR
     config from plain values and serve (blocking). A limit of 0 for workloads or policies is 0;
     omitted options keep ControllerConfig's defaults."""
     where = store_config(db, store, etcd_ca, etcd_cert, etcd_key)
+    flows = flow_config(where, flow_log, flow_log_max_bytes, flow_log_keep, otlp_endpoint)
     host, port = parse_listen(listen)
     tls = tls_files(tls_cert, tls_key)
     settings = validation_settings(known_hosts, interface_pattern, reserved_interfaces)
@@ -393,5 +416,5 @@ def run_controller(db: Path | str | None, listen: str = f"127.0.0.1:{DEFAULT_POR
     if prometheus:
         extra["prometheus_url"] = prometheus
     config = ControllerConfig(tokens_file=Path(tokens) if tokens else None, validation=settings,
-                              metrics_auth=metrics_auth, **where, **extra)
+                              metrics_auth=metrics_auth, **where, **flows, **extra)
     serve(config, host, port, socket_path, tls, listen_fds)

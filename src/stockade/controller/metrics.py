@@ -17,6 +17,11 @@ never like the agents' own metrics, so that no two components export one name wi
 - `stockade_controller_flow_records_received_total{host}`: flow records accepted from each agent.
 - `stockade_controller_flow_records_lost_total{host}`: flow records lost on the way: those the agent
   reported dropped or sampled away, plus those the controller evicted from its bounded history.
+- `stockade_controller_flow_sink_records_total{sink}`: flow records a sink took: `file` (the
+  JSON-lines flow log) wrote, `otlp` the collector accepted.
+- `stockade_controller_flow_sink_dropped_total{sink}`: flow records a sink lost: `file` could not
+  write (disk full, read-only), `otlp` refused for a full queue or in a batch the collector did
+  not take (down, slow, refusing). The in-memory history keeps them either way.
 - `stockade_build_info{component,version,python}` and `process_*` (build_info.py).
 - `stockade_policy_rollout_seconds`: histogram of revision committed → first report of each
   agent enforcing it in sync; one observation per (host, revision).
@@ -47,6 +52,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ROLLOUT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
+_SINK_TAKEN = ("stockade_controller_flow_sink_records", "Flow records a sink wrote (file) or delivered (otlp)")
+_SINK_DROPPED = ("stockade_controller_flow_sink_dropped",
+                 "Flow records a sink lost: write failed (file), queue full or export failed (otlp)")
+
+
 class _StateCollector(Collector):
     def __init__(self, service: ControllerService) -> None:
         self._service = service
@@ -63,6 +73,8 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("stockade_controller_flow_records_received", "Flow records received from each host", labels=["host"])
         yield CounterMetricFamily("stockade_controller_flow_records_lost", "Flow records a host reported dropped, or the controller evicted",
                                   labels=["host"])
+        yield CounterMetricFamily(*_SINK_TAKEN, labels=["sink"])
+        yield CounterMetricFamily(*_SINK_DROPPED, labels=["sink"])
 
     def collect(self) -> Iterator[Metric]:
         status = self._service.status()
@@ -101,6 +113,13 @@ class _StateCollector(Collector):
             dropped.add_metric([host], n)
         yield received
         yield dropped
+        taken = CounterMetricFamily(*_SINK_TAKEN, labels=["sink"])
+        lost = CounterMetricFamily(*_SINK_DROPPED, labels=["sink"])
+        for sink, (n_taken, n_lost) in sorted(self._service.flow_log.sink_counts().items()):
+            taken.add_metric([sink], n_taken)
+            lost.add_metric([sink], n_lost)
+        yield taken
+        yield lost
 
 
 class ControllerMetrics:

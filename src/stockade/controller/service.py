@@ -19,8 +19,9 @@ Invariants:
   `status` when read (`list_objects`, `snapshot`); they are not desired state,
   make no revision and are not in watch events.
 
-- Flow records live in a bounded in-memory `FlowLog` (see `controller.flows` for
-  why), never in the store; they make no revision.
+- Flow records live in a bounded in-memory `FlowLog` mirrored to a JSON-lines file and read
+  back from it on start (see `controller.flows` for why), never in the store; they make no
+  revision.
 - Authorization of writes is object by object (`rbac.check_write`) on the old and
   the new document, inside the write lock, so what is checked is what is replaced.
 - Optimistic concurrency: an object sent with `metadata.resourceVersion` is written
@@ -56,7 +57,8 @@ from stockade.controller.auth import Principal
 from stockade.controller.config import ControllerConfig
 from stockade.controller.event_tail import EventTail
 from stockade.controller.diffing import ObjectDiff, VerdictChange, diff_documents, verdict_changes
-from stockade.controller.flows import FlowLog, FlowPage, FlowQuery
+from stockade.controller.flow_sinks import open_flow_log
+from stockade.controller.flows import FlowPage, FlowQuery
 from stockade.controller import quotas
 from stockade.model.ipam import Pools, assign_addresses
 from stockade.model.apply_warnings import apply_warnings
@@ -131,8 +133,8 @@ class ControllerService:
         self._write_lock = threading.Lock()
         self._state: DesiredState | None = None
         self._notifier = RevisionNotifier(self.store.revision())
-        self.flow_log = FlowLog(config.flow_history)
-        self._flow_notifier = RevisionNotifier(0)  # "revision" here is the flow log's last seq
+        self.flow_log = open_flow_log(config, self.store.cluster_id, clock)
+        self._flow_notifier = RevisionNotifier(self.flow_log.last_seq)  # "revision": the flow log's last seq
         # Long-polls waiting right now, by kind: agents waiting for the next revision (watch) and
         # followers of the flow log (flows). Only the event loop changes them.
         self._long_polls = {"watch": 0, "flows": 0}
@@ -152,6 +154,7 @@ class ControllerService:
         self._notifier.release()
         self._flow_notifier.release()
         self.audit.close()  # stores the entries still queued
+        self.flow_log.close()  # the OTLP exporter sends what it holds
         self.reports.close()  # saves the reports not yet written
         self.store.close()
 
@@ -654,7 +657,9 @@ class ControllerService:
     def scope_flow_query(query: FlowQuery, principal: Principal | None) -> FlowQuery:
         """The query a caller may ask: a tenant names one of its namespaces (or has only one, the
         default), and a `workload` filter only of its namespaces (filtering on another tenant's
-        workload name would tell whether it exists). Forbidden otherwise."""
+        workload name would tell whether it exists). Forbidden otherwise. The other name filters
+        (`from`, `to`, `rule`) are matched in the tenant's redacted view (`FlowQuery.visible`):
+        another namespace's workload or rule matches only as `ns/(hidden)`, as it is shown."""
         if principal is None or not rbac.is_scoped(principal):
             return query
         namespace, workload = query.namespace, query.workload
@@ -667,7 +672,7 @@ class ControllerService:
             raise Forbidden(f"{principal.name!r} (role tenant) must ask for one of its namespaces "
                             f"({', '.join(sorted(principal.namespaces))})")
         rbac.require_namespace(principal, namespace)
-        return replace(query, namespace=namespace, workload=workload)
+        return replace(query, namespace=namespace, workload=workload, visible=rbac.visible_namespaces(principal))
 
     def scope_flow_page(self, page: FlowPage, principal: Principal | None) -> dict[str, Any]:
         """The page's wire form as the caller may see it (see `visibility.flow_record`)."""
@@ -706,8 +711,7 @@ class ControllerService:
             if remaining <= 0:
                 break
             # Only records after what we have looked at can match from now on.
-            query = FlowQuery(since_seq=page.last_seq, since=query.since, namespace=query.namespace,
-                              workload=query.workload, denied=query.denied, limit=query.limit)
+            query = replace(query, since_seq=page.last_seq)
             if not await self._flow_notifier.wait_beyond(page.last_seq, remaining):
                 # Timed out or shutting down: one last look, so a record that raced the timeout is not missed.
                 page = await asyncio.to_thread(self.flow_log.query, query)

@@ -12,6 +12,7 @@ State directory ($STOCKADE_STATE_DIR, default /var/lib/stockade/lab):
     ca.crt, ca.key        the lab's own CA (lab.pki); the CLI verifies the controller against ca.crt
     controller.crt, controller.key   the controller's certificate, for 127.0.0.1 and its fabric address
     controller.db         the controller's SQLite store
+    controller.db.flows.jsonl  the controller's flow log (controller/flow_file.py), read back when it restarts
     etcd/etcd-<n>/        each etcd member's data (a lab on etcd)
     run/<name>.pid        one per process: "controller", "agent-hv1", ...
     logs/<name>.log       stdout and stderr of each process

@@ -1,6 +1,9 @@
-"""`stockade flows [--follow]`: flow records, as a table or as JSON lines.
+"""`stockade flows [--follow] [--from W] [--to W] [--verdict V]... [--port N] [--protocol P]
+[--rule ID] [--last N]`: flow records, as a table or as JSON lines.
 
-`--follow` long-polls the controller (FOLLOW_POLL seconds a request) until SIGINT.
+The filters are the controller's (GET /api/v1/flows matches them, so a tenant's filter sees only
+what it may see); this command only passes them on. `--follow` long-polls the controller
+(FOLLOW_POLL seconds a request) until SIGINT.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -34,13 +37,25 @@ def flows(
     denied: bool = typer.Option(False, "--denied", help="Only deny, reject, would-deny and would-reject."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Either end is in this namespace."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Either end is this workload (NS/NAME)."),
+    from_: Optional[str] = typer.Option(None, "--from", help="The source end: a workload NAME or NS/NAME, or an IP address."),
+    to: Optional[str] = typer.Option(None, "--to", help="The destination end: a workload NAME or NS/NAME, or an IP address."),
+    verdict: Optional[List[str]] = typer.Option(None, "--verdict", help=(
+        "Only this verdict (allow, deny, reject, would-allow, would-deny, would-reject, log); repeat for more.")),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Either end's port."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="tcp, udp, icmp, ..."),
+    rule: Optional[str] = typer.Option(None, "--rule", help="The deciding rule's id (NS/POLICY/RULE)."),
     since: Optional[str] = SinceOpt,
-    limit: int = typer.Option(1000, "--limit", help="At most this many records (the newest) before following."),
+    last: Optional[int] = typer.Option(None, "--last", min=1, max=10_000, help="The newest N matching records."),
+    limit: int = typer.Option(1000, "--limit", min=1, max=10_000,
+                              help="At most this many records (the newest) before following."),
 ) -> None:
     """Flow records: who talked to whom, the verdict and the rule that decided it."""
     when = render.parse_since(since, unix_time()) if since else None
     client = call.client()
-    filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied}
+    limit = last if last is not None else limit
+    filters: dict[str, Any] = {"since": when, "namespace": namespace, "workload": workload, "denied": denied,
+                               "filters": {"from": from_, "to": to, "verdict": list(verdict or ()), "port": port,
+                                           "protocol": protocol, "rule": rule}}
     page = client.flows(limit=limit, **filters)
     if not follow:
         if call.output == "json":
