@@ -53,7 +53,7 @@ def overview(service: ControllerService, principal: Principal, rollouts: RecentR
     """The Overview page's figures for `principal` (see the module docstring)."""
     now = now or utc_now()
     status = service.status(principal)
-    hosts = []
+    hosts: list[dict[str, Any]] = []
     for a in status.agents:
         r = a.report
         hosts.append({"host": a.host, "revision": r.revision, "inSync": r.in_sync, "reporting": a.reporting,

@@ -84,10 +84,10 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             limiter.failed(client)
             on_refused(request, 401, f"dashboard login: {e.message}")
             return _login_page(request, next_page, e.message, status=401)
-        response = RedirectResponse(next_page, status_code=303)
-        response.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
-        return response
+        home = RedirectResponse(next_page, status_code=303)
+        home.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+        return home
 
     @r.post("/ui/logout")
     async def logout(request: Request) -> JSONResponse:
