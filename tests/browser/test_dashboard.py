@@ -186,10 +186,11 @@ def test_topology_shows_every_workload_and_its_reach(dash: Dashboard, tokens: di
     assert set(nodes) == shown
     assert dash.js("return [...document.querySelectorAll('#topology-graph canvas')].some((c) => c.width > 0 && c.height > 0)")
 
-    # A row click: web-1 may reach app-1 (the web policy's rule) and not db-1 (the default).
+    # A row click: web-1 may reach app-1 on 9000-9010 (the last side to decide is app-1's
+    # ingress rule), and not db-1 (the namespace default).
     dash.find('#topology-table tr[data-workload="shop/web-1"]').click()
     app = dash.wait_for('#workload-detail #reach-out li[data-peer="shop/app-1"]', timeout=15)
-    assert "allow" in app.text and "shop/web/to-app" in app.text, app.text
+    assert "allow" in app.text and "shop/app/api-from-web" in app.text and "9000" in app.text, app.text
     db = dash.find('#workload-detail #reach-out li[data-peer="shop/db-1"]')
     assert "deny" in db.text and "default-deny" in db.text, db.text
     lb = dash.find('#workload-detail #reach-in li[data-peer="shop/lb-1"]')
