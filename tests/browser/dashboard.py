@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver import Chrome
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -34,7 +35,7 @@ def artifacts_dir() -> Path:
 class Dashboard:
     """One browser on one controller's dashboard."""
 
-    def __init__(self, driver: WebDriver, base_url: str) -> None:
+    def __init__(self, driver: Chrome, base_url: str) -> None:
         self.driver = driver
         self.base = base_url.rstrip("/")
 
@@ -72,13 +73,13 @@ class Dashboard:
 
     # -- waiting and finding ----------------------------------------------------------------
 
-    def until(self, condition: Callable[[WebDriver], T], what: str, timeout: float = 10.0) -> T:
+    def until(self, condition: Callable[[WebDriver], T | None], what: str, timeout: float = 10.0) -> T:
         """Poll `condition` on the DOM until truthy; fail naming `what`, the URL and the page error."""
-        def safe(d: WebDriver) -> T | bool:
+        def safe(d: WebDriver) -> T | None:
             try:
                 return condition(d)
             except StaleElementReferenceException:  # the page redrew what we held: look again
-                return False
+                return None
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(safe)  # type: ignore[return-value]
         except TimeoutException:
@@ -142,7 +143,7 @@ class Dashboard:
         errors = [e for e in self.console() if not any(a in e for a in allowed)]
         assert not errors, f"the browser console has errors: {errors}"
 
-    def elapsed_until(self, condition: Callable[[WebDriver], T], what: str, since: float,
+    def elapsed_until(self, condition: Callable[[WebDriver], T | None], what: str, since: float,
                       timeout: float = 10.0) -> tuple[T, float]:
         """Await `condition`; its value and the seconds from `since` (time.monotonic) to seeing it."""
         value = self.until(condition, what, timeout)

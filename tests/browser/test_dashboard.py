@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver import Chrome
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select
 
@@ -80,7 +81,7 @@ def tokens(shop: Lab) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser(shop: Lab, controller_url: str) -> Iterator[WebDriver]:
+def browser(shop: Lab, controller_url: str) -> Iterator[Chrome]:
     pin = chromium.server_key_pin(controller_url, shop.context().ca or "")
     b = chromium.start([pin], tag="b19" + secrets.token_hex(2))
     try:
@@ -90,7 +91,7 @@ def browser(shop: Lab, controller_url: str) -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def dash(browser: WebDriver, controller_url: str) -> Dashboard:
+def dash(browser: Chrome, controller_url: str) -> Dashboard:
     d = Dashboard(browser, controller_url)
     d.log_out_browser()
     d.console()  # what an earlier test left in the console is not this test's
@@ -177,8 +178,10 @@ def test_login_then_overview_shows_every_host_in_sync(dash: Dashboard, shop: Lab
 def test_topology_shows_every_workload_and_its_reach(dash: Dashboard, tokens: dict[str, str]) -> None:
     dash.log_in(tokens["admin"])
     dash.open("topology")
-    rows = dash.until(lambda d: len(dash.find_all("#topology-table tbody tr[data-workload]")) >= len(DEMO_WORKLOADS)
-                      and dash.find_all("#topology-table tbody tr[data-workload]"), "the workload table")
+    def drawn(_: object) -> list[WebElement] | None:
+        rows = dash.find_all("#topology-table tbody tr[data-workload]")
+        return rows if len(rows) >= len(DEMO_WORKLOADS) else None
+    rows = dash.until(drawn, "the workload table")
     shown = {r.get_attribute("data-workload") for r in rows}
     assert shown >= set(DEMO_WORKLOADS) | {RIVAL}, shown
     # The graph: the page hands its Cytoscape instance to tests (window.StockadeTopology); each
@@ -282,6 +285,10 @@ def test_why_names_the_same_rule_as_the_flow_record(dash: Dashboard, shop: Lab, 
     assert dash.find("#why-rule a.rule-link").text == rule
     flows = dash.until(lambda d: dash.find_all(f'#why-flows tbody tr[data-rule="{rule}"]'), "the rule's flow records")
     assert any("shop/lb-1" in f.text and "shop/app-1" in f.text for f in flows), [f.text for f in flows]
+    # The rule's counters: flow records count at once (packets come with the agents' next heartbeat).
+    flows_counted = dash.until(lambda d: dash.js("const c = document.querySelector('#why-counters .hits-flows');"
+                                                 "return c ? c.textContent : null;"), "the rule's counters")
+    assert int(flows_counted) >= 1, flows_counted
     dash.screenshot("why")
     dash.assert_no_js_errors()
 
