@@ -314,3 +314,10 @@ def test_the_api_docs_and_every_page_load_nothing_from_another_site(controller: 
         assert sources and not [s for s in sources if re.match(r"(https?:)?//", s)], sources
         for local in (s for s in sources if s.startswith("/ui/static/")):
             assert b.get(local).status_code == 200, local
+
+
+def test_an_agent_token_is_refused_at_login(controller: RunningController, tokens: dict[str, str]) -> None:
+    with browser(controller) as b:
+        answer = b.post("/ui/login", data={"token": tokens["agent-hv1"]})
+        assert answer.status_code == 403 and "set-cookie" not in answer.headers
+        assert "agent token" in answer.text

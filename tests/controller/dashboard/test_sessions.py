@@ -6,12 +6,13 @@ import pytest
 
 from stockade.controller.auth import Principal
 from stockade.controller.dashboard.sessions import DashboardSessions, cookie_value
-from stockade.errors import Unauthorized
+from stockade.errors import Forbidden, Unauthorized
 
 
 class Tokens:
     def __init__(self) -> None:
-        self.valid = {"good": Principal("alice", "admin")}
+        self.valid = {"good": Principal("alice", "admin"), "other": Principal("bob", "viewer"),
+                      "host": Principal("agent-hv1", "agent", "hv1")}
 
     def authenticate(self, token: str | None) -> Principal:
         if token not in self.valid:
@@ -85,3 +86,19 @@ def test_cookie_value_reads_one_cookie_of_many() -> None:
     assert cookie_value("a=1; stockade_session=abc; b=2") == "abc"
     assert cookie_value("xstockade_session=abc") is None
     assert cookie_value("") is None
+
+
+def test_one_token_logging_in_again_and_again_closes_only_its_own_older_sessions() -> None:
+    sessions = DashboardSessions(Tokens().authenticate, capacity=100, per_token=3)
+    bob, _ = sessions.open("other")
+    alice = [sessions.open("good")[0] for _ in range(50)]
+    assert sessions.resolve(bob.id)[1].name == "bob"  # another user's session is untouched
+    for old in alice[:-3]:
+        with pytest.raises(Unauthorized):
+            sessions.resolve(old.id)
+    assert all(sessions.resolve(s.id)[1].name == "alice" for s in alice[-3:])
+
+
+def test_an_agent_token_cannot_log_in() -> None:
+    with pytest.raises(Forbidden, match="agent token"):
+        DashboardSessions(Tokens().authenticate).open("host")

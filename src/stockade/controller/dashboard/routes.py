@@ -23,7 +23,7 @@ from stockade.controller.auth import Principal
 from stockade.controller.dashboard.pages import PAGE_BY_NAME, page_context
 from stockade.controller.dashboard.sessions import COOKIE, DashboardSessions
 from stockade.controller.ratelimit import FailureLimiter, client_key
-from stockade.errors import NotFoundError, Unauthorized
+from stockade.errors import Forbidden, NotFoundError, Unauthorized
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
@@ -84,6 +84,9 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             limiter.failed(client)
             on_refused(request, 401, f"dashboard login: {e.message}")
             return _login_page(request, next_page, e.message, status=401)
+        except Forbidden as e:
+            on_refused(request, 403, f"dashboard login: {e.message}")
+            return _login_page(request, next_page, e.message, status=403)
         home = RedirectResponse(next_page, status_code=303)
         home.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")

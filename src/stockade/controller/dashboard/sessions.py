@@ -11,7 +11,9 @@ Invariants:
   (256 bits), never the token or anything derived from it. Nothing here logs either.
 - A session ends after `idle` without use, after `absolute` in any case, on logout, and with its
   token. At most `capacity` sessions are open: the least recently used one is closed to make room
-  (a flood of logins cannot grow memory without bound).
+  (a flood of logins cannot grow memory without bound); and at most `per_token` per token, so one
+  token's holder logging in again and again closes only its own older sessions, not others'.
+- Agent tokens cannot log in: a host credential is not a person (rbac: agents do not browse).
 - Writes made with a session need its CSRF token in the `X-Stockade-CSRF` header (checked by the
   gate): the cookie is SameSite=Strict as well, but the header does not depend on the browser.
 - Sessions live in one controller process: behind several replicas a browser logs in to each
@@ -29,13 +31,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from stockade.controller.auth import Principal
-from stockade.errors import Unauthorized
+from stockade.errors import Forbidden, Unauthorized
 
 COOKIE = "stockade_session"
 CSRF_HEADER = "x-stockade-csrf"
 DEFAULT_IDLE_SECONDS = 30 * 60
 DEFAULT_ABSOLUTE_SECONDS = 12 * 60 * 60
 DEFAULT_CAPACITY = 10_000
+DEFAULT_PER_TOKEN = 20
 
 Authenticate = Callable[[str | None], Principal]
 
@@ -57,11 +60,12 @@ class DashboardSessions:
 
     def __init__(self, authenticate: Authenticate, idle: float = DEFAULT_IDLE_SECONDS,
                  absolute: float = DEFAULT_ABSOLUTE_SECONDS, capacity: int = DEFAULT_CAPACITY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 per_token: int = DEFAULT_PER_TOKEN, clock: Callable[[], float] = time.monotonic) -> None:
         self._authenticate = authenticate
         self._idle = idle
         self._absolute = absolute
         self._capacity = capacity
+        self._per_token = per_token
         self._clock = clock
         self._lock = threading.Lock()
         self._open: OrderedDict[str, Session] = OrderedDict()  # least recently used first
@@ -69,9 +73,14 @@ class DashboardSessions:
     def open(self, token: str) -> tuple[Session, Principal]:
         """A new session for `token`, or Unauthorized (the token is checked first)."""
         principal = self._authenticate(token)
+        if principal.role == "agent":
+            raise Forbidden(f"{principal.name!r} is an agent token: a host's credential cannot log in to the dashboard")
         now = self._clock()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), token, now, now)
         with self._lock:
+            same_token = [s.id for s in self._open.values() if hmac.compare_digest(s.token, token)]
+            for old in same_token[:max(0, len(same_token) - self._per_token + 1)]:
+                del self._open[old]  # the least recently used first
             self._open[session.id] = session
             while len(self._open) > self._capacity:
                 self._open.popitem(last=False)
