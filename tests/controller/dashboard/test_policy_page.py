@@ -8,36 +8,11 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Iterator
 
-import pytest
-
-from stockade.controller.api import build_app
-from stockade.controller.auth import create_token_file
-from stockade.controller.config import ControllerConfig
-from stockade.controller.main import RunningController, start_in_thread
-from stockade.model.validation import ValidationSettings
-from tests.controller.dashboard.test_dashboard_http import STATE, apply, login
+from stockade.controller.main import RunningController
+from tests.controller.dashboard.conftest import STATE, apply, login
 
 STATIC = Path(__file__).resolve().parents[3] / "src/stockade/controller/dashboard/static"
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> dict[str, str]:
-    return create_token_file(tmp_path / "tokens.json", [
-        {"name": "alice", "role": "admin"}, {"name": "tess", "role": "tenant", "namespaces": ["shop"]},
-        {"name": "agent-hv2", "role": "agent", "host": "hv2"}])
-
-
-@pytest.fixture
-def controller(tmp_path: Path, tokens: dict[str, str]) -> Iterator[RunningController]:
-    config = ControllerConfig(db_path=tmp_path / "stockade.db", tokens_file=tmp_path / "tokens.json",
-                              validation=ValidationSettings(known_hosts=frozenset({"hv1", "hv2"})))
-    running = start_in_thread(config, app=build_app(config))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_the_policy_page_renders_its_elements_and_loads_only_shipped_scripts(controller: RunningController,

@@ -5,71 +5,20 @@ is the browser tests'.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
-
 import httpx
 import pytest
-import yaml
 
-from stockade.controller.api import build_app
-from stockade.controller.auth import create_token_file
-from stockade.controller.config import ControllerConfig
-from stockade.controller.main import RunningController, start_in_thread
-from stockade.model.validation import ValidationSettings
-
-HOSTS = frozenset({"hv1", "hv2"})
-STATE = """
-apiVersion: stockade.io/v1
-kind: Namespace
-metadata: {name: shop}
-spec: {defaultAction: allowUntilSelected}   # web's egress is open: db's ingress decides
----
-apiVersion: stockade.io/v1
-kind: Namespace
-metadata: {name: bank}
----
-apiVersion: stockade.io/v1
-kind: Workload
-metadata: {name: web, namespace: shop, labels: {tier: web}}
-spec: {host: hv1, ips: [198.18.10.1]}
----
-apiVersion: stockade.io/v1
-kind: Workload
-metadata: {name: db, namespace: shop, labels: {tier: db}}
-spec: {host: hv2, ips: [198.18.10.2]}
----
-apiVersion: stockade.io/v1
-kind: Workload
-metadata: {name: vault, namespace: bank, labels: {tier: secret}}
-spec: {host: hv2, ips: [198.18.10.3]}
----
-apiVersion: stockade.io/v1
-kind: Policy
-metadata: {name: db-in, namespace: shop}
-spec:
-  appliesTo: {selector: {matchLabels: {tier: db}}}
-  ingress:
-    - {id: from-web, action: allow, from: [{selector: {matchLabels: {tier: web}}}], ports: [{protocol: TCP, port: 5432}]}
-"""
+from stockade.controller.main import RunningController
+from tests.controller.dashboard.conftest import STATE, apply
 
 CONTRACT_IDS = ('id="topology-graph"', 'id="topology-table"', 'id="workload-detail"', 'id="reach-out"',
                 'id="reach-in"')
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[RunningController, dict[str, str]]]:
-    tokens = create_token_file(tmp_path / "tokens.json", [{"name": "alice", "role": "admin"},
-                                                         {"name": "tess", "role": "tenant", "namespaces": ["shop"]}])
-    config = ControllerConfig(db_path=tmp_path / "stockade.db", tokens_file=tmp_path / "tokens.json",
-                              validation=ValidationSettings(known_hosts=HOSTS))
-    app = build_app(config)
-    app.state.service.apply(list(yaml.safe_load_all(STATE)), "alice", "world")
-    controller = start_in_thread(config, app=app)
-    try:
-        yield controller, tokens
-    finally:
-        controller.stop()
+def running(controller: RunningController, tokens: dict[str, str]) -> tuple[RunningController, dict[str, str]]:
+    apply(controller, tokens["alice"], STATE)
+    return controller, tokens
 
 
 def test_a_tenants_session_gets_the_page_and_only_its_namespaces(
