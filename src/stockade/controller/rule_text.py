@@ -38,15 +38,20 @@ def _expression_text(expr: dict[str, Any]) -> str:
     return f"{key} {operator} ({', '.join(str(v) for v in values)})" if values else f"{key} {operator}"
 
 
+def _selection_text(selector: Any, namespace_selector: Any) -> str:
+    """`selector A in namespaces B`, either half alone when the other is not given."""
+    parts = []
+    if selector is not None:
+        parts.append(f"selector {selector_text(selector)}")
+    if namespace_selector is not None:
+        parts.append(f"namespaces {selector_text(namespace_selector)}")
+    return " in ".join(parts)
+
+
 def applies_to_text(applies: AppliesTo) -> str:
     if applies.group is not None:
         return f"group {applies.group}"
-    parts = []
-    if applies.selector is not None:
-        parts.append(f"selector {selector_text(applies.selector)}")
-    if applies.namespaceSelector is not None:
-        parts.append(f"namespaces {selector_text(applies.namespaceSelector)}")
-    return " in ".join(parts)
+    return _selection_text(applies.selector, applies.namespaceSelector)
 
 
 def peer_text(peer: Peer) -> str:
@@ -56,12 +61,7 @@ def peer_text(peer: Peer) -> str:
         return f"cidr {peer.cidr}" + (f" except {', '.join(peer.except_)}" if peer.except_ else "")
     if peer.fqdn is not None:
         return f"fqdn {peer.fqdn}"
-    parts = []
-    if peer.selector is not None:
-        parts.append(f"selector {selector_text(peer.selector)}")
-    if peer.namespaceSelector is not None:
-        parts.append(f"namespaces {selector_text(peer.namespaceSelector)}")
-    return " in ".join(parts)
+    return _selection_text(peer.selector, peer.namespaceSelector)
 
 
 def peers_text(peers: Sequence[Peer] | None) -> str:
