@@ -8,6 +8,10 @@ state, so they cannot disagree.
 Scoping (a tenant): it may trace a flow only when one end is a workload of its namespaces (asked
 before looking, so the answer is the same whether the other end exists or not); in the answer,
 the other namespace's rule ids read `ns/(hidden)`, as in flow records (`visibility.rule_ref`).
+Of an end in a namespace it may not read, the answer keeps the name the caller typed and hides
+the rest, each with the leak it closes: its address (it would name the `ns/(hidden)` ends of
+flow records again), the host its side ran on (where another tenant's workload runs), and the
+kernel chains of its side (`pol_<policy>_<hash>_in` carries the other tenant's policy name).
 
 Invariants: pure over the desired state (no kernel, no network); bad input is a ValidationError
 naming the field.
@@ -58,6 +62,16 @@ def trace(service: ControllerService, principal: Principal, flow: Flow) -> dict[
     if rbac.is_scoped(principal):
         visible = rbac.visible_namespaces(principal)
         out["decidingRule"] = visibility.rule_ref(out["decidingRule"], visible)
+        hidden_ends = [(flow.src, "src_ip", "egress")]
+        if flow.dst_fqdn is None:
+            hidden_ends.append((flow.dst, "dst_ip", "ingress"))
+        for (namespace, _), address, own_side in hidden_ends:
+            if visible(namespace):
+                continue
+            out[address] = visibility.HIDDEN
+            if out.get(own_side):
+                out[own_side]["host"] = visibility.HIDDEN
+                out[own_side]["rules"] = [{**r, "chain": visibility.HIDDEN} for r in out[own_side]["rules"]]
         for side in ("egress", "ingress"):
             if out.get(side):
                 out[side]["rules"] = [{**r, "rule": visibility.rule_ref(r.get("rule"), visible)}

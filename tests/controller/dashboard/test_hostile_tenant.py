@@ -1,0 +1,42 @@
+"""Attacks on the dashboard and the API routes behind it, by a tenant of `shop` who wants to learn
+about namespace `bank`, and by a caller holding no token at all. Each test is one attack over real
+HTTP against a real controller (conftest: uvicorn in a thread) and fails if the attack works."""
+
+from __future__ import annotations
+
+import json
+
+from stockade.controller.main import RunningController
+from tests.controller.dashboard.conftest import STATE, api, apply
+
+# What the tenant `tess` (namespaces [shop]) must never learn about bank/vault beyond its name, which
+# she typed herself: its address, the host it runs on, and bank's policy name (vault-in).
+BANK_SECRETS = ("198.18.10.3", "vault-in", "vault_in", "keep-shop-out")
+
+
+def test_a_tenant_trace_to_another_namespace_shows_no_address_host_or_policy_name(
+        controller: RunningController, tokens: dict[str, str]) -> None:
+    apply(controller, tokens["alice"], STATE)
+    with api(controller, tokens["tess"]) as c:
+        for src, dst in (("shop/web", "bank/vault"), ("bank/vault", "shop/web")):
+            answer = c.get("/api/v1/trace", params={"from": src, "to": dst, "port": 443})
+            assert answer.status_code == 200, answer.text
+            t = answer.json()
+            text = json.dumps(t)
+            # The kernel's chain names carry the policy's name (pol_vault_in_<hash>_in), and the
+            # addresses let `ns/(hidden)` in flow records be named again: both stay hidden.
+            assert not [s for s in BANK_SECRETS if s in text], text
+            hidden_side = t["ingress"] if dst == "bank/vault" else t["egress"]
+            assert hidden_side["host"] == "(hidden)", t
+            assert all(step["chain"] == "(hidden)" for step in hidden_side["rules"]), t
+            # Her own side is hers to read in full.
+            own_side = t["egress"] if dst == "bank/vault" else t["ingress"]
+            assert own_side["host"] == "hv1" and own_side["rules"][0]["chain"].startswith("wl_web_"), t
+            assert (t["src_ip"] if src == "shop/web" else t["dst_ip"]) == "198.18.10.1"
+        # What was there before stays: the verdict and the redacted deciding rule.
+        t = c.get("/api/v1/trace", params={"from": "shop/web", "to": "bank/vault", "port": 443}).json()
+        assert t["verdict"] == "deny" and t["decidingRule"] == "bank/(hidden)"
+    with api(controller, tokens["alice"]) as c:  # an operator still sees everything
+        t = c.get("/api/v1/trace", params={"from": "shop/web", "to": "bank/vault", "port": 443}).json()
+        assert t["dst_ip"] == "198.18.10.3" and t["ingress"]["host"] == "hv2"
+        assert t["ingress"]["rules"][0]["chain"].startswith("pol_vault_in_")
