@@ -67,9 +67,13 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             on_refused(request, 403, f"dashboard login posted from another origin ({origin[:100]})")
             return _login_page(request, HOME, "log in from the dashboard's own login page", status=403)
         body = await request.body()
-        form = parse_qs(body[:MAX_LOGIN_FORM].decode("utf-8", "replace"), max_num_fields=4)
-        token = (form.get("token") or [""])[0].strip()
-        next_page = safe_next((form.get("next") or [""])[0])
+        try:
+            form: dict[str, list[str]] | None = parse_qs(body[:MAX_LOGIN_FORM].decode("utf-8", "replace"),
+                                                         max_num_fields=4)
+        except ValueError:
+            form = None  # more fields than the login form has: not our form
+        token = ((form or {}).get("token") or [""])[0].strip()
+        next_page = safe_next(((form or {}).get("next") or [""])[0])
         client = client_key(request.scope.get("client"))
         wait = limiter.retry_after(client)
         if wait is not None:
@@ -78,6 +82,13 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             response = _login_page(request, next_page, message, status=429)
             response.headers["Retry-After"] = str(wait)
             return response
+        if form is None:
+            # A failed attempt like a wrong token, so that posting it again and again ends in 429
+            # (it used to raise: a 500 and a traceback in the log for every post, never limited).
+            limiter.failed(client)
+            on_refused(request, 400, "dashboard login: the form has more fields than the login form")
+            return _login_page(request, next_page, "the login form has only a token and where to go next",
+                               status=400)
         try:
             session, _ = sessions.open(token)
         except Unauthorized as e:
