@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from stockade.controller.main import RunningController
-from tests.controller.dashboard.conftest import STATE, api, apply
+from tests.controller.dashboard.conftest import STATE, api, apply, browser
 
 # What the tenant `tess` (namespaces [shop]) must never learn about bank/vault beyond its name, which
 # she typed herself: its address, the host it runs on, and bank's policy name (vault-in).
@@ -40,3 +40,28 @@ def test_a_tenant_trace_to_another_namespace_shows_no_address_host_or_policy_nam
         t = c.get("/api/v1/trace", params={"from": "shop/web", "to": "bank/vault", "port": 443}).json()
         assert t["dst_ip"] == "198.18.10.3" and t["ingress"]["host"] == "hv2"
         assert t["ingress"]["rules"][0]["chain"].startswith("pol_vault_in_")
+
+
+def test_a_login_form_with_extra_fields_is_a_failed_login_not_a_server_error(
+        controller: RunningController) -> None:
+    # Anyone may post the login form. One of more than four fields made parse_qs raise: a 500 with
+    # a traceback in the controller's log for every such post, never counted by the rate limit.
+    form = "token=guess&next=%2Fui%2Fflows&a=1&b=2&c=3"
+    with browser(controller) as b:
+        codes = [b.post("/ui/login", content=form,
+                        headers={"content-type": "application/x-www-form-urlencoded"}).status_code
+                 for _ in range(5)]
+    assert codes[:3] == [400, 400, 400] and codes[-1] == 429, codes
+
+
+def test_an_anonymous_login_form_of_megabytes_is_refused(controller: RunningController,
+                                                         tokens: dict[str, str]) -> None:
+    # /ui/login is public, so the gate lets its body through: the route read every byte of it (up
+    # to the 16 MiB body limit) into memory before looking at the first 16 KiB.
+    big = "token=" + tokens["alice"] + "&next=%2Fui%2Fflows&pad=" + "x" * (1024 * 1024)
+    with browser(controller) as b:
+        answer = b.post("/ui/login", content=big, headers={"content-type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 413, answer.status_code
+        assert "stockade_session" not in answer.headers.get("set-cookie", "")
+        # A form of ordinary size still logs in.
+        assert b.post("/ui/login", data={"token": tokens["alice"]}).status_code == 303

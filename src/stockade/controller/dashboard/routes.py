@@ -42,6 +42,20 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+async def _read_form(request: Request) -> tuple[bytes, bool]:
+    """The login form's first `MAX_LOGIN_FORM` bytes, and whether there were more. The rest is read
+    and dropped as it arrives (so that the answer reaches the client), never held: the login is
+    public, and an anonymous body must not cost the controller more memory than a form."""
+    kept = bytearray()
+    oversized = False
+    async for chunk in request.stream():
+        room = MAX_LOGIN_FORM - len(kept)
+        if len(chunk) > room:
+            oversized = True
+        kept += chunk[:max(0, room)]
+    return bytes(kept), oversized
+
+
 def _login_page(request: Request, next_page: str, error: str | None = None, status: int = 200) -> HTMLResponse:
     return TEMPLATES.TemplateResponse(request, "login.html", {"next": next_page, "error": error}, status_code=status)
 
@@ -66,10 +80,9 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
         if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
             on_refused(request, 403, f"dashboard login posted from another origin ({origin[:100]})")
             return _login_page(request, HOME, "log in from the dashboard's own login page", status=403)
-        body = await request.body()
+        body, oversized = await _read_form(request)
         try:
-            form: dict[str, list[str]] | None = parse_qs(body[:MAX_LOGIN_FORM].decode("utf-8", "replace"),
-                                                         max_num_fields=4)
+            form: dict[str, list[str]] | None = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         except ValueError:
             form = None  # more fields than the login form has: not our form
         token = ((form or {}).get("token") or [""])[0].strip()
@@ -82,6 +95,10 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             response = _login_page(request, next_page, message, status=429)
             response.headers["Retry-After"] = str(wait)
             return response
+        if oversized:
+            limiter.failed(client)
+            on_refused(request, 413, f"dashboard login: a form of more than {MAX_LOGIN_FORM} bytes")
+            return _login_page(request, next_page, f"the login form is at most {MAX_LOGIN_FORM} bytes", status=413)
         if form is None:
             # A failed attempt like a wrong token, so that posting it again and again ends in 429
             # (it used to raise: a 500 and a traceback in the log for every post, never limited).
