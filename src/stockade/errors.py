@@ -151,7 +151,8 @@ class PayloadTooLarge(StockadeError):
 
 
 class TooManyRequests(StockadeError):
-    """The client failed authentication more often than the controller allows; `retry_after` seconds."""
+    """The client failed authentication more often than the controller allows, or asked for more
+    expensive answers at once than it computes; try again in `retry_after` seconds."""
 
     http_status = 429
     exit_code = 14

@@ -64,7 +64,7 @@ from stockade.controller.token_admin import TokenUseCases
 from stockade.controller.topology_views import TopologyViews
 from stockade.controller.trends import PrometheusTrends
 from stockade.controller.wiring import open_backend
-from stockade.errors import ERRORS_BY_CODE, FieldProblem, Forbidden, StockadeError, Unauthorized, ValidationError
+from stockade.errors import ERRORS_BY_CODE, FieldProblem, Forbidden, StockadeError, TooManyRequests, Unauthorized, ValidationError
 from stockade.redaction import install_log_redaction
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ def _version() -> str:
 
 def _error_response(exc: StockadeError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 

@@ -5,6 +5,10 @@ HTTP against a real controller (conftest: uvicorn in a thread) and fails if the 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from stockade.controller.main import RunningController
 from tests.controller.dashboard.conftest import STATE, api, apply, browser
@@ -65,3 +69,45 @@ def test_an_anonymous_login_form_of_megabytes_is_refused(controller: RunningCont
         assert "stockade_session" not in answer.headers.get("set-cookie", "")
         # A form of ordinary size still logs in.
         assert b.post("/ui/login", data={"token": tokens["alice"]}).status_code == 303
+
+
+def _crowded_state(workloads: int) -> str:
+    """STATE plus `workloads` more, half shop's and half bank's, and a shop policy naming 32 ports:
+    a reach answer over it traces every peer on every port (seconds of CPU)."""
+    docs = [STATE]
+    for i in range(workloads):
+        ns = "shop" if i % 2 == 0 else "bank"
+        docs.append(f"apiVersion: stockade.io/v1\nkind: Workload\nmetadata: {{name: w{i}, namespace: {ns}, "
+                    f"labels: {{tier: web}}}}\nspec: {{host: hv{1 + i % 2}, ips: [198.18.{20 + i // 200}.{1 + i % 200}]}}\n")
+    ports = ", ".join(f"{{protocol: TCP, port: {p}}}" for p in range(1000, 1032))
+    docs.append("apiVersion: stockade.io/v1\nkind: Policy\nmetadata: {name: wide, namespace: shop}\nspec:\n"
+                "  appliesTo: {selector: {matchLabels: {tier: web}}}\n"
+                f"  egress: [{{id: out, action: allow, to: [{{namespaceSelector: {{}}}}], ports: [{ports}]}}]\n")
+    return "---\n".join(docs)
+
+
+def test_a_tenant_cannot_run_reach_answers_side_by_side_to_starve_the_controller(
+        controller: RunningController, tokens: dict[str, str]) -> None:
+    # One reach answer traces every peer on every port in play: seconds of CPU at a few hundred
+    # workloads, in the worker threads every synchronous route (apply, agents' flow reports) shares.
+    # A tenant asking for it many times at once held them all; now only a few run at a time and
+    # the rest are told to come back (429 with Retry-After) at once.
+    apply(controller, tokens["alice"], _crowded_state(160))
+    callers = 6
+    barrier = threading.Barrier(callers)
+
+    def ask() -> httpx.Response:
+        with api(controller, tokens["tess"]) as c:
+            barrier.wait()
+            return c.get("/api/v1/topology/reach", params={"workload": "shop/web"}, timeout=120)
+
+    with ThreadPoolExecutor(callers) as pool:
+        answers = list(pool.map(lambda _: ask(), range(callers)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
+    assert set(codes) <= {200, 429}, codes
+    busy = next(a for a in answers if a.status_code == 429)
+    assert int(busy.headers["retry-after"]) >= 1 and "reach" in busy.json()["message"]
+    # Once the others are done, the same question is answered.
+    with api(controller, tokens["tess"]) as c:
+        assert c.get("/api/v1/topology/reach", params={"workload": "shop/web"}, timeout=120).status_code == 200
