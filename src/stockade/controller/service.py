@@ -375,6 +375,8 @@ class ControllerService:
                 if audit is not None:
                     self.audit.record(audit.entry(current.revision, []))
                 return WriteResult(current.revision, ())
+            if principal is not None:
+                self._require_rollback_readable(principal, target, [r.key for r in results])
             self._check_count(len(results), "changes")
             if principal is not None:
                 for o in puts:
@@ -652,6 +654,16 @@ class ControllerService:
         if records:
             self._flow_notifier.publish(last)
         return last
+
+    @staticmethod
+    def _require_rollback_readable(principal: Principal, target: int, changed: Iterable[ObjectKey]) -> None:
+        """A tenant's rollback that would change an object it may not read is refused without naming
+        it: `check_write`'s message names the object, and one rollback per revision would list
+        another tenant's objects created, changed or deleted since."""
+        if rbac.is_scoped(principal) and not all(rbac.may_read(principal, k) for k in changed):
+            raise Forbidden(f"{principal.name!r} (role tenant) may not roll back to revision {target}: that "
+                            "would change objects outside its namespaces "
+                            f"({', '.join(sorted(principal.namespaces))})")
 
     @staticmethod
     def scope_flow_query(query: FlowQuery, principal: Principal | None) -> FlowQuery:

@@ -111,3 +111,27 @@ def test_a_tenant_cannot_run_reach_answers_side_by_side_to_starve_the_controller
     # Once the others are done, the same question is answered.
     with api(controller, tokens["tess"]) as c:
         assert c.get("/api/v1/topology/reach", params={"workload": "shop/web"}, timeout=120).status_code == 200
+
+
+def test_a_tenant_rollback_names_no_object_of_another_namespace(controller: RunningController,
+                                                                tokens: dict[str, str]) -> None:
+    # The Changes page offers a tenant the rollback (it may write). Rolling back to a revision
+    # before bank's latest changes is refused, rightly; but the refusal named the first bank object
+    # that differed: one rollback per revision listed bank's objects, created, changed or deleted.
+    first = apply(controller, tokens["alice"], STATE)["revision"]
+    apply(controller, tokens["alice"], """
+apiVersion: stockade.io/v1
+kind: Policy
+metadata: {name: ledger-guard, namespace: bank}
+spec:
+  appliesTo: {selector: {matchLabels: {tier: secret}}}
+  ingress: [{id: only-auditors, action: allow, from: [{selector: {matchLabels: {role: auditor}}}]}]
+""")
+    with api(controller, tokens["tess"]) as c:
+        refused = c.post("/api/v1/rollback", json={"revision": first})
+        assert refused.status_code == 403, refused.text
+        message = refused.json()["message"]
+        assert "ledger-guard" not in message and "bank/" not in message, message
+        assert "outside" in message  # it still says why
+    with api(controller, tokens["alice"]) as c:  # nothing was rolled back
+        assert c.get("/api/v1/objects/policies", params={"namespace": "bank", "name": "ledger-guard"}).json()["items"]
