@@ -9,6 +9,10 @@ way out, whatever field it came in, rather than by every writer remembering to.
 - `redact_value(value)`: the same through dicts, lists and tuples (keys too); other values as is.
 - `install_log_redaction()`: every log record of this process, of any logger and handler, is
   masked when it is made (a log record factory): its message, its traceback and its stack.
+  It also writes the control characters of the record's string arguments (the data a message
+  quotes: a name, a path, a refusal's reason built from input) as escapes (`\n`, `\x1b`), so
+  that a caller's text cannot end a log line and forge the next one, nor drive a terminal.
+  The format string itself is the code's, and is left as it is.
 
 Pure but for `install_log_redaction`, which wraps the process's log record factory once.
 """
@@ -23,6 +27,8 @@ from typing import Any
 # interface name like `stk_ab`) is not a secret.
 TOKEN_SHAPED = re.compile(r"stk_[A-Za-z0-9_\-]{16,}")
 MASK = "stk_…REDACTED"
+# Every C0 control but tab, and DEL: what ends a line or moves a terminal's cursor.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def redact(text: str) -> str:
@@ -39,6 +45,19 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters written as Python escapes (`\\n`, `\\r`, `\\x1b`)."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if CONTROL.search(text) else text
+
+
+def _one_line_args(args: Any) -> Any:
+    if isinstance(args, tuple):
+        return tuple(one_line(a) if isinstance(a, str) else a for a in args)
+    if isinstance(args, dict):
+        return {k: one_line(v) if isinstance(v, str) else v for k, v in args.items()}
+    return args
+
+
 _installed = False
 
 
@@ -51,6 +70,8 @@ def install_log_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if record.args:
+            record.args = _one_line_args(record.args)
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it to the handler to report, as logging does

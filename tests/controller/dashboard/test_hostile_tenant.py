@@ -5,10 +5,12 @@ HTTP against a real controller (conftest: uvicorn in a thread) and fails if the 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from stockade.controller.main import RunningController
 from tests.controller.dashboard.conftest import STATE, api, apply, browser
@@ -135,3 +137,18 @@ spec:
         assert "outside" in message  # it still says why
     with api(controller, tokens["alice"]) as c:  # nothing was rolled back
         assert c.get("/api/v1/objects/policies", params={"namespace": "bank", "name": "ledger-guard"}).json()["items"]
+
+
+def test_a_tenant_cannot_write_lines_of_its_own_into_the_controllers_log(
+        controller: RunningController, tokens: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    # A refusal is logged with its message, and the message quotes what was asked for. A name
+    # holding a newline (the reach route takes any text) became a line of the attacker's choosing
+    # in the controller's log: a forged refusal blaming another client, a fake agent error.
+    forged = "WARNING stockade.controller.gate refused DELETE tokens from 10.9.9.9 (alice)"
+    with caplog.at_level(logging.WARNING), api(controller, tokens["tess"]) as c:
+        answer = c.get("/api/v1/topology/reach", params={"workload": f"bank/x\n{forged}\r\n{forged}"})
+        assert answer.status_code == 403, answer.text
+    refusals = [r.getMessage() for r in caplog.records if "bank/x" in r.getMessage()]
+    assert refusals, [r.getMessage() for r in caplog.records]
+    for line in refusals:
+        assert "\n" not in line and "\r" not in line, line
