@@ -5,13 +5,15 @@ Why page asks the controller instead (GET /api/v1/trace), because a browser has 
 a tenant may not read the snapshot. Both run `compile.trace.trace_flow` on the same desired
 state, so they cannot disagree.
 
-Scoping (a tenant): it may trace a flow only when one end is a workload of its namespaces (asked
-before looking, so the answer is the same whether the other end exists or not); in the answer,
-the other namespace's rule ids read `ns/(hidden)`, as in flow records (`visibility.rule_ref`).
-Of an end in a namespace it may not read, the answer keeps the name the caller typed and hides
-the rest, each with the leak it closes: its address (it would name the `ns/(hidden)` ends of
-flow records again), the host its side ran on (where another tenant's workload runs), and the
-kernel chains of its side (`pol_<policy>_<hash>_in` carries the other tenant's policy name).
+Scoping (a tenant): both ends it names must be workloads of its namespaces (a domain name is
+fine as a destination), asked before looking: a trace to `bank/vault` would answer 200 and one
+to `bank/nothing` 404, so tracing into another namespace would tell its workload names apart
+(rbac: a tenant never tells another tenant's names apart). What reaches it from other namespaces,
+and what it may reach there, a tenant sees per namespace in Topology's reach and in its flow
+records, with the other end shown as `ns/(hidden)`. (An answer naming both ends in full would
+leak more than names: the other end's address would name the `ns/(hidden)` ends of flow records
+again, and its kernel chains, `pol_<policy>_<hash>_in`, its policy names.) In the answer, rule
+ids of other namespaces read `ns/(hidden)` (`visibility.rule_ref`), as everywhere.
 
 Invariants: pure over the desired state (no kernel, no network); bad input is a ValidationError
 naming the field.
@@ -50,9 +52,10 @@ def parse_flow(src: str, dst: str | None, protocol: str, port: int | None, famil
 def trace(service: ControllerService, principal: Principal, flow: Flow) -> dict[str, Any]:
     """The trace of `flow` as `principal` may see it (see the module docstring)."""
     ends = [flow.src] if flow.dst_fqdn is not None else [flow.src, flow.dst]
-    if rbac.is_scoped(principal) and not any(ns in principal.namespaces for ns, _ in ends):
-        raise Forbidden(f"{principal.name!r} (role tenant) may trace only flows to or from its namespaces "
-                        f"({', '.join(sorted(principal.namespaces))})")
+    if rbac.is_scoped(principal) and not all(ns in principal.namespaces for ns, _ in ends):
+        raise Forbidden(f"{principal.name!r} (role tenant) traces between workloads of its namespaces "
+                        f"({', '.join(sorted(principal.namespaces))}); other namespaces show, unnamed, in "
+                        "the Topology page's reach and in flow records")
     result = trace_flow(service.desired_state(), flow)
     out = result.to_dict()
     out["decidingRule"] = result.deciding_rule
@@ -62,16 +65,6 @@ def trace(service: ControllerService, principal: Principal, flow: Flow) -> dict[
     if rbac.is_scoped(principal):
         visible = rbac.visible_namespaces(principal)
         out["decidingRule"] = visibility.rule_ref(out["decidingRule"], visible)
-        hidden_ends = [(flow.src, "src_ip", "egress")]
-        if flow.dst_fqdn is None:
-            hidden_ends.append((flow.dst, "dst_ip", "ingress"))
-        for (namespace, _), address, own_side in hidden_ends:
-            if visible(namespace):
-                continue
-            out[address] = visibility.HIDDEN
-            if out.get(own_side):
-                out[own_side]["host"] = visibility.HIDDEN
-                out[own_side]["rules"] = [{**r, "chain": visibility.HIDDEN} for r in out[own_side]["rules"]]
         for side in ("egress", "ingress"):
             if out.get(side):
                 out[side]["rules"] = [{**r, "rule": visibility.rule_ref(r.get("rule"), visible)}
