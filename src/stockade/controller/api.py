@@ -225,8 +225,16 @@ def build_app(config: ControllerConfig) -> FastAPI:
     app.include_router(rule_routes.router(RuleHitsView(service.desired_state, service.reports.all,
                                                        service.flow_log.rule_counts)))
     app.include_router(insight_routes.router(service, metrics, PrometheusTrends(config.prometheus_url)))
+    def logged_in(request: Request, principal: Principal) -> None:
+        # Who opened a dashboard session, from where: an operator reading the audit log after a
+        # token leak wants the logins as much as the refusals.
+        audit.record(AuditEntry(action="dashboard.login", outcome="ok", status=303, method="POST",
+                                path=request.url.path, client=client_of(request.client),
+                                actor=principal.describe()))
+
     app.include_router(dashboard_routes.router(sessions, limiter,
-                                               lambda request, status, reason: refuse(request.scope, status, reason)))
+                                               lambda request, status, reason: refuse(request.scope, status, reason),
+                                               logged_in))
     app.include_router(dashboard_routes.api_docs(app.openapi_url or "/openapi.json", app.title))
     app.mount("/ui/static", dashboard_routes.STATIC, name="dashboard-static")
     return app

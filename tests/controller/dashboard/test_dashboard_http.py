@@ -221,3 +221,17 @@ def test_an_agent_token_is_refused_at_login(controller: RunningController, token
         answer = b.post("/ui/login", data={"token": tokens["agent-hv1"]})
         assert answer.status_code == 403 and "set-cookie" not in answer.headers
         assert "agent token" in answer.text
+
+
+def test_a_dashboard_login_is_audited_and_docs_cannot_be_framed(controller: RunningController,
+                                                                 tokens: dict[str, str]) -> None:
+    with browser(controller) as b:
+        assert b.post("/ui/login", data={"token": tokens["vera"]}).status_code == 303
+        docs = b.get("/docs")
+        assert docs.headers["x-frame-options"] == "DENY"
+        assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+    with api(controller, tokens["alice"]) as c:
+        entries = c.get("/api/v1/audit").json()["entries"]
+    logins = [e for e in entries if e["action"] == "dashboard.login"]
+    assert [(e["outcome"], e["actor"]["name"]) for e in logins] == [("ok", "vera")]
+    assert tokens["vera"] not in str(entries)

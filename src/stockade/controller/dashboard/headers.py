@@ -23,6 +23,13 @@ HEADERS = [
 ]
 
 
+# The API's Swagger page (/docs) runs FastAPI's inline bootstrap script, so it cannot have the
+# dashboard's CSP; it may not be framed either (clickjacking its "Authorize" and "Execute").
+NO_FRAMING = [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY"),
+              (b"x-content-type-options", b"nosniff")]
+DOCS = ("/docs", "/docs/oauth2-redirect")
+
+
 class DashboardHeaders:
     def __init__(self, app: ASGIApp, prefix: str = "/ui") -> None:
         self.app = app
@@ -30,6 +37,14 @@ class DashboardHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path in DOCS:
+            async def unframed(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), *NO_FRAMING]}
+                await send(message)
+
+            await self.app(scope, receive, unframed)
+            return
         if path != self.prefix and not path.startswith(self.prefix + "/"):
             await self.app(scope, receive, send)
             return

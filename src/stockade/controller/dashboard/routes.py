@@ -32,6 +32,11 @@ HOME = "/ui/overview"
 MAX_LOGIN_FORM = 16 * 1024
 
 OnLoginRefused = Callable[[Request, int, str], None]
+OnLogin = Callable[[Request, Principal], None]  # a session opened: audited like a write
+
+
+def _no_audit(request: Request, principal: Principal) -> None:
+    return None
 
 
 def safe_next(target: str | None) -> str:
@@ -60,7 +65,8 @@ def _login_page(request: Request, next_page: str, error: str | None = None, stat
     return TEMPLATES.TemplateResponse(request, "login.html", {"next": next_page, "error": error}, status_code=status)
 
 
-def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnLoginRefused) -> APIRouter:
+def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnLoginRefused,
+           on_login: OnLogin = _no_audit) -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
     @r.get("/ui")
@@ -107,7 +113,7 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             return _login_page(request, next_page, "the login form has only a token and where to go next",
                                status=400)
         try:
-            session, _ = sessions.open(token)
+            session, principal = sessions.open(token)
         except Unauthorized as e:
             limiter.failed(client)
             on_refused(request, 401, f"dashboard login: {e.message}")
@@ -115,6 +121,7 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
         except Forbidden as e:
             on_refused(request, 403, f"dashboard login: {e.message}")
             return _login_page(request, next_page, e.message, status=403)
+        on_login(request, principal)
         home = RedirectResponse(next_page, status_code=303)
         home.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
