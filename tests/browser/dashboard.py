@@ -21,6 +21,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from stockade.controller.dashboard.sessions import SECURE_COOKIE
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -68,7 +70,7 @@ class Dashboard:
                    f"/ui/{page} to load")
 
     def session_cookie(self) -> str | None:
-        cookie = self.driver.get_cookie("stockade_session")
+        cookie = self.driver.get_cookie(SECURE_COOKIE)  # the lab's controller speaks HTTPS
         return cookie["value"] if cookie else None
 
     # -- waiting and finding ----------------------------------------------------------------

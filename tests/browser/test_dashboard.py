@@ -24,6 +24,7 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select
 
+from stockade.controller.dashboard.sessions import SECURE_COOKIE
 from tests.browser import chromium
 from tests.browser.dashboard import Dashboard
 from tests.e2e.conftest import EXAMPLES, Lab, make_lab
@@ -375,11 +376,11 @@ def test_logout_returns_to_login_and_ends_the_session(dash: Dashboard, shop: Lab
     assert dash.session_cookie() is None
 
     # The old cookie, presented again, opens nothing: not the API, not a page.
-    request = urllib.request.Request(dash.url("/api/v1/status"), headers={"Cookie": f"stockade_session={cookie}"})
+    request = urllib.request.Request(dash.url("/api/v1/status"), headers={"Cookie": f"{SECURE_COOKIE}={cookie}"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10, context=shop.tls())
     assert refused.value.code == 401
-    dash.driver.add_cookie({"name": "stockade_session", "value": cookie, "path": "/"})
+    dash.driver.add_cookie({"name": SECURE_COOKIE, "value": cookie, "path": "/", "secure": True})
     dash.driver.get(dash.url("/ui/overview"))
     dash.until(lambda d: dash.path() == "/ui/login", "the old cookie to be sent back to the login page")
     dash.assert_no_js_errors()

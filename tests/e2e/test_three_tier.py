@@ -99,7 +99,8 @@ def test_the_demo_walkthrough_runs_and_every_probe_matches(shop: Lab) -> None:
         raise AssertionError("logging in should answer 303 to the overview")
     except urllib.error.HTTPError as answer:
         assert answer.code == 303 and answer.headers["location"] == "/ui/overview"
-        assert "stockade_session=" in answer.headers["set-cookie"]
+        cookie = answer.headers["set-cookie"]  # HTTPS: the __Host- cookie, Secure
+        assert cookie.startswith("__Host-stockade_session=") and "Secure" in cookie
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

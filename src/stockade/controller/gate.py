@@ -33,7 +33,7 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stockade.controller.auth import Principal
-from stockade.controller.dashboard.sessions import COOKIE, CSRF_HEADER, DashboardSessions, cookie_value
+from stockade.controller.dashboard.sessions import CSRF_HEADER, DashboardSessions, cookie_name, cookie_value
 from stockade.controller.ratelimit import FailureLimiter, client_key
 from stockade.errors import Forbidden, StockadeError, TooManyRequests, Unauthorized
 
@@ -94,7 +94,10 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        session_id = cookie_value(header(scope, b"cookie") or "") if self.sessions is not None else None
+        # Only the cookie name of this connection's scheme: over HTTPS a plain `stockade_session`
+        # (which a sibling host could have set) is not a session.
+        session_id = (cookie_value(header(scope, b"cookie") or "", cookie_name(scope.get("scheme", "http")))
+                      if self.sessions is not None else None)
         try:
             if session_id is not None and header(scope, b"authorization") is None:
                 assert self.sessions is not None
@@ -154,6 +157,8 @@ async def _to_login(scope: Scope, send: Send, clear_cookie: bool) -> None:
     headers = [(b"location", f"{DASHBOARD}/login?next={quote(target, safe='')}".encode()),
                (b"content-length", b"0"), (b"cache-control", b"no-store")]
     if clear_cookie:
-        headers.append((b"set-cookie", f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict".encode()))
+        name = cookie_name(scope.get("scheme", "http"))
+        secure = "; Secure" if name.startswith("__Host-") else ""
+        headers.append((b"set-cookie", f"{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}".encode()))
     await send({"type": "http.response.start", "status": 303, "headers": headers})
     await send({"type": "http.response.body", "body": b""})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stockade.controller.auth import Principal
-from stockade.controller.dashboard.sessions import DashboardSessions, cookie_value
+from stockade.controller.dashboard.sessions import DashboardSessions, cookie_name, cookie_value
 from stockade.errors import Forbidden, Unauthorized
 
 
@@ -83,9 +83,12 @@ def test_csrf_must_match_exactly() -> None:
 
 
 def test_cookie_value_reads_one_cookie_of_many() -> None:
-    assert cookie_value("a=1; stockade_session=abc; b=2") == "abc"
-    assert cookie_value("xstockade_session=abc") is None
-    assert cookie_value("") is None
+    assert cookie_value("a=1; stockade_session=abc; b=2", "stockade_session") == "abc"
+    assert cookie_value("xstockade_session=abc", "stockade_session") is None
+    assert cookie_value("", "stockade_session") is None
+    # Over HTTPS only the __Host- cookie is a session: a plain one may come from a sibling host.
+    assert cookie_name("https") == "__Host-stockade_session" and cookie_name("http") == "stockade_session"
+    assert cookie_value("stockade_session=planted", cookie_name("https")) is None
 
 
 def test_one_token_logging_in_again_and_again_closes_only_its_own_older_sessions() -> None:

@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from stockade.controller.auth import Principal
 from stockade.controller.dashboard.pages import PAGE_BY_NAME, page_context
-from stockade.controller.dashboard.sessions import COOKIE, DashboardSessions
+from stockade.controller.dashboard.sessions import DashboardSessions, cookie_name
 from stockade.controller.ratelimit import FailureLimiter, client_key
 from stockade.errors import Forbidden, NotFoundError, Unauthorized
 
@@ -123,7 +123,7 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
             return _login_page(request, next_page, e.message, status=403)
         on_login(request, principal)
         home = RedirectResponse(next_page, status_code=303)
-        home.set_cookie(COOKIE, session.id, path="/", httponly=True, samesite="strict",
+        home.set_cookie(cookie_name(request.url.scheme), session.id, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
         return home
 
@@ -133,7 +133,8 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
         session = getattr(request.state, "session", None)
         sessions.close(session.id if session is not None else None)
         response = JSONResponse({"ok": True, "next": "/ui/login"})
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(cookie_name(request.url.scheme), path="/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")
         return response
 
     @r.get("/ui/{name}")

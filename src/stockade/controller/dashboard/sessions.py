@@ -34,6 +34,15 @@ from stockade.controller.auth import Principal
 from stockade.errors import Forbidden, Unauthorized
 
 COOKIE = "stockade_session"
+# Over HTTPS the cookie carries the `__Host-` prefix: a browser then accepts it only from this very
+# host, Secure, for path / and without a Domain, so a sibling host under the same parent domain
+# cannot plant a session of its choosing in the user's browser (cookie tossing).
+SECURE_COOKIE = "__Host-" + COOKIE
+
+
+def cookie_name(scheme: str) -> str:
+    """The session cookie's name on a connection of `scheme` (http, https)."""
+    return SECURE_COOKIE if scheme == "https" else COOKIE
 CSRF_HEADER = "x-stockade-csrf"
 DEFAULT_IDLE_SECONDS = 30 * 60
 DEFAULT_ABSOLUTE_SECONDS = 12 * 60 * 60
@@ -114,7 +123,7 @@ class DashboardSessions:
             return len(self._open)
 
 
-def cookie_value(raw_cookie_header: str, name: str = COOKIE) -> str | None:
+def cookie_value(raw_cookie_header: str, name: str) -> str | None:
     """The value of cookie `name` in a `Cookie:` header; None when absent."""
     for part in raw_cookie_header.split(";"):
         key, sep, value = part.strip().partition("=")
