@@ -744,9 +744,13 @@ class ControllerService:
         agents = []
         for record in self.reports.all():
             age = (now - record.last_seen).total_seconds()
+            # Without the rule counters: no status answer carries them (the rules view reads them from
+            # the reports), and parsing thousands per host on every status, scrape and `apply --wait`
+            # poll was most of its cost (about 110 ms for 20 hosts of 4,000 rules).
+            report = {k: v for k, v in record.report.items() if k != "ruleCounters"}
             agents.append(AgentStatus(
                 host=record.host,
-                report=AgentReport.from_dict(record.report),
+                report=AgentReport.from_dict(report),
                 last_seen=record.last_seen.isoformat(timespec="milliseconds"),
                 reporting=age <= self.config.agent_stale_after,
             ))
