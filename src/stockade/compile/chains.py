@@ -4,6 +4,7 @@ workload's spoof guard, record chains, and the base chains on the hooks. Pure.
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field, replace
 
 from stockade.compile.addresses import family_of
@@ -36,6 +37,7 @@ from stockade.compile.rules import RuleBuilder
 from stockade.compile.selection import WorkloadKey
 from stockade.model.naming import object_name
 from stockade.model.state import DesiredState
+from stockade.model.verdicts import FinalVerdict
 from stockade.nft.ir import (
     ETHER_SADDR,
     ICMPV6_TYPE,
@@ -66,6 +68,12 @@ from stockade.nft.ir import (
     Return,
 )
 from stockade.nft.ir import Rule as NftRule
+
+
+def default_rule_ref(namespace: str, verdict: FinalVerdict, direction: str) -> str:
+    """The rule id of a namespace's default in one direction (`shop/default-deny/ingress`), as its
+    kernel rule's comment, trace, flow records and the rules view name it."""
+    return f"{namespace}/default-{verdict}/{direction}"
 
 
 @dataclass
@@ -136,7 +144,7 @@ class ChainBuilder:
             for p in in_tier:
                 rules.append(NftRule((), Jump(self.policy_chain(p, direction))))
             if tier == NETWORK_POLICY_TIER and k8s_isolated:
-                ref = f"{key[0]}/default-deny/{direction}"
+                ref = default_rule_ref(key[0], "deny", direction)
                 rules.extend(self.rules.logged([NftRule((), Drop(), ref, True)], "deny", ref))
                 self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
                 return name
@@ -147,10 +155,10 @@ class ChainBuilder:
         # the verdict, so it cannot close an allowUntilSelected namespace either.
         enforcing = [p for p in active if p.spec.mode == "enforce" and selects(p, direction)]
         if default == "allowUntilSelected" and not enforcing:
-            ref = f"{key[0]}/default-allow/{direction}"
+            ref = default_rule_ref(key[0], "allow", direction)
             rules.extend(self.rules.logged([NftRule((), Accept(), ref, True)], "allow", ref))
         else:
-            ref = f"{key[0]}/default-deny/{direction}"
+            ref = default_rule_ref(key[0], "deny", direction)
             rules.extend(self.rules.logged([NftRule((), Drop(), ref, True)], "deny", ref))
         self.chains[name] = Chain(name, tuple(rules), comment=f"Workload {key[0]}/{key[1]} {direction}")
         return name

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from stockade.compile.chains import default_rule_ref
 from stockade.compile.program import AnyPolicy, Direction, ordered_policies, policy_rules, rule_ref, source_kind
 from stockade.controller import rbac
 from stockade.controller.auth import Principal
@@ -45,7 +46,7 @@ from stockade.errors import NotFoundError, ValidationError
 from stockade.model.kinds import ObjectKey
 from stockade.model.reports import AgentReport
 from stockade.model.state import DesiredState
-from stockade.model.verdicts import is_denied, would
+from stockade.model.verdicts import FinalVerdict, is_denied, would
 
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 MAX_RULE_ID = 300  # a rule id is `ns/policy/id`: three names of at most 63 or 253 characters
@@ -223,10 +224,12 @@ def _defaults(state: DesiredState, namespace: str, counts: Counts) -> NamespaceD
     action = ns.spec.defaultAction if ns is not None else "deny"
     # Under allowUntilSelected both exist: allow for a workload no enforcing policy selects in
     # that direction, deny for one that is (compile.chains.workload_chain).
-    kinds = (("default-deny", "deny"),) + ((("default-allow", "allow"),) if action == "allowUntilSelected" else ())
-    rules = tuple(counts.hits(f"{namespace}/{name}/{direction}", direction, verdict, "any", "any",
+    verdicts: list[FinalVerdict] = ["deny"]
+    if action == "allowUntilSelected":
+        verdicts.append("allow")
+    rules = tuple(counts.hits(default_rule_ref(namespace, verdict, direction), direction, verdict, "any", "any",
                               f"namespace {namespace}'s default ({action})", False)
-                  for name, verdict in kinds for direction in DIRECTIONS)
+                  for verdict in verdicts for direction in DIRECTIONS)
     return NamespaceDefaults(namespace, action, rules)
 
 
