@@ -94,33 +94,34 @@ def router(sessions: DashboardSessions, limiter: FailureLimiter, on_refused: OnL
         token = ((form or {}).get("token") or [""])[0].strip()
         next_page = safe_next(((form or {}).get("next") or [""])[0])
         client = client_key(request.scope.get("client"))
+
+        def refused(status: int, reason: str, shown: str, attempt: bool = True) -> HTMLResponse:
+            """Audited; `attempt`: spends one of the client's tries, like a wrong bearer token."""
+            if attempt:
+                limiter.failed(client)
+            on_refused(request, status, f"dashboard login: {reason}")
+            return _login_page(request, next_page, shown, status=status)
+
         wait = limiter.retry_after(client)
         if wait is not None:
             message = f"too many failed logins from {client}; try again in {wait} s"
-            on_refused(request, 429, message)
-            response = _login_page(request, next_page, message, status=429)
+            response = refused(429, message, message, attempt=False)
             response.headers["Retry-After"] = str(wait)
             return response
         if oversized:
-            limiter.failed(client)
-            on_refused(request, 413, f"dashboard login: a form of more than {MAX_LOGIN_FORM} bytes")
-            return _login_page(request, next_page, f"the login form is at most {MAX_LOGIN_FORM} bytes", status=413)
+            return refused(413, f"a form of more than {MAX_LOGIN_FORM} bytes",
+                           f"the login form is at most {MAX_LOGIN_FORM} bytes")
         if form is None:
-            # A failed attempt like a wrong token, so that posting it again and again ends in 429
-            # (it used to raise: a 500 and a traceback in the log for every post, never limited).
-            limiter.failed(client)
-            on_refused(request, 400, "dashboard login: the form has more fields than the login form")
-            return _login_page(request, next_page, "the login form has only a token and where to go next",
-                               status=400)
+            # Counted like a wrong token, so that posting it again and again ends in 429 (it used
+            # to raise: a 500 and a traceback in the log for every post, never limited).
+            return refused(400, "the form has more fields than the login form",
+                           "the login form has only a token and where to go next")
         try:
             session, principal = sessions.open(token)
         except Unauthorized as e:
-            limiter.failed(client)
-            on_refused(request, 401, f"dashboard login: {e.message}")
-            return _login_page(request, next_page, e.message, status=401)
+            return refused(401, e.message, e.message)
         except Forbidden as e:
-            on_refused(request, 403, f"dashboard login: {e.message}")
-            return _login_page(request, next_page, e.message, status=403)
+            return refused(403, e.message, e.message, attempt=False)
         on_login(request, principal)
         home = RedirectResponse(next_page, status_code=303)
         home.set_cookie(cookie_name(request.url.scheme), session.id, path="/", httponly=True, samesite="strict",
