@@ -30,23 +30,17 @@
     if (!rule) { box.append(S.el('p', { class: 'muted', text: 'No rule decided: the namespace default did.' })); return; }
     try {
       const answer = await S.api('/rules', { params: { rule } });
-      const found = (answer.rules || []).find((r) => r.id === rule) || findRule(answer, rule);
+      // With ?rule= the answer lists the matching rules flat (both directions when they share the id).
+      const found = answer.rules.find((r) => r.id === rule);
       if (!found) { box.append(S.el('p', { class: 'muted', text: 'No counters for ' + rule + ' yet.' })); return; }
-      const c = found.counters || found;
       box.append(S.el('table', {}, S.el('tbody', {},
         S.el('tr', {}, S.el('th', { text: 'rule' }), S.el('td', {}, S.ruleLink(rule))),
-        S.el('tr', {}, S.el('th', { text: 'packets' }), S.el('td', { class: 'hits-packets', text: c.packets ?? 0 })),
-        S.el('tr', {}, S.el('th', { text: 'bytes' }), S.el('td', { class: 'hits-bytes', text: c.bytes ?? 0 })),
-        S.el('tr', {}, S.el('th', { text: 'flows' }), S.el('td', { class: 'hits-flows', text: found.flows ?? c.flows ?? 0 })))));
+        S.el('tr', {}, S.el('th', { text: 'packets' }), S.el('td', { class: 'hits-packets', text: found.packets })),
+        S.el('tr', {}, S.el('th', { text: 'bytes' }), S.el('td', { class: 'hits-bytes', text: found.bytes })),
+        S.el('tr', {}, S.el('th', { text: 'flows' }), S.el('td', { class: 'hits-flows', text: found.flows })))));
     } catch (e) {
       box.append(S.el('p', { class: 'muted', text: 'Counters unavailable: ' + e.message }));
     }
-  }
-
-  function findRule(answer, rule) {
-    // The Policy page's tree: tiers → policies → rules.
-    for (const t of answer.tiers || []) for (const p of t.policies || []) for (const r of p.rules || []) if (r.id === rule) return r;
-    return null;
   }
 
   async function recentFlows(rule, from, to) {
@@ -54,8 +48,9 @@
     const note = document.getElementById('why-flows-note');
     const end = mine.length && !mine.includes(from.split('/')[0]) ? to : from;
     try {
-      const page = await S.api('/flows', { params: { workload: end, rule: rule || undefined, limit: 1000 } });
-      const records = page.records.filter((r) => !rule || r.rule === rule).slice(-20).reverse();
+      // The controller filters by rule (in the caller's view) and gives the newest 20, oldest first.
+      const page = await S.api('/flows', { params: { workload: end, rule: rule || undefined, limit: 20 } });
+      const records = page.records.slice().reverse();
       for (const r of records) {
         tbody.append(S.el('tr', { dataset: { seq: r.seq, rule: r.rule || '' } }, S.el('td', { text: S.fmtTime(r.time) }),
           S.el('td', { text: r.host }), S.el('td', {}, S.verdict(r.verdict)), S.el('td', { text: S.endLabel(r.src) }),
